@@ -1,0 +1,1 @@
+"""Built-in loader backends, registered through the ``palabre.loaders`` entry-point group."""

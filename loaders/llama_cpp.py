@@ -1,0 +1,320 @@
+"""llama.cpp loader (llama-cpp-python, in-process) with the full sampler chain built from GenerationParams.
+
+``llama_cpp`` is imported only inside ``load`` so that listing loaders or drawing the page never pays for it.
+The generation loop evaluates only the part of the prompt that differs from what the context already holds,
+so turn N of a chat does not re-read the whole history.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
+from webui.core.params import PARAM_NAMES, GenerationParams
+
+if TYPE_CHECKING:
+    import llama_cpp
+
+AUTO_CONTEXT_CAP = 8192  # "auto" context: the model's own length, capped to keep the KV cache modest
+
+
+def automatic_threads() -> int:
+    """Generation threads: leave one core free on small machines.
+
+    Measured on a 2-core machine with another process busy: 2 threads collapse to 3-13 tok/s while 1 thread
+    holds ~34 tok/s, because llama.cpp's threads spin-wait on each other.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores <= 2:
+        return 1
+    if cores <= 8:
+        return cores - 1
+    return cores // 2
+
+
+def automatic_batch_threads() -> int:
+    """Prompt-processing threads: every core (prompt evaluation is one large batch, not a spin-wait chain)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class LlamaCppSettings(BaseModel):
+    """llama.cpp load settings; 0 / -1 mean "automatic" where stated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_ctx: int = Field(0, ge=0, le=1048576, description="Context length in tokens. 0 = the model's own (at most 8192).")
+    n_gpu_layers: int = Field(
+        -1, ge=-1, le=1000, description="Layers to put on the GPU. -1 = all (when llama.cpp was built with GPU support)."
+    )
+    n_threads: int = Field(0, ge=0, le=512, description="Generation threads. 0 = automatic (leaves a core free).")
+    n_threads_batch: int = Field(0, ge=0, le=512, description="Prompt-processing threads. 0 = every core.")
+    n_batch: int = Field(512, ge=1, le=65536, description="Prompt tokens evaluated per batch.")
+    use_mmap: bool = Field(True, description="Memory-map the file instead of reading it into RAM.")
+    use_mlock: bool = Field(False, description="Lock the model in RAM so it is never swapped out.")
+    flash_attn: bool = Field(False, description="Use flash attention (faster on GPUs).")
+    rope_freq_base: float = Field(0.0, ge=0.0, description="RoPE frequency base. 0 = the model's own.")
+    tensor_split: str = Field("", description="Share of the model per GPU, comma separated (e.g. 60,40). Empty = auto.")
+
+
+# Fields the engine handles itself for every loader (stop strings, length, truncation).
+ENGINE_FIELDS = frozenset({"max_new_tokens", "stop", "truncation_length"})
+
+
+class LlamaCppLoader:
+    """GGUF files through llama-cpp-python."""
+
+    name: ClassVar[str] = "llama.cpp"
+    capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
+        honoured_params=frozenset(PARAM_NAMES), streams_logprobs=False, can_tokenize=True, parallel=False
+    )
+    settings_model: ClassVar[type[BaseModel]] = LlamaCppSettings
+
+    def load(self, path: Path, settings: BaseModel) -> LlamaCppModel:
+        """Load ``path`` (a .gguf file, part 1 of a split file) with ``settings``; LoaderError on failure."""
+        if not isinstance(settings, LlamaCppSettings):
+            settings = LlamaCppSettings.model_validate(settings.model_dump())
+        try:
+            import llama_cpp
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise LoaderError(
+                "The llama.cpp loader needs llama-cpp-python: pip install 'palabre[llama-cpp]'."
+            ) from exc
+        if not path.is_file():
+            raise LoaderError(f"{path} is not a file.")
+        from webui.core.models import ModelFileError, gguf_metadata
+
+        try:
+            metadata = gguf_metadata(path)
+        except ModelFileError as exc:
+            raise LoaderError(f"Cannot load {path.name}: {exc}") from exc
+        n_ctx = settings.n_ctx or min(metadata.context_length or 4096, AUTO_CONTEXT_CAP)
+        tensor_split = [float(x) for x in settings.tensor_split.split(",") if x.strip()] or None
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_gpu_layers=settings.n_gpu_layers,
+                n_threads=settings.n_threads or automatic_threads(),
+                n_threads_batch=settings.n_threads_batch or automatic_batch_threads(),
+                n_batch=settings.n_batch,
+                n_ubatch=settings.n_batch,
+                use_mmap=settings.use_mmap,
+                use_mlock=settings.use_mlock,
+                flash_attn=settings.flash_attn,
+                rope_freq_base=settings.rope_freq_base,
+                tensor_split=tensor_split,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LoaderError(f"llama.cpp could not load {path.name}: {exc}") from exc
+        return LlamaCppModel(llm, path, metadata.chat_template, settings)
+
+
+class LlamaCppModel:
+    """A GGUF model in memory; generation runs a hand-built llama.cpp sampler chain."""
+
+    def __init__(self, llm: llama_cpp.Llama, path: Path, chat_template: str | None, settings: LlamaCppSettings):
+        self._llm: Any = llm
+        self._settings = settings
+        vocab = llm._model.vocab
+        self._vocab = vocab
+        bos, eos = llm.token_bos(), llm.token_eos()
+        self.facts = ModelFacts(
+            name=path.name,
+            path=path,
+            loader=LlamaCppLoader.name,
+            context_length=llm.n_ctx(),
+            chat_template=chat_template,
+            bos_token=self._piece(bos) if bos >= 0 else "",
+            eos_token=self._piece(eos) if eos >= 0 else "",
+            extra={
+                "n_threads": str(llm.n_threads),
+                "n_threads_batch": str(llm.n_threads_batch),
+                "n_gpu_layers": str(settings.n_gpu_layers),
+            },
+        )
+
+    def _piece(self, token: int) -> str:
+        return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return bytes(self._llm.detokenize(tokens, special=True)).decode("utf-8", errors="replace")
+
+    def unload(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.close()
+
+    # -- generation ---------------------------------------------------------------------------------------
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Keep the longest evaluated prefix shared with ``tokens``; return how many tokens are reused."""
+        llm = self._llm
+        cached = llm._input_ids
+        limit = min(len(cached), len(tokens) - 1)  # at least one token must be evaluated for fresh logits
+        prefix = 0
+        while prefix < limit and cached[prefix] == tokens[prefix]:
+            prefix += 1
+        if prefix > 0 and llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
+            llm.n_tokens = prefix
+            return prefix
+        llm.reset()
+        return 0
+
+    def stream(self, prompt: str, params: GenerationParams, cancel: CancelToken) -> Iterator[Chunk]:
+        import llama_cpp
+
+        llm = self._llm
+        if llm is None:
+            raise LoaderError("The model was unloaded.")
+        tokens = self.tokenize(prompt, add_bos=params.add_bos_token)
+        if not tokens:
+            raise LoaderError("The prompt is empty.")
+        n_ctx = llm.n_ctx()
+        if len(tokens) >= n_ctx:
+            raise LoaderError(
+                f"The prompt is {len(tokens)} tokens long, but the context holds only {n_ctx}. "
+                "Shorten it or load the model with a larger context (n_ctx)."
+            )
+        budget = min(params.max_new_tokens, n_ctx - len(tokens))
+        reused = self._reuse_prefix(tokens)
+        sampler = _SamplerChain(llama_cpp, llm, self._vocab, params, tokens)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        special = not params.skip_special_tokens
+        produced = 0
+        finish = "length"
+        try:
+            llm.eval(tokens[reused:])
+            while produced < budget:
+                if cancel.cancelled:
+                    finish = "cancelled"
+                    break
+                token = sampler.sample()
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                produced += 1
+                piece = decoder.decode(bytes(llm.detokenize([token], special=special)))
+                llm.eval([token])
+                yield Chunk(text=piece, tokens=1)
+            tail = decoder.decode(b"", final=True)
+            yield Chunk(
+                text=tail, tokens=0, finish_reason=finish, prompt_tokens=len(tokens), reused_prompt_tokens=reused
+            )
+        finally:
+            sampler.free()
+
+
+class _SamplerChain:
+    """A llama.cpp sampler chain for one generation (freed when it ends)."""
+
+    def __init__(self, lib: Any, llm: Any, vocab: Any, params: GenerationParams, prompt: list[int]) -> None:
+        self._lib = lib
+        self._ctx = llm.ctx
+        chain_params = lib.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        self._chain = lib.llama_sampler_chain_init(chain_params)
+        n_vocab = lib.llama_vocab_n_tokens(vocab)
+        seed = params.seed if params.seed >= 0 else random.randrange(2**31)
+        self._keep: list[Any] = []  # ctypes buffers the C side points into must outlive the chain
+
+        bias = dict(params.logit_bias)
+        if params.ban_eos_token:
+            for token in range(n_vocab):
+                if lib.llama_vocab_is_eog(vocab, token):
+                    bias[token] = float("-inf")
+        bias = {t: b for t, b in bias.items() if 0 <= t < n_vocab}
+        if bias:
+            array = (lib.llama_logit_bias * len(bias))()
+            for slot, (token, value) in enumerate(bias.items()):
+                array[slot].token = token
+                array[slot].bias = value
+            self._keep.append(array)
+            self._add(lib.llama_sampler_init_logit_bias(n_vocab, len(bias), array))
+
+        history = params.repetition_penalty_range if params.repetition_penalty_range >= 0 else len(prompt) + 1
+        recent = prompt[-history:] if history else []
+        penalties_on = params.repetition_penalty != 1.0 or params.frequency_penalty or params.presence_penalty
+        if penalties_on and history:
+            penalties = lib.llama_sampler_init_penalties(
+                n_vocab, history, params.repetition_penalty, params.frequency_penalty, params.presence_penalty
+            )
+            self._prime(penalties, recent)
+            self._add(penalties)
+        if params.dry_multiplier > 0:
+            breakers = [b.encode("utf-8") for b in params.dry_sequence_breakers]
+            breaker_array = (ctypes.c_char_p * max(1, len(breakers)))(*breakers)
+            self._keep.append(breaker_array)
+            dry = lib.llama_sampler_init_dry(
+                vocab,
+                params.dry_multiplier,
+                params.dry_base,
+                params.dry_allowed_length,
+                history if history else -1,
+                breaker_array,
+                len(breakers),
+            )
+            self._prime(dry, recent)
+            self._add(dry)
+        if params.grammar.strip():
+            grammar = lib.llama_sampler_init_grammar(vocab, params.grammar.encode("utf-8"), b"root")
+            if not grammar:
+                self.free()
+                raise LoaderError("The grammar is not valid GBNF (llama.cpp could not parse it).")
+            self._add(grammar)
+
+        if params.temperature <= 0:
+            self._add(lib.llama_sampler_init_greedy())
+            return
+        if params.mirostat_mode:
+            self._add(lib.llama_sampler_init_temp(params.temperature))
+            if params.mirostat_mode == 1:
+                self._add(lib.llama_sampler_init_mirostat(n_vocab, seed, params.mirostat_tau, params.mirostat_eta, 100))
+            else:
+                self._add(lib.llama_sampler_init_mirostat_v2(seed, params.mirostat_tau, params.mirostat_eta))
+            return
+        if params.top_n_sigma > 0:
+            self._add(lib.llama_sampler_init_top_n_sigma(params.top_n_sigma))
+        if params.top_k > 0:
+            self._add(lib.llama_sampler_init_top_k(params.top_k))
+        if params.typical_p < 1.0:
+            self._add(lib.llama_sampler_init_typical(params.typical_p, 1))
+        if params.top_p < 1.0:
+            self._add(lib.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0:
+            self._add(lib.llama_sampler_init_min_p(params.min_p, 1))
+        if params.xtc_probability > 0:
+            self._add(lib.llama_sampler_init_xtc(params.xtc_probability, params.xtc_threshold, 1, seed))
+        if params.dynatemp_range > 0:
+            self._add(lib.llama_sampler_init_temp_ext(params.temperature, params.dynatemp_range, params.dynatemp_exponent))
+        else:
+            self._add(lib.llama_sampler_init_temp(params.temperature))
+        self._add(lib.llama_sampler_init_dist(seed))
+
+    def _add(self, sampler: Any) -> None:
+        self._lib.llama_sampler_chain_add(self._chain, sampler)
+
+    def _prime(self, sampler: Any, tokens: list[int]) -> None:
+        """Let a penalty sampler see the recent prompt tokens, as text-generation-webui's penalties do."""
+        for token in tokens:
+            self._lib.llama_sampler_accept(sampler, token)
+
+    def sample(self) -> int:
+        return int(self._lib.llama_sampler_sample(self._chain, self._ctx, -1))
+
+    def free(self) -> None:
+        if self._chain is not None:
+            self._lib.llama_sampler_free(self._chain)
+            self._chain = None

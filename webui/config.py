@@ -1,0 +1,49 @@
+"""AppConfig: parsed once at the edge (CLI) and passed down; nothing reads globals."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_user_data_dir() -> Path:
+    """``$PALABRE_USER_DATA`` if set, else ``user_data/`` next to the bundled folders."""
+    env = os.environ.get("PALABRE_USER_DATA")
+    return Path(env).expanduser() if env else PROJECT_ROOT / "user_data"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Paths, network settings and start-up choices for one Palabre process."""
+
+    user_data_dir: Path = field(default_factory=default_user_data_dir)
+    bundled_dir: Path = PROJECT_ROOT
+    host: str = "127.0.0.1"
+    port: int = 7860
+    model: str | None = None
+    loader: str | None = None
+    loader_settings: dict[str, str] = field(default_factory=dict)
+    autoload_default_model: bool = True
+
+    @property
+    def models_dir(self) -> Path:
+        return self.user_data_dir / "models"
+
+    @property
+    def user_presets_dir(self) -> Path:
+        return self.user_data_dir / "presets"
+
+    @property
+    def user_templates_dir(self) -> Path:
+        return self.user_data_dir / "instruction-templates"
+
+    @property
+    def bundled_presets_dir(self) -> Path:
+        return self.bundled_dir / "presets"
+
+    @property
+    def bundled_templates_dir(self) -> Path:
+        return self.bundled_dir / "instruction-templates"

@@ -1,0 +1,1 @@
+"""Palabre's core: plain Python, no gradio / fastapi / torch imports (a test enforces it)."""

@@ -1,0 +1,58 @@
+"""One validator for every user-supplied name that becomes a file path."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unicodedata
+from pathlib import Path
+
+_FORBIDDEN = set('/\\:*?"<>|\0')
+MAX_NAME_LENGTH = 120
+
+
+class InvalidNameError(ValueError):
+    """A name that cannot safely become a file name."""
+
+
+def validate_name(name: str, *, what: str = "name") -> str:
+    """Return ``name`` unchanged if it is safe as a single file name, else raise InvalidNameError."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidNameError(f"The {what} must not be empty.")
+    if name != name.strip():
+        raise InvalidNameError(f"The {what} {name!r} must not start or end with spaces.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidNameError(f"The {what} is longer than {MAX_NAME_LENGTH} characters.")
+    normalized = unicodedata.normalize("NFKC", name)
+    bad = sorted({c for c in normalized if c in _FORBIDDEN or unicodedata.category(c).startswith("C")})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise InvalidNameError(f"The {what} {name!r} contains characters that are not allowed: {shown}.")
+    if normalized in {".", ".."} or normalized.startswith("."):
+        raise InvalidNameError(f"The {what} {name!r} must not start with a dot.")
+    return name
+
+
+def path_in(folder: Path, name: str, suffix: str, *, what: str = "name") -> Path:
+    """The path of ``name + suffix`` inside ``folder``, guaranteed not to escape it (symlinks included)."""
+    validate_name(name, what=what)
+    base = folder.resolve()
+    candidate = (base / f"{name}{suffix}").resolve()
+    if candidate.parent != base:
+        raise InvalidNameError(f"The {what} {name!r} points outside {folder}.")
+    return candidate
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a crash leaves either the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
