@@ -208,7 +208,7 @@ class LlamaCppModel:
                 produced += 1
                 piece = decoder.decode(bytes(llm.detokenize([token], special=special)))
                 llm.eval([token])
-                yield Chunk(text=piece, tokens=1)
+                yield Chunk(text=piece, tokens=1, prompt_tokens=len(tokens), reused_prompt_tokens=reused)
             tail = decoder.decode(b"", final=True)
             yield Chunk(
                 text=tail, tokens=0, finish_reason=finish, prompt_tokens=len(tokens), reused_prompt_tokens=reused

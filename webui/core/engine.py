@@ -1,0 +1,273 @@
+"""The Engine owns the loaded model: one worker thread runs loads and generations in order from a job queue.
+
+Every generation has its own CancelToken, so Stop stops that generation and nobody else's. Stop strings are
+matched across chunk boundaries and never shown. Each finished generation carries its own stats.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from webui.core.loader import CancelToken, Chunk, GenerationStats, LoadedModel, LoaderCapabilities, LoaderError
+from webui.core.models import ModelEntry, ModelFileError, ModelNotFoundError, find_model, infer_loader
+from webui.core.params import GenerationParams, describe_validation_error
+from webui.core.registry import LoaderRegistry
+from webui.core.stops import StopStringMatcher
+
+_END = object()
+
+
+class EngineError(RuntimeError):
+    """Something the user asked for cannot be done; the message is meant for them."""
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    """What is loaded now, and how."""
+
+    entry: ModelEntry
+    loader: str
+    settings: BaseModel
+    capabilities: LoaderCapabilities
+    model: LoadedModel
+    load_seconds: float
+
+
+class GenerationJob:
+    """One queued generation: iterate it for Chunks; ``cancel()`` stops it (and only it)."""
+
+    def __init__(self, prompt: str, params: GenerationParams, stops: Sequence[str]) -> None:
+        self.prompt = prompt
+        self.params = params
+        self.stops = tuple(s for s in (*params.stop, *stops) if s)
+        self.token = CancelToken()
+        self._chunks: queue.SimpleQueue[Chunk | BaseException | object] = queue.SimpleQueue()
+        self.stats: GenerationStats | None = None
+        self.finish_reason: str | None = None
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def _put(self, item: Chunk | BaseException | object) -> None:
+        self._chunks.put(item)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while True:
+            item = self._chunks.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, Chunk)
+            yield item
+
+    def text(self) -> str:
+        """Run to the end and return the whole reply (non-streaming output is just the joined stream)."""
+        return "".join(chunk.text for chunk in self)
+
+
+class Engine:
+    """Owns at most one loaded model and serializes work on it through one worker thread."""
+
+    def __init__(self, registry: LoaderRegistry, models_dir: Path) -> None:
+        self.registry = registry
+        self.models_dir = models_dir
+        self._state: LoadedState | None = None
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._run, name="palabre-engine", daemon=True)
+        self._worker.start()
+        self.last_stats: GenerationStats | None = None
+
+    # -- worker -------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            task = self._jobs.get()
+            if task is None:
+                return
+            task()
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the worker (after the jobs queued before it) and return its result."""
+        future: Future[Any] = Future()
+
+        def task() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._jobs.put(task)
+        return future.result()
+
+    def close(self) -> None:
+        """Unload the model and stop the worker."""
+        try:
+            self.unload()
+        finally:
+            self._jobs.put(None)
+            self._worker.join(timeout=30)
+
+    # -- models -------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LoadedState | None:
+        return self._state
+
+    def settings_for(self, loader: str, settings: Mapping[str, Any] | None) -> BaseModel:
+        """Validate loader settings (strings from the CLI are accepted); EngineError with each bad field."""
+        settings_model = self.registry.get(loader).settings_model
+        try:
+            return settings_model.model_validate(dict(settings or {}))
+        except ValidationError as exc:
+            raise EngineError(f"Invalid {loader} settings: {describe_validation_error(exc)}") from exc
+
+    def resolve(self, name: str) -> ModelEntry:
+        try:
+            return find_model(self.models_dir, name)
+        except ModelNotFoundError as exc:
+            raise EngineError(str(exc)) from exc
+
+    def load(self, name: str, loader: str | None = None, settings: Mapping[str, Any] | None = None) -> LoadedState:
+        """Load a model by name; on failure the previously loaded model stays loaded and usable."""
+        entry = self.resolve(name)
+        try:
+            loader_name = loader or infer_loader(entry)
+        except ModelFileError as exc:
+            raise EngineError(str(exc)) from exc
+        try:
+            loader_cls = self.registry.get(loader_name)
+        except LoaderError as exc:
+            raise EngineError(str(exc)) from exc
+        validated = self.settings_for(loader_name, settings)
+
+        def do_load() -> LoadedState:
+            started = time.perf_counter()
+            previous = self._state
+            if previous is not None and previous.entry.path == entry.path:
+                self._unload_now()  # reloading the same file: free it first so memory is not held twice
+                previous = None
+            try:
+                model = loader_cls().load(entry.path, validated)
+            except LoaderError as exc:
+                raise EngineError(str(exc)) from exc
+            except MemoryError as exc:
+                raise EngineError(f"Not enough memory to load {entry.name}.") from exc
+            if previous is not None:
+                self._unload_now()
+            self._state = LoadedState(
+                entry=entry,
+                loader=loader_name,
+                settings=validated,
+                capabilities=loader_cls.capabilities,
+                model=model,
+                load_seconds=time.perf_counter() - started,
+            )
+            return self._state
+
+        result: LoadedState = self._call(do_load)
+        return result
+
+    def _unload_now(self) -> None:
+        state, self._state = self._state, None
+        if state is not None:
+            state.model.unload()
+
+    def unload(self) -> None:
+        """Free the loaded model (after any running generation)."""
+        self._call(self._unload_now)
+
+    def require_model(self) -> LoadedState:
+        state = self._state
+        if state is None:
+            raise EngineError("No model is loaded. Load one in the Model tab (or pass --model).")
+        return state
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.require_model().model.tokenize(text))
+
+    # -- generation ---------------------------------------------------------------------------------------
+
+    def submit(self, prompt: str, params: GenerationParams, stops: Sequence[str] = ()) -> GenerationJob:
+        """Queue a generation; iterate the returned job for its chunks."""
+        self.require_model()
+        job = GenerationJob(prompt, params, stops)
+        self._jobs.put(lambda: self._generate(job))
+        return job
+
+    def generate(self, prompt: str, params: GenerationParams, stops: Sequence[str] = ()) -> Iterator[Chunk]:
+        """Stream a generation; closing the iterator early cancels it."""
+        job = self.submit(prompt, params, stops)
+        try:
+            yield from job
+        finally:
+            job.cancel()
+
+    def _generate(self, job: GenerationJob) -> None:
+        try:
+            if job.token.cancelled:
+                job.finish_reason = "cancelled"
+                job._put(Chunk(text="", finish_reason="cancelled"))
+                return
+            state = self._state
+            if state is None:
+                raise EngineError("No model is loaded.")
+            self._stream_into(job, state.model)
+        except LoaderError as exc:
+            job._put(EngineError(str(exc)))
+        except BaseException as exc:
+            job._put(exc)
+        finally:
+            job._put(_END)
+
+    def _stream_into(self, job: GenerationJob, model: LoadedModel) -> None:
+        matcher = StopStringMatcher(job.stops)
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        new_tokens = 0
+        finish = "length"
+        prompt_tokens = reused = 0
+        stream = model.stream(job.prompt, job.params, job.token)
+        try:
+            for chunk in stream:
+                if chunk.tokens and first_token_at is None:
+                    first_token_at = time.perf_counter()
+                new_tokens += chunk.tokens
+                prompt_tokens = max(prompt_tokens, chunk.prompt_tokens)
+                reused = max(reused, chunk.reused_prompt_tokens)
+                visible = matcher.feed(chunk.text)
+                if chunk.finish_reason is not None:
+                    finish = chunk.finish_reason
+                if matcher.stopped:
+                    finish = "stop"
+                    if visible:
+                        job._put(Chunk(text=visible, tokens=chunk.tokens))
+                    break
+                if visible or chunk.tokens:
+                    job._put(Chunk(text=visible, tokens=chunk.tokens))
+        finally:
+            stream_close = getattr(stream, "close", None)
+            if stream_close is not None:
+                stream_close()  # a generator's finally blocks free its sampler at once
+        tail = matcher.flush()
+        total = time.perf_counter() - started
+        stats = GenerationStats(
+            prompt_tokens=prompt_tokens,
+            new_tokens=new_tokens,
+            reused_prompt_tokens=reused,
+            time_to_first_token_s=(first_token_at - started) if first_token_at else total,
+            total_s=total,
+        )
+        job.stats = stats
+        job.finish_reason = finish
+        self.last_stats = stats
+        job._put(replace(Chunk(text=tail), finish_reason=finish, stats=stats))

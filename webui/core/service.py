@@ -1,0 +1,209 @@
+"""The core facade the front ends call: load models, detect templates, build prompts, stream replies.
+
+The page, the API and the CLI all go through one Service, so none of them computes a prompt, a sampler value
+or a file path itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webui.core.engine import Engine, EngineError, GenerationJob, LoadedState
+from webui.core.loader import Chunk, GenerationStats
+from webui.core.models import ModelEntry, discover_models
+from webui.core.params import GenerationParams
+from webui.core.presets import PresetStore
+from webui.core.prompts import (
+    DEFAULT_CHAT_INSTRUCT_COMMAND,
+    BuiltPrompt,
+    ChatMessage,
+    Mode,
+    PromptRequest,
+    PromptTooLongError,
+    build_prompt,
+)
+from webui.core.registry import LoaderRegistry
+from webui.core.templates import TemplateDetection, TemplateError, TemplateStore, detect_template
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """How a conversation is turned into a prompt (everything but the sampler)."""
+
+    mode: Mode = "instruct"
+    template: str | None = None  # None = the template detected for the loaded model
+    system_message: str = ""
+    character_name: str = "Assistant"
+    user_name: str = "You"
+    context: str = ""
+    chat_instruct_command: str = DEFAULT_CHAT_INSTRUCT_COMMAND
+
+
+@dataclass
+class ReplyStream:
+    """A reply being generated: iterate for text deltas; ``job`` holds stats once done."""
+
+    prompt: BuiltPrompt
+    job: GenerationJob
+    _chunks: Iterator[Chunk] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._chunks = iter(self.job)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self._chunks
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    @property
+    def stats(self) -> GenerationStats | None:
+        return self.job.stats
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    state: LoadedState
+    detection: TemplateDetection
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Loaded {self.state.entry.name} with {self.state.loader} in {self.state.load_seconds:.1f} s. "
+            f"{self.detection.message()}"
+        )
+
+
+class Service:
+    """One per process: the engine, the preset and template stores, and the current template choice."""
+
+    def __init__(self, registry: LoaderRegistry, *, models_dir: Path, presets: PresetStore, templates: TemplateStore):
+        self.engine = Engine(registry, models_dir)
+        self.presets = presets
+        self.templates = templates
+        self._detection: TemplateDetection | None = None
+        self._lock = threading.Lock()
+
+    # -- models ---------------------------------------------------------------------------------------------
+
+    def models(self) -> list[ModelEntry]:
+        return discover_models(self.engine.models_dir)
+
+    def load_model(
+        self,
+        name: str,
+        loader: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        template: str | None = None,
+    ) -> LoadReport:
+        """Load ``name``; on failure EngineError and the previous model (if any) stays loaded."""
+        state = self.engine.load(name, loader, settings)
+        detection = self._detect(state, template)
+        with self._lock:
+            self._detection = detection
+        return LoadReport(state, detection)
+
+    def _detect(self, state: LoadedState, explicit: str | None) -> TemplateDetection:
+        try:
+            return detect_template(
+                self.templates,
+                model_name=state.entry.name,
+                explicit=explicit,
+                metadata_template=state.model.facts.chat_template,
+            )
+        except TemplateError as exc:
+            raise EngineError(str(exc)) from exc
+
+    def unload_model(self) -> None:
+        self.engine.unload()
+        with self._lock:
+            self._detection = None
+
+    @property
+    def detection(self) -> TemplateDetection | None:
+        return self._detection
+
+    def status_line(self) -> str:
+        """One line for the page: what is loaded, the template found, and the last reply's speed."""
+        state = self.engine.state
+        if state is None:
+            return "No model loaded."
+        parts = [f"Loaded: {state.entry.name} ({state.loader})."]
+        if self._detection is not None:
+            parts.append(self._detection.message())
+        stats = self.engine.last_stats
+        if stats is not None and stats.new_tokens:
+            parts.append(
+                f"Last reply: {stats.new_tokens} tokens, {stats.tokens_per_second:.1f} tokens/s, "
+                f"first token after {stats.time_to_first_token_s:.2f} s "
+                f"({stats.prompt_tokens} prompt tokens, {stats.reused_prompt_tokens} reused)."
+            )
+        return " ".join(parts)
+
+    # -- prompts and generation -------------------------------------------------------------------------------
+
+    def template_for(self, settings: ChatSettings) -> Any:
+        if settings.template:
+            return self.templates.get(settings.template)
+        if self._detection is not None:
+            return self._detection.template
+        return None
+
+    def build_chat_prompt(
+        self,
+        history: Sequence[ChatMessage],
+        settings: ChatSettings,
+        params: GenerationParams,
+        *,
+        continue_last: bool = False,
+        impersonate: bool = False,
+    ) -> BuiltPrompt:
+        """The exact prompt text for ``history`` in ``settings.mode``, truncated to fit the context."""
+        state = self.engine.require_model()
+        facts = state.model.facts
+        context = params.truncation_length or facts.context_length
+        context = min(context, facts.context_length)
+        request = PromptRequest(
+            messages=list(history),
+            mode=settings.mode,
+            template=self.template_for(settings),
+            system_message=settings.system_message,
+            character_name=settings.character_name,
+            user_name=settings.user_name,
+            context=settings.context,
+            chat_instruct_command=settings.chat_instruct_command,
+            continue_last=continue_last,
+            impersonate=impersonate,
+            bos_token=facts.bos_token,
+            eos_token=facts.eos_token,
+        )
+        budget = max(1, context - params.max_new_tokens)
+        try:
+            return build_prompt(request, count_tokens=self.engine.count_tokens, max_prompt_tokens=budget)
+        except (PromptTooLongError, TemplateError) as exc:
+            raise EngineError(str(exc)) from exc
+
+    def stream_chat_reply(
+        self,
+        history: Sequence[ChatMessage],
+        settings: ChatSettings,
+        params: GenerationParams,
+        *,
+        continue_last: bool = False,
+        impersonate: bool = False,
+    ) -> ReplyStream:
+        """Start generating the next reply (or the user's next message when impersonating)."""
+        prompt = self.build_chat_prompt(history, settings, params, continue_last=continue_last, impersonate=impersonate)
+        job = self.engine.submit(prompt.text, params, prompt.stop_strings)
+        return ReplyStream(prompt, job)
+
+    def stream_completion(self, prompt: str, params: GenerationParams) -> GenerationJob:
+        """Raw text completion (Default / Notebook tabs, `webui generate`)."""
+        return self.engine.submit(prompt, params)
+
+    def close(self) -> None:
+        self.engine.close()
