@@ -1,0 +1,160 @@
+"""Command line: arguments -> AppConfig -> subcommands (serve, generate, chat, models).
+
+Imports stay light: gradio and the web server are imported only by ``serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from webui.config import AppConfig, default_user_data_dir
+from webui.core.params import GenerationParams, describe_validation_error, field_specs
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """Printed as one clear line, then the command exits non-zero."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_param_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per GenerationParams field, derived from the schema (defaults stay in the schema)."""
+    group = parser.add_argument_group("sampler parameters (default: the preset's value)")
+    for spec in field_specs():
+        help_text = f"{spec.description} (default {spec.default!r})"
+        if spec.kind == "float":
+            group.add_argument(_flag(spec.name), type=float, default=None, help=help_text, dest=spec.name)
+        elif spec.kind == "int":
+            group.add_argument(_flag(spec.name), type=int, default=None, help=help_text, dest=spec.name)
+        elif spec.kind == "bool":
+            group.add_argument(
+                _flag(spec.name), action=argparse.BooleanOptionalAction, default=None, help=help_text, dest=spec.name
+            )
+        elif spec.kind == "text":
+            group.add_argument(_flag(spec.name), default=None, help=help_text, dest=spec.name)
+        elif spec.kind == "list":
+            group.add_argument(
+                _flag(spec.name), action="append", default=None, help=f"{spec.description} (repeatable)", dest=spec.name
+            )
+        else:
+            group.add_argument(_flag(spec.name), default=None, help=f"{spec.description} (JSON)", dest=spec.name)
+
+
+def params_from_args(args: argparse.Namespace, base: GenerationParams) -> GenerationParams:
+    """The preset's params with every flag the user gave applied and validated."""
+    changes: dict[str, Any] = {}
+    for spec in field_specs():
+        value = getattr(args, spec.name, None)
+        if value is None:
+            continue
+        if spec.kind == "mapping":
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise CliError(f"{_flag(spec.name)} must be JSON: {exc}") from exc
+        changes[spec.name] = value
+    try:
+        return base.overlay(changes)
+    except ValidationError as exc:
+        raise CliError(f"Invalid sampler parameters: {describe_validation_error(exc)}") from exc
+
+
+def _parse_settings(pairs: Sequence[str] | None) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--setting expects KEY=VALUE, got {pair!r}.")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def _common_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model name in user_data/models (or a path); default: the default model")
+    parser.add_argument("--loader", help="loader to use (default: inferred from the model files)")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        metavar="KEY=VALUE",
+        help="loader setting, e.g. --setting n_ctx=4096 --setting n_threads=2 (repeatable)",
+    )
+    parser.add_argument("--user-data-dir", type=Path, default=None, help="folder for models, presets, chats")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webui", description="Palabre: a local web UI for large language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the web page")
+    _common_model_flags(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    serve.add_argument("--no-model", action="store_true", help="start without loading a model")
+
+    generate = sub.add_parser("generate", help="complete a prompt and print the result")
+    _common_model_flags(generate)
+    generate.add_argument("--prompt", required=True, help="the text to continue")
+    generate.add_argument("--preset", default="Default", help="preset to start from (default: Default)")
+    generate.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    add_param_flags(generate)
+
+    chat = sub.add_parser("chat", help="chat in the terminal (instruct mode, with the model's template)")
+    _common_model_flags(chat)
+    chat.add_argument("--preset", default="Default", help="preset to start from (default: Default)")
+    chat.add_argument("--system", default="", help="system message")
+    chat.add_argument("--template", default=None, help="instruction template (default: detected)")
+    add_param_flags(chat)
+
+    models = sub.add_parser("models", help="list or provision models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    listing = models_sub.add_parser("list", help="list the models in user_data/models")
+    listing.add_argument("--user-data-dir", type=Path, default=None)
+    provision = models_sub.add_parser("provision-default", help="place the default model in user_data/models")
+    provision.add_argument("--user-data-dir", type=Path, default=None)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AppConfig:
+    return AppConfig(
+        user_data_dir=(args.user_data_dir or default_user_data_dir()).resolve(),
+        host=getattr(args, "host", "127.0.0.1"),
+        port=getattr(args, "port", 7860),
+        model=getattr(args, "model", None),
+        loader=getattr(args, "loader", None),
+        loader_settings=_parse_settings(getattr(args, "setting", None)),
+        autoload_default_model=not getattr(args, "no_model", False),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from webui import commands  # deferred so `webui --help` stays instant
+
+    try:
+        config = config_from_args(args)
+        if args.command == "serve":
+            return commands.serve(config)
+        if args.command == "generate":
+            return commands.generate(config, args)
+        if args.command == "chat":
+            return commands.chat(config, args)
+        if args.models_command == "list":
+            return commands.list_models(config)
+        return commands.provision(config)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

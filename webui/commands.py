@@ -1,0 +1,151 @@
+"""What each CLI subcommand does, in terms of the core Service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from webui.app import build_service
+from webui.cli import CliError, params_from_args
+from webui.config import AppConfig
+from webui.core.engine import EngineError
+from webui.core.presets import PresetError
+from webui.core.prompts import ChatMessage
+from webui.core.service import ChatSettings, LoadReport, Service
+from webui.core.templates import TemplateError
+from webui.provision import DEFAULT_MODEL_FILE, ProvisionError, provision_default_model
+
+USER_ERRORS = (EngineError, PresetError, TemplateError, ProvisionError, OSError)
+
+
+def pick_model_name(config: AppConfig, service: Service) -> str:
+    """The model the user named, else the default model, else the first one found."""
+    if config.model:
+        return config.model
+    names = [entry.name for entry in service.models()]
+    if DEFAULT_MODEL_FILE in names:
+        return DEFAULT_MODEL_FILE
+    if names:
+        return names[0]
+    raise CliError(
+        f"No model found in {config.models_dir}. Run ./start.sh (it provisions the default model) "
+        "or put a .gguf file there."
+    )
+
+
+def _load(config: AppConfig, service: Service, template: str | None = None) -> LoadReport:
+    try:
+        return service.load_model(pick_model_name(config, service), config.loader, config.loader_settings, template)
+    except USER_ERRORS as exc:
+        raise CliError(str(exc)) from exc
+
+
+def generate(config: AppConfig, args: argparse.Namespace) -> int:
+    service = build_service(config)
+    try:
+        try:
+            params = params_from_args(args, service.presets.load(args.preset).params)
+        except PresetError as exc:
+            raise CliError(str(exc)) from exc
+        _load(config, service)
+        job = service.stream_completion(args.prompt, params)
+        try:
+            if args.stream:
+                for chunk in job:
+                    sys.stdout.write(chunk.text)
+                    sys.stdout.flush()
+                sys.stdout.write("\n")
+            else:
+                print(job.text())
+        except EngineError as exc:
+            raise CliError(str(exc)) from exc
+        return 0
+    finally:
+        service.close()
+
+
+def chat(config: AppConfig, args: argparse.Namespace) -> int:
+    service = build_service(config)
+    try:
+        try:
+            params = params_from_args(args, service.presets.load(args.preset).params)
+        except PresetError as exc:
+            raise CliError(str(exc)) from exc
+        report = _load(config, service, args.template)
+        print(report.message, file=sys.stderr)
+        print("Type a message and press Enter. /reset starts over, /exit (or Ctrl-D) quits.", file=sys.stderr)
+        settings = ChatSettings(mode="instruct", template=args.template, system_message=args.system)
+        history: list[ChatMessage] = []
+        while True:
+            try:
+                line = input("You: ")
+            except EOFError:
+                print(file=sys.stderr)
+                return 0
+            text = line.strip()
+            if text in ("/exit", "/quit"):
+                return 0
+            if text == "/reset":
+                history.clear()
+                continue
+            if not text:
+                continue
+            history.append(ChatMessage("user", text))
+            sys.stdout.write("Assistant: ")
+            reply = []
+            try:
+                stream = service.stream_chat_reply(history, settings, params)
+                try:
+                    for chunk in stream:
+                        reply.append(chunk.text)
+                        sys.stdout.write(chunk.text)
+                        sys.stdout.flush()
+                except KeyboardInterrupt:
+                    stream.cancel()
+            except EngineError as exc:
+                history.pop()
+                print(f"\nerror: {exc}", file=sys.stderr)
+                continue
+            sys.stdout.write("\n")
+            history.append(ChatMessage("assistant", "".join(reply).strip()))
+    finally:
+        service.close()
+
+
+def list_models(config: AppConfig) -> int:
+    service = build_service(config)
+    try:
+        entries = service.models()
+        if not entries:
+            print(f"No models in {config.models_dir}.")
+            return 0
+        from webui.core.models import infer_loader
+
+        width = max(len(e.name) for e in entries)
+        for entry in entries:
+            size = f"{entry.size_bytes / 1e6:,.0f} MB"
+            print(f"{entry.name:<{width}}  {size:>10}  {infer_loader(entry)}")
+        return 0
+    finally:
+        service.close()
+
+
+def provision(config: AppConfig) -> int:
+    try:
+        provision_default_model(config.models_dir)
+    except ProvisionError as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+def serve(config: AppConfig) -> int:
+    from webui.server import run_server  # gradio is imported only here
+
+    service = build_service(config)
+    try:
+        if config.autoload_default_model:
+            report = _load(config, service)
+            print(report.message, flush=True)
+        return run_server(service, config)
+    finally:
+        service.close()
