@@ -11,7 +11,6 @@ import codecs
 import ctypes
 import os
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -51,18 +50,27 @@ class LlamaCppSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_ctx: int = Field(0, ge=0, le=1048576, description="Context length in tokens. 0 = the model's own (at most 8192).")
-    n_gpu_layers: int = Field(
-        -1, ge=-1, le=1000, description="Layers to put on the GPU. -1 = all (when llama.cpp was built with GPU support)."
+    n_ctx: int = Field(
+        0, ge=0, le=1048576, description="Context length in tokens. 0 = the model's own (at most 8192)."
     )
-    n_threads: int = Field(0, ge=0, le=512, description="Generation threads. 0 = automatic (leaves a core free).")
+    n_gpu_layers: int = Field(
+        -1,
+        ge=-1,
+        le=1000,
+        description="Layers to put on the GPU. -1 = all (when llama.cpp was built with GPU support).",
+    )
+    n_threads: int = Field(
+        0, ge=0, le=512, description="Generation threads. 0 = automatic (leaves a core free)."
+    )
     n_threads_batch: int = Field(0, ge=0, le=512, description="Prompt-processing threads. 0 = every core.")
     n_batch: int = Field(512, ge=1, le=65536, description="Prompt tokens evaluated per batch.")
     use_mmap: bool = Field(True, description="Memory-map the file instead of reading it into RAM.")
     use_mlock: bool = Field(False, description="Lock the model in RAM so it is never swapped out.")
     flash_attn: bool = Field(False, description="Use flash attention (faster on GPUs).")
     rope_freq_base: float = Field(0.0, ge=0.0, description="RoPE frequency base. 0 = the model's own.")
-    tensor_split: str = Field("", description="Share of the model per GPU, comma separated (e.g. 60,40). Empty = auto.")
+    tensor_split: str = Field(
+        "", description="Share of the model per GPU, comma separated (e.g. 60,40). Empty = auto."
+    )
 
 
 # Fields the engine handles itself for every loader (stop strings, length, truncation).
@@ -122,7 +130,9 @@ class LlamaCppLoader:
 class LlamaCppModel:
     """A GGUF model in memory; generation runs a hand-built llama.cpp sampler chain."""
 
-    def __init__(self, llm: llama_cpp.Llama, path: Path, chat_template: str | None, settings: LlamaCppSettings):
+    def __init__(
+        self, llm: llama_cpp.Llama, path: Path, chat_template: str | None, settings: LlamaCppSettings
+    ):
         self._llm: Any = llm
         self._settings = settings
         vocab = llm._model.vocab
@@ -211,7 +221,11 @@ class LlamaCppModel:
                 yield Chunk(text=piece, tokens=1, prompt_tokens=len(tokens), reused_prompt_tokens=reused)
             tail = decoder.decode(b"", final=True)
             yield Chunk(
-                text=tail, tokens=0, finish_reason=finish, prompt_tokens=len(tokens), reused_prompt_tokens=reused
+                text=tail,
+                tokens=0,
+                finish_reason=finish,
+                prompt_tokens=len(tokens),
+                reused_prompt_tokens=reused,
             )
         finally:
             sampler.free()
@@ -281,7 +295,11 @@ class _SamplerChain:
         if params.mirostat_mode:
             self._add(lib.llama_sampler_init_temp(params.temperature))
             if params.mirostat_mode == 1:
-                self._add(lib.llama_sampler_init_mirostat(n_vocab, seed, params.mirostat_tau, params.mirostat_eta, 100))
+                self._add(
+                    lib.llama_sampler_init_mirostat(
+                        n_vocab, seed, params.mirostat_tau, params.mirostat_eta, 100
+                    )
+                )
             else:
                 self._add(lib.llama_sampler_init_mirostat_v2(seed, params.mirostat_tau, params.mirostat_eta))
             return
@@ -298,7 +316,11 @@ class _SamplerChain:
         if params.xtc_probability > 0:
             self._add(lib.llama_sampler_init_xtc(params.xtc_probability, params.xtc_threshold, 1, seed))
         if params.dynatemp_range > 0:
-            self._add(lib.llama_sampler_init_temp_ext(params.temperature, params.dynatemp_range, params.dynatemp_exponent))
+            self._add(
+                lib.llama_sampler_init_temp_ext(
+                    params.temperature, params.dynatemp_range, params.dynatemp_exponent
+                )
+            )
         else:
             self._add(lib.llama_sampler_init_temp(params.temperature))
         self._add(lib.llama_sampler_init_dist(seed))

@@ -53,7 +53,9 @@ class ScriptedModel:
 
 class ScriptedLoader:
     name: ClassVar[str] = "scripted"
-    capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(honoured_params=frozenset({"max_new_tokens"}))
+    capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
+        honoured_params=frozenset({"max_new_tokens"})
+    )
     settings_model: ClassVar[type[BaseModel]] = ScriptedSettings
 
     def load(self, path: Path, settings: BaseModel) -> ScriptedModel:

@@ -17,7 +17,12 @@ pytestmark = pytest.mark.slow
 def webui(user_data: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PALABRE_USER_DATA": str(user_data)}
     return subprocess.run(
-        [sys.executable, "-m", "webui", *args], capture_output=True, text=True, timeout=300, env=env, input=stdin
+        [sys.executable, "-m", "webui", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        input=stdin,
     )
 
 
@@ -28,15 +33,43 @@ def user_data(tmp_path: Path, default_model_path: Path) -> Path:
 
 
 def test_generate_prints_a_continuation(user_data: Path) -> None:
-    result = webui(user_data, "generate", "--prompt", "The capital of France is", "--max-new-tokens", "8", "--temperature", "0")
+    result = webui(
+        user_data,
+        "generate",
+        "--prompt",
+        "The capital of France is",
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip()) > 0
-    again = webui(user_data, "generate", "--prompt", "The capital of France is", "--max-new-tokens", "8", "--temperature", "0")
+    again = webui(
+        user_data,
+        "generate",
+        "--prompt",
+        "The capital of France is",
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0",
+    )
     assert again.stdout == result.stdout  # greedy is deterministic
 
 
 def test_generate_streams_with_a_preset_and_seed(user_data: Path) -> None:
-    args = ("generate", "--prompt", "Once upon a time", "--preset", "Creative", "--seed", "5", "--max-new-tokens", "12")
+    args = (
+        "generate",
+        "--prompt",
+        "Once upon a time",
+        "--preset",
+        "Creative",
+        "--seed",
+        "5",
+        "--max-new-tokens",
+        "12",
+    )
     first, second = webui(user_data, *args, "--stream"), webui(user_data, *args)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert first.stdout.strip() == second.stdout.strip() != ""
@@ -74,7 +107,13 @@ def test_models_list(user_data: Path) -> None:
 
 def test_terminal_chat_answers_in_instruct_mode(user_data: Path) -> None:
     result = webui(
-        user_data, "chat", "--temperature", "0", "--max-new-tokens", "24", stdin="What is the capital of France?\n/exit\n"
+        user_data,
+        "chat",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "24",
+        stdin="What is the capital of France?\n/exit\n",
     )
     assert result.returncode == 0, result.stderr
     assert 'template "ChatML"' in result.stderr

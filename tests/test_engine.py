@@ -89,7 +89,7 @@ def test_switching_models_unloads_the_old_one(engine: Engine) -> None:
 
 
 def test_clear_errors_for_unknown_model_loader_and_settings(engine: Engine) -> None:
-    with pytest.raises(EngineError, match="not found. Available models: a.gguf, b.gguf"):
+    with pytest.raises(EngineError, match=r"not found\. Available models: a\.gguf, b\.gguf"):
         engine.load("nope.gguf")
     with pytest.raises(EngineError, match="Unknown loader 'exllama'"):
         engine.load("a.gguf", "exllama")

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from webui.core.prompts import ChatMessage
 
 from tests.conftest import make_config
 from webui.app import build_service
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
-from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, Service
 from webui.provision import DEFAULT_MODEL_FILE
 
@@ -52,7 +52,9 @@ def test_same_seed_same_text_and_other_seed_differs(smol_service: Service) -> No
 
 
 def test_cancel_stops_mid_stream(smol_service: Service) -> None:
-    job = smol_service.stream_completion("Count from one to one hundred:", GenerationParams(max_new_tokens=300, ban_eos_token=True))
+    job = smol_service.stream_completion(
+        "Count from one to one hundred:", GenerationParams(max_new_tokens=300, ban_eos_token=True)
+    )
     seen = 0
     last = None
     for chunk in job:
@@ -133,7 +135,7 @@ def test_prompt_longer_than_context_is_a_clear_error(tmp_path: Path, default_mod
 def test_corrupt_gguf_keeps_the_previous_model(smol_service: Service) -> None:
     broken = smol_service.engine.models_dir / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
-    with pytest.raises(EngineError, match="broken.gguf"):
+    with pytest.raises(EngineError, match=r"broken\.gguf"):
         smol_service.load_model("broken.gguf")
     assert smol_service.engine.require_model().entry.name == DEFAULT_MODEL_FILE
     assert "Paris" in smol_service.stream_completion(CHATML_QUESTION, GREEDY).text()
@@ -165,7 +167,9 @@ def test_gemma_base_model_falls_back_and_generates(gemma_service: Service, gemma
     first = gemma_service.stream_completion("The capital of France is", params).text()
     again = gemma_service.stream_completion("The capital of France is", params).text()
     assert first and first == again
-    job = gemma_service.stream_completion("Write a long story about a dragon.", GenerationParams(max_new_tokens=200, ban_eos_token=True))
+    job = gemma_service.stream_completion(
+        "Write a long story about a dragon.", GenerationParams(max_new_tokens=200, ban_eos_token=True)
+    )
     for index, _chunk in enumerate(job):
         if index == 3:
             job.cancel()

@@ -50,7 +50,12 @@ def test_discovery_lists_files_split_parts_once_and_folders(tmp_path: Path) -> N
     write_gguf(repo / "inner.gguf", {})
     (tmp_path / "notes.txt").write_text("not a model")
     entries = {e.name: e for e in discover_models(tmp_path)}
-    assert set(entries) == {"single.Q4_K_M.gguf", "big-00001-of-00003.gguf", "tiny-llama", "org-repo/inner.gguf"}
+    assert set(entries) == {
+        "single.Q4_K_M.gguf",
+        "big-00001-of-00003.gguf",
+        "tiny-llama",
+        "org-repo/inner.gguf",
+    }
     assert entries["big-00001-of-00003.gguf"].parts == 3
     assert entries["tiny-llama"].kind == "folder"
 
@@ -66,13 +71,18 @@ def test_loader_is_inferred_from_the_files(tmp_path: Path) -> None:
         (folder / "config.json").write_text(json.dumps(config))
         (folder / "model.safetensors").write_bytes(b"")
     loaders = {e.name: infer_loader(e) for e in discover_models(tmp_path)}
-    assert loaders == {"m.gguf": "llama.cpp", "plain": "transformers", "gptq-model": "gptq", "awq-model": "awq"}
+    assert loaders == {
+        "m.gguf": "llama.cpp",
+        "plain": "transformers",
+        "gptq-model": "gptq",
+        "awq-model": "awq",
+    }
 
 
 def test_find_model_explains_what_exists(tmp_path: Path) -> None:
     write_gguf(tmp_path / "here.gguf", {})
     assert find_model(tmp_path, "here.gguf").path == tmp_path / "here.gguf"
-    with pytest.raises(ModelNotFoundError, match="'gone.gguf' not found. Available models: here.gguf"):
+    with pytest.raises(ModelNotFoundError, match=r"'gone\.gguf' not found\. Available models: here\.gguf"):
         find_model(tmp_path, "gone.gguf")
 
 
@@ -119,7 +129,9 @@ def test_broken_gguf_files_give_clear_errors(tmp_path: Path, content: bytes, rea
 
 
 def test_folder_chat_template_is_found_in_tokenizer_config(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["A"], "max_position_embeddings": 2048}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architectures": ["A"], "max_position_embeddings": 2048})
+    )
     (tmp_path / "model.safetensors").write_bytes(b"")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
     entry = find_model(tmp_path.parent, str(tmp_path))

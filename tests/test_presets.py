@@ -82,7 +82,9 @@ def test_invalid_values_give_a_clear_error(store: PresetStore, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", "", "x\x00y", "/etc/passwd", ".hidden"])
-def test_names_that_would_escape_the_folder_are_rejected(store: PresetStore, tmp_path: Path, name: str) -> None:
+def test_names_that_would_escape_the_folder_are_rejected(
+    store: PresetStore, tmp_path: Path, name: str
+) -> None:
     with pytest.raises(InvalidNameError):
         store.save(name, GenerationParams())
     assert not any(tmp_path.parent.glob("evil*"))

@@ -39,16 +39,26 @@ def add_param_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(_flag(spec.name), type=int, default=None, help=help_text, dest=spec.name)
         elif spec.kind == "bool":
             group.add_argument(
-                _flag(spec.name), action=argparse.BooleanOptionalAction, default=None, help=help_text, dest=spec.name
+                _flag(spec.name),
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+                dest=spec.name,
             )
         elif spec.kind == "text":
             group.add_argument(_flag(spec.name), default=None, help=help_text, dest=spec.name)
         elif spec.kind == "list":
             group.add_argument(
-                _flag(spec.name), action="append", default=None, help=f"{spec.description} (repeatable)", dest=spec.name
+                _flag(spec.name),
+                action="append",
+                default=None,
+                help=f"{spec.description} (repeatable)",
+                dest=spec.name,
             )
         else:
-            group.add_argument(_flag(spec.name), default=None, help=f"{spec.description} (JSON)", dest=spec.name)
+            group.add_argument(
+                _flag(spec.name), default=None, help=f"{spec.description} (JSON)", dest=spec.name
+            )
 
 
 def params_from_args(args: argparse.Namespace, base: GenerationParams) -> GenerationParams:
@@ -81,7 +91,9 @@ def _parse_settings(pairs: Sequence[str] | None) -> dict[str, str]:
 
 
 def _common_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model name in user_data/models (or a path); default: the default model")
+    parser.add_argument(
+        "--model", help="model name in user_data/models (or a path); default: the default model"
+    )
     parser.add_argument("--loader", help="loader to use (default: inferred from the model files)")
     parser.add_argument(
         "--setting",
@@ -93,7 +105,9 @@ def _common_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="webui", description="Palabre: a local web UI for large language models.")
+    parser = argparse.ArgumentParser(
+        prog="webui", description="Palabre: a local web UI for large language models."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the web page")

@@ -35,7 +35,9 @@ def pick_model_name(config: AppConfig, service: Service) -> str:
 
 def _load(config: AppConfig, service: Service, template: str | None = None) -> LoadReport:
     try:
-        return service.load_model(pick_model_name(config, service), config.loader, config.loader_settings, template)
+        return service.load_model(
+            pick_model_name(config, service), config.loader, config.loader_settings, template
+        )
     except USER_ERRORS as exc:
         raise CliError(str(exc)) from exc
 

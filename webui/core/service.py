@@ -81,7 +81,9 @@ class LoadReport:
 class Service:
     """One per process: the engine, the preset and template stores, and the current template choice."""
 
-    def __init__(self, registry: LoaderRegistry, *, models_dir: Path, presets: PresetStore, templates: TemplateStore):
+    def __init__(
+        self, registry: LoaderRegistry, *, models_dir: Path, presets: PresetStore, templates: TemplateStore
+    ):
         self.engine = Engine(registry, models_dir)
         self.presets = presets
         self.templates = templates
@@ -197,7 +199,9 @@ class Service:
         impersonate: bool = False,
     ) -> ReplyStream:
         """Start generating the next reply (or the user's next message when impersonating)."""
-        prompt = self.build_chat_prompt(history, settings, params, continue_last=continue_last, impersonate=impersonate)
+        prompt = self.build_chat_prompt(
+            history, settings, params, continue_last=continue_last, impersonate=impersonate
+        )
         job = self.engine.submit(prompt.text, params, prompt.stop_strings)
         return ReplyStream(prompt, job)
 

@@ -192,7 +192,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def tick(self) -> None:
         """Raise once the render has run past its deadline."""
         if time.monotonic() > self.deadline:
-            raise _LimitExceeded(f"it ran longer than {MAX_RENDER_SECONDS:g} seconds", too_large=False)
+            raise _LimitExceeded(f"it ran past the time limit of {MAX_RENDER_SECONDS:g} s", too_large=False)
 
     def check_size(self, estimate: int) -> None:
         """Raise if a value of ``estimate`` characters would pass the output cap."""

@@ -1,0 +1,279 @@
+"""Pure conversions between widget values and core objects (no gradio import, so they unit-test fast).
+
+Widget values -> GenerationParams / ChatSettings / loader settings, chat history <-> ChatMessage, and the
+throttle that batches streamed text into page updates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from webui.core.loader import Chunk
+from webui.core.params import FieldSpec, GenerationParams, describe_validation_error
+from webui.core.prompts import ChatMessage
+from webui.core.service import ChatSettings
+
+DETECTED_TEMPLATE = "(detected)"
+MODES: tuple[str, ...] = ("instruct", "chat", "chat-instruct")
+UPDATE_INTERVAL_S = 0.05
+
+Message = dict[str, str]  # {"role": ..., "content": ...}: the shape kept in the per-session history state
+
+
+class InputError(ValueError):
+    """A widget value that cannot be used; the message is meant for the user."""
+
+
+# -- sampler parameters --------------------------------------------------------------------------------------
+
+
+def format_list(items: Sequence[str]) -> str:
+    """A list field as the text its textbox shows: one JSON list (keeps "\\n" and spaces visible)."""
+    return json.dumps(list(items), ensure_ascii=False)
+
+
+def parse_list(name: str, text: str | None) -> list[str]:
+    """A list textbox: a JSON list of strings, or one item per line."""
+    text = text or ""
+    if not text.strip():
+        return []
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"{name}: not a valid JSON list ({exc}).") from exc
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise InputError(f'{name}: expected a JSON list of strings, like ["\\n", "###"].')
+        return value
+    return [line for line in text.splitlines() if line]
+
+
+def format_mapping(mapping: Mapping[Any, Any]) -> str:
+    """A mapping field (logit_bias) as JSON text; empty mapping = empty box."""
+    return json.dumps({str(k): v for k, v in mapping.items()}) if mapping else ""
+
+
+def parse_mapping(name: str, text: str | None) -> dict[str, Any]:
+    """A mapping textbox: a JSON object (empty = no entries); keys and values are checked by the schema."""
+    text = text or ""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{name}: not a valid JSON object ({exc}).") from exc
+    if not isinstance(value, dict):
+        raise InputError(f'{name}: expected a JSON object, like {{"50256": -100}}.')
+    return value
+
+
+def widget_value(spec: FieldSpec, value: Any) -> Any:
+    """The value a field's widget shows for ``value`` (a GenerationParams attribute)."""
+    if spec.kind == "list":
+        return format_list(value)
+    if spec.kind == "mapping":
+        return format_mapping(value)
+    return value
+
+
+def widget_values(specs: Sequence[FieldSpec], params: GenerationParams) -> list[Any]:
+    """Every widget's value for ``params``, in ``specs`` order."""
+    return [widget_value(spec, getattr(params, spec.name)) for spec in specs]
+
+
+def _number(spec: FieldSpec, value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"{spec.name}: a number is required.")
+    if spec.kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)  # sliders hand back floats
+    return value
+
+
+def params_from_values(specs: Sequence[FieldSpec], values: Sequence[Any]) -> GenerationParams:
+    """Widget values (``specs`` order) -> validated GenerationParams; InputError naming each bad field."""
+    if len(specs) != len(values):
+        raise InputError(f"Expected {len(specs)} parameter values, got {len(values)}.")
+    data: dict[str, Any] = {}
+    for spec, value in zip(specs, values, strict=True):
+        if spec.kind == "list":
+            data[spec.name] = parse_list(spec.name, value)
+        elif spec.kind == "mapping":
+            data[spec.name] = parse_mapping(spec.name, value)
+        elif spec.kind in ("int", "float"):
+            data[spec.name] = _number(spec, value)
+        elif spec.kind == "bool":
+            data[spec.name] = bool(value)
+        else:
+            data[spec.name] = "" if value is None else str(value)
+    try:
+        return GenerationParams.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"Invalid parameters: {describe_validation_error(exc)}") from exc
+
+
+def not_used_label(name: str, loader: str | None, honoured: frozenset[str] | None) -> str:
+    """A parameter widget's label, marked when the loaded model's loader ignores the field."""
+    if loader is None or honoured is None or name in honoured:
+        return name
+    return f"{name} (not used by {loader})"
+
+
+# -- chat -----------------------------------------------------------------------------------------------------
+
+
+def chat_settings(
+    mode: str,
+    system_message: str | None,
+    character_name: str | None,
+    user_name: str | None,
+    context: str | None,
+    chat_instruct_command: str | None,
+    template: str | None,
+) -> ChatSettings:
+    """The Chat tab's widgets -> ChatSettings (empty names fall back to the core defaults)."""
+    if mode not in MODES:
+        raise InputError(f"Unknown chat mode {mode!r}: use one of {', '.join(MODES)}.")
+    defaults = ChatSettings()
+    return ChatSettings(
+        mode=typing.cast(Literal["instruct", "chat", "chat-instruct"], mode),
+        template=None if not template or template == DETECTED_TEMPLATE else template,
+        system_message=system_message or "",
+        character_name=(character_name or "").strip() or defaults.character_name,
+        user_name=(user_name or "").strip() or defaults.user_name,
+        context=context or "",
+        chat_instruct_command=chat_instruct_command or defaults.chat_instruct_command,
+    )
+
+
+def content_text(content: Any) -> str:
+    """Message content as plain text: Gradio 6 may hand back a list of parts ``[{"type": "text", ...}]``."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        if "text" in content:
+            return str(content["text"])
+        return str(content.get("content", ""))
+    if isinstance(content, (list, tuple)):
+        return "".join(content_text(part) for part in content)
+    return str(content)
+
+
+def normalize_history(messages: Iterable[Any] | None) -> list[Message]:
+    """Any chat value (state, Chatbot value, dicts or ChatMessage-like objects) -> [{"role", "content"}]."""
+    history: list[Message] = []
+    for message in messages or ():
+        if isinstance(message, Mapping):
+            role, content = message.get("role"), message.get("content")
+        else:
+            role, content = getattr(message, "role", None), getattr(message, "content", None)
+        if role not in ("user", "assistant", "system"):
+            continue
+        history.append({"role": str(role), "content": content_text(content)})
+    return history
+
+
+def to_chat_messages(history: Iterable[Any] | None) -> list[ChatMessage]:
+    """The per-session history -> the core's ChatMessage list."""
+    return [ChatMessage(role=m["role"], content=m["content"]) for m in normalize_history(history)]
+
+
+def chatbot_view(history: Sequence[Message]) -> list[dict[str, str]]:
+    """What the Chatbot shows (a copy, so later edits to the state do not leak into an update in flight)."""
+    return [{"role": m["role"], "content": m["content"]} for m in history if m["role"] in ("user", "assistant")]
+
+
+def drop_trailing_replies(history: Sequence[Message]) -> list[Message]:
+    """History without the assistant messages at its end (what Regenerate replies to again)."""
+    trimmed = [dict(m) for m in history]
+    while trimmed and trimmed[-1]["role"] == "assistant":
+        trimmed.pop()
+    return trimmed
+
+
+def remove_last_exchange(history: Sequence[Message]) -> tuple[list[Message], str]:
+    """History without its last reply and the user message it answered; returns that user text too."""
+    trimmed = drop_trailing_replies(history)
+    if trimmed and trimmed[-1]["role"] == "user":
+        return trimmed[:-1], trimmed[-1]["content"]
+    return trimmed, ""
+
+
+# -- streaming ------------------------------------------------------------------------------------------------
+
+
+def throttled_text(
+    chunks: Iterable[Chunk],
+    interval: float = UPDATE_INTERVAL_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[str]:
+    """The cumulative text of a stream, at most once per ``interval`` seconds, and always the final text."""
+    text = ""
+    last = -math.inf
+    pending = False
+    for chunk in chunks:
+        if not chunk.text:
+            continue
+        text += chunk.text
+        pending = True
+        now = clock()
+        if now - last >= interval:
+            last = now
+            pending = False
+            yield text
+    if pending:
+        yield text
+
+
+# -- loader settings ------------------------------------------------------------------------------------------
+
+SettingKind = Literal["int", "float", "bool", "text", "choice"]
+
+
+def setting_kind(info: FieldInfo) -> tuple[SettingKind, bool, tuple[Any, ...]]:
+    """How to draw a loader setting: (kind, optional, choices) from its annotation."""
+    annotation = info.annotation
+    optional = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        annotation = args[0] if len(args) == 1 else str
+        origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "choice", optional, typing.get_args(annotation)
+    if annotation is bool:
+        return "bool", optional, ()
+    if annotation is int:
+        return "int", optional, ()
+    if annotation is float:
+        return "float", optional, ()
+    return "text", optional, ()
+
+
+def loader_settings_from_values(
+    settings_model: type[BaseModel], names: Sequence[str], values: Sequence[Any]
+) -> dict[str, Any]:
+    """Loader setting widgets -> the mapping passed to load_model (blank optional values are left out)."""
+    settings: dict[str, Any] = {}
+    for name, value in zip(names, values, strict=True):
+        info = settings_model.model_fields[name]
+        kind, optional, _ = setting_kind(info)
+        if value is None or (kind != "text" and isinstance(value, str) and not value.strip()):
+            continue  # a cleared number box: the setting's default applies
+        if kind == "text" and optional and value == "":
+            continue
+        if kind == "int" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        settings[name] = value
+    return settings

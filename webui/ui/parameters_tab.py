@@ -1,0 +1,187 @@
+"""Parameters tab: one widget per GenerationParams field (generated from field_specs()), presets, template."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gradio as gr
+
+from webui.core.params import FieldSpec, GenerationParams, field_specs
+from webui.core.paths import InvalidNameError
+from webui.core.presets import DEFAULT_PRESET, PresetError
+from webui.core.service import Service
+from webui.ui.convert import (
+    DETECTED_TEMPLATE,
+    InputError,
+    not_used_label,
+    params_from_values,
+    widget_value,
+    widget_values,
+)
+
+_MAX_SLIDER_STEPS = 100_000
+_EXTRA_INFO = {
+    "list": " A JSON list, or one item per line.",
+    "mapping": ' A JSON object, e.g. {"50256": -100}.',
+}
+
+
+def _is_slider(spec: FieldSpec) -> bool:
+    if spec.minimum is None or spec.maximum is None or spec.step is None:
+        return False
+    if spec.kind == "int" and spec.step != 1:
+        return False  # a slider only reaches min + n*step: keep coarse-step integers exact in a number box
+    return (spec.maximum - spec.minimum) / spec.step <= _MAX_SLIDER_STEPS
+
+
+def param_widget(spec: FieldSpec, value: Any) -> gr.components.Component:
+    """The widget for one sampler field, drawn from its schema entry (bounds, step, description)."""
+    info = spec.description + _EXTRA_INFO.get(spec.kind, "")
+    common: dict[str, Any] = {"label": spec.name, "info": info, "elem_id": f"param-{spec.name}"}
+    if spec.kind in ("float", "int"):
+        if _is_slider(spec):
+            assert spec.minimum is not None and spec.maximum is not None
+            return gr.Slider(
+                minimum=spec.minimum,
+                maximum=spec.maximum,
+                step=spec.step,
+                value=value,
+                precision=0 if spec.kind == "int" else None,
+                **common,
+            )
+        return gr.Number(value=value, precision=0 if spec.kind == "int" else None, step=spec.step or 1, **common)
+    if spec.kind == "bool":
+        return gr.Checkbox(value=value, **common)
+    if spec.kind == "text":
+        return gr.Textbox(value=value, lines=4, max_lines=20, **common)
+    return gr.Textbox(value=widget_value(spec, value), lines=1, max_lines=8, **common)
+
+
+def _group_order(specs: Sequence[FieldSpec]) -> dict[str, list[FieldSpec]]:
+    groups: dict[str, list[FieldSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.group, []).append(spec)
+    return groups
+
+
+class ParametersTab:
+    """The Parameters tab's widgets; other tabs read ``components`` as inputs and call ``read``."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.specs: list[FieldSpec] = field_specs()
+        self.components: list[gr.components.Component] = []
+
+    # -- pure handlers (no widgets needed) -------------------------------------------------------------
+
+    def read(self, values: Sequence[Any]) -> GenerationParams:
+        """The widget values (``components`` order) as GenerationParams; InputError if invalid."""
+        return params_from_values(self.specs, values)
+
+    def template_choices(self) -> list[str]:
+        return [DETECTED_TEMPLATE, *self.service.templates.names()]
+
+    def labels(self) -> list[dict[str, Any]]:
+        """Label updates marking the fields the loaded model's loader does not use."""
+        state = self.service.engine.state
+        loader = state.loader if state else None
+        honoured = state.capabilities.honoured_params if state else None
+        return [gr.update(label=not_used_label(spec.name, loader, honoured)) for spec in self.specs]
+
+    def apply_preset(self, name: str) -> list[Any]:
+        """Fill every widget from preset ``name`` (+ a status line)."""
+        try:
+            preset = self.service.presets.load(name)
+        except PresetError as exc:
+            gr.Warning(str(exc))
+            return [gr.skip() for _ in self.specs] + [f"⚠️ {exc}"]
+        note = f"Preset **{preset.name}** applied."
+        if preset.ignored_keys:
+            note += f" Keys Palabre does not know were ignored: {', '.join(preset.ignored_keys)}."
+        return [*widget_values(self.specs, preset.params), note]
+
+    def save_preset(self, name: str, *values: Any) -> tuple[Any, str]:
+        """Save the current widgets as a user preset called ``name``."""
+        name = (name or "").strip()
+        try:
+            params = self.read(values)
+            if not name:
+                raise InputError("Type a name for the preset first.")
+            self.service.presets.save(name, params)
+        except (InputError, PresetError, InvalidNameError, OSError) as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), f"⚠️ {exc}"
+        return gr.update(choices=self.service.presets.names(), value=name), f"Preset **{name}** saved."
+
+    def delete_preset(self, name: str) -> tuple[Any, str]:
+        """Delete the chosen user preset (bundled presets stay)."""
+        try:
+            self.service.presets.delete(name)
+        except (PresetError, OSError) as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), f"⚠️ {exc}"
+        return gr.update(choices=self.service.presets.names(), value=DEFAULT_PRESET), f"Preset **{name}** deleted."
+
+    def refresh(self) -> list[Any]:
+        """Preset and template choices plus the not-used marks (page load, after a model load)."""
+        return [
+            gr.update(choices=self.service.presets.names()),
+            gr.update(choices=self.template_choices()),
+            *self.labels(),
+        ]
+
+    # -- layout ----------------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Draw the tab (inside a ``gr.Tab``) and wire its own events."""
+        try:
+            initial = self.service.presets.load(DEFAULT_PRESET).params
+        except PresetError:
+            initial = GenerationParams()
+        with gr.Row():
+            self.preset = gr.Dropdown(
+                choices=self.service.presets.names(),
+                value=DEFAULT_PRESET,
+                label="Preset",
+                info="Fills the widgets below.",
+                elem_id="preset-dropdown",
+                scale=2,
+            )
+            self.preset_name = gr.Textbox(label="Preset name", placeholder="My preset", scale=2)
+            save = gr.Button("Save preset", elem_id="save-preset", scale=1)
+            delete = gr.Button("Delete preset", variant="stop", elem_id="delete-preset", scale=1)
+        self.template = gr.Dropdown(
+            choices=self.template_choices(),
+            value=DETECTED_TEMPLATE,
+            label="Instruction template",
+            info=f"{DETECTED_TEMPLATE} = the template found for the loaded model (see the Model tab).",
+            elem_id="template-dropdown",
+        )
+        self.status = gr.Markdown(elem_id="params-status")
+
+        groups = _group_order(self.specs)
+        total = len(self.specs)
+        by_name: dict[str, gr.components.Component] = {}
+        with gr.Row():
+            column_items = 0
+            columns = [gr.Column(), gr.Column()]
+            for group, specs in groups.items():
+                column = columns[0] if column_items < total / 2 else columns[1]
+                column_items += len(specs)
+                with column, gr.Accordion(group, open=group in ("Length", "Sampling")):
+                    for spec in specs:
+                        by_name[spec.name] = param_widget(spec, getattr(initial, spec.name))
+        self.components = [by_name[spec.name] for spec in self.specs]
+
+        self.preset.input(
+            self.apply_preset, inputs=[self.preset], outputs=[*self.components, self.status], show_progress="hidden"
+        )
+        save.click(
+            self.save_preset, inputs=[self.preset_name, *self.components], outputs=[self.preset, self.status]
+        )
+        delete.click(self.delete_preset, inputs=[self.preset], outputs=[self.preset, self.status])
+
+    @property
+    def refresh_outputs(self) -> list[gr.components.Component]:
+        return [self.preset, self.template, *self.components]
