@@ -96,8 +96,13 @@ class LlamaCppLoader:
             raise LoaderError(
                 "The llama.cpp loader needs llama-cpp-python: pip install 'palabre[llama-cpp]'."
             ) from exc
+        if path.is_dir():
+            raise LoaderError(
+                f"The llama.cpp loader loads .gguf files, but {path.name} is a model folder: "
+                "pick the transformers loader (or gptq/awq for quantized folders)."
+            )
         if not path.is_file():
-            raise LoaderError(f"{path} is not a file.")
+            raise LoaderError(f"{path} does not exist.")
         from webui.core.models import ModelFileError, gguf_metadata
 
         try:

@@ -1,0 +1,296 @@
+"""Turn a conversation into the prompt text for the three chat modes, dropping old turns to fit the context.
+
+- ``instruct``: the messages go through the model's instruction template, as the model was trained.
+- ``chat``: a plain transcript (``You: ...`` / ``Assistant: ...``) after the character's context; works with
+  base models too.
+- ``chat-instruct``: the chat transcript is wrapped in a command ("write the next reply for <character>") and
+  sent as one user message through the instruction template; the assistant turn is then opened with
+  ``<character>:`` so the model answers in character and its reply reads like the next transcript line.
+
+Truncation drops whole turns (a user message and the replies after it), oldest first, until the prompt fits;
+the system message / character context and the last turn always stay. It renders O(log n) times, not O(n).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from webui.core.templates import InstructionTemplate, TemplateOutputTooLargeError
+
+Mode = Literal["instruct", "chat", "chat-instruct"]
+Role = Literal["system", "user", "assistant"]
+MODES: tuple[Mode, ...] = ("instruct", "chat", "chat-instruct")
+DEFAULT_CHAT_INSTRUCT_COMMAND = (
+    'Continue the chat dialogue below. Write a single reply for the character "<|character|>".\n\n<|prompt|>'
+)
+# Marks where to cut a rendered template; a private-use character cannot come from a tokenizer's text.
+_CUT = "\ue000palabre-cut\ue000"
+_PLACEHOLDER = re.compile(r"\{\{(char|user)\}\}|<BOT>|<USER>", re.IGNORECASE)
+_COMMAND_FIELD = re.compile(r"<\|character\|>|<\|prompt\|>")
+
+
+class PromptError(ValueError):
+    """A request that cannot be turned into a prompt (missing template, nothing to continue, ...)."""
+
+
+class PromptTooLongError(PromptError):
+    """Even the system/context block with only the last turn does not fit in the prompt budget."""
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """Everything that decides the prompt text; see the module docstring for the modes."""
+
+    messages: Sequence[ChatMessage]
+    mode: Mode = "instruct"
+    template: InstructionTemplate | None = None  # required for instruct and chat-instruct
+    system_message: str = ""  # goes first, as role "system", in instruct and chat-instruct
+    character_name: str = "Assistant"
+    user_name: str = "You"
+    context: str = ""  # chat-mode persona description; {{char}}, {{user}}, <BOT>, <USER> are filled in
+    chat_instruct_command: str = DEFAULT_CHAT_INSTRUCT_COMMAND
+    continue_last: bool = False  # extend the last assistant reply without closing it
+    impersonate: bool = False  # write the user's next message instead of the character's
+    bos_token: str = ""  # passed to the template; chat mode leaves BOS to the tokenizer
+    eos_token: str = ""
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """The prompt text and what the caller needs to run it."""
+
+    text: str
+    stop_strings: tuple[str, ...]  # extra stops implied by the mode, e.g. chat: ("\nYou:",)
+    dropped_messages: int  # how many old messages truncation removed
+    prompt_tokens: int
+
+
+Turn = list[ChatMessage]
+
+
+def build_prompt(
+    request: PromptRequest, *, count_tokens: Callable[[str], int], max_prompt_tokens: int
+) -> BuiltPrompt:
+    """Build the prompt for ``request``, dropping the oldest turns until ``count_tokens(text)`` fits.
+
+    Raises PromptError for an impossible request, PromptTooLongError when even the last turn does not fit,
+    and TemplateError when the instruction template fails.
+    """
+    _validate(request)
+    system, turns = _split(request.messages)
+    if request.mode == "instruct":
+        stops: tuple[str, ...] = ()
+        render = _instruct_renderer(request, system)
+    else:
+        stops = (f"\n{request.user_name}:",)
+        if request.impersonate:
+            stops += (f"\n{request.character_name}:",)
+        chat_renderer = _chat_renderer if request.mode == "chat" else _chat_instruct_renderer
+        render = chat_renderer(request, system)
+    text, dropped_turns, tokens = _fit(turns, render, count_tokens, max_prompt_tokens)
+    dropped = sum(len(turn) for turn in turns[:dropped_turns])
+    return BuiltPrompt(text=text, stop_strings=stops, dropped_messages=dropped, prompt_tokens=tokens)
+
+
+def _validate(request: PromptRequest) -> None:
+    if request.mode not in MODES:
+        raise PromptError(f"Unknown chat mode {request.mode!r}; use one of: {', '.join(MODES)}.")
+    if request.mode != "chat" and request.template is None:
+        raise PromptError(f"The {request.mode} mode needs an instruction template.")
+    if request.continue_last and request.impersonate:
+        raise PromptError("Continue and impersonate cannot be combined.")
+    if request.continue_last and (not request.messages or request.messages[-1].role != "assistant"):
+        raise PromptError("There is no reply to continue: the last message is not from the assistant.")
+
+
+def _split(messages: Sequence[ChatMessage]) -> tuple[str, list[Turn]]:
+    """Leading system messages (joined) and the turns after them; a turn starts at each user message."""
+    index = 0
+    system_parts = []
+    while index < len(messages) and messages[index].role == "system":
+        system_parts.append(messages[index].content)
+        index += 1
+    turns: list[Turn] = []
+    for message in messages[index:]:
+        if message.role == "user" or not turns:
+            turns.append([message])  # a greeting before the first user message is a turn of its own
+        else:
+            turns[-1].append(message)
+    return "\n\n".join(part for part in system_parts if part), turns
+
+
+def _fit(
+    turns: list[Turn], render: Callable[[list[Turn]], str], count_tokens: Callable[[str], int], budget: int
+) -> tuple[str, int, int]:
+    """Render with the fewest oldest turns dropped so that the text fits ``budget`` tokens.
+
+    Fewer messages never make a longer prompt, so the number to drop is found by binary search.
+    Returns (text, dropped turns, tokens).
+    """
+
+    def attempt(dropped: int) -> tuple[str, int | None]:
+        try:
+            text = render(turns[dropped:])
+        except TemplateOutputTooLargeError:
+            return "", None  # larger than any context window: certainly does not fit
+        tokens = count_tokens(text)
+        return text, tokens
+
+    text, tokens = attempt(0)
+    if tokens is not None and tokens <= budget:
+        return text, 0, tokens
+    last = max(len(turns) - 1, 0)
+    if last > 0:
+        text, tokens = attempt(last)
+    if tokens is None or tokens > budget:
+        need = "more than the largest output a template may produce" if tokens is None else f"{tokens}"
+        raise PromptTooLongError(
+            f"The prompt does not fit: the system message or character context plus the last message take "
+            f"{need} tokens, but only {budget} are available. Shorten them, or raise the context length "
+            f"or lower the number of new tokens."
+        )
+    fits, fails = last, 0  # invariant: dropping `fits` turns fits, dropping `fails` does not
+    best = (text, tokens)
+    while fits - fails > 1:
+        middle = (fits + fails) // 2
+        candidate, candidate_tokens = attempt(middle)
+        if candidate_tokens is not None and candidate_tokens <= budget:
+            fits, best = middle, (candidate, candidate_tokens)
+        else:
+            fails = middle
+    return best[0], fits, best[1]
+
+
+def _flatten(turns: list[Turn]) -> list[ChatMessage]:
+    return [message for turn in turns for message in turn]
+
+
+def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": message.role, "content": message.content} for message in messages]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# instruct
+
+
+def _instruct_renderer(request: PromptRequest, system: str) -> Callable[[list[Turn]], str]:
+    template = request.template
+    assert template is not None  # checked by _validate
+    system_text = "\n\n".join(part for part in (request.system_message, system) if part)
+    head = [ChatMessage("system", system_text)] if system_text else []
+    tokens = {"bos_token": request.bos_token, "eos_token": request.eos_token}
+
+    def render(turns: list[Turn]) -> str:
+        messages = head + _flatten(turns)
+        if request.continue_last:
+            return _render_open_reply(template, messages, tokens)
+        if request.impersonate:
+            rendered = template.render(
+                _as_dicts([*messages, ChatMessage("user", _CUT)]), add_generation_prompt=False, **tokens
+            )
+            cut = rendered.rfind(_CUT)
+            if cut < 0:
+                raise PromptError(
+                    f'Template "{template.name}" does not show user messages; cannot impersonate.'
+                )
+            return rendered[:cut]
+        return template.render(_as_dicts(messages), add_generation_prompt=True, **tokens)
+
+    return render
+
+
+def _render_open_reply(
+    template: InstructionTemplate, messages: list[ChatMessage], tokens: dict[str, str]
+) -> str:
+    """Render with the last (assistant) message left open: the text ends right after its content."""
+    last = messages[-1]
+    marked = [*messages[:-1], ChatMessage(last.role, last.content + _CUT)]
+    rendered = template.render(_as_dicts(marked), add_generation_prompt=False, **tokens)
+    cut = rendered.rfind(_CUT)
+    if cut >= 0:
+        return rendered[:cut]
+    # The template drops the last reply (some strip assistant turns): open a new reply and put the text in.
+    return template.render(_as_dicts(messages[:-1]), add_generation_prompt=True, **tokens) + last.content
+
+
+# ---------------------------------------------------------------------------------------------------------
+# chat and chat-instruct
+
+
+def _fill_placeholders(text: str, request: PromptRequest) -> str:
+    def value(match: re.Match[str]) -> str:
+        word = match.group(0).lower()
+        return request.character_name if word in {"{{char}}", "<bot>"} else request.user_name
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def _context_block(request: PromptRequest, system: str) -> str:
+    """The character context (placeholders filled) and any leading system message, as one block."""
+    parts = [_fill_placeholders(request.context, request).strip(), system.strip()]
+    return "\n\n".join(part for part in parts if part)
+
+
+def _transcript(messages: Sequence[ChatMessage], request: PromptRequest) -> list[str]:
+    names = {"user": request.user_name, "assistant": request.character_name}
+    return [
+        f"{names[message.role]}: {message.content}" if message.role in names else message.content
+        for message in messages
+    ]
+
+
+def _chat_renderer(request: PromptRequest, system: str) -> Callable[[list[Turn]], str]:
+    block = _context_block(request, system)
+    head = f"{block}\n\n" if block else ""
+
+    def render(turns: list[Turn]) -> str:
+        messages = _flatten(turns)
+        if request.continue_last:
+            lines = _transcript(messages[:-1], request)
+            partial = messages[-1].content
+            tail = f"{request.character_name}: {partial}" if partial else f"{request.character_name}:"
+        else:
+            lines = _transcript(messages, request)
+            tail = f"{request.user_name if request.impersonate else request.character_name}:"
+        return head + "".join(f"{line}\n" for line in lines) + tail
+
+    return render
+
+
+def _chat_instruct_renderer(request: PromptRequest, system: str) -> Callable[[list[Turn]], str]:
+    template = request.template
+    assert template is not None  # checked by _validate
+    # Leading system messages belong to the transcript's context here; the template's system message is
+    # the instruct-mode one.
+    head = [ChatMessage("system", request.system_message)] if request.system_message else []
+    block = _context_block(request, system)
+    speaker = request.user_name if request.impersonate else request.character_name
+    tokens = {"bos_token": request.bos_token, "eos_token": request.eos_token}
+
+    def render(turns: list[Turn]) -> str:
+        messages = _flatten(turns)
+        partial = ""
+        if request.continue_last:
+            messages, partial = messages[:-1], messages[-1].content
+        lines = _transcript(messages, request)
+        transcript = "\n".join(([block, ""] if block else []) + lines)
+        fields = {"<|character|>": speaker, "<|prompt|>": transcript}
+        # One pass, so a transcript that happens to contain "<|character|>" is left alone.
+        command = _COMMAND_FIELD.sub(lambda match: fields[match.group(0)], request.chat_instruct_command)
+        rendered = template.render(
+            _as_dicts([*head, ChatMessage("user", command)]), add_generation_prompt=True, **tokens
+        )
+        return rendered + (f"{speaker}: {partial}" if partial else f"{speaker}:")
+
+    return render
