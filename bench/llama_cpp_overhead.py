@@ -77,7 +77,9 @@ def _rates(prompt_tokens: int, produced: int, first: float, total: float) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "user_data" / "models" / DEFAULT_MODEL_FILE)
+    parser.add_argument(
+        "--model", type=Path, default=PROJECT_ROOT / "user_data" / "models" / DEFAULT_MODEL_FILE
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0, help="0 = Palabre's automatic value, used for both")
@@ -92,7 +94,11 @@ def main() -> None:
     settings = LlamaCppSettings(n_ctx=2048, n_threads=threads, n_threads_batch=automatic_batch_threads())
     palabre = LlamaCppLoader().load(args.model, settings)
     raw = llama_cpp.Llama(
-        str(args.model), n_ctx=2048, n_threads=threads, n_threads_batch=automatic_batch_threads(), verbose=False
+        str(args.model),
+        n_ctx=2048,
+        n_threads=threads,
+        n_threads_batch=automatic_batch_threads(),
+        verbose=False,
     )
     run_raw(raw, 8)  # warm-up both
     run_palabre(palabre, 8)
@@ -101,9 +107,12 @@ def main() -> None:
         results["raw"].append(run_raw(raw, args.tokens))
         results["palabre"].append(run_palabre(palabre, args.tokens))
     summary = {
-        side: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for side, runs in results.items()
+        side: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for side, runs in results.items()
     }
-    ratios = {key: summary["palabre"][key] / summary["raw"][key] for key in summary["raw"] if summary["raw"][key]}
+    ratios = {
+        key: summary["palabre"][key] / summary["raw"][key] for key in summary["raw"] if summary["raw"][key]
+    }
     report = {"model": args.model.name, "threads": threads, "rounds": args.rounds, **summary, "ratio": ratios}
     if args.json:
         print(json.dumps(report, indent=2))

@@ -195,6 +195,9 @@ class LlamaCppModel:
         if llm is None:
             raise LoaderError("The model was unloaded.")
         tokens = self.tokenize(prompt, add_bos=params.add_bos_token)
+        bos = llm.token_bos()
+        if len(tokens) > 1 and tokens[0] == tokens[1] == bos:
+            tokens = tokens[1:]  # the template already wrote the BOS token: never send two
         if not tokens:
             raise LoaderError("The prompt is empty.")
         n_ctx = llm.n_ctx()

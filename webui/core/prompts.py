@@ -154,10 +154,10 @@ def _fit(
     if last > 0:
         text, tokens = attempt(last)
     if tokens is None or tokens > budget:
-        need = "more than the largest output a template may produce" if tokens is None else f"{tokens}"
+        need = "more text than a template may produce" if tokens is None else f"{tokens} tokens"
         raise PromptTooLongError(
             f"The prompt does not fit: the system message or character context plus the last message take "
-            f"{need} tokens, but only {budget} are available. Shorten them, or raise the context length "
+            f"{need}, but only {budget} tokens are available. Shorten them, or raise the context length "
             f"or lower the number of new tokens."
         )
     fits, fails = last, 0  # invariant: dropping `fits` turns fits, dropping `fails` does not

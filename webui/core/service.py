@@ -22,8 +22,8 @@ from webui.core.prompts import (
     BuiltPrompt,
     ChatMessage,
     Mode,
+    PromptError,
     PromptRequest,
-    PromptTooLongError,
     build_prompt,
 )
 from webui.core.registry import LoaderRegistry
@@ -186,7 +186,7 @@ class Service:
         budget = max(1, context - params.max_new_tokens)
         try:
             return build_prompt(request, count_tokens=self.engine.count_tokens, max_prompt_tokens=budget)
-        except (PromptTooLongError, TemplateError) as exc:
+        except (PromptError, TemplateError) as exc:
             raise EngineError(str(exc)) from exc
 
     def stream_chat_reply(

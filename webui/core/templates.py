@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
-from types import CodeType
+from types import CodeType, MappingProxyType
 from typing import Any, Literal
 
 import jinja2
@@ -143,25 +143,6 @@ def _env_call(method: str, args: list[Any], lineno: int) -> nodes.Call:
     return nodes.Call(nodes.EnvironmentAttribute(method, lineno=lineno), args, [], None, None, lineno=lineno)
 
 
-class _TimedIterable:
-    """Iterates like the wrapped iterable but checks the render deadline as it goes."""
-
-    __slots__ = ("_env", "_iterable")
-
-    def __init__(self, env: _Sandbox, iterable: Any) -> None:
-        self._env = env
-        self._iterable = iterable
-
-    def __iter__(self) -> Iterator[Any]:
-        for index, item in enumerate(self._iterable):
-            if index % 256 == 0:
-                self._env.tick()
-            yield item
-
-    def __len__(self) -> int:
-        return len(self._iterable)  # TypeError when it has none: Jinja's loop then counts by itself
-
-
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox plus HF chat-template globals and guards against memory and time abuse."""
 
@@ -177,14 +158,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         self.deadline = deadline
         self.globals.pop("lipsum", None)  # lipsum(n) allocates n paragraphs: no template needs it
         self.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
-        overrides: dict[str, Callable[..., Any]] = {
-            "tojson": self._tojson,
-            "replace": self._replace,
-            "indent": self._indent,
-            "format": self._format,
-            "join": self._join,
-            "wordwrap": self._wordwrap,
-        }
+        # Filters that can grow their input without bound get versions that estimate the size first.
+        amplifiers = ("tojson", "replace", "indent", "format", "join", "wordwrap")
+        overrides: dict[str, Callable[..., Any]] = {name: getattr(self, f"_{name}") for name in amplifiers}
         for name, original in list(self.filters.items()):
             self.filters[name] = self._guarded_filter(overrides.get(name, original))
 
@@ -210,9 +186,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 self.check_size(abs(arg))
 
     # -- hooks the compiled template calls
-    def checked_iter(self, iterable: Any) -> _TimedIterable:
-        """Wrap a ``for`` loop's iterable (inserted by _GuardLoopsAndConcat)."""
-        return _TimedIterable(self, iterable)
+    def checked_iter(self, iterable: Any) -> Iterator[Any]:
+        """A ``for`` loop's iterable (inserted by _GuardLoopsAndConcat), checking the deadline as it goes."""
+        for index, item in enumerate(iterable):
+            if index % 256 == 0:
+                self.tick()
+            yield item
 
     def checked_concat(self, parts: list[Any]) -> str:
         """The ``~`` operator, checked before it allocates."""
@@ -286,20 +265,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
         return guarded
 
-    def _tojson(
-        self,
-        value: Any,
-        ensure_ascii: bool = False,
-        indent: int | None = None,
-        separators: tuple[str, str] | None = None,
-        sort_keys: bool = False,
-    ) -> str:
-        if indent is not None and not 0 <= indent <= 16:
-            raise ValueError("tojson: indent must be between 0 and 16")
+    def _tojson(self, value: Any, indent: int | None = None, **options: Any) -> str:
+        # HF's tojson: no HTML escaping (unlike Jinja's), non-ASCII kept; indent bounded as it multiplies.
+        if not 0 <= (indent or 0) <= 16 or set(options) - {"ensure_ascii", "separators", "sort_keys"}:
+            raise ValueError("tojson accepts indent (0-16), ensure_ascii, separators and sort_keys")
         self.check_size(_size_hint(value, MAX_OUTPUT_CHARS) * (2 + (indent or 0)))
-        return json.dumps(
-            value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-        )
+        return json.dumps(value, indent=indent, **{"ensure_ascii": False, **options})
 
     @pass_eval_context
     def _replace(self, eval_ctx: Any, s: Any, old: str, new: str, count: int | None = None) -> str:
@@ -372,9 +343,8 @@ def _compile(name: str, source: str) -> CodeType:
     try:
         return _Sandbox().compile(source, name=name)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(
-            f'Template "{name}" has a syntax error on line {exc.lineno}: {exc.message}'
-        ) from exc
+        message = f'Template "{name}" has a syntax error on line {exc.lineno}: {exc.message}'
+        raise TemplateError(message) from exc
     except (jinja2.TemplateError, RecursionError, MemoryError) as exc:
         raise TemplateError(f'Template "{name}" could not be parsed: {exc}') from exc
 
@@ -458,12 +428,11 @@ class _LiteralDumper(yaml.SafeDumper):
     """Writes multi-line strings as ``|`` blocks so saved templates stay readable and diffable."""
 
 
-_LiteralDumper.add_representer(
-    str,
-    lambda dumper, data: dumper.represent_scalar(
-        "tag:yaml.org,2002:str", data, style="|" if "\n" in data else None
-    ),
-)
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_LiteralDumper.add_representer(str, _represent_str)
 
 
 class TemplateStore:
@@ -472,8 +441,6 @@ class TemplateStore:
     def __init__(self, bundled_dir: Path, user_dir: Path) -> None:
         self.bundled_dir = Path(bundled_dir)
         self.user_dir = Path(user_dir)
-        # Parsed templates keyed by file, reused while the file is unchanged (instance state, not global).
-        self._cache: dict[Path, tuple[tuple[int, int], InstructionTemplate]] = {}
 
     def _files(self) -> dict[str, tuple[Path, Origin]]:
         found: dict[str, tuple[Path, Origin]] = {}
@@ -501,15 +468,8 @@ class TemplateStore:
         if name not in files:
             known = ", ".join(sorted(files, key=str.casefold)) or "none"
             raise TemplateNotFoundError(f'No instruction template named "{name}". Known templates: {known}.')
-        path, origin = files[name]
-        stat = path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        cached = self._cache.get(path)
-        if cached is not None and cached[0] == stamp and cached[1].origin == origin:
-            return cached[1]
-        template = _read_template_file(path, origin)
-        self._cache[path] = (stamp, template)
-        return template
+        # Read on every call (a millisecond or two), so edits on disk show up without any cache to go stale.
+        return _read_template_file(*files[name])
 
     def save(self, name: str, source: str) -> None:
         """Write ``source`` to ``<user_dir>/<name>.yaml`` atomically, after checking that it parses."""
@@ -535,21 +495,21 @@ class TemplateStore:
             raise TemplateNotFoundError(f'No user template named "{name}".')
         for path in existing:
             path.unlink()
-            self._cache.pop(path, None)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Detection
 
-# Probe conversation for recognising a metadata template; it has a system message so that templates that
-# inject a default one when it is missing (SmolLM2's ChatML) still match the plain bundled version.
+# Probe conversation for recognising a metadata template. It has a system message so that templates that
+# inject a default one when it is missing (SmolLM2's ChatML) still match the plain bundled version; formats
+# whose templates refuse a system role (Gemma 2, early Mistral) are probed again without it.
 _PROBE = (
     ("system", "You are a helpful assistant."),
     ("user", "Hello! Who are you?"),
     ("assistant", "I am an assistant. How can I help?"),
     ("user", "What is the capital of France?"),
 )
-_PROBE_TOKENS = {"bos_token": "<s>", "eos_token": "</s>"}
+_PROBE_TOKENS = MappingProxyType({"bos_token": "<s>", "eos_token": "</s>"})
 
 # Model file/folder names -> template. Checked in order on the lower-cased name with "_" turned into "-".
 # Families whose releases come in base and instruct flavours need an instruct marker, so base models fall
@@ -594,8 +554,13 @@ def template_from_metadata(source: str, store: TemplateStore) -> InstructionTemp
     Raises TemplateError when the metadata template does not parse or cannot render the probe.
     """
     candidate = InstructionTemplate(METADATA_CUSTOM_NAME, source, "model metadata")
-    probe = [{"role": role, "content": content} for role, content in _PROBE]
-    wanted = candidate.render(probe, add_generation_prompt=True, **_PROBE_TOKENS)
+    with_system = [{"role": role, "content": content} for role, content in _PROBE]
+    try:
+        probe = with_system
+        wanted = candidate.render(probe, add_generation_prompt=True, **_PROBE_TOKENS)
+    except TemplateError:
+        probe = with_system[1:]
+        wanted = candidate.render(probe, add_generation_prompt=True, **_PROBE_TOKENS)
     for name in store.names():
         try:
             known = store.get(name)
@@ -616,21 +581,21 @@ class TemplateDetection:
 
     def message(self) -> str:
         """The sentence shown on the page after a model load."""
-        name = self.template.name
-        if self.reason == "user choice":
-            text = f'Using the instruction template "{name}" that you chose.'
-        elif self.reason == "fallback":
-            text = (
-                f"No instruction template was found in the model's metadata or in its file name, so "
-                f'"{name}" is used as a fallback. This may be a base model: chat mode, or the Default and '
-                f"Notebook tabs, may suit it better."
-            )
-        else:
-            text = (
-                f'It seems to be an instruction-following model with template "{name}". '
-                f"In the Chat tab, instruct or chat-instruct modes should be used."
-            )
+        text = _DETECTION_MESSAGES.get(self.reason, _DETECTION_MESSAGES["found"]).format(
+            name=self.template.name
+        )
         return f"{self.note} {text}" if self.note else text
+
+
+_DETECTION_MESSAGES = MappingProxyType(
+    {
+        "user choice": 'Using the instruction template "{name}" that you chose.',
+        "fallback": 'No instruction template was found in the model\'s metadata or in its file name, so "{name}" is '
+        "used as a fallback. This may be a base model: chat mode, or the Default and Notebook tabs, may suit it better.",
+        "found": 'It seems to be an instruction-following model with template "{name}". '
+        "In the Chat tab, instruct or chat-instruct modes should be used.",
+    }
+)
 
 
 def detect_template(
