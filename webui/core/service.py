@@ -169,10 +169,14 @@ class Service:
         facts = state.model.facts
         context = params.truncation_length or facts.context_length
         context = min(context, facts.context_length)
+        try:
+            template = self.template_for(settings)
+        except TemplateError as exc:
+            raise EngineError(str(exc)) from exc
         request = PromptRequest(
             messages=list(history),
             mode=settings.mode,
-            template=self.template_for(settings),
+            template=template,
             system_message=settings.system_message,
             character_name=settings.character_name,
             user_name=settings.user_name,

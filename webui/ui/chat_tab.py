@@ -8,10 +8,11 @@ from typing import Any
 import gradio as gr
 
 from webui.core.engine import EngineError
-from webui.core.prompts import DEFAULT_CHAT_INSTRUCT_COMMAND
+from webui.core.prompts import DEFAULT_CHAT_INSTRUCT_COMMAND, PromptError
 from webui.core.service import ChatSettings, ReplyStream, Service
+from webui.core.templates import TemplateError
 from webui.ui.convert import (
-    DETECTED_TEMPLATE,
+    GENERATING,
     MODES,
     InputError,
     Message,
@@ -67,9 +68,13 @@ class ChatHandlers:
         try:
             settings, params = self._read(values)
             stream = self.service.stream_chat_reply(
-                to_chat_messages(history), settings, params, continue_last=continue_last, impersonate=impersonate
+                to_chat_messages(history),
+                settings,
+                params,
+                continue_last=continue_last,
+                impersonate=impersonate,
             )
-        except (InputError, EngineError) as exc:
+        except (InputError, EngineError, PromptError, TemplateError) as exc:
             return _warn(str(exc))
         if not jobs.start(CHAT, stream):
             stream.cancel()
@@ -81,24 +86,36 @@ class ChatHandlers:
         jobs: SessionJobs,
         stream: ReplyStream,
         render: Callable[[str], Update],
+        first: Update,
     ) -> Iterator[Update]:
-        """Yield ``render(text so far)`` at most every ~50 ms, then the final text with the status line."""
+        """Yield ``first``, then ``render(text so far)`` at most every ~50 ms, then the final text and status.
+
+        If the conversation was cleared meanwhile (the job discarded), only the status is updated at the end.
+        """
         text = ""
         error = ""
         try:
+            yield first
             try:
                 for text in throttled_text(stream):
+                    if not jobs.owns(CHAT, stream):
+                        break
                     yield render(text)
             except EngineError as exc:
                 error = _warn(str(exc))
+            discarded = not jobs.owns(CHAT, stream)
         finally:
             jobs.finish(CHAT, stream)
             stream.cancel()  # no-op when it ended; stops the model if the page went away mid-reply
-        *update, _ = render(text)
-        yield (*update, error or self.status())
+        status = error or self.status()
+        if discarded:
+            yield gr.skip(), gr.skip(), gr.skip(), status
+        else:
+            *update, _ = render(text)
+            yield (*update, status)
 
     def _reply(
-        self, jobs: SessionJobs, history: list[Message], stream: ReplyStream, base: str = ""
+        self, jobs: SessionJobs, history: list[Message], stream: ReplyStream, first: Update, base: str = ""
     ) -> Iterator[Update]:
         """Stream the reply into the last (assistant) message of ``history``; drop it if it stays empty."""
 
@@ -107,7 +124,7 @@ class ChatHandlers:
             shown = history if history[-1]["content"] else history[:-1]
             return list(shown), chatbot_view(shown), gr.skip(), gr.skip()
 
-        yield from self._stream(jobs, stream, render)
+        yield from self._stream(jobs, stream, render, first)
 
     # -- events -------------------------------------------------------------------------------------------
 
@@ -124,9 +141,9 @@ class ChatHandlers:
             history.pop()  # history kept as it was; the message stays in the box
             yield history, chatbot_view(history), gr.skip(), started
             return
+        first = (list(history), chatbot_view(history), "", GENERATING)
         history.append({"role": "assistant", "content": ""})
-        yield history[:-1], chatbot_view(history[:-1]), "", ""
-        yield from self._reply(jobs, history, started)
+        yield from self._reply(jobs, history, started, first)
 
     def regenerate(self, history: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:
         """Replace the last reply with a new one."""
@@ -138,9 +155,9 @@ class ChatHandlers:
         if isinstance(started, str):
             yield gr.skip(), gr.skip(), gr.skip(), started
             return
+        first = (list(history), chatbot_view(history), gr.skip(), GENERATING)
         history.append({"role": "assistant", "content": ""})
-        yield history[:-1], chatbot_view(history[:-1]), gr.skip(), ""
-        yield from self._reply(jobs, history, started)
+        yield from self._reply(jobs, history, started, first)
 
     def continue_reply(self, history: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:
         """Make the last reply longer (or write one if the last message is the user's)."""
@@ -156,8 +173,8 @@ class ChatHandlers:
         base = history[-1]["content"] if continuing else ""
         if not continuing:
             history.append({"role": "assistant", "content": ""})
-        yield gr.skip(), gr.skip(), gr.skip(), ""
-        yield from self._reply(jobs, history, started, base)
+        first = (gr.skip(), gr.skip(), gr.skip(), GENERATING)
+        yield from self._reply(jobs, history, started, first, base)
 
     def impersonate(self, history: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:
         """Write the user's next message into the message box."""
@@ -170,16 +187,20 @@ class ChatHandlers:
         def render(text: str) -> Update:
             return gr.skip(), gr.skip(), text, gr.skip()
 
-        yield from self._stream(jobs, started, render)
+        yield from self._stream(jobs, started, render, (gr.skip(), gr.skip(), gr.skip(), GENERATING))
 
-    def remove_last(self, history: Any) -> Update:
-        """Remove the last reply and the message it answered; that message goes back into the box."""
+    def remove_last(self, history: Any, jobs: SessionJobs) -> Update:
+        """Remove the last reply (stopping it if it is being written) and the message it answered.
+
+        That message goes back into the box.
+        """
+        jobs.discard(CHAT)
         trimmed, text = remove_last_exchange(normalize_history(history))
         return trimmed, chatbot_view(trimmed), text or gr.skip(), ""
 
     def clear(self, jobs: SessionJobs) -> Update:
-        """Start a new conversation."""
-        jobs.cancel(CHAT)
+        """Start a new conversation (a reply being written is stopped and dropped)."""
+        jobs.discard(CHAT)
         return [], [], gr.skip(), ""
 
     @staticmethod
@@ -195,8 +216,8 @@ class ChatTab:
         self.handlers = ChatHandlers(service, params)
         self.params = params
 
-    def build(self, jobs: gr.State) -> None:
-        h = self.handlers
+    def build(self) -> None:
+        """Draw the tab (inside a ``gr.Tab``); ``wire`` connects it once the Parameters tab exists."""
         self.history = gr.State([])
         self.chatbot = gr.Chatbot(
             label="Chat",
@@ -210,23 +231,23 @@ class ChatTab:
             self.message = gr.Textbox(
                 show_label=False,
                 placeholder="Send a message (Enter sends, Shift+Enter for a new line)",
-                lines=2,
+                lines=1,
                 max_lines=12,
                 scale=8,
                 elem_id="chat-input",
                 autofocus=True,
             )
-            send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-            stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+            self.send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+            self.stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
         with gr.Row():
-            regenerate = gr.Button("Regenerate", size="sm", elem_id="chat-regenerate")
-            cont = gr.Button("Continue", size="sm", elem_id="chat-continue")
-            remove = gr.Button("Remove last", size="sm", elem_id="chat-remove-last")
-            impersonate = gr.Button("Impersonate", size="sm", elem_id="chat-impersonate")
-            clear = gr.Button("New chat", size="sm", elem_id="chat-clear")
+            self.regenerate = gr.Button("Regenerate", size="sm", elem_id="chat-regenerate")
+            self.cont = gr.Button("Continue", size="sm", elem_id="chat-continue")
+            self.remove = gr.Button("Remove last", size="sm", elem_id="chat-remove-last")
+            self.impersonate = gr.Button("Impersonate", size="sm", elem_id="chat-impersonate")
+            self.clear = gr.Button("New chat", size="sm", elem_id="chat-clear")
         self.status = gr.Markdown(elem_id="chat-status")
         with gr.Row():
-            mode = gr.Radio(
+            self.mode = gr.Radio(
                 list(MODES),
                 value="instruct",
                 label="Mode",
@@ -234,33 +255,43 @@ class ChatTab:
                 elem_id="chat-mode",
             )
         with gr.Accordion("Conversation settings", open=False):
-            system = gr.Textbox(label="System message (instruct)", lines=3, elem_id="chat-system")
+            self.system = gr.Textbox(label="System message (instruct)", lines=3, elem_id="chat-system")
             with gr.Row():
-                character = gr.Textbox(label="Character name (chat)", value=ChatSettings().character_name)
-                user = gr.Textbox(label="Your name (chat)", value=ChatSettings().user_name)
-            context = gr.Textbox(label="Context (chat)", lines=4, info="Who the character is, the scene.")
-            command = gr.Textbox(
+                self.character = gr.Textbox(
+                    label="Character name (chat)", value=ChatSettings().character_name
+                )
+                self.user = gr.Textbox(label="Your name (chat)", value=ChatSettings().user_name)
+            self.context = gr.Textbox(
+                label="Context (chat)", lines=4, info="Who the character is, the scene."
+            )
+            self.command = gr.Textbox(
                 label="Chat-instruct command",
                 value=DEFAULT_CHAT_INSTRUCT_COMMAND,
                 lines=4,
                 info="Wraps the chat for an instruction model; <|character|> and <|prompt|> are filled in.",
             )
 
-        settings = [mode, system, character, user, context, command, self.params.template]
-        values = [*settings, *self.params.components]
+    def wire(self, jobs: gr.State) -> list[Any]:
+        """Connect the buttons; returns the reply events (the page refreshes the status after them)."""
+        h = self.handlers
+        settings = [self.mode, self.system, self.character, self.user, self.context, self.command]
+        values = [*settings, self.params.template, *self.params.components]
         outputs = [self.history, self.chatbot, self.message, self.status]
-        stream_opts: dict[str, Any] = {"outputs": outputs, "show_progress": "minimal", "concurrency_limit": None}
-        send_inputs = [self.message, self.history, jobs, *values]
-        self.reply_events = [
-            send.click(h.send, inputs=send_inputs, **stream_opts),
-            self.message.submit(h.send, inputs=send_inputs, **stream_opts),
-            regenerate.click(h.regenerate, inputs=[self.history, jobs, *values], **stream_opts),
-            cont.click(h.continue_reply, inputs=[self.history, jobs, *values], **stream_opts),
-            impersonate.click(h.impersonate, inputs=[self.history, jobs, *values], **stream_opts),
+        stream_opts: dict[str, Any] = {
+            "outputs": outputs,
+            "show_progress": "minimal",
+            "concurrency_limit": None,
+        }
+        history_inputs = [self.history, jobs, *values]
+        events = [
+            self.send.click(h.send, inputs=[self.message, *history_inputs], **stream_opts),
+            self.message.submit(h.send, inputs=[self.message, *history_inputs], **stream_opts),
+            self.regenerate.click(h.regenerate, inputs=history_inputs, **stream_opts),
+            self.cont.click(h.continue_reply, inputs=history_inputs, **stream_opts),
+            self.impersonate.click(h.impersonate, inputs=history_inputs, **stream_opts),
         ]
-        stop.click(h.stop, inputs=[jobs], outputs=None, queue=False, show_progress="hidden")
-        remove.click(h.remove_last, inputs=[self.history], outputs=outputs, show_progress="hidden")
-        clear.click(h.clear, inputs=[jobs], outputs=outputs, show_progress="hidden")
-
-
-__all__ = ["DETECTED_TEMPLATE", "ChatHandlers", "ChatTab"]
+        self.stop.click(h.stop, inputs=[jobs], outputs=None, queue=False, show_progress="hidden")
+        self.remove.click(h.remove_last, inputs=[self.history, jobs], outputs=outputs, show_progress="hidden")
+        self.clear.click(h.clear, inputs=[jobs], outputs=outputs, show_progress="hidden")
+        self.chatbot.clear(h.clear, inputs=[jobs], outputs=outputs, show_progress="hidden")
+        return events

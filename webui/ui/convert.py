@@ -19,12 +19,13 @@ from pydantic.fields import FieldInfo
 
 from webui.core.loader import Chunk
 from webui.core.params import FieldSpec, GenerationParams, describe_validation_error
-from webui.core.prompts import ChatMessage
+from webui.core.prompts import ChatMessage, Role
 from webui.core.service import ChatSettings
 
 DETECTED_TEMPLATE = "(detected)"
 MODES: tuple[str, ...] = ("instruct", "chat", "chat-instruct")
 UPDATE_INTERVAL_S = 0.05
+GENERATING = "Generating…"  # the status while a reply streams
 
 Message = dict[str, str]  # {"role": ..., "content": ...}: the shape kept in the per-session history state
 
@@ -185,12 +186,17 @@ def normalize_history(messages: Iterable[Any] | None) -> list[Message]:
 
 def to_chat_messages(history: Iterable[Any] | None) -> list[ChatMessage]:
     """The per-session history -> the core's ChatMessage list."""
-    return [ChatMessage(role=m["role"], content=m["content"]) for m in normalize_history(history)]
+    return [
+        ChatMessage(role=typing.cast(Role, m["role"]), content=m["content"])
+        for m in normalize_history(history)
+    ]
 
 
 def chatbot_view(history: Sequence[Message]) -> list[dict[str, str]]:
     """What the Chatbot shows (a copy, so later edits to the state do not leak into an update in flight)."""
-    return [{"role": m["role"], "content": m["content"]} for m in history if m["role"] in ("user", "assistant")]
+    return [
+        {"role": m["role"], "content": m["content"]} for m in history if m["role"] in ("user", "assistant")
+    ]
 
 
 def drop_trailing_replies(history: Sequence[Message]) -> list[Message]:

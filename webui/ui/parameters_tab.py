@@ -50,7 +50,9 @@ def param_widget(spec: FieldSpec, value: Any) -> gr.components.Component:
                 precision=0 if spec.kind == "int" else None,
                 **common,
             )
-        return gr.Number(value=value, precision=0 if spec.kind == "int" else None, step=spec.step or 1, **common)
+        return gr.Number(
+            value=value, precision=0 if spec.kind == "int" else None, step=spec.step or 1, **common
+        )
     if spec.kind == "bool":
         return gr.Checkbox(value=value, **common)
     if spec.kind == "text":
@@ -121,7 +123,9 @@ class ParametersTab:
         except (PresetError, OSError) as exc:
             gr.Warning(str(exc))
             return gr.skip(), f"⚠️ {exc}"
-        return gr.update(choices=self.service.presets.names(), value=DEFAULT_PRESET), f"Preset **{name}** deleted."
+        return gr.update(
+            choices=self.service.presets.names(), value=DEFAULT_PRESET
+        ), f"Preset **{name}** deleted."
 
     def refresh(self) -> list[Any]:
         """Preset and template choices plus the not-used marks (page load, after a model load)."""
@@ -175,7 +179,10 @@ class ParametersTab:
         self.components = [by_name[spec.name] for spec in self.specs]
 
         self.preset.input(
-            self.apply_preset, inputs=[self.preset], outputs=[*self.components, self.status], show_progress="hidden"
+            self.apply_preset,
+            inputs=[self.preset],
+            outputs=[*self.components, self.status],
+            show_progress="hidden",
         )
         save.click(
             self.save_preset, inputs=[self.preset_name, *self.components], outputs=[self.preset, self.status]

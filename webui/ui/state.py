@@ -46,6 +46,18 @@ class SessionJobs:
             if self._running.get(slot) is job:
                 del self._running[slot]
 
+    def owns(self, slot: str, job: Cancellable) -> bool:
+        """Whether ``job`` is still ``slot``'s generation (False once finished or discarded)."""
+        with self._lock:
+            return self._running.get(slot) is job
+
+    def discard(self, slot: str) -> None:
+        """Stop ``slot``'s generation and forget it, so its remaining updates are not shown."""
+        with self._lock:
+            job = self._running.pop(slot, None)
+        if job is not None:
+            job.cancel()
+
     def cancel(self, slot: str) -> bool:
         """Stop ``slot``'s generation; False if none was running."""
         with self._lock:

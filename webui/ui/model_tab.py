@@ -1,0 +1,258 @@
+"""Model tab: pick a model and a loader, edit that loader's settings (generated from its schema), load."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+from pydantic import BaseModel
+
+from webui.core.engine import EngineError
+from webui.core.loader import LoaderError
+from webui.core.models import ModelFileError, infer_loader
+from webui.core.service import Service
+from webui.ui.convert import loader_settings_from_values, setting_kind
+
+_PER_ROW = 4
+
+
+@dataclass
+class LoaderPanel:
+    """One loader's settings widgets (shown only while that loader is selected)."""
+
+    loader: str
+    settings_model: type[BaseModel] | None
+    names: list[str]
+    widgets: list[gr.components.Component]
+    group: Any = None
+
+
+def _elem_id(loader: str, name: str) -> str:
+    return "setting-" + "".join(c if c.isalnum() or c == "_" else "-" for c in f"{loader}-{name}")
+
+
+def setting_widget(loader: str, name: str, model: type[BaseModel]) -> gr.components.Component:
+    """A widget for one loader setting: numbers, checkboxes, text, or a dropdown for fixed choices."""
+    info = model.model_fields[name]
+    kind, _optional, choices = setting_kind(info)
+    default = info.get_default(call_default_factory=True)
+    common: dict[str, Any] = {
+        "label": name,
+        "info": info.description or None,
+        "elem_id": _elem_id(loader, name),
+    }
+    if kind == "bool":
+        return gr.Checkbox(value=bool(default), **common)
+    if kind in ("int", "float"):
+        return gr.Number(value=default, precision=0 if kind == "int" else None, **common)
+    if kind == "choice":
+        return gr.Dropdown(choices=list(choices), value=default, **common)
+    return gr.Textbox(value="" if default is None else str(default), **common)
+
+
+class ModelTab:
+    """Draws the Model tab and holds its handlers."""
+
+    def __init__(self, service: Service, models_dir: str = "the models folder") -> None:
+        self.service = service
+        self.models_dir = models_dir
+        self.panels: list[LoaderPanel] = []
+
+    # -- pure handlers ---------------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return [entry.name for entry in self.service.models()]
+
+    def loader_for(self, name: str | None) -> str | None:
+        """The loader the model's files call for (None if unknown or unreadable)."""
+        for entry in self.service.models():
+            if entry.name == name:
+                try:
+                    return infer_loader(entry)
+                except ModelFileError:
+                    return None
+        return None
+
+    def _visibility(self, loader: str | None) -> list[Any]:
+        return [gr.update(visible=panel.loader == loader) for panel in self.panels]
+
+    def pick_model(self, name: str | None) -> list[Any]:
+        """A model was chosen: select its loader and show that loader's settings."""
+        loader = self.loader_for(name)
+        if loader is None or loader not in self.service.engine.registry.names():
+            return [gr.skip()] + [gr.skip() for _ in self.panels]
+        return [gr.update(value=loader), *self._visibility(loader)]
+
+    def pick_loader(self, loader: str | None) -> list[Any]:
+        return self._visibility(loader)
+
+    def refresh_models(self) -> Any:
+        names = self.model_names()
+        state = self.service.engine.state
+        current = state.entry.name if state else None
+        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+
+    def status(self) -> str:
+        return self.service.status_line()
+
+    def load(self, name: str | None, loader: str | None, *values: Any) -> Iterator[str]:
+        """Load the chosen model with the chosen loader and settings; errors leave the previous model loaded."""
+        if not name:
+            yield f"⚠️ Choose a model first (put .gguf files or model folders in {self.models_dir}, then Refresh)."
+            return
+        try:
+            settings = self.settings_for(loader, values)
+        except EngineError as exc:
+            yield f"⚠️ {exc}\n\n{self.status()}"
+            return
+        yield f"Loading {name} with {loader or 'the inferred loader'}…"
+        try:
+            report = self.service.load_model(name, loader or None, settings)
+        except (EngineError, OSError) as exc:
+            gr.Warning(f"Loading {name} failed: {exc}")
+            yield f"⚠️ Loading {name} failed: {exc}\n\n{self.status()}"
+            return
+        yield report.message
+
+    def settings_for(self, loader: str | None, values: Sequence[Any]) -> dict[str, Any] | None:
+        """The chosen loader's widget values as a settings mapping (``values`` holds every panel's widgets)."""
+        offset = 0
+        for panel in self.panels:
+            count = len(panel.widgets)
+            if panel.loader == loader and panel.settings_model is not None:
+                return loader_settings_from_values(
+                    panel.settings_model, panel.names, values[offset : offset + count]
+                )
+            offset += count
+        if loader and loader not in self.service.engine.registry.names():
+            raise EngineError(f"Unknown loader {loader!r}.")
+        return None
+
+    def unload(self) -> str:
+        try:
+            self.service.unload_model()
+        except EngineError as exc:
+            return f"⚠️ {exc}"
+        return "Model unloaded. " + self.status()
+
+    def refresh(self) -> list[Any]:
+        """Page load: the models list, the loaded model and loader with its settings, and the status."""
+        state = self.service.engine.state
+        models = self.refresh_models()
+        if state is not None:
+            loader: str | None = state.loader
+        else:
+            loader = self.loader_for(models.get("value"))
+        values: list[Any] = []
+        for panel in self.panels:
+            loaded = state is not None and panel.loader == state.loader
+            for name in panel.names:
+                values.append(getattr(state.settings, name) if loaded and state else gr.skip())
+        return [models, gr.update(value=loader), *self._visibility(loader), *values, self.status()]
+
+    # -- layout ----------------------------------------------------------------------------------------
+
+    def _build_panels(self, selected: str | None) -> None:
+        registry = self.service.engine.registry
+        for loader in registry.names():
+            try:
+                model: type[BaseModel] | None = registry.get(loader).settings_model
+            except LoaderError as exc:
+                model = None
+                error = str(exc)
+            with gr.Group(visible=loader == selected) as group:
+                if model is None:
+                    gr.Markdown(f"⚠️ {error}")
+                    names: list[str] = []
+                    widgets: list[gr.components.Component] = []
+                else:
+                    names, widgets = self._draw_settings(loader, model)
+            self.panels.append(LoaderPanel(loader, model, names, widgets, group))
+
+    @staticmethod
+    def _draw_settings(
+        loader: str, model: type[BaseModel]
+    ) -> tuple[list[str], list[gr.components.Component]]:
+        """Value settings in rows of four, then the on/off settings in one row."""
+        fields = list(model.model_fields)
+        switches = [n for n in fields if setting_kind(model.model_fields[n])[0] == "bool"]
+        values = [n for n in fields if n not in switches]
+        drawn: dict[str, gr.components.Component] = {}
+        for start in range(0, len(values), _PER_ROW):
+            with gr.Row(equal_height=True):
+                for name in values[start : start + _PER_ROW]:
+                    drawn[name] = setting_widget(loader, name, model)
+        with gr.Row():
+            for name in switches:
+                drawn[name] = setting_widget(loader, name, model)
+        return fields, [drawn[name] for name in fields]
+
+    def build(self, mirrors: Sequence[gr.components.Component] = ()) -> Any:
+        """Draw the tab; ``mirrors`` (other tabs' status lines) get the status after a load or unload.
+
+        Returns the load and unload events so the page can refresh other tabs after them.
+        """
+        names = self.model_names()
+        state = self.service.engine.state
+        current = state.entry.name if state else (names[0] if names else None)
+        selected = state.loader if state else self.loader_for(current)
+        with gr.Row():
+            self.model = gr.Dropdown(
+                choices=names,
+                value=current,
+                label="Model",
+                info=f"GGUF files and model folders in {self.models_dir}.",
+                elem_id="model-dropdown",
+                scale=4,
+                allow_custom_value=False,
+            )
+            refresh = gr.Button("Refresh", size="sm", elem_id="model-refresh", scale=1)
+        self.loader = gr.Dropdown(
+            choices=self.service.engine.registry.names(),
+            value=selected,
+            label="Loader",
+            info="Chosen from the model's files; change it to load with another backend.",
+            elem_id="loader-dropdown",
+        )
+        self._build_panels(selected)
+        with gr.Row():
+            load = gr.Button("Load", variant="primary", elem_id="model-load")
+            unload = gr.Button("Unload", elem_id="model-unload")
+        self.status_md = gr.Markdown(self.status(), elem_id="model-status")
+
+        groups = [panel.group for panel in self.panels]
+        self.setting_widgets = [w for panel in self.panels for w in panel.widgets]
+        self.model.input(
+            self.pick_model, inputs=[self.model], outputs=[self.loader, *groups], show_progress="hidden"
+        )
+        self.loader.input(self.pick_loader, inputs=[self.loader], outputs=groups, show_progress="hidden")
+        refresh.click(self.refresh_models, outputs=[self.model], show_progress="hidden")
+
+        def with_mirrors(message: str) -> Any:
+            return (message, *(self.status() for _ in mirrors)) if mirrors else message
+
+        def load_model(name: str | None, loader: str | None, *values: Any) -> Iterator[Any]:
+            for message in self.load(name, loader, *values):
+                yield with_mirrors(message)
+
+        def unload_model() -> Any:
+            return with_mirrors(self.unload())
+
+        status_outputs = [self.status_md, *mirrors]
+        unload_event = unload.click(unload_model, outputs=status_outputs)
+        load_event = load.click(
+            load_model, inputs=[self.model, self.loader, *self.setting_widgets], outputs=status_outputs
+        )
+        return load_event, unload_event
+
+    @property
+    def refresh_outputs(self) -> list[gr.components.Component]:
+        return [
+            self.model,
+            self.loader,
+            *(p.group for p in self.panels),
+            *self.setting_widgets,
+            self.status_md,
+        ]
