@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from webui.core.prompts import ChatMessage
 
 from tests.conftest import make_config
 from webui.app import build_service
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
+from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, Service
 from webui.provision import DEFAULT_MODEL_FILE
 
@@ -177,3 +177,14 @@ def test_gemma_base_model_falls_back_and_generates(gemma_service: Service, gemma
     # Switching to another model frees Gemma and works.
     gemma_service.load_model(DEFAULT_MODEL_FILE, settings={"n_ctx": 1024})
     assert gemma_service.detection is not None and gemma_service.detection.template.name == "ChatML"
+
+
+def test_model_loaded_by_path_is_listed_and_reloadable(tmp_path: Path, default_model_path: Path) -> None:
+    service = build_service(make_config(tmp_path / "empty"))
+    try:
+        service.load_model(str(default_model_path), settings={"n_ctx": 512})
+        assert [e.name for e in service.models()] == [DEFAULT_MODEL_FILE]
+        service.load_model(DEFAULT_MODEL_FILE, settings={"n_ctx": 1024})
+        assert service.engine.require_model().model.facts.context_length == 1024
+    finally:
+        service.close()

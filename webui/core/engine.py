@@ -139,6 +139,9 @@ class Engine:
             raise EngineError(f"Invalid {loader} settings: {describe_validation_error(exc)}") from exc
 
     def resolve(self, name: str) -> ModelEntry:
+        state = self._state
+        if state is not None and name == state.entry.name:
+            return state.entry  # also covers a model loaded by path from outside the models folder
         try:
             return find_model(self.models_dir, name)
         except ModelNotFoundError as exc:

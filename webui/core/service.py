@@ -7,8 +7,8 @@ or a file path itself.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,11 @@ class ReplyStream:
 
     prompt: BuiltPrompt
     job: GenerationJob
+    continuing: bool = False
     _chunks: Iterator[Chunk] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._chunks = iter(self.job)
+        self._chunks = _tidy_reply(self.job, strip_leading=not self.continuing)
 
     def __iter__(self) -> Iterator[Chunk]:
         return self._chunks
@@ -63,6 +64,26 @@ class ReplyStream:
     @property
     def stats(self) -> GenerationStats | None:
         return self.job.stats
+
+
+def _tidy_reply(chunks: Iterable[Chunk], *, strip_leading: bool) -> Iterator[Chunk]:
+    """Drop the space after "Name:" that opens a chat reply and the whitespace that ends any reply.
+
+    Trailing whitespace is held back until more text follows, so streaming stays incremental.
+    """
+    started = not strip_leading
+    pending = ""
+    for chunk in chunks:
+        text = chunk.text
+        if not started:
+            text = text.lstrip()
+            started = bool(text)
+        text = pending + text
+        body = text.rstrip()
+        pending = text[len(body) :]
+        if chunk.finish_reason is not None:
+            pending = ""
+        yield replace(chunk, text=body)
 
 
 @dataclass(frozen=True)
@@ -93,7 +114,12 @@ class Service:
     # -- models ---------------------------------------------------------------------------------------------
 
     def models(self) -> list[ModelEntry]:
-        return discover_models(self.engine.models_dir)
+        """The models folder's models, plus the loaded model when it was loaded by path from elsewhere."""
+        entries = discover_models(self.engine.models_dir)
+        state = self.engine.state
+        if state is not None and all(entry.name != state.entry.name for entry in entries):
+            entries.append(state.entry)
+        return entries
 
     def load_model(
         self,
@@ -207,7 +233,7 @@ class Service:
             history, settings, params, continue_last=continue_last, impersonate=impersonate
         )
         job = self.engine.submit(prompt.text, params, prompt.stop_strings)
-        return ReplyStream(prompt, job)
+        return ReplyStream(prompt, job, continuing=continue_last)
 
     def stream_completion(self, prompt: str, params: GenerationParams) -> GenerationJob:
         """Raw text completion (Default / Notebook tabs, `webui generate`)."""
