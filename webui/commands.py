@@ -9,6 +9,7 @@ from webui.app import build_service
 from webui.cli import CliError, params_from_args
 from webui.config import AppConfig
 from webui.core.engine import EngineError
+from webui.core.params import GenerationParams
 from webui.core.presets import PresetError
 from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, LoadReport, Service
@@ -42,13 +43,18 @@ def _load(config: AppConfig, service: Service, template: str | None = None) -> L
         raise CliError(str(exc)) from exc
 
 
+def _params(service: Service, args: argparse.Namespace) -> GenerationParams:
+    """The chosen preset with the sampler flags applied."""
+    try:
+        return params_from_args(args, service.presets.load(args.preset).params)
+    except PresetError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def generate(config: AppConfig, args: argparse.Namespace) -> int:
     service = build_service(config)
     try:
-        try:
-            params = params_from_args(args, service.presets.load(args.preset).params)
-        except PresetError as exc:
-            raise CliError(str(exc)) from exc
+        params = _params(service, args)
         _load(config, service)
         job = service.stream_completion(args.prompt, params)
         try:
@@ -69,10 +75,7 @@ def generate(config: AppConfig, args: argparse.Namespace) -> int:
 def chat(config: AppConfig, args: argparse.Namespace) -> int:
     service = build_service(config)
     try:
-        try:
-            params = params_from_args(args, service.presets.load(args.preset).params)
-        except PresetError as exc:
-            raise CliError(str(exc)) from exc
+        params = _params(service, args)
         report = _load(config, service, args.template)
         print(report.message, file=sys.stderr)
         print("Type a message and press Enter. /reset starts over, /exit (or Ctrl-D) quits.", file=sys.stderr)
