@@ -26,16 +26,25 @@ fi
 
 extras="llama-cpp"
 [ "$mode" = "test" ] && extras="llama-cpp,test"
-# Reinstall only when pyproject.toml or the extras change: a second run starts at once.
-stamp=".venv/.palabre-install-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/-}"
-if [ ! -e "$stamp" ]; then
-  say "Installing Palabre [$extras] (the first time, pip compiles llama.cpp: about 5-10 minutes on 2 cores)"
+# Reinstall only when pyproject.toml or the extras change, so a second run starts at once. A test install
+# (a superset of the serve install) also serves.
+hash="$(sha256sum pyproject.toml | cut -c1-16)"
+stamp=".venv/.palabre-install-$hash-${extras//,/-}"
+if [ -e "$stamp" ] || { [ "$mode" = "serve" ] && [ -e ".venv/.palabre-install-$hash-llama-cpp-test" ]; }; then
+  say "Palabre is installed (.venv)"
+else
+  if .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
+    say "Installing Palabre [$extras]"
+  else
+    say "Installing Palabre [$extras] (the first time, pip compiles llama.cpp: about 5-10 minutes on 2 cores)"
+  fi
   .venv/bin/python -m pip install --upgrade --quiet pip 2>/dev/null || true
-  .venv/bin/python -m pip install --progress-bar on -e ".[$extras]"
+  # pip's own progress stays visible (the llama.cpp build prints "still running..."); the long list of
+  # already-satisfied requirements does not.
+  .venv/bin/python -m pip install --progress-bar on -e ".[$extras]" 2>&1 |
+    { grep -v -e '^Requirement already satisfied' -e 'is ignored: it is neither' || true; }
   rm -f .venv/.palabre-install-*
   touch "$stamp"
-else
-  say "Palabre is installed (.venv)"
 fi
 
 if [ "$mode" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
@@ -58,5 +67,5 @@ if [ "$mode" = "test" ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
 
-say "Starting Palabre: open http://127.0.0.1:7860/ in your browser (Ctrl-C stops)"
+say "Starting Palabre (Ctrl-C stops); open the address printed below in your browser"
 exec .venv/bin/python -m webui serve "$@"
