@@ -37,7 +37,8 @@ def run_raw(llm: object, tokens: int) -> dict[str, float]:
     start = time.perf_counter()
     first = 0.0
     produced = 0
-    for _token in model.generate(prompt_tokens, temp=0.0, top_k=1, reset=True):
+    for token in model.generate(prompt_tokens, temp=0.0, top_k=1, reset=True):
+        model.detokenize([token])  # any real use turns tokens into text
         produced += 1
         if produced == 1:
             first = time.perf_counter() - start

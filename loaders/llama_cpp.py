@@ -142,6 +142,7 @@ class LlamaCppModel:
         self._settings = settings
         vocab = llm._model.vocab
         self._vocab = vocab
+        self._eog_tokens: tuple[int, ...] | None = None
         bos, eos = llm.token_bos(), llm.token_eos()
         self.facts = ModelFacts(
             name=path.name,
@@ -157,6 +158,13 @@ class LlamaCppModel:
                 "n_gpu_layers": str(settings.n_gpu_layers),
             },
         )
+
+    def _end_tokens(self, lib: Any) -> tuple[int, ...]:
+        """Every end-of-generation token id (scanned once per model: ~50k ctypes calls cost ~50 ms)."""
+        if self._eog_tokens is None:
+            n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+            self._eog_tokens = tuple(t for t in range(n_vocab) if lib.llama_vocab_is_eog(self._vocab, t))
+        return self._eog_tokens
 
     def _piece(self, token: int) -> str:
         return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
@@ -208,14 +216,15 @@ class LlamaCppModel:
             )
         budget = min(params.max_new_tokens, n_ctx - len(tokens))
         reused = self._reuse_prefix(tokens)
-        sampler = _SamplerChain(llama_cpp, llm, self._vocab, params, tokens)
+        eog = self._end_tokens(llama_cpp) if params.ban_eos_token else ()
+        sampler = _SamplerChain(llama_cpp, llm, self._vocab, params, tokens, eog)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         special = not params.skip_special_tokens
         produced = 0
         finish = "length"
         try:
             llm.eval(tokens[reused:])
-            while produced < budget:
+            while True:
                 if cancel.cancelled:
                     finish = "cancelled"
                     break
@@ -225,8 +234,11 @@ class LlamaCppModel:
                     break
                 produced += 1
                 piece = decoder.decode(bytes(llm.detokenize([token], special=special)))
-                llm.eval([token])
+                # Hand the token out before evaluating it: the reader sees it one decode step sooner.
                 yield Chunk(text=piece, tokens=1, prompt_tokens=len(tokens), reused_prompt_tokens=reused)
+                if produced >= budget:
+                    break
+                llm.eval([token])
             tail = decoder.decode(b"", final=True)
             yield Chunk(
                 text=tail,
@@ -242,7 +254,15 @@ class LlamaCppModel:
 class _SamplerChain:
     """A llama.cpp sampler chain for one generation (freed when it ends)."""
 
-    def __init__(self, lib: Any, llm: Any, vocab: Any, params: GenerationParams, prompt: list[int]) -> None:
+    def __init__(
+        self,
+        lib: Any,
+        llm: Any,
+        vocab: Any,
+        params: GenerationParams,
+        prompt: list[int],
+        eog_tokens: tuple[int, ...],
+    ) -> None:
         self._lib = lib
         self._ctx = llm.ctx
         chain_params = lib.llama_sampler_chain_default_params()
@@ -254,9 +274,8 @@ class _SamplerChain:
 
         bias = dict(params.logit_bias)
         if params.ban_eos_token:
-            for token in range(n_vocab):
-                if lib.llama_vocab_is_eog(vocab, token):
-                    bias[token] = float("-inf")
+            for token in eog_tokens:
+                bias[token] = float("-inf")
         bias = {t: b for t, b in bias.items() if 0 <= t < n_vocab}
         if bias:
             array = (lib.llama_logit_bias * len(bias))()
