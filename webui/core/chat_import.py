@@ -1,0 +1,118 @@
+"""Parsing of imported chat files: Palabre's own JSON and text-generation-webui's history JSON."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping
+from contextlib import suppress
+from datetime import datetime
+from typing import Any
+
+from webui.core.chat_records import (
+    ROLES,
+    TGW_GREETING_MARK,
+    AlternativeRecord,
+    ChatStoreError,
+    MessageRecord,
+    check_choice,
+)
+
+
+def number_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def palabre_messages(raw: object) -> list[MessageRecord]:
+    if not isinstance(raw, list):
+        raise ChatStoreError('A Palabre chat file needs a "messages" list.')
+    now = time.time()
+    messages: list[MessageRecord] = []
+    for number, item in enumerate(raw, 1):
+        where = f"Message {number} of the chat file"
+        if not isinstance(item, Mapping):
+            raise ChatStoreError(f"{where} is not an object.")
+        try:
+            role = check_choice(item.get("role"), ROLES, "message role")
+        except ChatStoreError as exc:
+            raise ChatStoreError(f"{where}: {exc}") from None
+        raw_alternatives = item.get("alternatives", [item["content"]] if "content" in item else None)
+        if not isinstance(raw_alternatives, list) or not raw_alternatives:
+            raise ChatStoreError(f'{where} needs a non-empty "alternatives" list (or a "content" text).')
+        alternatives: list[AlternativeRecord] = []
+        for alternative in raw_alternatives:
+            if isinstance(alternative, str):
+                alternative = {"content": alternative}
+            if not isinstance(alternative, Mapping) or not isinstance(alternative.get("content"), str):
+                raise ChatStoreError(f"{where} has an alternative without a text content.")
+            model = alternative.get("model")
+            if model is not None and not isinstance(model, str):
+                raise ChatStoreError(f"{where} names its model with {model!r}, which is not text.")
+            alternatives.append(
+                AlternativeRecord(
+                    alternative["content"], model, number_or_none(alternative.get("created_at")) or now
+                )
+            )
+        active = item.get("active", 0)
+        if not isinstance(active, int) or isinstance(active, bool) or not 0 <= active < len(alternatives):
+            raise ChatStoreError(f"{where} shows version {active!r}, but it has {len(alternatives)}.")
+        messages.append(
+            MessageRecord(role, tuple(alternatives), active, number_or_none(item.get("created_at")) or now)
+        )
+    return messages
+
+
+def tgw_rows(data: Mapping[str, Any]) -> list[list[str]]:
+    """The [user, bot] rows of a text-generation-webui history: ``internal`` (raw text) when present."""
+    rows, escaped = data.get("internal", data.get("data")), False
+    if rows is None:  # only the HTML-escaped copy survived: undo the escaping
+        rows, escaped = data.get("visible", data.get("data_visible")), True
+    if not isinstance(rows, list) or not all(
+        isinstance(row, list) and len(row) == 2 and all(isinstance(text, str) for text in row) for row in rows
+    ):
+        raise ChatStoreError(
+            'A text-generation-webui history needs "internal": a list of [user message, reply] text pairs.'
+        )
+    return [[html.unescape(text) for text in row] for row in rows] if escaped else rows
+
+
+def tgw_message(role: str, text: str, meta: object, now: float) -> MessageRecord:
+    """One message; versions (regenerated replies) and timestamps come from the newer "metadata" block."""
+    created_at = now
+    alternatives = [text]
+    active = 0
+    if isinstance(meta, Mapping):
+        stamp = meta.get("timestamp")
+        if isinstance(stamp, str):
+            with suppress(ValueError):
+                created_at = datetime.strptime(stamp, "%b %d, %Y %H:%M").timestamp()
+        versions = meta.get("versions")
+        if isinstance(versions, list):
+            contents = [
+                v["content"] for v in versions if isinstance(v, Mapping) and isinstance(v.get("content"), str)
+            ]
+            if contents:
+                if text not in contents:
+                    contents.append(text)
+                alternatives, active = contents, contents.index(text)
+                chosen = meta.get("current_version_index")
+                if isinstance(chosen, int) and 0 <= chosen < len(contents) and contents[chosen] == text:
+                    active = chosen
+    return MessageRecord(
+        role, tuple(AlternativeRecord(a, None, created_at) for a in alternatives), active, created_at
+    )
+
+
+def tgw_messages(data: Mapping[str, Any]) -> list[MessageRecord]:
+    rows = tgw_rows(data)
+    metadata = data.get("metadata")
+    if not isinstance(metadata, Mapping):
+        metadata = {}
+    now = time.time()
+    messages: list[MessageRecord] = []
+    for index, (user, bot) in enumerate(rows):
+        if user and user != TGW_GREETING_MARK:
+            messages.append(tgw_message("user", user, metadata.get(f"user_{index}"), now))
+        if bot:
+            messages.append(tgw_message("assistant", bot, metadata.get(f"assistant_{index}"), now))
+    return messages
