@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +26,7 @@ class ScriptedModel:
         self.facts = ModelFacts(name=path.name, path=path, loader="scripted", context_length=4096)
         self.unloaded = False
         self.gate: threading.Event | None = None
+        self.delay = 0.0  # seconds per token, to let a reader act mid-stream
         self.prompts: list[str] = []
 
     def stream(self, prompt: str, params: GenerationParams, cancel: CancelToken) -> Iterator[Chunk]:
@@ -32,6 +34,7 @@ class ScriptedModel:
         for count, piece in enumerate(self.pieces[: params.max_new_tokens], start=1):
             if self.gate is not None:
                 self.gate.wait(timeout=10)
+            time.sleep(self.delay)
             if cancel.cancelled:
                 yield Chunk("", finish_reason="cancelled", prompt_tokens=len(prompt.split()))
                 return

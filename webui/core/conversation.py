@@ -1,0 +1,159 @@
+"""Chats that are saved as they happen: a conversation in the ChatStore driven through the Service.
+
+The user's message is saved before its reply is read; the reply is saved while it streams (at most every
+SAVE_INTERVAL_S) and once more when it ends or is stopped. A crash or ``kill -9`` therefore loses no earlier
+message and at most the last half second of the reply being written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from webui.core.chats import ChatStore, Conversation, StoredMessage
+from webui.core.engine import EngineError
+from webui.core.loader import Chunk, GenerationStats
+from webui.core.params import GenerationParams
+from webui.core.prompts import ChatMessage
+from webui.core.service import ChatSettings, ReplyStream, Service
+
+SAVE_INTERVAL_S = 0.5
+
+
+def history_of(conversation: Conversation) -> list[ChatMessage]:
+    """The shown version of every message, as the prompt builder takes them."""
+    return [ChatMessage(m.role, m.content) for m in conversation.messages]  # type: ignore[arg-type]
+
+
+class SavedReply:
+    """A reply streaming into the store: iterate for text deltas; ``message`` is the saved message."""
+
+    def __init__(
+        self,
+        stream: ReplyStream,
+        create: Callable[[str], StoredMessage],
+        update: Callable[[int, str], StoredMessage],
+        prefix: str = "",
+    ) -> None:
+        self.stream = stream
+        self._create = create
+        self._update = update
+        self._prefix = prefix
+        self.text = ""
+        self.message: StoredMessage | None = None
+        self._saved = ""
+
+    def _save(self) -> None:
+        full = self._prefix + self.text
+        if full == self._saved or not full.strip():
+            return
+        if self.message is None:
+            self.message = self._create(full)
+        else:
+            self.message = self._update(self.message.id, full)
+        self._saved = full
+
+    def __iter__(self) -> Iterator[Chunk]:
+        last_save = time.monotonic()
+        try:
+            for chunk in self.stream:
+                self.text += chunk.text
+                if chunk.text and time.monotonic() - last_save >= SAVE_INTERVAL_S:
+                    self._save()
+                    last_save = time.monotonic()
+                yield chunk
+        finally:
+            self._save()  # also when stopped or when the reader went away
+
+    def cancel(self) -> None:
+        self.stream.cancel()
+
+    @property
+    def full_text(self) -> str:
+        """The reply as shown (with the text it continues, when continuing)."""
+        return self._prefix + self.text
+
+    @property
+    def stats(self) -> GenerationStats | None:
+        return self.stream.stats
+
+
+@dataclass
+class Conversations:
+    """Send, regenerate, continue and impersonate in stored conversations."""
+
+    service: Service
+    store: ChatStore
+
+    def _model_name(self) -> str | None:
+        state = self.service.engine.state
+        return state.entry.name if state else None
+
+    def send(
+        self,
+        conversation_id: int,
+        text: str,
+        settings: ChatSettings,
+        params: GenerationParams,
+        *,
+        start_with: str = "",
+    ) -> SavedReply:
+        """Save the user's message and stream the reply (forced to begin with ``start_with`` if given)."""
+        if not text.strip():
+            raise EngineError("The message is empty.")
+        history = [*history_of(self.store.get(conversation_id)), ChatMessage("user", text)]
+        if start_with:
+            history.append(ChatMessage("assistant", start_with))
+        stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
+        self.store.append(conversation_id, "user", text)
+        model = self._model_name()
+        return SavedReply(
+            stream,
+            lambda full: self.store.append(conversation_id, "assistant", full, model=model),
+            self.store.set_content,
+            prefix=start_with,
+        )
+
+    def _last_reply(self, conversation: Conversation) -> StoredMessage:
+        if not conversation.messages or conversation.messages[-1].role != "assistant":
+            raise EngineError("There is no reply to work on: the last message is not the assistant's.")
+        return conversation.messages[-1]
+
+    def regenerate(
+        self, conversation_id: int, settings: ChatSettings, params: GenerationParams
+    ) -> SavedReply:
+        """Write a new version of the last reply; the earlier versions stay (switch between them)."""
+        conversation = self.store.get(conversation_id)
+        last = self._last_reply(conversation)
+        history = history_of(conversation)[:-1]
+        stream = self.service.stream_chat_reply(history, settings, params)
+        model = self._model_name()
+        return SavedReply(
+            stream,
+            lambda full: self.store.add_alternative(last.id, full, model=model),
+            self.store.set_content,
+        )
+
+    def continue_last(
+        self, conversation_id: int, settings: ChatSettings, params: GenerationParams
+    ) -> SavedReply:
+        """Make the last reply longer."""
+        conversation = self.store.get(conversation_id)
+        last = self._last_reply(conversation)
+        stream = self.service.stream_chat_reply(
+            history_of(conversation), settings, params, continue_last=True
+        )
+        return SavedReply(
+            stream,
+            lambda full: self.store.set_content(last.id, full),
+            self.store.set_content,
+            prefix=last.content,
+        )
+
+    def impersonate(
+        self, conversation_id: int, settings: ChatSettings, params: GenerationParams
+    ) -> ReplyStream:
+        """Write the user's next message (not saved: it goes into the message box)."""
+        history = history_of(self.store.get(conversation_id))
+        return self.service.stream_chat_reply(history, settings, params, impersonate=True)
