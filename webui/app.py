@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from webui.config import AppConfig
+from webui.core.chats import ChatStore
 from webui.core.presets import PresetStore
 from webui.core.registry import LoaderRegistry
 from webui.core.service import Service
@@ -17,4 +18,5 @@ def build_service(config: AppConfig, registry: LoaderRegistry | None = None) -> 
         models_dir=config.models_dir,
         presets=PresetStore(config.bundled_presets_dir, config.user_presets_dir),
         templates=TemplateStore(config.bundled_templates_dir, config.user_templates_dir),
+        chats=ChatStore(config.user_data_dir / "palabre.db"),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from webui.core.chats import ChatStore
 from webui.core.engine import Engine, EngineError, GenerationJob, LoadedState
 from webui.core.loader import Chunk, GenerationStats
 from webui.core.models import ModelEntry, discover_models
@@ -103,11 +104,18 @@ class Service:
     """One per process: the engine, the preset and template stores, and the current template choice."""
 
     def __init__(
-        self, registry: LoaderRegistry, *, models_dir: Path, presets: PresetStore, templates: TemplateStore
+        self,
+        registry: LoaderRegistry,
+        *,
+        models_dir: Path,
+        presets: PresetStore,
+        templates: TemplateStore,
+        chats: ChatStore | None = None,
     ):
         self.engine = Engine(registry, models_dir)
         self.presets = presets
         self.templates = templates
+        self.chats = chats
         self._detection: TemplateDetection | None = None
         self._lock = threading.Lock()
 
@@ -240,4 +248,8 @@ class Service:
         return self.engine.submit(prompt, params)
 
     def close(self) -> None:
-        self.engine.close()
+        try:
+            self.engine.close()
+        finally:
+            if self.chats is not None:
+                self.chats.close()
