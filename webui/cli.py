@@ -136,7 +136,33 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--user-data-dir", type=Path, default=None)
     provision = models_sub.add_parser("provision-default", help="place the default model in user_data/models")
     provision.add_argument("--user-data-dir", type=Path, default=None)
+    _characters_parser(sub)
     return parser
+
+
+def _characters_parser(sub: Any) -> None:
+    characters = sub.add_parser("characters", help="list, import or export personalities")
+    characters_sub = characters.add_subparsers(dest="characters_command", required=True)
+    listing = characters_sub.add_parser("list", help="list the bundled and your own personalities")
+    listing.add_argument("--user-data-dir", type=Path, default=None)
+    importing = characters_sub.add_parser(
+        "import", help="import a personality YAML/JSON, a Character Card (JSON or PNG) or an Ollama Modelfile"
+    )
+    importing.add_argument("file", type=Path, help="the file to import")
+    importing.add_argument(
+        "--name", default=None, help="save it under this name (default: the name in the file)"
+    )
+    importing.add_argument("--overwrite", action="store_true", help="replace your personality of that name")
+    importing.add_argument("--user-data-dir", type=Path, default=None)
+    exporting = characters_sub.add_parser("export", help="export a personality")
+    exporting.add_argument("name", help="the personality to export")
+    exporting.add_argument(
+        "--format", required=True, choices=["yaml", "card-json", "card-png", "modelfile"], dest="format"
+    )
+    exporting.add_argument(
+        "--output", type=Path, default=None, help="file or folder to write (default: user_data/exports/)"
+    )
+    exporting.add_argument("--user-data-dir", type=Path, default=None)
 
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
@@ -164,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.generate(config, args)
         if args.command == "chat":
             return commands.chat(config, args)
+        if args.command == "characters":
+            return commands.characters(config, args)
         if args.models_command == "list":
             return commands.list_models(config)
         return commands.provision(config)

@@ -8,12 +8,13 @@ import sys
 from webui.app import build_service
 from webui.cli import CliError, params_from_args
 from webui.config import AppConfig
+from webui.core.characters import CharacterError, CharacterStore
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetError
 from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, LoadReport, Service
-from webui.core.templates import TemplateError
+from webui.core.templates import TemplateError, TemplateStore
 from webui.provision import DEFAULT_MODEL_FILE, ProvisionError, provision_default_model
 
 USER_ERRORS = (EngineError, PresetError, TemplateError, ProvisionError, OSError)
@@ -154,3 +155,31 @@ def serve(config: AppConfig) -> int:
         return run_server(service, config)
     finally:
         service.close()
+
+
+def characters(config: AppConfig, args: argparse.Namespace) -> int:
+    """``webui characters list | import FILE | export NAME --format F``."""
+    store = CharacterStore(
+        config.bundled_characters_dir,
+        config.user_characters_dir,
+        TemplateStore(config.bundled_templates_dir, config.user_templates_dir),
+    )
+    try:
+        if args.characters_command == "list":
+            for name in store.names():
+                if store.is_user_character(name):
+                    origin = "yours, overrides the bundled one" if store.is_bundled(name) else "yours"
+                else:
+                    origin = "bundled"
+                print(f"{name}  ({origin})")
+            return 0
+        if args.characters_command == "import":
+            result = store.import_with_notes(args.file, name=args.name, overwrite=args.overwrite)
+            print(f'Imported "{result.character.name}" into {result.path}')
+            for note in result.notes:
+                print(f"note: {note}", file=sys.stderr)
+            return 0
+        print(store.export(args.name, args.format, args.output))
+        return 0
+    except CharacterError as exc:
+        raise CliError(str(exc)) from exc

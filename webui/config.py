@@ -41,9 +41,17 @@ class AppConfig:
         return self.user_data_dir / "instruction-templates"
 
     @property
+    def user_characters_dir(self) -> Path:
+        return self.user_data_dir / "characters"
+
+    @property
     def bundled_presets_dir(self) -> Path:
         return self.bundled_dir / "presets"
 
     @property
     def bundled_templates_dir(self) -> Path:
         return self.bundled_dir / "instruction-templates"
+
+    @property
+    def bundled_characters_dir(self) -> Path:
+        return self.bundled_dir / "characters"

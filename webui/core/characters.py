@@ -1,0 +1,630 @@
+"""Personalities ("characters"): a saved preset for a chat, like an Ollama Modelfile bundles SYSTEM + PARAMETER +
+TEMPLATE.
+
+A personality file is YAML (or JSON) in ``characters/`` (bundled, never written) or ``user_data/characters/``
+(the user's; a user file overrides a bundled one of the same name)::
+
+    name: Coder                       # the character's name in the chat; files are saved as <name>.yaml
+    greeting: What are we building?   # first message of a new chat ({{char}} / {{user}} are filled in)
+    context: You are a helpful ...    # persona / system text
+    user_name: Ada                    # optional: the user's name for this personality
+    parameters: {temperature: 0.01}   # optional: GenerationParams keys, validated
+    instruction_template: ChatML      # optional: instruction template for instruct / chat-instruct
+    avatar: Coder.png                 # optional: an image next to the file
+
+Character Card V2 fields (description, personality, scenario, mes_example, creator_notes, system_prompt,
+post_history_instructions, alternate_greetings, character_book, tags, creator, character_version, extensions)
+are kept as they were so that card import -> export is lossless; unknown card keys are kept in
+``card_extra``. How ``context`` relates to them: on card import ``context`` is
+``cards.compose_context(data)`` (system prompt, description, ``{{char}}'s personality: ...``, ``Scenario:
+...``, blank-line separated). On card export, if ``context`` is still exactly that, the card fields are written
+unchanged; if it differs (a native personality, or a context edited after import), ``description`` carries the
+context and ``system_prompt``, ``personality`` and ``scenario`` are written empty, so that importing the card
+again gives the same context. ``mes_example`` (the card's example dialogue) is not part of ``context``;
+``context_for()`` appends it. Palabre-only settings travel in a card under ``extensions.palabre``.
+
+From an Ollama Modelfile come ``model`` (FROM), ``loader_settings`` (``num_ctx`` -> ``n_ctx``, ...),
+``example_messages`` (MESSAGE lines: like Ollama, a front end puts them at the start of the conversation)
+and ``modelfile`` (the Go TEMPLATE as written, unused PARAMETERs, LICENSE, ADAPTER, ...), all written back
+on Modelfile export.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from webui.core import cards, modelfile
+from webui.core.go_template import convert_go_template
+from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
+from webui.core.paths import InvalidNameError, atomic_write_text, path_in, validate_name
+from webui.core.templates import TemplateError, TemplateStore
+
+DEFAULT_CHARACTER = "Assistant"
+DEFAULT_USER_NAME = "You"
+PERSONALITY_SUFFIXES = (".yaml", ".yml", ".json")  # earlier wins when one folder holds several
+AVATAR_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+ExportFormat = Literal["yaml", "card-json", "card-png", "modelfile"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("yaml", "card-json", "card-png", "modelfile")
+EXPORT_SUFFIXES: dict[str, str] = {
+    "yaml": ".yaml",
+    "card-json": ".json",
+    "card-png": ".png",
+    "modelfile": ".Modelfile",
+}
+MODELFILE_PLACEHOLDER_MODEL = "llama3.2"
+_PLACEHOLDER = re.compile(r"\{\{(char|user)\}\}|<BOT>|<USER>", re.IGNORECASE)
+# Palabre-only settings; a card carries them in extensions.palabre.
+_PALABRE_ONLY: tuple[str, ...] = (
+    "user_name",
+    "parameters",
+    "instruction_template",
+    "model",
+    "loader_settings",
+)
+_PALABRE_ONLY += ("example_messages", "modelfile")
+_LEGACY_KEYS = {  # old text-generation-webui / Pygmalion personality keys
+    "char_name": "name",
+    "char_greeting": "greeting",
+    "first_mes": "greeting",
+    "your_name": "user_name",
+    "char_persona": "description",
+    "world_scenario": "scenario",
+    "example_dialogue": "mes_example",
+}
+
+
+class CharacterError(ValueError):
+    """A personality that cannot be read, saved, imported or exported; the message is meant for the user."""
+
+
+def fill_placeholders(text: str, character_name: str, user_name: str) -> str:
+    """Replace ``{{char}}`` / ``<BOT>`` with the character's name and ``{{user}}`` / ``<USER>`` with the user's."""
+
+    def value(match: re.Match[str]) -> str:
+        return character_name if match.group(0).lower() in ("{{char}}", "<bot>") else user_name
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+class ExampleMessage(BaseModel):
+    """One example message (an Ollama MESSAGE line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ModelfileExtras(BaseModel):
+    """What an Ollama Modelfile had that Palabre keeps only to write it back on export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str | None = None  # the Go TEMPLATE exactly as written
+    parameters: list[tuple[str, str]] = Field(default_factory=list)  # PARAMETERs Palabre has no setting for
+    license: list[str] = Field(default_factory=list)
+    adapter: list[str] = Field(default_factory=list)
+    other: list[tuple[str, str]] = Field(default_factory=list)  # DRAFT / RENDERER / PARSER / REQUIRES
+
+
+class Character(BaseModel):
+    """A personality: see the module docstring for every field and how the card fields relate to ``context``."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str
+    greeting: str = ""
+    context: str = ""
+    user_name: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    instruction_template: str | None = None
+    avatar: str | None = None
+    model: str | None = None
+    loader_settings: dict[str, Any] = Field(default_factory=dict)
+    example_messages: list[ExampleMessage] = Field(default_factory=list)
+    modelfile: ModelfileExtras = Field(default_factory=ModelfileExtras)
+    # Character Card V2 fields (first_mes is ``greeting``)
+    description: str = ""
+    personality: str = ""
+    scenario: str = ""
+    mes_example: str = ""
+    creator_notes: str = ""
+    system_prompt: str = ""
+    post_history_instructions: str = ""
+    alternate_greetings: list[str] = Field(default_factory=list)
+    character_book: dict[str, Any] | None = None
+    tags: list[str] = Field(default_factory=list)
+    creator: str = ""
+    character_version: str = ""
+    extensions: dict[str, Any] = Field(default_factory=dict)
+    card_extra: dict[str, Any] = Field(default_factory=dict)  # card keys Palabre does not know, kept as-is
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for old, new in _LEGACY_KEYS.items():
+                if old in data and new not in data:
+                    data[new] = data.pop(old)
+            if "context" not in data:
+                data["context"] = cards.compose_context(data)
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the name must not be empty")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key not in PARAM_NAMES:
+                close = difflib.get_close_matches(str(key), sorted(PARAM_NAMES), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{key!r} is not a sampler setting{hint}")
+        try:
+            GenerationParams.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(describe_validation_error(exc)) from None
+        return value
+
+    @field_validator("avatar")
+    @classmethod
+    def _avatar(cls, value: str | None) -> str | None:
+        if value is not None:
+            validate_name(value, what="avatar file name")
+            if not value.lower().endswith(AVATAR_SUFFIXES):
+                raise ValueError(f"the avatar must be an image file ({', '.join(AVATAR_SUFFIXES)})")
+        return value
+
+    # -- what a chat uses
+    def _user(self, user_name: str | None) -> str:
+        return user_name or self.user_name or DEFAULT_USER_NAME
+
+    def context_for(self, user_name: str | None = None, *, include_examples: bool = True) -> str:
+        """The context with placeholders filled, followed by the example dialogue (``mes_example``)."""
+        context = fill_placeholders(self.context, self.name, self._user(user_name))
+        examples = self.example_dialogue_for(user_name) if include_examples else ""
+        if not examples:
+            return context
+        return f"{context.rstrip()}\n\n{examples}" if context.strip() else examples
+
+    def greeting_for(self, user_name: str | None = None) -> str:
+        """The first message of a new chat, placeholders filled."""
+        return fill_placeholders(self.greeting, self.name, self._user(user_name))
+
+    def example_dialogue_for(self, user_name: str | None = None) -> str:
+        """``mes_example`` without its ``<START>`` lines (blocks separated by a blank line), placeholders filled."""
+        blocks = re.split(r"^\s*<START>\s*$", self.mes_example, flags=re.IGNORECASE | re.MULTILINE)
+        text = "\n\n".join(block.strip("\n") for block in blocks if block.strip())
+        return fill_placeholders(text, self.name, self._user(user_name)).strip()
+
+    def example_messages_for(self, user_name: str | None = None) -> list[ExampleMessage]:
+        """The Modelfile MESSAGEs with placeholders filled: put them before the conversation, as Ollama does."""
+        user = self._user(user_name)
+        return [
+            ExampleMessage(role=m.role, content=fill_placeholders(m.content, self.name, user))
+            for m in self.example_messages
+        ]
+
+    def params_overlay(self) -> dict[str, Any]:
+        """The validated sampler settings this personality sets (apply them over the chosen preset)."""
+        validated = GenerationParams.model_validate(self.parameters)
+        return {key: getattr(validated, key) for key in self.parameters}
+
+    def file_data(self) -> dict[str, Any]:
+        """What a personality file holds: name, greeting and context, then every field that is not empty."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        return {"name": self.name, "greeting": self.greeting, "context": self.context, **data}
+
+    # -- Character Card V2 and Ollama Modelfile
+    def _palabre_only(self) -> dict[str, Any]:
+        own = self.model_dump(mode="json", exclude_defaults=True)
+        return {key: own[key] for key in _PALABRE_ONLY if key in own}
+
+    @classmethod
+    def from_card(cls, data: dict[str, Any]) -> Character:
+        """A personality from card ``data`` (see ``cards.card_data``); ``context`` is composed from it."""
+        return cls.model_validate(cards.fields_from_card(data, _PALABRE_ONLY))
+
+    def to_card(self) -> dict[str, Any]:
+        """A complete Character Card V2 (``spec``, ``spec_version``, ``data``); see the module docstring."""
+        return cards.card_from_fields(self.model_dump(), self._palabre_only())
+
+    def to_modelfile(self) -> str:
+        """An Ollama Modelfile: FROM, PARAMETERs, TEMPLATE (the original Go text), SYSTEM, MESSAGEs, ...
+
+        SYSTEM is the context with placeholders filled; the MESSAGEs are ``example_messages`` (or, if there
+        are none, the card's example dialogue); settings Ollama has no PARAMETER for become comments."""
+        user = self._user(None)
+        examples = [m.model_dump() for m in self.example_messages] or cards.parse_examples(self.mes_example)
+        try:
+            return modelfile.export_text(
+                name=self.name,
+                model=self.model,
+                sampler=self.params_overlay(),
+                loader=self.loader_settings,
+                extras=self.modelfile.model_dump(),
+                system=fill_placeholders(self.context, self.name, user),
+                messages=[
+                    {**m, "content": fill_placeholders(m["content"], self.name, user)} for m in examples
+                ],
+                greeting=self.greeting_for(),
+                instruction_template=self.instruction_template,
+                placeholder_model=MODELFILE_PLACEHOLDER_MODEL,
+            )
+        except modelfile.ModelfileError as exc:
+            raise CharacterError(
+                f'Personality "{self.name}" cannot be written as a Modelfile: {exc}'
+            ) from None
+
+
+def _check_param(key: str, value: Any) -> None:
+    try:
+        GenerationParams.model_validate({key: value})
+    except ValidationError as exc:
+        raise ValueError(describe_validation_error(exc)) from None
+
+
+def _field_types() -> dict[str, type]:
+    return {name: info.annotation for name, info in GenerationParams.model_fields.items()}  # type: ignore[misc]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Multi-line strings as ``|`` blocks, so personality files stay readable."""
+
+
+_LiteralDumper.add_representer(
+    str,
+    lambda dumper, data: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", data, style="|" if "\n" in data else None
+    ),
+)
+
+
+def character_yaml(character: Character) -> str:
+    """The personality file text; never something that would read back differently."""
+    data = character.file_data()
+    for dumper in (_LiteralDumper, yaml.SafeDumper):
+        text = yaml.dump(data, Dumper=dumper, allow_unicode=True, sort_keys=False)
+        if yaml.safe_load(text) == data:
+            return text
+    raise CharacterError(f'Personality "{character.name}" cannot be stored as YAML without changing it.')
+
+
+def _named(data: dict[str, Any], default: str) -> dict[str, Any]:
+    """Personality file data with ``name`` defaulting to the file's stem."""
+    return data if "name" in data or "char_name" in data else {"name": default, **data}
+
+
+def _safe_name(name: str) -> str:
+    """A derived name (from a card or a file) made usable as a file name."""
+    cleaned = re.sub(r'[/\\:*?"<>|\x00-\x1f\x7f]+', " ", name)
+    cleaned = " ".join(cleaned.split()).lstrip(".")[:100].strip()
+    try:
+        return validate_name(cleaned)
+    except InvalidNameError:
+        return "Imported"
+
+
+@dataclass
+class ImportResult:
+    """An imported personality, where it was saved, and what the user should know about the import."""
+
+    character: Character
+    path: Path
+    notes: list[str] = field(default_factory=list)
+
+
+class CharacterStore:
+    """Lists, loads, saves, deletes, imports and exports personalities; user files win over bundled ones.
+
+    ``templates`` is where an Ollama TEMPLATE converted to Jinja is saved on import (as a user template).
+    """
+
+    def __init__(self, bundled_dir: Path, user_dir: Path, templates: TemplateStore | None = None) -> None:
+        self.bundled_dir = Path(bundled_dir)
+        self.user_dir = Path(user_dir)
+        self.templates = templates
+
+    # -- files
+    def _files(self, folder: Path) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        if not folder.is_dir():
+            return found
+        for suffix in reversed(PERSONALITY_SUFFIXES):  # the preferred suffix comes last and wins
+            for path in sorted(folder.glob(f"*{suffix}")):
+                try:
+                    validate_name(path.stem)
+                except InvalidNameError:
+                    continue  # temp files and oddities are not personalities
+                if path.is_file():
+                    found[path.stem] = path
+        return found
+
+    def _locate(self, name: str) -> Path:
+        self._valid(name)
+        path = self._files(self.user_dir).get(name) or self._files(self.bundled_dir).get(name)
+        if path is None:
+            raise CharacterError(
+                f'No personality named "{name}". Available: {", ".join(self.names()) or "none"}.'
+            )
+        return path
+
+    @staticmethod
+    def _valid(name: str) -> str:
+        try:
+            return validate_name(name, what="personality name")
+        except InvalidNameError as exc:
+            raise CharacterError(str(exc)) from None
+
+    def names(self) -> list[str]:
+        """Every personality name, "Assistant" first, then case-insensitively sorted."""
+        names = set(self._files(self.bundled_dir)) | set(self._files(self.user_dir))
+        return sorted(names, key=lambda n: (n != DEFAULT_CHARACTER, n.casefold(), n))
+
+    def is_user_character(self, name: str) -> bool:
+        return name in self._files(self.user_dir)
+
+    def is_bundled(self, name: str) -> bool:
+        return name in self._files(self.bundled_dir)
+
+    def load(self, name: str) -> Character:
+        """The personality ``name``; CharacterError if missing or invalid (the message names the file)."""
+        path = self._locate(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+            raise CharacterError(f'Personality "{name}" ({path.name}) cannot be read: {exc}') from None
+        if not isinstance(data, dict):
+            raise CharacterError(f'Personality "{name}" ({path.name}) must be a mapping of fields.')
+        try:
+            if cards.is_card(data):
+                return Character.from_card(cards.card_data(data))
+            return Character.model_validate(_named(data, name))
+        except (ValidationError, cards.CardError) as exc:
+            detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise CharacterError(f'Personality "{name}" ({path.name}) is invalid: {detail}') from None
+
+    def save(self, character: Character, *, avatar_bytes: bytes | None = None) -> Path:
+        """Write ``<user_dir>/<name>.yaml`` (and the avatar image ``<name>.<ext>``) atomically."""
+        name = self._valid(character.name)
+        target = path_in(self.user_dir, name, ".yaml", what="personality name")
+        if avatar_bytes is not None:
+            suffix = cards.image_suffix(avatar_bytes)
+            if suffix is None:
+                raise CharacterError("The avatar must be a PNG, JPEG, GIF or WebP image.")
+            if len(avatar_bytes) > cards.MAX_CARD_BYTES:
+                raise CharacterError(f"The avatar is larger than {cards.MAX_CARD_BYTES // (1024 * 1024)} MB.")
+            avatar = path_in(self.user_dir, name, suffix)
+            _atomic_write_bytes(avatar, avatar_bytes)
+            for other in AVATAR_SUFFIXES:
+                if other != suffix:
+                    path_in(self.user_dir, name, other).unlink(missing_ok=True)
+            character = character.model_copy(update={"avatar": avatar.name})
+        atomic_write_text(target, character_yaml(character))
+        for suffix in PERSONALITY_SUFFIXES[1:]:  # a stale .yml/.json of that name would be shadowed anyway
+            path_in(self.user_dir, name, suffix).unlink(missing_ok=True)
+        return target
+
+    def delete(self, name: str) -> None:
+        """Delete a user personality and its avatar; bundled ones cannot be deleted."""
+        self._valid(name)
+        path = self._files(self.user_dir).get(name)
+        if path is None:
+            if self.is_bundled(name):
+                raise CharacterError(f'"{name}" is a bundled personality and cannot be deleted.')
+            raise CharacterError(f'No user personality named "{name}".')
+        for suffix in PERSONALITY_SUFFIXES + AVATAR_SUFFIXES:
+            path_in(self.user_dir, name, suffix).unlink(missing_ok=True)
+
+    def avatar_path(self, name: str) -> Path | None:
+        """The avatar image of ``name`` (its ``avatar`` file, else ``<name>.png`` etc. next to it), or None."""
+        path = self._locate(name)
+        character = self.load(name)
+        folders = [path.parent, *(f for f in (self.user_dir, self.bundled_dir) if f != path.parent)]
+        candidates = [character.avatar] if character.avatar else [f"{name}{s}" for s in AVATAR_SUFFIXES]
+        for folder in folders:
+            for candidate in candidates:
+                found = folder / candidate
+                if found.is_file() and found.resolve().parent == folder.resolve():
+                    return found
+        return None
+
+    # -- import
+    def import_file(self, path: Path, *, name: str | None = None, overwrite: bool = False) -> Character:
+        """Import a personality YAML/JSON, a Character Card (JSON or PNG) or an Ollama Modelfile; it is saved
+        into the user folder and returned. ``name`` renames it; an existing user personality of that name is
+        an error unless ``overwrite``."""
+        return self.import_with_notes(path, name=name, overwrite=overwrite).character
+
+    def import_with_notes(
+        self, path: Path, *, name: str | None = None, overwrite: bool = False
+    ) -> ImportResult:
+        """Like import_file, and also says where it was saved and what was kept but not used."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+            if size > cards.MAX_CARD_BYTES:
+                raise CharacterError(
+                    f"{path.name} is larger than {cards.MAX_CARD_BYTES // (1024 * 1024)} MB."
+                )
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise CharacterError(f"Cannot read {path}: {exc.strerror or exc}") from None
+        notes: list[str] = []
+        avatar: bytes | None = None
+        try:
+            if raw.startswith(cards.PNG_SIGNATURE):
+                data, avatar = cards.read_card_png(raw)
+                character = Character.from_card(data)
+            else:
+                text = raw.decode("utf-8-sig")
+                suffix = path.suffix.lower()
+                if suffix in (".json", ".yaml", ".yml"):
+                    character, avatar = self._read_personality(path, text)
+                elif modelfile.looks_like_modelfile(text):
+                    return self._import_modelfile(path, text, name, overwrite)
+                else:
+                    raise CharacterError(
+                        f"{path.name} is not a personality (.yaml/.json), a character card (.json/.png) or an "
+                        "Ollama Modelfile."
+                    )
+        except (cards.CardError, ValidationError, UnicodeDecodeError) as exc:
+            detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise CharacterError(f"Cannot import {path.name}: {detail}") from None
+        character = self._rename(character, name, overwrite, notes)
+        saved = self.save(character, avatar_bytes=avatar)
+        return ImportResult(self.load(character.name), saved, notes)
+
+    def _read_personality(self, path: Path, text: str) -> tuple[Character, bytes | None]:
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise CharacterError(
+                f"{path.name} is not valid {path.suffix.lstrip('.').upper()}: {exc}"
+            ) from None
+        if cards.is_card(data):
+            return Character.from_card(cards.card_data(data)), None
+        if not isinstance(data, dict):
+            raise CharacterError(f"{path.name} must hold a mapping of personality fields.")
+        character = Character.model_validate(_named(data, path.stem))
+        candidates = [character.avatar] if character.avatar else [f"{path.stem}{s}" for s in AVATAR_SUFFIXES]
+        for candidate in candidates:
+            image = path.parent / candidate
+            if image.is_file() and image.stat().st_size <= cards.MAX_CARD_BYTES:
+                return character, image.read_bytes()
+        return character.model_copy(update={"avatar": None}), None
+
+    def _rename(self, character: Character, name: str | None, overwrite: bool, notes: list[str]) -> Character:
+        if name is not None:
+            final = self._valid(name)
+        else:
+            final = _safe_name(character.name)
+            if final != character.name:
+                notes.append(
+                    f'The name "{character.name}" was changed to "{final}" to be usable as a file name.'
+                )
+        if not overwrite and self.is_user_character(final):
+            raise CharacterError(
+                f'A personality named "{final}" already exists. Import it under another name, or delete '
+                "the existing one first."
+            )
+        if self.is_bundled(final):
+            notes.append(f'"{final}" now overrides the bundled personality of the same name.')
+        return character.model_copy(update={"name": final})
+
+    def _import_modelfile(self, path: Path, text: str, name: str | None, overwrite: bool) -> ImportResult:
+        stem = path.name[: -len(".modelfile")] if path.name.lower().endswith(".modelfile") else path.stem
+        derived = path.resolve().parent.name if stem.lower() == "modelfile" or not stem else stem
+        try:
+            imported = modelfile.import_fields(text, _field_types(), _check_param)
+            character = Character.model_validate({"name": derived or "Imported", **imported.fields})
+        except (modelfile.ModelfileError, ValidationError) as exc:
+            detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise CharacterError(f"Cannot import {path.name}: {detail}") from None
+        notes = imported.notes
+        character = self._rename(character, name, overwrite, notes)
+        if imported.template is not None:
+            character.instruction_template = self._install_template(character.name, imported.template, notes)
+        saved = self.save(character)
+        return ImportResult(self.load(character.name), saved, notes)
+
+    def _install_template(self, name: str, go_source: str, notes: list[str]) -> str | None:
+        """Save the converted TEMPLATE as the user template "<name> (Modelfile)"; None if it cannot be."""
+        conversion = convert_go_template(go_source)
+        if conversion.jinja is None:
+            notes.append(
+                f"{conversion.problem[0].upper()}{conversion.problem[1:]}. The Go text is kept for export; "
+                "chats use the model's own template."
+                if conversion.problem
+                else "The TEMPLATE could not be converted."
+            )
+            return None
+        if self.templates is None:
+            notes.append("The TEMPLATE was converted but there is no template folder to save it in.")
+            return None
+        template_name = f"{name[:100]} (Modelfile)"
+        try:
+            self.templates.save(template_name, conversion.jinja)
+        except (TemplateError, InvalidNameError) as exc:
+            notes.append(f"The converted TEMPLATE could not be saved: {exc}")
+            return None
+        notes.append(f'The TEMPLATE was converted to the instruction template "{template_name}".')
+        return template_name
+
+    # -- export
+    def render_export(self, name: str, fmt: ExportFormat) -> tuple[str, bytes]:
+        """(file name, content) of ``name`` exported as ``fmt`` — for a download without touching the disk."""
+        character = self.load(name)
+        if fmt == "yaml":
+            content = character_yaml(character).encode("utf-8")
+        elif fmt == "card-json":
+            content = (json.dumps(character.to_card(), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        elif fmt == "card-png":
+            content = cards.write_card_png(character.to_card(), self._avatar_png(name, character))
+        elif fmt == "modelfile":
+            content = character.to_modelfile().encode("utf-8")
+        else:
+            raise CharacterError(f"Unknown export format {fmt!r}; use one of: {', '.join(EXPORT_FORMATS)}.")
+        return f"{name}{EXPORT_SUFFIXES[fmt]}", content  # the validated file name, not the in-file name
+
+    def _avatar_png(self, name: str, character: Character) -> bytes:
+        path = self.avatar_path(name)
+        if path is not None:
+            raw = path.read_bytes()
+            if raw.startswith(cards.PNG_SIGNATURE):
+                try:
+                    cards.png_chunks(raw)
+                    return raw
+                except cards.CardError:
+                    pass
+            else:
+                converted = cards.to_png(raw)
+                if converted is not None:
+                    return converted
+        return cards.placeholder_png(character.name)
+
+    def export(self, name: str, fmt: ExportFormat, output: Path | None = None) -> Path:
+        """Write ``name`` as ``fmt`` to ``output`` (a file, or a folder for the default file name); without
+        ``output``, into ``exports/`` next to the user's characters folder. Returns the written path."""
+        file_name, content = self.render_export(name, fmt)
+        if output is None:
+            target = self.user_dir.parent / "exports" / file_name
+        else:
+            output = Path(output)
+            target = output / file_name if output.is_dir() else output
+        try:
+            _atomic_write_bytes(target, content)
+        except OSError as exc:
+            raise CharacterError(f"Cannot write {target}: {exc.strerror or exc}") from None
+        return target
