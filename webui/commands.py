@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from webui.app import build_service
+from webui.app import build_characters, build_service
 from webui.cli import CliError, params_from_args
 from webui.config import AppConfig
-from webui.core.characters import CharacterError, CharacterStore
+from webui.core.characters import CharacterError
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetError
 from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, LoadReport, Service
-from webui.core.templates import TemplateError, TemplateStore
+from webui.core.templates import TemplateError
 from webui.provision import DEFAULT_MODEL_FILE, ProvisionError, provision_default_model
 
 USER_ERRORS = (EngineError, PresetError, TemplateError, ProvisionError, OSError)
@@ -159,11 +159,7 @@ def serve(config: AppConfig) -> int:
 
 def characters(config: AppConfig, args: argparse.Namespace) -> int:
     """``webui characters list | import FILE | export NAME --format F``."""
-    store = CharacterStore(
-        config.bundled_characters_dir,
-        config.user_characters_dir,
-        TemplateStore(config.bundled_templates_dir, config.user_templates_dir),
-    )
+    store = build_characters(config)
     try:
         if args.characters_command == "list":
             for name in store.names():

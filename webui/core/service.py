@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from webui.core.characters import CharacterStore
 from webui.core.chats import ChatStore
 from webui.core.engine import Engine, EngineError, GenerationJob, LoadedState
 from webui.core.loader import Chunk, GenerationStats
@@ -111,11 +112,13 @@ class Service:
         presets: PresetStore,
         templates: TemplateStore,
         chats: ChatStore | None = None,
+        characters: CharacterStore | None = None,
     ):
         self.engine = Engine(registry, models_dir)
         self.presets = presets
         self.templates = templates
         self.chats = chats
+        self.characters = characters
         self._detection: TemplateDetection | None = None
         self._lock = threading.Lock()
 
