@@ -14,8 +14,9 @@ import pytest
 
 from tests.fakes import ScriptedLoader, ScriptedModel
 from webui.config import PROJECT_ROOT
+from webui.core.characters import Character, CharacterStore
 from webui.core.chats import ChatStore
-from webui.core.conversation import Conversations
+from webui.core.conversation import Conversations, chat_settings_for, params_for
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetStore
@@ -32,11 +33,13 @@ def chats(tmp_path: Path) -> Iterator[Conversations]:
     models = tmp_path / "models"
     models.mkdir()
     (models / "scripted-chatml.gguf").write_text("Hello| there|.")
+    templates = TemplateStore(PROJECT_ROOT / "instruction-templates", tmp_path / "templates")
     service = Service(
         LoaderRegistry({"scripted": ScriptedLoader}),
         models_dir=models,
         presets=PresetStore(PROJECT_ROOT / "presets", tmp_path / "presets"),
-        templates=TemplateStore(PROJECT_ROOT / "instruction-templates", tmp_path / "templates"),
+        templates=templates,
+        characters=CharacterStore(PROJECT_ROOT / "characters", tmp_path / "characters", templates),
     )
     service.load_model("scripted-chatml.gguf", "scripted")
     store = ChatStore(tmp_path / "palabre.db")
@@ -113,8 +116,9 @@ import sys
 from pathlib import Path
 from webui.app import build_service
 from webui.config import AppConfig
+from webui.core.characters import Character, CharacterStore
 from webui.core.chats import ChatStore
-from webui.core.conversation import Conversations
+from webui.core.conversation import Conversations, chat_settings_for, params_for
 from webui.core.params import GenerationParams
 from webui.core.service import ChatSettings
 
@@ -175,3 +179,50 @@ def test_kill_during_a_streamed_reply_loses_no_earlier_message(
         assert len(messages) == 6 and len(messages[5].content) > 20
     finally:
         store.close()
+
+
+def test_a_personality_starts_with_its_greeting_and_shapes_the_prompt(chats: Conversations) -> None:
+    assert chats.service.characters is not None
+    captain = chats.service.characters.load("Captain Barnacle")
+    conv = chats.start("Captain Barnacle", mode="chat")
+    assert [m.role for m in conv.messages] == ["assistant"]
+    assert conv.messages[0].content == captain.greeting_for()
+    assert "Matey" in conv.messages[0].content  # its own name for the user
+    settings = chat_settings_for(captain, mode="chat")
+    reply = chats.send(conv.id, "Ahoy!", settings, params_for(captain, PARAMS))
+    list(reply)
+    prompt = reply.stream.prompt.text
+    assert prompt.startswith(captain.context_for().split("\n")[0])
+    assert f"{captain.name}: {conv.messages[0].content}" in prompt
+    assert prompt.rstrip().endswith(f"{captain.name}:")
+
+
+def test_instruct_mode_uses_the_context_as_system_message_and_the_parameters(chats: Conversations) -> None:
+    assert chats.service.characters is not None
+    coder = chats.service.characters.load("Coder")
+    settings = chat_settings_for(coder, mode="instruct")
+    assert settings.system_message == "You are a helpful coding AI assistant. Answer in a concise way."
+    params = params_for(coder, PARAMS)
+    assert (params.temperature, params.repetition_penalty) == (0.01, 1.0)
+    conv = chats.start("Coder")
+    reply = chats.send(conv.id, "Sort a list in Python?", settings, params)
+    list(reply)
+    assert reply.stream.prompt.text.startswith(
+        "<|im_start|>system\nYou are a helpful coding AI assistant. Answer in a concise way.<|im_end|>"
+    )
+
+
+def test_modelfile_messages_come_before_the_conversation(chats: Conversations) -> None:
+    assert chats.service.characters is not None
+    persona = Character(
+        name="Tutor",
+        context="Teach {{user}}.",
+        example_messages=[{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}],
+    )
+    chats.service.characters.save(persona)
+    conv = chats.start("Tutor")
+    reply = chats.send(conv.id, "3+3?", chat_settings_for(persona), PARAMS)
+    list(reply)
+    text = reply.stream.prompt.text
+    assert text.index("2+2?") < text.index("4.") < text.index("3+3?")
+    assert [m.content for m in chats.store.get(conv.id).messages][:1] == ["3+3?"]

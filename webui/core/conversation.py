@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from webui.core.characters import DEFAULT_USER_NAME, Character, CharacterError
 from webui.core.chats import ChatStore, Conversation, StoredMessage
 from webui.core.engine import EngineError
 from webui.core.loader import Chunk, GenerationStats
 from webui.core.params import GenerationParams
-from webui.core.prompts import ChatMessage
+from webui.core.prompts import DEFAULT_CHAT_INSTRUCT_COMMAND, ChatMessage, Mode
 from webui.core.service import ChatSettings, ReplyStream, Service
 
 SAVE_INTERVAL_S = 0.5
@@ -24,6 +25,40 @@ SAVE_INTERVAL_S = 0.5
 def history_of(conversation: Conversation) -> list[ChatMessage]:
     """The shown version of every message, as the prompt builder takes them."""
     return [ChatMessage(m.role, m.content) for m in conversation.messages]  # type: ignore[arg-type]
+
+
+def chat_settings_for(
+    character: Character | None,
+    *,
+    mode: Mode = "instruct",
+    user_name: str | None = None,
+    template: str | None = None,
+    chat_instruct_command: str = DEFAULT_CHAT_INSTRUCT_COMMAND,
+) -> ChatSettings:
+    """How a personality shapes the prompt: its context (system message in instruct mode), names, template."""
+    if character is None:
+        return ChatSettings(
+            mode=mode,
+            template=template,
+            user_name=user_name or DEFAULT_USER_NAME,
+            chat_instruct_command=chat_instruct_command,
+        )
+    user = user_name or character.user_name or DEFAULT_USER_NAME
+    instruct = mode == "instruct"
+    return ChatSettings(
+        mode=mode,
+        template=template or character.instruction_template,
+        system_message=character.context_for(user, include_examples=False) if instruct else "",
+        character_name=character.name,
+        user_name=user,
+        context="" if instruct else character.context_for(user),
+        chat_instruct_command=chat_instruct_command,
+    )
+
+
+def params_for(character: Character | None, base: GenerationParams) -> GenerationParams:
+    """The chosen preset with the personality's own sampler settings on top."""
+    return base.overlay(character.params_overlay()) if character is not None else base
 
 
 class SavedReply:
@@ -81,10 +116,38 @@ class SavedReply:
 
 @dataclass
 class Conversations:
-    """Send, regenerate, continue and impersonate in stored conversations."""
+    """Start, send, regenerate, continue and impersonate in stored conversations."""
 
     service: Service
     store: ChatStore
+
+    def _character(self, name: str | None) -> Character | None:
+        if name is None or self.service.characters is None:
+            return None
+        try:
+            return self.service.characters.load(name)
+        except CharacterError as exc:
+            raise EngineError(str(exc)) from exc
+
+    def start(
+        self, character: str | None = None, *, mode: Mode = "instruct", user_name: str | None = None
+    ) -> Conversation:
+        """A new conversation; a personality's greeting becomes its first message."""
+        persona = self._character(character)
+        summary = self.store.create(character=character, mode=mode)
+        if persona is not None and persona.greeting.strip():
+            self.store.append(summary.id, "assistant", persona.greeting_for(user_name or persona.user_name))
+        return self.store.get(summary.id)
+
+    def _history(self, conversation: Conversation) -> list[ChatMessage]:
+        """Example messages of the personality (Modelfile MESSAGEs), then the stored messages."""
+        persona = self._character(conversation.character)
+        examples: list[ChatMessage] = []
+        if persona is not None:
+            examples = [
+                ChatMessage(m.role, m.content) for m in persona.example_messages_for(persona.user_name)
+            ]
+        return [*examples, *history_of(conversation)]
 
     def _model_name(self) -> str | None:
         state = self.service.engine.state
@@ -102,7 +165,7 @@ class Conversations:
         """Save the user's message and stream the reply (forced to begin with ``start_with`` if given)."""
         if not text.strip():
             raise EngineError("The message is empty.")
-        history = [*history_of(self.store.get(conversation_id)), ChatMessage("user", text)]
+        history = [*self._history(self.store.get(conversation_id)), ChatMessage("user", text)]
         if start_with:
             history.append(ChatMessage("assistant", start_with))
         stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
@@ -126,7 +189,7 @@ class Conversations:
         """Write a new version of the last reply; the earlier versions stay (switch between them)."""
         conversation = self.store.get(conversation_id)
         last = self._last_reply(conversation)
-        history = history_of(conversation)[:-1]
+        history = self._history(conversation)[:-1]
         stream = self.service.stream_chat_reply(history, settings, params)
         model = self._model_name()
         return SavedReply(
@@ -155,5 +218,5 @@ class Conversations:
         self, conversation_id: int, settings: ChatSettings, params: GenerationParams
     ) -> ReplyStream:
         """Write the user's next message (not saved: it goes into the message box)."""
-        history = history_of(self.store.get(conversation_id))
+        history = self._history(self.store.get(conversation_id))
         return self.service.stream_chat_reply(history, settings, params, impersonate=True)
