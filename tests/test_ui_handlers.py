@@ -23,23 +23,30 @@ from webui.core.params import GenerationParams, field_specs
 from webui.core.prompts import ChatMessage
 from webui.ui.convert import (
     DETECTED_TEMPLATE,
+    EXAMPLE_CONVERSATION,
     InputError,
+    apply_edit,
     chat_settings,
     chatbot_view,
     content_text,
+    context_meter_text,
     drop_trailing_replies,
+    effective_context,
     loader_settings_from_values,
     normalize_history,
     not_used_label,
+    open_reply,
     params_from_values,
     parse_list,
     parse_mapping,
+    preview_messages,
     remove_last_exchange,
     throttled_text,
     to_chat_messages,
+    token_count_text,
     widget_values,
 )
-from webui.ui.state import CHAT, SessionJobs
+from webui.ui.state import CHAT, NOTEBOOK, SessionJobs
 
 SPECS = field_specs()
 
@@ -244,7 +251,9 @@ def final(updates: Iterator[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], tu
 def test_send_streams_a_reply_and_updates_the_status(chat_handlers: Any) -> None:
     jobs = SessionJobs()
     updates, last = final(
-        chat_handlers.send("What is the capital of France?", [], jobs, *chat_values(temperature=0.0, top_k=1))
+        chat_handlers.send(
+            "What is the capital of France?", "", [], jobs, *chat_values(temperature=0.0, top_k=1)
+        )
     )
     history, shown, _box, status = last
     assert [m["role"] for m in history] == ["user", "assistant"]
@@ -255,7 +264,7 @@ def test_send_streams_a_reply_and_updates_the_status(chat_handlers: Any) -> None
     assert not jobs.busy(CHAT)
 
     _, (history2, _, _, _) = final(
-        chat_handlers.regenerate(history, jobs, *chat_values(temperature=0.0, top_k=1))
+        chat_handlers.regenerate("", history, jobs, *chat_values(temperature=0.0, top_k=1))
     )
     assert history2 == history  # deterministic settings: the same reply again
 
@@ -267,7 +276,9 @@ def test_send_streams_a_reply_and_updates_the_status(chat_handlers: Any) -> None
 def test_invalid_parameters_keep_the_history_and_say_why(chat_handlers: Any) -> None:
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     with pytest.warns(UserWarning, match="temperature"):
-        _, last = final(chat_handlers.send("Next", history, SessionJobs(), *chat_values(temperature=99.0)))
+        _, last = final(
+            chat_handlers.send("Next", "", history, SessionJobs(), *chat_values(temperature=99.0))
+        )
     assert last[0] == history
     assert "temperature" in last[3]
 
@@ -281,7 +292,7 @@ def test_no_model_loaded_is_a_readable_error(tmp_path: Path) -> None:
     try:
         handlers = ChatHandlers(service, ParametersTab(service))
         with pytest.warns(UserWarning, match="No model is loaded"):
-            _, last = final(handlers.send("Hello", [], SessionJobs(), *chat_values()))
+            _, last = final(handlers.send("Hello", "", [], SessionJobs(), *chat_values()))
         assert last[0] == [] and "No model is loaded" in last[3]
     finally:
         service.close()
@@ -293,7 +304,7 @@ def test_stop_cancels_only_this_sessions_reply(chat_handlers: Any) -> None:
     long_reply = chat_values(max_new_tokens=300, ban_eos_token=True, temperature=0.0)
     results: dict[str, Any] = {}
 
-    updates = chat_handlers.send("Write a long story about a dog.", [], mine, *long_reply)
+    updates = chat_handlers.send("Write a long story about a dog.", "", [], mine, *long_reply)
     for update in updates:
         history = update[0]
         if isinstance(history, list) and len(history) == 2 and history[-1]["content"]:
@@ -301,7 +312,7 @@ def test_stop_cancels_only_this_sessions_reply(chat_handlers: Any) -> None:
 
     def run() -> None:
         _, results["theirs"] = final(
-            chat_handlers.send("Write a story about a cat.", [], theirs, *long_reply)
+            chat_handlers.send("Write a story about a cat.", "", [], theirs, *long_reply)
         )
 
     other = threading.Thread(target=run)
@@ -404,9 +415,9 @@ def test_chat_continue_and_impersonate_stream_the_scripted_text(scripted_service
 
     handlers = ChatHandlers(scripted_service, ParametersTab(scripted_service))
     jobs = SessionJobs()
-    _, (history, _, _, _) = final(handlers.send("Hi", [], jobs, *chat_values()))
+    _, (history, _, _, _) = final(handlers.send("Hi", "", [], jobs, *chat_values()))
     assert history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
-    _, (history, _, _, _) = final(handlers.continue_reply(history, jobs, *chat_values()))
+    _, (history, _, _, _) = final(handlers.continue_reply("", history, jobs, *chat_values()))
     assert history[-1] == {"role": "assistant", "content": "Hello!Hello!"}
     _, (_, _, box, _) = final(handlers.impersonate(history, jobs, *chat_values()))
     assert box == "Hello!"
@@ -435,7 +446,7 @@ def test_prompt_and_template_errors_are_readable(scripted_service: Any) -> None:
     values = chat_values()
     values[6] = "No such template"
     with pytest.warns(UserWarning, match="No such template"):
-        _, last = final(handlers.send("Hi", [], SessionJobs(), *values))
+        _, last = final(handlers.send("Hi", "", [], SessionJobs(), *values))
     assert last[0] == [] and "No such template" in last[3]
 
 
@@ -447,7 +458,7 @@ def test_new_chat_during_a_reply_stops_it_and_drops_its_updates(scripted_service
     model = scripted_service.engine.state.model
     model.gate = threading.Event()  # the model waits before each token
     jobs = SessionJobs()
-    updates = handlers.send("Hi", [], jobs, *chat_values())
+    updates = handlers.send("Hi", "", [], jobs, *chat_values())
     first = next(updates)
     assert first[0] == [{"role": "user", "content": "Hi"}] and first[3] == "Generating…"
     assert jobs.busy(CHAT)
@@ -458,3 +469,407 @@ def test_new_chat_during_a_reply_stops_it_and_drops_its_updates(scripted_service
     assert not jobs.busy(CHAT)
     stats = scripted_service.engine.last_stats
     assert stats is None or stats.new_tokens == 0  # cancelled before its first token
+
+
+# -- new chat helpers (pure) ------------------------------------------------------------------------------------
+
+HISTORY = [
+    {"role": "user", "content": "a"},
+    {"role": "assistant", "content": "b"},
+    {"role": "user", "content": "c"},
+]
+
+
+def test_open_reply_appends_the_opening_as_an_assistant_message() -> None:
+    assert open_reply(HISTORY, "") == (HISTORY, False)
+    assert open_reply(HISTORY, "   ") == (HISTORY, False)
+    opened, continuing = open_reply(HISTORY, "Sure, ")
+    assert continuing and opened == [*HISTORY, {"role": "assistant", "content": "Sure, "}]
+    assert len(HISTORY) == 3  # the input is not changed
+
+
+def test_apply_edit_replaces_the_shown_message() -> None:
+    edited = apply_edit(HISTORY, 1, [{"type": "text", "text": "B!"}])
+    assert edited[1] == {"role": "assistant", "content": "B!"} and HISTORY[1]["content"] == "b"
+    assert apply_edit(HISTORY, (2, 0), "C")[2]["content"] == "C"
+    with_system = [{"role": "system", "content": "s"}, *HISTORY]  # not shown: indexes skip it
+    assert apply_edit(with_system, 0, "A")[1]["content"] == "A"
+    for bad in (3, -1, None, True, "1"):
+        with pytest.raises(InputError, match="no longer"):
+            apply_edit(HISTORY, bad, "x")
+
+
+def test_preview_messages_use_the_chat_or_an_example() -> None:
+    messages, example = preview_messages(HISTORY, "Be brief.")
+    assert not example and messages == [{"role": "system", "content": "Be brief."}, *HISTORY]
+    messages, example = preview_messages([], "")
+    assert example and messages == list(EXAMPLE_CONVERSATION)
+
+
+def test_context_and_token_count_texts() -> None:
+    assert effective_context(0, 2048) == 2048
+    assert effective_context(1024, 2048) == 1024
+    assert effective_context(9999, 2048) == 2048
+    text = context_meter_text(512, 2048, 256)
+    assert text.startswith("Context: **512 / 2,048** tokens (25%)") and "256 kept for the reply" in text
+    assert "the 3 oldest messages no longer fit" in context_meter_text(900, 1024, 100, dropped=3)
+    assert token_count_text("Prompt", 1) == "Prompt: 1 token"
+    assert token_count_text("Prompt", 1234) == "Prompt: 1,234 tokens"
+    assert token_count_text("Text", None) == "Text: no model loaded"
+
+
+# -- new chat handlers over the scripted loader ---------------------------------------------------------------
+
+
+class Edit:
+    """What gr.EditData carries."""
+
+    def __init__(self, index: Any, value: Any) -> None:
+        self.index, self.value = index, value
+
+
+@pytest.fixture
+def scripted_chat(scripted_service: Any) -> Any:
+    from webui.ui.chat_tab import ChatHandlers
+    from webui.ui.parameters_tab import ParametersTab
+
+    return ChatHandlers(scripted_service, ParametersTab(scripted_service))
+
+
+def chatml_values(**param_changes: Any) -> list[Any]:
+    """chat_values with the ChatML template chosen (the scripted model would fall back to Alpaca)."""
+    values = chat_values(**param_changes)
+    values[6] = "ChatML"
+    return values
+
+
+def last_prompt(service: Any) -> str:
+    prompts: list[str] = service.engine.state.model.prompts
+    return prompts[-1]
+
+
+def test_start_reply_with_opens_the_reply(scripted_chat: Any) -> None:
+    jobs = SessionJobs()
+    updates, (history, shown, _, _) = final(scripted_chat.send("Hi", "Sure, ", [], jobs, *chatml_values()))
+    assert history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure, Hello!"}]
+    assert shown == history
+    assert updates[0][0][-1] == {"role": "assistant", "content": "Sure, "}  # the opening shows at once
+    assert updates[0][2] == ""  # and the message box is cleared
+    assert last_prompt(scripted_chat.service).endswith(
+        "<|im_start|>assistant\nSure, "
+    )  # continued, not closed
+
+    _, (history, _, _, _) = final(scripted_chat.regenerate("Well,", history, jobs, *chatml_values()))
+    assert history[-1]["content"] == "Well,Hello!"
+    _, (history, _, _, _) = final(scripted_chat.regenerate("", history, jobs, *chatml_values()))
+    assert history[-1]["content"] == "Hello!"
+    # Continue after a user message writes a new (opened) reply; after a reply it extends it.
+    _, (history, _, _, _) = final(scripted_chat.continue_reply("Ok:", history[:1], jobs, *chatml_values()))
+    assert history[-1]["content"] == "Ok:Hello!"
+    _, (history, _, _, _) = final(scripted_chat.continue_reply("ignored", history, jobs, *chatml_values()))
+    assert history[-1]["content"] == "Ok:Hello!Hello!"
+
+
+def test_start_reply_with_in_chat_mode(scripted_chat: Any) -> None:
+    values = chatml_values()
+    values[0] = "chat"
+    _, (history, _, _, _) = final(scripted_chat.send("Hi", "*waves*", [], SessionJobs(), *values))
+    assert history[-1]["content"] == "*waves*Hello!"
+    assert last_prompt(scripted_chat.service).endswith("You: Hi\nAssistant: *waves*")
+
+
+def test_editing_a_message_changes_the_history(scripted_chat: Any) -> None:
+    jobs = SessionJobs()
+    history, shown, _, status = scripted_chat.edit(HISTORY, jobs, Edit(1, "edited"))
+    assert history[1]["content"] == "edited" and shown == history and "edited" in status
+    with pytest.warns(UserWarning, match="no longer"):
+        history, _, _, status = scripted_chat.edit(HISTORY, jobs, Edit(7, "x"))
+    assert history == HISTORY and status.startswith("⚠️")
+    jobs.start(CHAT, FakeJob())
+    with pytest.warns(UserWarning, match="Stop first"):
+        history, _, _, _ = scripted_chat.edit(HISTORY, jobs, Edit(1, "x"))
+    assert history == HISTORY  # refused while a reply is being written
+    # The next reply sees the edited text.
+    _, (history, _, _, _) = final(
+        scripted_chat.regenerate("", apply_edit(HISTORY, 0, "EDITED"), SessionJobs(), *chatml_values())
+    )
+    assert "EDITED" in last_prompt(scripted_chat.service)
+
+
+def test_context_meter_counts_the_next_prompt(scripted_chat: Any, tmp_path: Path) -> None:
+    service = scripted_chat.service
+    meter = scripted_chat.meter(HISTORY, *chatml_values())
+    expected = service.build_chat_prompt(
+        to_chat_messages(HISTORY), chat_settings(*chatml_values()[:7]), GenerationParams()
+    )
+    assert meter.startswith(f"Context: **{expected.prompt_tokens} / 4,096** tokens")
+    assert "512 kept for the reply" in meter
+    small = scripted_chat.meter(HISTORY, *chatml_values(truncation_length=600, max_new_tokens=596))
+    assert "/ 600** tokens" in small and "oldest messages no longer fit" in small
+    assert "max_new_tokens" in scripted_chat.meter(HISTORY, *chatml_values(max_new_tokens=0))
+    bad_template = chatml_values()
+    bad_template[6] = "No such template"
+    assert "No such template" in scripted_chat.meter(HISTORY, *bad_template)
+    service.unload_model()
+    assert scripted_chat.meter(HISTORY, *chatml_values()) == "Context: no model loaded."
+
+
+def test_send_to_gives_the_prompt_the_model_would_see(scripted_chat: Any) -> None:
+    text, status = scripted_chat.prompt_text(HISTORY, "", *chatml_values())
+    assert status == "" and text.endswith("<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n")
+    opened, _ = scripted_chat.prompt_text(HISTORY, "Sure", *chatml_values())
+    assert opened.endswith("<|im_start|>assistant\nSure")
+    # chat-instruct wraps the transcript in the (edited) command.
+    values = chatml_values()
+    values[0], values[5] = "chat-instruct", "Reply as <|character|> to this:\n<|prompt|>\nTHE END"
+    text, _ = scripted_chat.prompt_text(HISTORY, "", *values)
+    assert "Reply as Assistant to this:\nYou: a\nAssistant: b\nYou: c\nTHE END" in text
+    assert text.endswith("Assistant:")
+    scripted_chat.service.unload_model()
+    with pytest.warns(UserWarning, match="No model"):
+        text, status = scripted_chat.prompt_text(HISTORY, "", *chatml_values())
+    assert text is None and "No model" in status
+
+
+# -- Default and Notebook: continue, undo, token counts ---------------------------------------------------------
+
+
+@pytest.fixture
+def text_handlers(scripted_service: Any) -> Any:
+    from webui.ui.parameters_tab import ParametersTab
+    from webui.ui.text_tabs import TextHandlers
+
+    return TextHandlers(scripted_service, ParametersTab(scripted_service))
+
+
+def test_default_continue_appends_to_the_output(text_handlers: Any) -> None:
+    jobs = SessionJobs()
+    output, status, tokens = list(text_handlers.default("Once upon", jobs, *values_with()))[-1]
+    assert output == "Hello!" and "tokens/s" in status
+    assert tokens == "Prompt: 2 tokens · prompt + output: 2 tokens"  # the scripted tokenizer counts words
+    output, _, tokens = list(text_handlers.default_continue("Once upon", output, jobs, *values_with()))[-1]
+    assert output == "Hello!Hello!"
+    assert last_prompt(text_handlers.service) == "Once uponHello!"
+    assert text_handlers.default_counts("a b c") == "Prompt: 3 tokens"
+
+
+def test_notebook_undo_restores_the_text_before_generate(text_handlers: Any) -> None:
+    jobs = SessionJobs()
+    updates = list(text_handlers.notebook("Once ", jobs, *values_with()))
+    text, _, tokens, _ = updates[-1]
+    assert text == "Once Hello!" and tokens == "Text: 2 tokens"
+    kept = [u[3] for u in updates if isinstance(u[3], str)]
+    assert kept == ["Once "]  # the undo state is set once, when the generation starts
+    text, status, tokens, before = text_handlers.notebook_undo("Once ", jobs)
+    assert text == "Once " and before is None and "Restored" in status and tokens == "Text: 1 token"
+    with pytest.warns(UserWarning, match="Nothing to undo"):
+        assert text_handlers.notebook_undo(None, jobs)[1].startswith("⚠️")
+
+
+def test_notebook_undo_during_generation_stops_it(text_handlers: Any) -> None:
+    model = text_handlers.service.engine.state.model
+    model.gate = threading.Event()
+    jobs = SessionJobs()
+    updates = text_handlers.notebook("Start", jobs, *values_with())
+    first = next(updates)
+    assert first[1] == "Generating…" and first[3] == "Start"
+    text, *_ = text_handlers.notebook_undo("Start", jobs)
+    assert text == "Start" and not jobs.busy(NOTEBOOK)
+    model.gate.set()
+    rest = list(updates)
+    assert all(not isinstance(update[0], str) for update in rest)  # the restored text is not overwritten
+
+
+def test_token_counts_without_a_model(tmp_path: Path) -> None:
+    from webui.ui.parameters_tab import ParametersTab
+    from webui.ui.text_tabs import TextHandlers
+
+    service = build_service(make_config(tmp_path / "user_data"))
+    try:
+        handlers = TextHandlers(service, ParametersTab(service))
+        assert (
+            handlers.default_counts("hello", "x")
+            == "Prompt: no model loaded · prompt + output: no model loaded"
+        )
+        assert handlers.notebook_counts("hello") == "Text: no model loaded"
+    finally:
+        service.close()
+
+
+# -- instruction template editor --------------------------------------------------------------------------------
+
+CUSTOM = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+
+
+def test_template_editor_previews_the_current_chat(scripted_service: Any) -> None:
+    from webui.ui.template_editor import TemplateEditor
+
+    editor = TemplateEditor(scripted_service)
+    text, note = editor.preview("Mine", CUSTOM, HISTORY, "Be brief.")
+    assert text == "[system] Be brief.\n[user] a\n[assistant] b\n[user] c\n[assistant] "
+    assert "current chat (4 messages)" in note
+    text, note = editor.preview("Mine", CUSTOM, [], "")
+    assert text.startswith("[user] Hello! Who are you?") and "example" in note
+    text, note = editor.preview("Mine", "{% for m in messages %}", HISTORY, "")
+    assert text.startswith("⚠️") and "syntax error" in text and note == text
+    text, _ = editor.preview("Mine", "{{ raise_exception('no system messages') }}", HISTORY, "")
+    assert "no system messages" in text
+    source, status = editor.pick("ChatML")
+    assert "<|im_start|>" in source and "ChatML" in status
+    assert editor.current()[0] == "Alpaca"  # the template found for the loaded model (here the fallback)
+    names, source = editor.refresh("ChatML")  # page load: the template chosen on the Parameters tab
+    assert names["value"] == "ChatML" and "<|im_start|>" in source
+    names, source = editor.refresh(None)
+    assert names["value"] == "Alpaca" and "### Instruction" in source
+
+
+def test_template_editor_saves_only_valid_templates(scripted_service: Any) -> None:
+    from webui.ui.template_editor import TemplateEditor
+
+    editor = TemplateEditor(scripted_service)
+    user_dir = scripted_service.templates.user_dir
+    with pytest.warns(UserWarning, match="syntax error"):
+        _, _, status = editor.save("Broken", "{% for m in messages %}")
+    assert status.startswith("⚠️ Not saved") and not (user_dir / "Broken.yaml").exists()
+    with pytest.warns(UserWarning, match="not allowed"):
+        _, _, status = editor.save("../escape", CUSTOM)
+    assert status.startswith("⚠️ Not saved")
+    with pytest.warns(UserWarning, match="name"):
+        editor.save("  ", CUSTOM)
+    assert not user_dir.exists() or not list(user_dir.iterdir())
+    names, dropdown, status = editor.save("Mine", CUSTOM)
+    assert names["value"] == "Mine" and "Mine" in names["choices"] and "Mine" in dropdown["choices"]
+    assert dropdown["choices"][0] == DETECTED_TEMPLATE and "saved" in status
+    assert scripted_service.templates.get("Mine").source == CUSTOM
+    # The saved template is usable by the chat at once.
+    from webui.ui.chat_tab import ChatHandlers
+    from webui.ui.parameters_tab import ParametersTab
+
+    values = chat_values()
+    values[6] = "Mine"
+    text, _ = ChatHandlers(scripted_service, ParametersTab(scripted_service)).prompt_text(
+        HISTORY, "", *values
+    )
+    assert text == "[user] a\n[assistant] b\n[user] c\n[assistant] "
+
+
+# -- settings: saved as chosen, restored at page load -------------------------------------------------------------
+
+
+@pytest.fixture
+def settings_file(scripted_service: Any) -> Any:
+    from webui.core.settings import SettingsFile
+
+    return SettingsFile(Path(scripted_service.engine.models_dir).parent / "settings.yaml")
+
+
+def test_session_tab_saves_each_choice_and_everything(scripted_service: Any, settings_file: Any) -> None:
+    from webui.core.settings import load_settings
+    from webui.ui.session_tab import SessionTab
+
+    tab = SessionTab(scripted_service, settings_file)
+    assert "settings.yaml" in tab.remember_preset("Creative")
+    tab.remember_mode("chat")
+    tab.remember_template("ChatML")
+    tab.remember_theme("dark")
+    saved = load_settings(settings_file.path)
+    assert (saved.preset, saved.mode, saved.template, saved.theme) == ("Creative", "chat", "ChatML", "dark")
+    tab.remember_template(DETECTED_TEMPLATE)
+    assert load_settings(settings_file.path).template is None
+    assert tab.remember_preset("No such preset") == {"__type__": "update"}  # nothing saved
+    with pytest.warns(UserWarning, match="could not be saved"):
+        assert tab.remember_theme("purple").startswith("⚠️")
+
+    status = tab.save_all("Deterministic", "chat-instruct", "Alpaca", "light")
+    assert status.startswith("Settings saved.")
+    saved = load_settings(settings_file.path)
+    assert saved.model == "a.gguf" and saved.loader == "scripted" and saved.loader_settings == {}
+    assert (saved.preset, saved.mode, saved.template, saved.theme) == (
+        "Deterministic",
+        "chat-instruct",
+        "Alpaca",
+        "light",
+    )
+
+
+def test_loading_a_model_remembers_it(scripted_service: Any, settings_file: Any) -> None:
+    from webui.core.settings import load_settings
+    from webui.ui.model_tab import ModelTab
+
+    settings_file.update(character="Ada")
+    tab = ModelTab(scripted_service, settings=settings_file)
+    tab.panels = []  # no widgets drawn: load with the loader's defaults
+    messages = list(tab.load("a.gguf", "scripted"))
+    assert messages[-1].startswith("Loaded a.gguf")
+    saved = load_settings(settings_file.path)
+    assert (saved.model, saved.loader, saved.character) == ("a.gguf", "scripted", "Ada")
+    with pytest.warns(UserWarning, match="failed"):
+        list(tab.load("missing.gguf", "scripted"))
+    assert load_settings(settings_file.path).model == "a.gguf"  # a failed load changes nothing
+
+
+def test_page_load_restores_the_saved_choices(scripted_service: Any, settings_file: Any) -> None:
+    from webui.core.settings import SessionSettings
+    from webui.ui.parameters_tab import ParametersTab
+
+    tab = ParametersTab(scripted_service)
+    preset, template, *widgets = tab.refresh(SessionSettings(preset="Deterministic", template="ChatML"))
+    assert preset["value"] == "Deterministic" and template["value"] == "ChatML"
+    restored = params_from_values(SPECS, [w["value"] for w in widgets])
+    assert restored == scripted_service.presets.load("Deterministic").params
+    assert all("label" in w for w in widgets)
+    preset, template, *widgets = tab.refresh(SessionSettings(preset="Gone", template="Gone too"))
+    assert "value" not in preset and template["value"] == DETECTED_TEMPLATE
+    assert all("value" not in w for w in widgets)
+    preset, template, *widgets = tab.refresh()  # after a model load: choices and labels only
+    assert "value" not in preset and "value" not in template
+
+
+def test_model_tab_shows_the_saved_model_when_none_is_loaded(
+    scripted_service: Any, settings_file: Any
+) -> None:
+    import gradio as gr
+
+    from webui.core.settings import SessionSettings
+    from webui.ui.model_tab import ModelTab
+
+    (scripted_service.engine.models_dir / "b.gguf").write_text("x")
+    tab = ModelTab(scripted_service, settings=settings_file)
+    with gr.Blocks():
+        tab.build()
+    saved = SessionSettings(model="b.gguf", loader="scripted", loader_settings={"fail": True})
+    models, loader, *rest = tab.refresh(saved)
+    assert models["value"] == "a.gguf" and loader["value"] == "scripted"  # a loaded model wins
+    scripted_service.unload_model()
+    models, loader, *rest = tab.refresh(saved)
+    assert models["value"] == "b.gguf" and loader["value"] == "scripted"
+    groups, values = rest[: len(tab.panels)], rest[len(tab.panels) : -1]
+    names = [name for panel in tab.panels for name in panel.names]
+    assert values[names.index("fail")] is True
+    assert [g["visible"] for g in groups] == [p.loader == "scripted" for p in tab.panels]
+    models, *_ = tab.refresh(SessionSettings(model="gone.gguf"))
+    assert models["value"] != "gone.gguf"
+
+
+def test_build_ui_draws_the_new_widgets(scripted_service: Any) -> None:
+    from webui.ui.app import build_ui
+
+    blocks = build_ui(scripted_service, make_config(Path(scripted_service.engine.models_dir).parent))
+    elem_ids = {getattr(block, "elem_id", None) for block in blocks.blocks.values()}
+    assert {
+        "chat-start-with",
+        "chat-context",
+        "chat-to-default",
+        "chat-to-notebook",
+        "default-continue",
+        "default-tokens",
+        "notebook-undo",
+        "notebook-tokens",
+        "template-editor-source",
+        "template-editor-preview",
+        "template-editor-save",
+        "session-theme",
+        "session-save",
+    } <= elem_ids
+    chatbot = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "chatbot")
+    assert chatbot.editable == "all" and chatbot.render_markdown and "copy" in chatbot.buttons

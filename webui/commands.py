@@ -14,6 +14,7 @@ from webui.core.params import GenerationParams
 from webui.core.presets import PresetError
 from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, LoadReport, Service
+from webui.core.settings import SETTINGS_FILE, load_settings
 from webui.core.templates import TemplateError
 from webui.provision import DEFAULT_MODEL_FILE, ProvisionError, provision_default_model
 
@@ -50,6 +51,27 @@ def _params(service: Service, args: argparse.Namespace) -> GenerationParams:
         return params_from_args(args, service.presets.load(args.preset).params)
     except PresetError as exc:
         raise CliError(str(exc)) from exc
+
+
+def _load_for_serve(config: AppConfig, service: Service) -> LoadReport:
+    """--model if given; else the model the page last loaded (settings.yaml); else the default model.
+
+    A stale settings file (model deleted, settings no longer valid) never stops the server: it says so and
+    loads the default instead.
+    """
+    if not config.model:
+        saved = load_settings(config.user_data_dir / SETTINGS_FILE)
+        for warning in saved.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if saved.model and saved.model in {entry.name for entry in service.models()}:
+            try:
+                return service.load_model(saved.model, saved.loader, saved.loader_settings, saved.template)
+            except USER_ERRORS as exc:
+                print(
+                    f"warning: the last model could not be loaded again ({exc}); loading the default.",
+                    file=sys.stderr,
+                )
+    return _load(config, service)
 
 
 def generate(config: AppConfig, args: argparse.Namespace) -> int:
@@ -150,7 +172,7 @@ def serve(config: AppConfig) -> int:
     service = build_service(config)
     try:
         if config.autoload_default_model:
-            report = _load(config, service)
+            report = _load_for_serve(config, service)
             print(report.message, flush=True)
         return run_server(service, config)
     finally:

@@ -1,7 +1,8 @@
-"""build_ui: the whole page (Chat, Default, Notebook, Parameters, Model tabs) over one core Service.
+"""build_ui: the whole page (Chat, Default, Notebook, Parameters, Model, Session tabs) over one core Service.
 
 The server mounts the returned Blocks with ``gr.mount_gradio_app(app, blocks, path="/", css=UI_CSS)``.
-Everything per browser session lives in ``gr.State``; nothing here is module-level mutable state.
+Everything per browser session lives in ``gr.State``; nothing here is module-level mutable state. The choices
+the page remembers between runs are in ``<user_data>/settings.yaml`` (see webui.core.settings).
 """
 
 from __future__ import annotations
@@ -12,56 +13,117 @@ import gradio as gr
 
 from webui.config import AppConfig
 from webui.core.service import Service
+from webui.core.settings import SETTINGS_FILE, SettingsFile
 from webui.ui.chat_tab import ChatTab
 from webui.ui.model_tab import ModelTab
 from webui.ui.parameters_tab import ParametersTab
+from webui.ui.session_tab import APPLY_THEME_JS, SessionTab
 from webui.ui.state import SessionJobs, cancel_session_jobs
 from webui.ui.text_tabs import TextTabs
 
 UI_CSS = """
-#chat-status, #model-status, #params-status, #default-status, #notebook-status { min-height: 1.5em; }
-#chat-status p, #default-status p, #notebook-status p { font-size: 0.9em; opacity: 0.85; }
+#chat-status, #chat-context, #model-status, #params-status, #default-status, #notebook-status { min-height: 1.5em; }
+#chat-status p, #chat-context p, #default-status p, #notebook-status p, #default-tokens p, #notebook-tokens p {
+  font-size: 0.9em; opacity: 0.85;
+}
+#chat-context, #default-tokens, #notebook-tokens { text-align: right; }
 #chat-input textarea { font-size: 1em; }
-#default-output textarea, #notebook-text textarea, #default-input textarea { font-family: var(--font-mono); }
+#default-output textarea, #notebook-text textarea, #default-input textarea, #template-editor-preview textarea {
+  font-family: var(--font-mono);
+}
 """
 
 UI_TITLE = "Palabre"
 
 
 def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
-    """The page: every tab wired to ``service``; ``config`` tells the page what to show (the models folder)."""
+    """The page: every tab wired to ``service``; ``config`` tells the page where the models and the settings
+    file are."""
+    settings = SettingsFile(config.user_data_dir / SETTINGS_FILE)
     params = ParametersTab(service)
     chat = ChatTab(service, params)
     text = TextTabs(service, params)
-    model = ModelTab(service, models_dir=str(config.models_dir))
+    model = ModelTab(service, models_dir=str(config.models_dir), settings=settings)
+    session = SessionTab(service, settings)
 
     with gr.Blocks(title=UI_TITLE, analytics_enabled=False) as blocks:
         jobs = gr.State(SessionJobs(), delete_callback=cancel_session_jobs)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                 chat.build()
             with gr.Tab("Default", id="default", elem_id="tab-default"):
                 text.build_default()
             with gr.Tab("Notebook", id="notebook", elem_id="tab-notebook"):
                 text.build_notebook()
-            with gr.Tab("Parameters", id="parameters", elem_id="tab-parameters"):
+            with gr.Tab("Parameters", id="parameters", elem_id="tab-parameters") as parameters_tab:
                 params.build()
             with gr.Tab("Model", id="model", elem_id="tab-model"):
                 load_event, unload_event = model.build(mirrors=[chat.status])
+            with gr.Tab("Session", id="session", elem_id="tab-session"):
+                session.build()
 
         def status_line() -> str:
             return service.status_line()
 
         def refresh_page() -> list[Any]:
-            return [*params.refresh(), *model.refresh(), service.status_line()]
+            saved = session.restore()
+            return [
+                *params.refresh(saved),
+                *params.editor.refresh(saved.template),
+                *model.refresh(saved),
+                service.status_line(),
+                saved.mode,
+                saved.theme,
+                session.describe(saved),
+                *text.refresh(),
+            ]
 
         for event in (*chat.wire(jobs), *text.wire(jobs)):  # the last reply's speed shows in the Model tab
             event.then(status_line, outputs=[model.status_md], show_progress="hidden")
         for event in (load_event, unload_event):  # not-used marks and template list follow the loaded model
-            event.then(params.refresh, outputs=params.refresh_outputs, show_progress="hidden")
+            event.then(params.refresh, outputs=params.refresh_outputs, show_progress="hidden").then(
+                chat.handlers.meter,
+                inputs=[chat.history, *chat.values],
+                outputs=[chat.meter],
+                show_progress="hidden",
+            )
+        params.editor.wire(chat.history, chat.system, params.template, parameters_tab)
+        _, to_notebook = chat.wire_send_to(tabs, text.prompt, text.notebook)
+        to_notebook.then(
+            text.handlers.notebook_counts, inputs=[text.notebook], outputs=[text.notebook_tokens]
+        )
+
+        # Remember each choice as it is made; restore them all when the page opens.
+        session.wire(params.preset, chat.mode, params.template)
+        params.preset_event.then(
+            session.remember_preset, inputs=[params.preset], outputs=[session.status], show_progress="hidden"
+        )
+        chat.mode.input(
+            session.remember_mode, inputs=[chat.mode], outputs=[session.status], show_progress="hidden"
+        )
+        params.template.input(
+            session.remember_template,
+            inputs=[params.template],
+            outputs=[session.status],
+            show_progress="hidden",
+        )
         blocks.load(
             refresh_page,
-            outputs=[*params.refresh_outputs, *model.refresh_outputs, chat.status],
+            outputs=[
+                *params.refresh_outputs,
+                *params.editor.refresh_outputs,
+                *model.refresh_outputs,
+                chat.status,
+                chat.mode,
+                session.theme,
+                session.status,
+                *text.refresh_outputs,
+            ],
+            show_progress="hidden",
+        ).then(None, inputs=[session.theme], js=APPLY_THEME_JS).then(
+            chat.handlers.meter,
+            inputs=[chat.history, *chat.values],
+            outputs=[chat.meter],
             show_progress="hidden",
         )
     return blocks

@@ -215,6 +215,85 @@ def remove_last_exchange(history: Sequence[Message]) -> tuple[list[Message], str
     return trimmed, ""
 
 
+def open_reply(history: Sequence[Message], start_with: str | None) -> tuple[list[Message], bool]:
+    """The history to generate a new reply for, and whether the reply continues a given opening.
+
+    With "Start reply with" text, the reply is an assistant message that already holds that text, continued by
+    the model (so the shown reply begins with it); otherwise the history is unchanged.
+    """
+    opened = [dict(m) for m in history]
+    if not (start_with or "").strip():
+        return opened, False
+    opened.append({"role": "assistant", "content": start_with or ""})
+    return opened, True
+
+
+def visible_positions(history: Sequence[Message]) -> list[int]:
+    """The history index of each message the Chatbot shows, in order (see chatbot_view)."""
+    return [i for i, m in enumerate(history) if m["role"] in ("user", "assistant")]
+
+
+def apply_edit(history: Sequence[Message], index: Any, value: Any) -> list[Message]:
+    """The history with the ``index``-th shown message's text replaced by ``value`` (a Chatbot edit).
+
+    ``index`` is the Chatbot's message index (an int, or a tuple whose first item is it); InputError if it
+    points at no message.
+    """
+    if isinstance(index, (list, tuple)):
+        index = index[0] if index else None
+    positions = visible_positions(history)
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(positions):
+        raise InputError("That message is no longer in the conversation.")
+    edited = [dict(m) for m in history]
+    edited[positions[index]]["content"] = content_text(value)
+    return edited
+
+
+EXAMPLE_CONVERSATION: tuple[Message, ...] = (
+    {"role": "user", "content": "Hello! Who are you?"},
+    {"role": "assistant", "content": "I am an assistant. How can I help?"},
+    {"role": "user", "content": "What is the capital of France?"},
+)
+
+
+def preview_messages(history: Sequence[Message], system_message: str | None) -> tuple[list[Message], bool]:
+    """The messages a template preview renders: the system message and the chat, or an example conversation
+    when the chat is empty (returned flag: True when the example is used)."""
+    chat = [{"role": m["role"], "content": m["content"]} for m in history]
+    example = not chat
+    if example:
+        chat = [dict(m) for m in EXAMPLE_CONVERSATION]
+    system_message = system_message or ""
+    head = [{"role": "system", "content": system_message}] if system_message.strip() else []
+    return head + chat, example
+
+
+# -- token counts -----------------------------------------------------------------------------------------------
+
+
+def effective_context(truncation_length: int, context_length: int) -> int:
+    """The tokens a prompt and its reply may use: truncation_length if set (at most the model's context)."""
+    return min(truncation_length or context_length, context_length)
+
+
+def context_meter_text(prompt_tokens: int, context: int, reserved: int, dropped: int = 0) -> str:
+    """The Chat tab's context meter: prompt tokens used out of the context, and what truncation dropped."""
+    share = 100 * prompt_tokens / context if context > 0 else 0.0
+    text = (
+        f"Context: **{prompt_tokens:,} / {context:,}** tokens ({share:.0f}%), {reserved:,} kept for the reply"
+    )
+    if dropped:
+        text += f"; the {dropped} oldest message{'s' if dropped != 1 else ''} no longer fit and are left out"
+    return text + "."
+
+
+def token_count_text(label: str, tokens: int | None) -> str:
+    """``"Prompt: 12 tokens"``, or that no model is loaded to count with (``tokens`` None)."""
+    if tokens is None:
+        return f"{label}: no model loaded"
+    return f"{label}: {tokens:,} token{'s' if tokens != 1 else ''}"
+
+
 # -- streaming ------------------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from webui.core.engine import EngineError
 from webui.core.loader import LoaderError
 from webui.core.models import ModelFileError, infer_loader
 from webui.core.service import Service
+from webui.core.settings import SessionSettings, SettingsFile
 from webui.ui.convert import loader_settings_from_values, setting_kind
 
 _PER_ROW = 4
@@ -55,9 +56,12 @@ def setting_widget(loader: str, name: str, model: type[BaseModel]) -> gr.compone
 class ModelTab:
     """Draws the Model tab and holds its handlers."""
 
-    def __init__(self, service: Service, models_dir: str = "the models folder") -> None:
+    def __init__(
+        self, service: Service, models_dir: str = "the models folder", settings: SettingsFile | None = None
+    ) -> None:
         self.service = service
         self.models_dir = models_dir
+        self.settings = settings  # where a successful load is remembered (model, loader, its settings)
         self.panels: list[LoaderPanel] = []
 
     # -- pure handlers ---------------------------------------------------------------------------------
@@ -114,7 +118,22 @@ class ModelTab:
             gr.Warning(f"Loading {name} failed: {exc}")
             yield f"⚠️ Loading {name} failed: {exc}\n\n{self.status()}"
             return
-        yield report.message
+        yield report.message + self.remember_loaded()
+
+    def remember_loaded(self) -> str:
+        """Save the loaded model, its loader and settings to the settings file ('' or a warning to show)."""
+        state = self.service.engine.state
+        if self.settings is None or state is None:
+            return ""
+        try:
+            self.settings.update(
+                model=state.entry.name,
+                loader=state.loader,
+                loader_settings=state.settings.model_dump(mode="json", exclude_unset=True),
+            )
+        except (OSError, ValueError) as exc:
+            return f"\n\n⚠️ The settings could not be saved: {exc}"
+        return ""
 
     def settings_for(self, loader: str | None, values: Sequence[Any]) -> dict[str, Any] | None:
         """The chosen loader's widget values as a settings mapping (``values`` holds every panel's widgets)."""
@@ -137,19 +156,33 @@ class ModelTab:
             return f"⚠️ {exc}"
         return "Model unloaded. " + self.status()
 
-    def refresh(self) -> list[Any]:
-        """Page load: the models list, the loaded model and loader with its settings, and the status."""
+    def refresh(self, saved: SessionSettings | None = None) -> list[Any]:
+        """Page load: the models list, the loaded model and loader with its settings, and the status.
+
+        With no model loaded, the ``saved`` settings' model, loader and loader settings are shown instead.
+        """
         state = self.service.engine.state
         models = self.refresh_models()
+        restore = state is None and saved is not None and saved.model in (models.get("choices") or [])
         if state is not None:
             loader: str | None = state.loader
+        elif restore and saved is not None:
+            models["value"] = saved.model
+            known = saved.loader in self.service.engine.registry.names()
+            loader = saved.loader if known else self.loader_for(saved.model)
         else:
             loader = self.loader_for(models.get("value"))
         values: list[Any] = []
         for panel in self.panels:
             loaded = state is not None and panel.loader == state.loader
+            restored = restore and saved is not None and panel.loader == loader
             for name in panel.names:
-                values.append(getattr(state.settings, name) if loaded and state else gr.skip())
+                if loaded and state is not None:
+                    values.append(getattr(state.settings, name))
+                elif restored and saved is not None and name in saved.loader_settings:
+                    values.append(saved.loader_settings[name])
+                else:
+                    values.append(gr.skip())
         return [models, gr.update(value=loader), *self._visibility(loader), *values, self.status()]
 
     # -- layout ----------------------------------------------------------------------------------------

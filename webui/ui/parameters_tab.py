@@ -1,4 +1,5 @@
-"""Parameters tab: one widget per GenerationParams field (generated from field_specs()), presets, template."""
+"""Parameters tab: one widget per GenerationParams field (generated from field_specs()), presets, the
+instruction template choice and its editor."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from webui.core.params import FieldSpec, GenerationParams, field_specs
 from webui.core.paths import InvalidNameError
 from webui.core.presets import DEFAULT_PRESET, PresetError
 from webui.core.service import Service
+from webui.core.settings import SessionSettings
 from webui.ui.convert import (
     DETECTED_TEMPLATE,
     InputError,
@@ -19,6 +21,7 @@ from webui.ui.convert import (
     widget_value,
     widget_values,
 )
+from webui.ui.template_editor import TemplateEditor
 
 _MAX_SLIDER_STEPS = 100_000
 _EXTRA_INFO = {
@@ -74,6 +77,7 @@ class ParametersTab:
         self.service = service
         self.specs: list[FieldSpec] = field_specs()
         self.components: list[gr.components.Component] = []
+        self.editor = TemplateEditor(service)
 
     # -- pure handlers (no widgets needed) -------------------------------------------------------------
 
@@ -127,13 +131,28 @@ class ParametersTab:
             choices=self.service.presets.names(), value=DEFAULT_PRESET
         ), f"Preset **{name}** deleted."
 
-    def refresh(self) -> list[Any]:
-        """Preset and template choices plus the not-used marks (page load, after a model load)."""
-        return [
-            gr.update(choices=self.service.presets.names()),
-            gr.update(choices=self.template_choices()),
-            *self.labels(),
-        ]
+    def refresh(self, saved: SessionSettings | None = None) -> list[Any]:
+        """Preset and template choices plus the not-used marks (page load, after a model load).
+
+        With ``saved`` settings (page load), the saved preset fills the widgets and the saved template is chosen.
+        """
+        names = self.service.presets.names()
+        preset: dict[str, Any] = gr.update(choices=names)
+        template: dict[str, Any] = gr.update(choices=self.template_choices())
+        labels = self.labels()
+        if saved is None:
+            return [preset, template, *labels]
+        if saved.preset in names:
+            try:
+                params = self.service.presets.load(saved.preset).params
+            except PresetError:
+                pass
+            else:
+                preset["value"] = saved.preset
+                for label, value in zip(labels, widget_values(self.specs, params), strict=True):
+                    label["value"] = value
+        template["value"] = saved.template if saved.template in template["choices"] else DETECTED_TEMPLATE
+        return [preset, template, *labels]
 
     # -- layout ----------------------------------------------------------------------------------------
 
@@ -163,6 +182,7 @@ class ParametersTab:
             elem_id="template-dropdown",
         )
         self.status = gr.Markdown(elem_id="params-status")
+        self.editor.build()
 
         groups = _group_order(self.specs)
         total = len(self.specs)
@@ -178,7 +198,7 @@ class ParametersTab:
                         by_name[spec.name] = param_widget(spec, getattr(initial, spec.name))
         self.components = [by_name[spec.name] for spec in self.specs]
 
-        self.preset.input(
+        self.preset_event = self.preset.input(
             self.apply_preset,
             inputs=[self.preset],
             outputs=[*self.components, self.status],
