@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +44,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from webui.core import cards, modelfile
 from webui.core.go_template import convert_go_template
 from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
-from webui.core.paths import InvalidNameError, atomic_write_text, path_in, validate_name
+from webui.core.paths import (
+    InvalidNameError,
+    atomic_write_bytes,
+    atomic_write_text,
+    files_by_stem,
+    path_in,
+    validate_name,
+)
 from webui.core.templates import TemplateError, TemplateStore
 
 DEFAULT_CHARACTER = "Assistant"
@@ -284,20 +289,6 @@ def _field_types() -> dict[str, type]:
     return {name: info.annotation for name, info in GenerationParams.model_fields.items()}  # type: ignore[misc]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class _LiteralDumper(yaml.SafeDumper):
     """Multi-line strings as ``|`` blocks, so personality files stay readable."""
 
@@ -357,18 +348,7 @@ class CharacterStore:
 
     # -- files
     def _files(self, folder: Path) -> dict[str, Path]:
-        found: dict[str, Path] = {}
-        if not folder.is_dir():
-            return found
-        for suffix in reversed(PERSONALITY_SUFFIXES):  # the preferred suffix comes last and wins
-            for path in sorted(folder.glob(f"*{suffix}")):
-                try:
-                    validate_name(path.stem)
-                except InvalidNameError:
-                    continue  # temp files and oddities are not personalities
-                if path.is_file():
-                    found[path.stem] = path
-        return found
+        return files_by_stem(folder, PERSONALITY_SUFFIXES)
 
     def _locate(self, name: str) -> Path:
         self._valid(name)
@@ -426,7 +406,7 @@ class CharacterStore:
             if len(avatar_bytes) > cards.MAX_CARD_BYTES:
                 raise CharacterError(f"The avatar is larger than {cards.MAX_CARD_BYTES // (1024 * 1024)} MB.")
             avatar = path_in(self.user_dir, name, suffix)
-            _atomic_write_bytes(avatar, avatar_bytes)
+            atomic_write_bytes(avatar, avatar_bytes)
             for other in AVATAR_SUFFIXES:
                 if other != suffix:
                     path_in(self.user_dir, name, other).unlink(missing_ok=True)
@@ -624,7 +604,7 @@ class CharacterStore:
             output = Path(output)
             target = output / file_name if output.is_dir() else output
         try:
-            _atomic_write_bytes(target, content)
+            atomic_write_bytes(target, content)
         except OSError as exc:
             raise CharacterError(f"Cannot write {target}: {exc.strerror or exc}") from None
         return target

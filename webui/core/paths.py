@@ -43,16 +43,40 @@ def path_in(folder: Path, name: str, suffix: str, *, what: str = "name") -> Path
     return candidate
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a crash leaves either the old or the new file, never half."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a crash leaves either the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """The files in ``folder`` with one of ``suffixes``, by name (file stem); an earlier suffix wins a tie.
+
+    Names that are not valid (temporary files, oddities) are skipped.
+    """
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for suffix in reversed(suffixes):  # the preferred suffix comes last and overwrites
+        for path in sorted(folder.glob(f"*{suffix}")):
+            try:
+                validate_name(path.stem)
+            except InvalidNameError:
+                continue
+            if path.is_file():
+                found[path.stem] = path
+    return found

@@ -31,7 +31,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, pass_environment, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
-from webui.core.paths import InvalidNameError, atomic_write_text, path_in, validate_name
+from webui.core.paths import atomic_write_text, files_by_stem, path_in
 
 MAX_OUTPUT_CHARS = 8 * 1024 * 1024  # about 2M tokens: above any real context window, far below harm
 MAX_SOURCE_CHARS = 1024 * 1024
@@ -448,14 +448,8 @@ class TemplateStore:
         for folder, origin in folders:  # user files come second and override
             if not folder.is_dir():
                 continue
-            for suffix in reversed(TEMPLATE_SUFFIXES):  # the preferred suffix comes last and wins
-                for path in sorted(folder.glob(f"*{suffix}")):
-                    try:
-                        validate_name(path.stem)
-                    except InvalidNameError:
-                        continue  # temp files and oddities are not templates
-                    if path.is_file():
-                        found[path.stem] = (path, origin)
+            for stem, path in files_by_stem(folder, TEMPLATE_SUFFIXES).items():
+                found[stem] = (path, origin)
         return found
 
     def names(self) -> list[str]:
