@@ -116,6 +116,10 @@ def page(browser: Browser, server: tuple[str, Path]) -> Iterator[Page]:
     page.wait_for_function(
         "() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')"
     )  # the page-load refresh has run
+    page.locator(
+        "#chat-clear"
+    ).click()  # the page shows the last conversation: start each test with a new one
+    page.wait_for_function("() => !document.querySelector('#chatbot [data-testid=\"user\"]')")
     yield page
     context.close()
 

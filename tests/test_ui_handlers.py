@@ -238,8 +238,18 @@ def chat_handlers(smol_service: Any) -> Any:
 
 
 def chat_values(**param_changes: Any) -> list[Any]:
-    """Chat settings (instruct mode, detected template) then the parameter widgets."""
-    return ["instruct", "", "Assistant", "You", "", "", DETECTED_TEMPLATE, *values_with(**param_changes)]
+    """No personality, chat settings (instruct mode, detected template), then the parameter widgets."""
+    return [
+        "(none)",
+        "instruct",
+        "",
+        "Assistant",
+        "You",
+        "",
+        "",
+        DETECTED_TEMPLATE,
+        *values_with(**param_changes),
+    ]
 
 
 def final(updates: Iterator[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
@@ -250,37 +260,37 @@ def final(updates: Iterator[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], tu
 @pytest.mark.slow
 def test_send_streams_a_reply_and_updates_the_status(chat_handlers: Any) -> None:
     jobs = SessionJobs()
+    deterministic = chat_values(temperature=0.0, top_k=1)
     updates, last = final(
-        chat_handlers.send(
-            "What is the capital of France?", "", [], jobs, *chat_values(temperature=0.0, top_k=1)
-        )
+        chat_handlers.send("What is the capital of France?", "", None, jobs, *deterministic)
     )
-    history, shown, _box, status = last
+    conversation_id, history, shown, _box, status = last
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert "Paris" in history[-1]["content"]
     assert shown == history
-    assert updates[0][2] == ""  # the message box is cleared as soon as the message is sent
+    assert updates[0][3] == ""  # the message box is cleared as soon as the message is sent
     assert "tokens/s" in status
     assert not jobs.busy(CHAT)
+    stored = chat_handlers.store.get(conversation_id)
+    assert [m.content for m in stored.messages] == [m["content"] for m in history]
 
-    _, (history2, _, _, _) = final(
-        chat_handlers.regenerate("", history, jobs, *chat_values(temperature=0.0, top_k=1))
-    )
+    _, (_, history2, _, _, _) = final(chat_handlers.regenerate("", conversation_id, jobs, *deterministic))
     assert history2 == history  # deterministic settings: the same reply again
+    assert len(chat_handlers.store.get(conversation_id).messages[-1].alternatives) == 2
 
-    trimmed, _, box, _ = chat_handlers.remove_last(history2, jobs)
+    _, trimmed, _, box, _ = chat_handlers.remove_last(conversation_id, jobs)
     assert trimmed == [] and box == "What is the capital of France?"
 
 
 @pytest.mark.slow
 def test_invalid_parameters_keep_the_history_and_say_why(chat_handlers: Any) -> None:
-    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    jobs = SessionJobs()
+    _, first = final(chat_handlers.send("Hi", "", None, jobs, *chat_values(max_new_tokens=4)))
+    before = chat_handlers.store.get(first[0])
     with pytest.warns(UserWarning, match="temperature"):
-        _, last = final(
-            chat_handlers.send("Next", "", history, SessionJobs(), *chat_values(temperature=99.0))
-        )
-    assert last[0] == history
-    assert "temperature" in last[3]
+        _, last = final(chat_handlers.send("Next", "", first[0], jobs, *chat_values(temperature=99.0)))
+    assert "temperature" in last[4]
+    assert chat_handlers.store.get(first[0]).messages == before.messages  # nothing saved
 
 
 @pytest.mark.slow
@@ -292,8 +302,9 @@ def test_no_model_loaded_is_a_readable_error(tmp_path: Path) -> None:
     try:
         handlers = ChatHandlers(service, ParametersTab(service))
         with pytest.warns(UserWarning, match="No model is loaded"):
-            _, last = final(handlers.send("Hello", "", [], SessionJobs(), *chat_values()))
-        assert last[0] == [] and "No model is loaded" in last[3]
+            _, last = final(handlers.send("Hello", "", None, SessionJobs(), *chat_values()))
+        assert "No model is loaded" in last[4]
+        assert service.chats is not None and service.chats.conversations() == []  # no empty chat left
     finally:
         service.close()
 
@@ -304,15 +315,15 @@ def test_stop_cancels_only_this_sessions_reply(chat_handlers: Any) -> None:
     long_reply = chat_values(max_new_tokens=300, ban_eos_token=True, temperature=0.0)
     results: dict[str, Any] = {}
 
-    updates = chat_handlers.send("Write a long story about a dog.", "", [], mine, *long_reply)
+    updates = chat_handlers.send("Write a long story about a dog.", "", None, mine, *long_reply)
     for update in updates:
-        history = update[0]
+        history = update[1]
         if isinstance(history, list) and len(history) == 2 and history[-1]["content"]:
             break  # my reply is being generated
 
     def run() -> None:
         _, results["theirs"] = final(
-            chat_handlers.send("Write a story about a cat.", "", [], theirs, *long_reply)
+            chat_handlers.send("Write a story about a cat.", "", None, theirs, *long_reply)
         )
 
     other = threading.Thread(target=run)
@@ -322,10 +333,10 @@ def test_stop_cancels_only_this_sessions_reply(chat_handlers: Any) -> None:
         time.sleep(0.01)
     assert theirs.busy(CHAT)  # their reply is queued behind mine
     assert mine.cancel(CHAT)
-    _, (history, _, _, _) = final(updates)
+    _, (_, history, _, _, _) = final(updates)
     other.join(timeout=300)
     assert not other.is_alive()
-    mine_reply, theirs_reply = history[-1]["content"], results["theirs"][0][-1]["content"]
+    mine_reply, theirs_reply = history[-1]["content"], results["theirs"][1][-1]["content"]
     their_stats = chat_handlers.service.engine.last_stats
     assert their_stats.new_tokens == 300  # Stop in my session did not touch theirs
     assert len(theirs_reply) > len(mine_reply) > 0
@@ -415,13 +426,13 @@ def test_chat_continue_and_impersonate_stream_the_scripted_text(scripted_service
 
     handlers = ChatHandlers(scripted_service, ParametersTab(scripted_service))
     jobs = SessionJobs()
-    _, (history, _, _, _) = final(handlers.send("Hi", "", [], jobs, *chat_values()))
+    _, (conversation, history, _, _, _) = final(handlers.send("Hi", "", None, jobs, *chat_values()))
     assert history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
-    _, (history, _, _, _) = final(handlers.continue_reply("", history, jobs, *chat_values()))
+    _, (_, history, _, _, _) = final(handlers.continue_reply("", conversation, jobs, *chat_values()))
     assert history[-1] == {"role": "assistant", "content": "Hello!Hello!"}
-    _, (_, _, box, _) = final(handlers.impersonate(history, jobs, *chat_values()))
+    _, (_, _, _, box, _) = final(handlers.impersonate(conversation, jobs, *chat_values()))
     assert box == "Hello!"
-    assert handlers.clear(jobs)[:2] == ([], [])
+    assert [m.content for m in handlers.store.get(conversation).messages] == ["Hi", "Hello!Hello!"]
 
 
 def test_default_and_notebook_tabs_complete_raw_text(scripted_service: Any) -> None:
@@ -444,28 +455,29 @@ def test_prompt_and_template_errors_are_readable(scripted_service: Any) -> None:
 
     handlers = ChatHandlers(scripted_service, ParametersTab(scripted_service))
     values = chat_values()
-    values[6] = "No such template"
+    values[7] = "No such template"
     with pytest.warns(UserWarning, match="No such template"):
-        _, last = final(handlers.send("Hi", "", [], SessionJobs(), *values))
-    assert last[0] == [] and "No such template" in last[3]
+        _, last = final(handlers.send("Hi", "", None, SessionJobs(), *values))
+    assert last[0] is not None or "No such template" in last[4]
+    assert "No such template" in last[4]
 
 
 def test_new_chat_during_a_reply_stops_it_and_drops_its_updates(scripted_service: Any) -> None:
-    from webui.ui.chat_tab import ChatHandlers
+    from webui.ui.chat_tab import ChatHandlers, ConversationHandlers
     from webui.ui.parameters_tab import ParametersTab
 
     handlers = ChatHandlers(scripted_service, ParametersTab(scripted_service))
     model = scripted_service.engine.state.model
     model.gate = threading.Event()  # the model waits before each token
     jobs = SessionJobs()
-    updates = handlers.send("Hi", "", [], jobs, *chat_values())
+    updates = handlers.send("Hi", "", None, jobs, *chat_values())
     first = next(updates)
-    assert first[0] == [{"role": "user", "content": "Hi"}] and first[3] == "Generating…"
+    assert first[1] == [{"role": "user", "content": "Hi"}] and first[4] == "Generating…"
     assert jobs.busy(CHAT)
-    assert handlers.clear(jobs)[:2] == ([], [])
+    assert ConversationHandlers(handlers).new_chat("(none)", "instruct", "", jobs)[:3] == (None, [], [])
     model.gate.set()
     rest = list(updates)
-    assert all(not isinstance(update[0], list) for update in rest)  # the cleared history is not written back
+    assert all(not isinstance(update[1], list) for update in rest)  # the new chat is not overwritten
     assert not jobs.busy(CHAT)
     stats = scripted_service.engine.last_stats
     assert stats is None or stats.new_tokens == 0  # cancelled before its first token
@@ -539,7 +551,7 @@ def scripted_chat(scripted_service: Any) -> Any:
 def chatml_values(**param_changes: Any) -> list[Any]:
     """chat_values with the ChatML template chosen (the scripted model would fall back to Alpaca)."""
     values = chat_values(**param_changes)
-    values[6] = "ChatML"
+    values[7] = "ChatML"
     return values
 
 
@@ -550,57 +562,72 @@ def last_prompt(service: Any) -> str:
 
 def test_start_reply_with_opens_the_reply(scripted_chat: Any) -> None:
     jobs = SessionJobs()
-    updates, (history, shown, _, _) = final(scripted_chat.send("Hi", "Sure, ", [], jobs, *chatml_values()))
+    updates, (conversation, history, shown, _, _) = final(
+        scripted_chat.send("Hi", "Sure, ", None, jobs, *chatml_values())
+    )
     assert history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure, Hello!"}]
     assert shown == history
-    assert updates[0][0][-1] == {"role": "assistant", "content": "Sure, "}  # the opening shows at once
-    assert updates[0][2] == ""  # and the message box is cleared
+    assert updates[0][1][-1] == {"role": "assistant", "content": "Sure, "}  # the opening shows at once
+    assert updates[0][3] == ""  # and the message box is cleared
     assert last_prompt(scripted_chat.service).endswith(
         "<|im_start|>assistant\nSure, "
     )  # continued, not closed
 
-    _, (history, _, _, _) = final(scripted_chat.regenerate("Well,", history, jobs, *chatml_values()))
-    assert history[-1]["content"] == "Well,Hello!"
-    _, (history, _, _, _) = final(scripted_chat.regenerate("", history, jobs, *chatml_values()))
+    _, (_, history, _, _, _) = final(scripted_chat.regenerate("", conversation, jobs, *chatml_values()))
     assert history[-1]["content"] == "Hello!"
     # Continue after a user message writes a new (opened) reply; after a reply it extends it.
-    _, (history, _, _, _) = final(scripted_chat.continue_reply("Ok:", history[:1], jobs, *chatml_values()))
-    assert history[-1]["content"] == "Ok:Hello!"
-    _, (history, _, _, _) = final(scripted_chat.continue_reply("ignored", history, jobs, *chatml_values()))
+    scripted_chat.remove_last(conversation, jobs)
+    scripted_chat.store.append(conversation, "user", "Hi")  # e.g. its reply came out empty
+    _, (_, history, _, _, _) = final(
+        scripted_chat.continue_reply("Ok:", conversation, jobs, *chatml_values())
+    )
+    assert history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Ok:Hello!"}]
+    _, (_, history, _, _, _) = final(
+        scripted_chat.continue_reply("ignored", conversation, jobs, *chatml_values())
+    )
     assert history[-1]["content"] == "Ok:Hello!Hello!"
 
 
 def test_start_reply_with_in_chat_mode(scripted_chat: Any) -> None:
     values = chatml_values()
-    values[0] = "chat"
-    _, (history, _, _, _) = final(scripted_chat.send("Hi", "*waves*", [], SessionJobs(), *values))
+    values[1] = "chat"
+    _, (_, history, _, _, _) = final(scripted_chat.send("Hi", "*waves*", None, SessionJobs(), *values))
     assert history[-1]["content"] == "*waves*Hello!"
     assert last_prompt(scripted_chat.service).endswith("You: Hi\nAssistant: *waves*")
 
 
 def test_editing_a_message_changes_the_history(scripted_chat: Any) -> None:
     jobs = SessionJobs()
-    history, shown, _, status = scripted_chat.edit(HISTORY, jobs, Edit(1, "edited"))
+    conversation = stored(scripted_chat, HISTORY)
+    _, history, shown, _, status = scripted_chat.edit(conversation, jobs, Edit(1, "edited"))
     assert history[1]["content"] == "edited" and shown == history and "edited" in status
+    assert scripted_chat.store.get(conversation).messages[1].content == "edited"
     with pytest.warns(UserWarning, match="no longer"):
-        history, _, _, status = scripted_chat.edit(HISTORY, jobs, Edit(7, "x"))
-    assert history == HISTORY and status.startswith("⚠️")
+        _, history, _, _, status = scripted_chat.edit(conversation, jobs, Edit(7, "x"))
+    assert history[1]["content"] == "edited" and status.startswith("⚠️")
     jobs.start(CHAT, FakeJob())
     with pytest.warns(UserWarning, match="Stop first"):
-        history, _, _, _ = scripted_chat.edit(HISTORY, jobs, Edit(1, "x"))
-    assert history == HISTORY  # refused while a reply is being written
+        scripted_chat.edit(conversation, jobs, Edit(0, "x"))
+    assert scripted_chat.store.get(conversation).messages[0].content == "a"  # refused while writing
     # The next reply sees the edited text.
-    _, (history, _, _, _) = final(
-        scripted_chat.regenerate("", apply_edit(HISTORY, 0, "EDITED"), SessionJobs(), *chatml_values())
-    )
+    scripted_chat.edit(conversation, SessionJobs(), Edit(0, "EDITED"))
+    list(scripted_chat.continue_reply("", conversation, SessionJobs(), *chatml_values()))
     assert "EDITED" in last_prompt(scripted_chat.service)
+
+
+def stored(chat: Any, history: list[dict[str, str]], character: str | None = None) -> int:
+    """A conversation in the store holding ``history``; its id."""
+    conversation = chat.store.create(character=character)
+    for message in history:
+        chat.store.append(conversation.id, message["role"], message["content"])
+    return int(conversation.id)
 
 
 def test_context_meter_counts_the_next_prompt(scripted_chat: Any, tmp_path: Path) -> None:
     service = scripted_chat.service
     meter = scripted_chat.meter(HISTORY, *chatml_values())
     expected = service.build_chat_prompt(
-        to_chat_messages(HISTORY), chat_settings(*chatml_values()[:7]), GenerationParams()
+        to_chat_messages(HISTORY), chat_settings(*chatml_values()[1:8]), GenerationParams()
     )
     assert meter.startswith(f"Context: **{expected.prompt_tokens} / 4,096** tokens")
     assert "512 kept for the reply" in meter
@@ -608,7 +635,7 @@ def test_context_meter_counts_the_next_prompt(scripted_chat: Any, tmp_path: Path
     assert "/ 600** tokens" in small and "oldest messages no longer fit" in small
     assert "max_new_tokens" in scripted_chat.meter(HISTORY, *chatml_values(max_new_tokens=0))
     bad_template = chatml_values()
-    bad_template[6] = "No such template"
+    bad_template[7] = "No such template"
     assert "No such template" in scripted_chat.meter(HISTORY, *bad_template)
     service.unload_model()
     assert scripted_chat.meter(HISTORY, *chatml_values()) == "Context: no model loaded."
@@ -621,7 +648,7 @@ def test_send_to_gives_the_prompt_the_model_would_see(scripted_chat: Any) -> Non
     assert opened.endswith("<|im_start|>assistant\nSure")
     # chat-instruct wraps the transcript in the (edited) command.
     values = chatml_values()
-    values[0], values[5] = "chat-instruct", "Reply as <|character|> to this:\n<|prompt|>\nTHE END"
+    values[1], values[6] = "chat-instruct", "Reply as <|character|> to this:\n<|prompt|>\nTHE END"
     text, _ = scripted_chat.prompt_text(HISTORY, "", *values)
     assert "Reply as Assistant to this:\nYou: a\nAssistant: b\nYou: c\nTHE END" in text
     assert text.endswith("Assistant:")
@@ -746,7 +773,7 @@ def test_template_editor_saves_only_valid_templates(scripted_service: Any) -> No
     from webui.ui.parameters_tab import ParametersTab
 
     values = chat_values()
-    values[6] = "Mine"
+    values[7] = "Mine"
     text, _ = ChatHandlers(scripted_service, ParametersTab(scripted_service)).prompt_text(
         HISTORY, "", *values
     )

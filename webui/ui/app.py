@@ -1,4 +1,4 @@
-"""build_ui: the whole page (Chat, Default, Notebook, Parameters, Model, Session tabs) over one core Service.
+"""build_ui: the whole page (Chat, Default, Notebook, Parameters, Character, Model, Session tabs) over one core Service.
 
 The server mounts the returned Blocks with ``gr.mount_gradio_app(app, blocks, path="/", css=UI_CSS)``.
 Everything per browser session lives in ``gr.State``; nothing here is module-level mutable state. The choices
@@ -14,6 +14,7 @@ import gradio as gr
 from webui.config import AppConfig
 from webui.core.service import Service
 from webui.core.settings import SETTINGS_FILE, SettingsFile
+from webui.ui.character_tab import CharacterTab
 from webui.ui.chat_tab import ChatTab
 from webui.ui.model_tab import ModelTab
 from webui.ui.parameters_tab import ParametersTab
@@ -28,6 +29,9 @@ UI_CSS = """
 }
 #chat-context, #default-tokens, #notebook-tokens { text-align: right; }
 #chat-input textarea { font-size: 1em; }
+#chat-conversations { max-height: 460px; overflow-y: auto; }
+#chat-conversations .wrap { flex-direction: column; }
+#chat-conversations label { width: 100%; }
 #default-output textarea, #notebook-text textarea, #default-input textarea, #template-editor-preview textarea {
   font-family: var(--font-mono);
 }
@@ -41,10 +45,11 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
     file are."""
     settings = SettingsFile(config.user_data_dir / SETTINGS_FILE)
     params = ParametersTab(service)
-    chat = ChatTab(service, params)
+    chat = ChatTab(service, params, settings)
     text = TextTabs(service, params)
     model = ModelTab(service, models_dir=str(config.models_dir), settings=settings)
     session = SessionTab(service, settings)
+    character = CharacterTab(service)
 
     with gr.Blocks(title=UI_TITLE, analytics_enabled=False) as blocks:
         jobs = gr.State(SessionJobs(), delete_callback=cancel_session_jobs)
@@ -57,6 +62,8 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
                 text.build_notebook()
             with gr.Tab("Parameters", id="parameters", elem_id="tab-parameters") as parameters_tab:
                 params.build()
+            with gr.Tab("Character", id="character", elem_id="tab-character") as character_tab:
+                character.build(character_tab)
             with gr.Tab("Model", id="model", elem_id="tab-model"):
                 load_event, unload_event = model.build(mirrors=[chat.status])
             with gr.Tab("Session", id="session", elem_id="tab-session"):
@@ -85,6 +92,14 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
                 chat.handlers.meter,
                 inputs=[chat.history, *chat.values],
                 outputs=[chat.meter],
+                show_progress="hidden",
+            )
+        chat.wire_load(blocks)
+        for event in character.changed:  # personalities created, imported or deleted: the chat's list follows
+            event.then(
+                chat.refresh_characters,
+                inputs=[chat.personality],
+                outputs=[chat.personality],
                 show_progress="hidden",
             )
         params.editor.wire(chat.history, chat.system, params.template, parameters_tab)

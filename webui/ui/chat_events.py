@@ -1,39 +1,52 @@
-"""The Chat tab's event handlers: replies stream into the history; Stop cancels only this session's reply."""
+"""The Chat tab's event handlers over stored conversations (webui.core.conversation).
+
+The per-session state holds the id of the conversation shown; the messages live in the conversation store, so
+the user's message is saved as soon as it is sent and the reply while it streams. Stop cancels only this
+session's reply.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from types import EllipsisType
 from typing import Any
 
 import gradio as gr
 
+from webui.core.characters import Character, CharacterError
+from webui.core.chat_records import ChatStoreError, Conversation
+from webui.core.chats import ChatStore
+from webui.core.conversation import Conversations, chat_settings_for, params_for
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
 from webui.core.prompts import PromptError
-from webui.core.service import ChatSettings, ReplyStream, Service
+from webui.core.service import ChatSettings, Service
 from webui.core.templates import TemplateError
 from webui.ui.convert import (
     GENERATING,
     InputError,
     Message,
-    apply_edit,
     chat_settings,
     chatbot_view,
-    drop_trailing_replies,
+    content_text,
+    history_from,
+    last_exchange,
+    message_at,
     normalize_history,
-    open_reply,
-    remove_last_exchange,
+    personality_name,
     throttled_text,
-    to_chat_messages,
 )
 from webui.ui.helpers import context_meter, next_reply_prompt
 from webui.ui.parameters_tab import ParametersTab
-from webui.ui.state import CHAT, SessionJobs
+from webui.ui.state import CHAT, Cancellable, SessionJobs
 
-# One page update: (history state, chatbot, message box, status markdown)
-Update = tuple[Any, Any, Any, Any]
-SETTINGS_COUNT = 7  # mode, system message, character, user name, context, chat-instruct command, template
+# One page update: (conversation id, history state, chatbot, message box, status markdown)
+Update = tuple[Any, Any, Any, Any, Any]
+# personality, mode, system message, character, user name, context, chat-instruct command, template
+SETTINGS_COUNT = 8
 BUSY = "A reply is still being generated: press Stop first."
+ERRORS = (InputError, EngineError, PromptError, TemplateError, ChatStoreError, CharacterError)
+SKIP: Update = (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
 def warn(message: str) -> str:
@@ -42,223 +55,350 @@ def warn(message: str) -> str:
     return f"⚠️ {message}"
 
 
+def status_only(status: str) -> Update:
+    return gr.skip(), gr.skip(), gr.skip(), gr.skip(), status
+
+
 class ChatHandlers:
-    """The Chat tab's handlers; ``values`` are the chat settings then the Parameters tab's widgets."""
+    """The Chat tab's handlers; ``values`` are the personality, the chat settings, then the Parameters tab's
+    widgets."""
 
     def __init__(self, service: Service, params: ParametersTab) -> None:
         self.service = service
         self.params = params
 
-    def read(self, values: Sequence[Any]) -> tuple[ChatSettings, GenerationParams]:
-        """The chat settings and sampler parameters from the widget values; InputError if invalid."""
+    # -- the store -----------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> ChatStore:
+        if self.service.chats is None:
+            raise ChatStoreError("No conversation store is open: chats cannot be saved.")
+        return self.service.chats
+
+    @property
+    def conversations(self) -> Conversations:
+        return Conversations(self.service, self.store)
+
+    def conversation(self, conversation_id: Any) -> Conversation | None:
+        """The stored conversation ``conversation_id`` (None if there is none, e.g. deleted meanwhile)."""
+        if not isinstance(conversation_id, int) or self.service.chats is None:
+            return None
+        try:
+            return self.service.chats.get(conversation_id)
+        except ChatStoreError:
+            return None
+
+    def view(self, conversation: Conversation | None, status: Any = "", box: Any = None) -> Update:
+        """The page update showing ``conversation`` (None: an empty chat)."""
+        history = history_from(conversation)
+        return (
+            conversation.id if conversation is not None else None,
+            history,
+            chatbot_view(history),
+            gr.skip() if box is None else box,
+            status,
+        )
+
+    # -- settings ------------------------------------------------------------------------------------------
+
+    def character(self, name: str | None) -> Character | None:
+        if name is None or self.service.characters is None:
+            return None
+        try:
+            return self.service.characters.load(name)
+        except CharacterError as exc:
+            raise InputError(str(exc)) from exc
+
+    def read(
+        self, values: Sequence[Any], personality: str | EllipsisType | None = ...
+    ) -> tuple[ChatSettings, GenerationParams]:
+        """The chat settings and sampler parameters from the widget values; InputError if invalid.
+
+        With a personality (the dropdown's, or ``personality`` when given: a conversation's own), the prompt
+        follows it (chat_settings_for, params_for); without one, the Conversation settings widgets.
+        """
         settings_values, param_values = values[:SETTINGS_COUNT], values[SETTINGS_COUNT:]
-        return chat_settings(*settings_values), self.params.read(param_values)
+        chosen, *widgets = settings_values
+        name = personality_name(chosen) if personality is ... else personality
+        base = chat_settings(*widgets)
+        params = self.params.read(param_values)
+        persona = self.character(name if isinstance(name, str) else None)
+        if persona is None:
+            return base, params
+        user = (widgets[3] or "").strip() or None
+        settings = chat_settings_for(
+            persona,
+            mode=base.mode,
+            user_name=user,
+            template=base.template,
+            chat_instruct_command=base.chat_instruct_command,
+        )
+        return settings, params_for(persona, params)
 
     def status(self) -> str:
         return self.service.status_line()
 
     # -- streaming ----------------------------------------------------------------------------------------
 
-    def _start(
-        self,
-        jobs: SessionJobs,
-        history: list[Message],
-        values: Sequence[Any],
-        *,
-        continue_last: bool = False,
-        impersonate: bool = False,
-    ) -> ReplyStream | str:
-        """Start a reply for ``history``: the stream, or the error text to show."""
-        if jobs.busy(CHAT):
-            return warn(BUSY)
-        try:
-            settings, params = self.read(values)
-            stream = self.service.stream_chat_reply(
-                to_chat_messages(history),
-                settings,
-                params,
-                continue_last=continue_last,
-                impersonate=impersonate,
-            )
-        except (InputError, EngineError, PromptError, TemplateError) as exc:
-            return warn(str(exc))
-        if not jobs.start(CHAT, stream):
-            stream.cancel()
-            return warn(BUSY)
-        return stream
-
     def _stream(
         self,
         jobs: SessionJobs,
-        stream: ReplyStream,
+        job: Any,
         render: Callable[[str], Update],
         first: Update,
+        done: Callable[[], Update],
     ) -> Iterator[Update]:
-        """Yield ``first``, then ``render(text so far)`` at most every ~50 ms, then the final text and status.
+        """Yield ``first``, then ``render(text so far)`` at most every ~50 ms, then ``done()`` with the status.
 
-        If the conversation was cleared meanwhile (the job discarded), only the status is updated at the end.
+        If the conversation was cleared or switched meanwhile (the job discarded), only the status is updated.
         """
-        text = ""
         error = ""
         try:
             yield first
             try:
-                for text in throttled_text(stream):
-                    if not jobs.owns(CHAT, stream):
+                for text in throttled_text(job):
+                    if not jobs.owns(CHAT, job):
                         break
                     yield render(text)
-            except EngineError as exc:
+            except ERRORS as exc:
                 error = warn(str(exc))
-            discarded = not jobs.owns(CHAT, stream)
+            discarded = not jobs.owns(CHAT, job)
         finally:
-            jobs.finish(CHAT, stream)
-            stream.cancel()  # no-op when it ended; stops the model if the page went away mid-reply
+            jobs.finish(CHAT, job)
+            job.cancel()  # no-op when it ended; stops the model if the page went away mid-reply
         status = error or self.status()
         if discarded:
-            yield gr.skip(), gr.skip(), gr.skip(), status
+            yield status_only(status)
         else:
-            *update, _ = render(text)
+            *update, _ = done()
             yield (*update, status)
 
+    def _claim(self, jobs: SessionJobs, job: Cancellable) -> bool:
+        if jobs.start(CHAT, job):
+            return True
+        job.cancel()
+        return False
+
     def _reply(
-        self, jobs: SessionJobs, history: list[Message], stream: ReplyStream, first: Update, base: str = ""
-    ) -> Iterator[Update]:
-        """Stream the reply into the last (assistant) message of ``history``; drop it if it stays empty."""
-
-        def render(text: str) -> Update:
-            history[-1] = {"role": "assistant", "content": base + text}
-            shown = history if history[-1]["content"] else history[:-1]
-            return list(shown), chatbot_view(shown), gr.skip(), gr.skip()
-
-        yield from self._stream(jobs, stream, render, first)
-
-    def _new_reply(
         self,
         jobs: SessionJobs,
-        history: list[Message],
-        start_with: str | None,
-        values: Sequence[Any],
-        first: Callable[[list[Message]], Update],
-    ) -> Iterator[Update] | str:
-        """Start the next reply to ``history``, opened with ``start_with`` if given; the error text if not.
+        conversation_id: int,
+        reply: Any,
+        before: list[Message],
+        prefix: str,
+        box: Any,
+    ) -> Iterator[Update]:
+        """Stream ``reply`` as the message after ``before`` (opened with ``prefix``), then show the store."""
 
-        ``first(shown history)`` is the update sent as soon as the reply has started.
-        """
-        opened, continuing = open_reply(history, start_with)
-        started = self._start(jobs, opened, values, continue_last=continuing)
-        if isinstance(started, str):
-            return started
-        if not continuing:
-            opened.append({"role": "assistant", "content": ""})
-        base = opened[-1]["content"]
-        shown = opened if base else opened[:-1]
-        return self._reply(jobs, opened, started, first(list(shown)), base)
+        def render(text: str) -> Update:
+            full = prefix + text
+            shown = before + ([{"role": "assistant", "content": full}] if full else [])
+            return conversation_id, shown, chatbot_view(shown), gr.skip(), gr.skip()
+
+        first = (*render("")[:3], box, GENERATING)
+
+        def done() -> Update:
+            return self.view(self.conversation(conversation_id))
+
+        if not self._claim(jobs, reply):
+            yield status_only(warn(BUSY))
+            return
+        yield from self._stream(jobs, reply, render, first, done)
+
+    def _new_conversation(self, values: Sequence[Any]) -> Conversation:
+        """A conversation for the first message: with the chosen personality (and its greeting) if any."""
+        mode = values[1] if isinstance(values[1], str) else "instruct"
+        name = personality_name(values[0])
+        user = (values[4] or "").strip() or None if isinstance(values[4], str) else None
+        return self.conversations.start(name, mode=mode, user_name=user)  # type: ignore[arg-type]
 
     # -- events -------------------------------------------------------------------------------------------
 
     def send(
-        self, text: str, start_with: str, history: Any, jobs: SessionJobs, *values: Any
+        self, text: str, start_with: str, conversation_id: Any, jobs: SessionJobs, *values: Any
     ) -> Iterator[Update]:
-        """Send the typed message and stream the reply (opened with ``start_with`` if it is not empty)."""
-        history = normalize_history(history)
+        """Save the typed message and stream the reply (opened with ``start_with`` if it is not empty)."""
         text = text or ""
         if not text.strip():
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield SKIP
             return
-        history.append({"role": "user", "content": text})
-        reply = self._new_reply(
-            jobs, history, start_with, values, lambda shown: (shown, chatbot_view(shown), "", GENERATING)
-        )
-        if isinstance(reply, str):
-            history.pop()  # history kept as it was; the message stays in the box
-            yield history, chatbot_view(history), gr.skip(), reply
+        if jobs.busy(CHAT):
+            yield status_only(warn(BUSY))
             return
-        yield from reply
+        created: Conversation | None = None
+        try:
+            conversation = self.conversation(conversation_id)
+            if conversation is None:
+                self.read(values)  # invalid settings: no conversation is created
+                conversation = created = self._new_conversation(values)
+            settings, params = self.read(values, conversation.character)
+            reply = self.conversations.send(
+                conversation.id, text, settings, params, start_with=start_with or ""
+            )
+        except ERRORS as exc:
+            if created is not None:
+                self.store.delete(created.id)
+            yield status_only(warn(str(exc)))  # the message stays in the box
+            return
+        before = history_from(self.conversation(conversation.id))
+        yield from self._reply(jobs, conversation.id, reply, before, start_with or "", "")
 
-    def regenerate(self, start_with: str, history: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:
-        """Replace the last reply with a new one."""
-        history = drop_trailing_replies(normalize_history(history))
-        if not history:
-            yield gr.skip(), gr.skip(), gr.skip(), warn("Nothing to regenerate yet.")
+    def _answer_last_question(
+        self, jobs: SessionJobs, conversation: Conversation, start_with: str, values: Sequence[Any]
+    ) -> Iterator[Update]:
+        """Write a reply to the last message, a user message left without one (e.g. its reply was empty)."""
+        last = conversation.messages[-1]
+        try:
+            settings, params = self.read(values, conversation.character)
+            self.store.truncate(conversation.id, last.position)
+            try:
+                reply = self.conversations.send(
+                    conversation.id, last.content, settings, params, start_with=start_with or ""
+                )
+            except ERRORS:
+                self.store.append(conversation.id, "user", last.content)
+                raise
+        except ERRORS as exc:
+            yield status_only(warn(str(exc)))
             return
-        reply = self._new_reply(
-            jobs,
-            history,
-            start_with,
-            values,
-            lambda shown: (shown, chatbot_view(shown), gr.skip(), GENERATING),
-        )
-        if isinstance(reply, str):
-            yield gr.skip(), gr.skip(), gr.skip(), reply
+        before = history_from(self.conversation(conversation.id))
+        yield from self._reply(jobs, conversation.id, reply, before, start_with or "", gr.skip())
+
+    def _busy_or_empty(self, jobs: SessionJobs, conversation: Conversation | None, action: str) -> str | None:
+        if jobs.busy(CHAT):
+            return warn(BUSY)
+        if conversation is None or not conversation.messages:
+            return warn(f"Nothing to {action} yet.")
+        return None
+
+    def regenerate(
+        self, start_with: str, conversation_id: Any, jobs: SessionJobs, *values: Any
+    ) -> Iterator[Update]:
+        """Write a new version of the last reply; the earlier versions stay (◀ / ▶ switch between them)."""
+        conversation = self.conversation(conversation_id)
+        refused = self._busy_or_empty(jobs, conversation, "regenerate")
+        if refused or conversation is None:
+            yield status_only(refused or "")
             return
-        yield from reply
+        if conversation.messages[-1].role != "assistant":
+            yield from self._answer_last_question(jobs, conversation, start_with, values)
+            return
+        try:
+            settings, params = self.read(values, conversation.character)
+            reply = self.conversations.regenerate(conversation.id, settings, params)
+        except ERRORS as exc:
+            yield status_only(warn(str(exc)))
+            return
+        before = history_from(conversation)[:-1]
+        yield from self._reply(jobs, conversation.id, reply, before, "", gr.skip())
 
     def continue_reply(
-        self, start_with: str, history: Any, jobs: SessionJobs, *values: Any
+        self, start_with: str, conversation_id: Any, jobs: SessionJobs, *values: Any
     ) -> Iterator[Update]:
         """Make the last reply longer (or write one, opened with ``start_with``, if the last message is the
         user's)."""
-        history = normalize_history(history)
-        if not history:
-            yield gr.skip(), gr.skip(), gr.skip(), warn("Nothing to continue yet.")
+        conversation = self.conversation(conversation_id)
+        refused = self._busy_or_empty(jobs, conversation, "continue")
+        if refused or conversation is None:
+            yield status_only(refused or "")
             return
-        if history[-1]["role"] != "assistant":
-            reply = self._new_reply(
-                jobs,
-                history,
-                start_with,
-                values,
-                lambda shown: (shown, chatbot_view(shown), gr.skip(), GENERATING),
-            )
-            if isinstance(reply, str):
-                yield gr.skip(), gr.skip(), gr.skip(), reply
-                return
-            yield from reply
+        if conversation.messages[-1].role != "assistant":
+            yield from self._answer_last_question(jobs, conversation, start_with, values)
             return
-        started = self._start(jobs, history, values, continue_last=True)
-        if isinstance(started, str):
-            yield gr.skip(), gr.skip(), gr.skip(), started
+        try:
+            settings, params = self.read(values, conversation.character)
+            reply = self.conversations.continue_last(conversation.id, settings, params)
+        except ERRORS as exc:
+            yield status_only(warn(str(exc)))
             return
-        first = (gr.skip(), gr.skip(), gr.skip(), GENERATING)
-        yield from self._reply(jobs, history, started, first, history[-1]["content"])
+        history = history_from(conversation)
+        yield from self._reply(jobs, conversation.id, reply, history[:-1], history[-1]["content"], gr.skip())
 
-    def impersonate(self, history: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:
-        """Write the user's next message into the message box."""
-        history = normalize_history(history)
-        started = self._start(jobs, history, values, impersonate=True)
-        if isinstance(started, str):
-            yield gr.skip(), gr.skip(), gr.skip(), started
+    def impersonate(self, conversation_id: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:
+        """Write the user's next message into the message box (it is saved when sent)."""
+        if jobs.busy(CHAT):
+            yield status_only(warn(BUSY))
             return
+        conversation = self.conversation(conversation_id)
+        try:
+            if conversation is None:
+                settings, params = self.read(values)
+                stream = self.service.stream_chat_reply([], settings, params, impersonate=True)
+            else:
+                settings, params = self.read(values, conversation.character)
+                stream = self.conversations.impersonate(conversation.id, settings, params)
+        except ERRORS as exc:
+            yield status_only(warn(str(exc)))
+            return
+        if not self._claim(jobs, stream):
+            yield status_only(warn(BUSY))
+            return
+        last: list[str] = [""]
 
         def render(text: str) -> Update:
-            return gr.skip(), gr.skip(), text, gr.skip()
+            last[0] = text
+            return gr.skip(), gr.skip(), gr.skip(), text, gr.skip()
 
-        yield from self._stream(jobs, started, render, (gr.skip(), gr.skip(), gr.skip(), GENERATING))
+        def done() -> Update:
+            return gr.skip(), gr.skip(), gr.skip(), last[0], gr.skip()
 
-    def edit(self, history: Any, jobs: SessionJobs, event: gr.EditData) -> Update:
-        """A message was edited in the Chatbot: keep the new text (refused while a reply is being written)."""
-        history = normalize_history(history)
+        yield from self._stream(jobs, stream, render, status_only(GENERATING), done)
+
+    def edit(self, conversation_id: Any, jobs: SessionJobs, event: gr.EditData) -> Update:
+        """A message was edited in the Chatbot: save the new text (refused while a reply is being written)."""
+        conversation = self.conversation(conversation_id)
         if jobs.busy(CHAT):
-            return history, chatbot_view(history), gr.skip(), warn(f"{BUSY} Then edit the message again.")
+            return self.view(conversation, warn(f"{BUSY} Then edit the message again."))
+        if conversation is None:
+            return self.view(None, warn("That message is no longer in the conversation."))
         try:
-            edited = apply_edit(history, event.index, event.value)
-        except InputError as exc:
-            return history, chatbot_view(history), gr.skip(), warn(str(exc))
-        return edited, chatbot_view(edited), gr.skip(), "Message edited."
+            message = message_at(conversation, event.index)
+            self.store.set_content(message.id, content_text(event.value))
+        except ERRORS as exc:
+            return self.view(conversation, warn(str(exc)))
+        return self.view(self.conversation(conversation.id), "Message edited.")
 
-    def remove_last(self, history: Any, jobs: SessionJobs) -> Update:
+    def remove_last(self, conversation_id: Any, jobs: SessionJobs) -> Update:
         """Remove the last reply (stopping it if it is being written) and the message it answered.
 
         That message goes back into the box.
         """
         jobs.discard(CHAT)
-        trimmed, text = remove_last_exchange(normalize_history(history))
-        return trimmed, chatbot_view(trimmed), text or gr.skip(), ""
+        conversation = self.conversation(conversation_id)
+        if conversation is None:
+            return self.view(None)
+        position, text = last_exchange(conversation)
+        if position is None:
+            return self.view(conversation, "Nothing to remove.")
+        try:
+            self.store.truncate(conversation.id, position)
+        except ChatStoreError as exc:
+            return self.view(conversation, warn(str(exc)))
+        return self.view(self.conversation(conversation.id), "", text or None)
 
-    def clear(self, jobs: SessionJobs) -> Update:
-        """Start a new conversation (a reply being written is stopped and dropped)."""
-        jobs.discard(CHAT)
-        return [], [], gr.skip(), ""
+    def switch_alternative(self, conversation_id: Any, jobs: SessionJobs, step: int) -> Update:
+        """◀ / ▶: show the previous or next version of the last reply."""
+        conversation = self.conversation(conversation_id)
+        if jobs.busy(CHAT):
+            return self.view(conversation, warn(BUSY))
+        if conversation is None or not conversation.messages:
+            return self.view(conversation)
+        reply = conversation.messages[-1]
+        count = len(reply.alternatives)
+        if reply.role != "assistant" or count < 2:
+            return self.view(conversation)
+        index = (reply.active + step) % count
+        try:
+            self.store.select_alternative(reply.id, index)
+        except ChatStoreError as exc:
+            return self.view(conversation, warn(str(exc)))
+        return self.view(self.conversation(conversation.id), f"Version {index + 1} of {count}.")
+
+    def previous_alternative(self, conversation_id: Any, jobs: SessionJobs) -> Update:
+        return self.switch_alternative(conversation_id, jobs, -1)
+
+    def next_alternative(self, conversation_id: Any, jobs: SessionJobs) -> Update:
+        return self.switch_alternative(conversation_id, jobs, 1)
 
     @staticmethod
     def stop(jobs: SessionJobs) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from webui.core.chat_records import Conversation, ConversationSummary, StoredMessage
 from webui.core.loader import Chunk
 from webui.core.params import FieldSpec, GenerationParams, describe_validation_error
 from webui.core.prompts import ChatMessage, Role
@@ -362,3 +363,81 @@ def loader_settings_from_values(
             value = int(value)
         settings[name] = value
     return settings
+
+
+# -- stored conversations -------------------------------------------------------------------------------------
+
+NO_PERSONALITY = "(none)"  # the personality dropdown's entry for plain instruct chats
+
+
+def personality_name(value: Any) -> str | None:
+    """The personality dropdown's value -> a personality name, or None for "(none)" / nothing chosen."""
+    if not isinstance(value, str) or not value.strip() or value == NO_PERSONALITY:
+        return None
+    return value
+
+
+def history_from(conversation: Conversation | None) -> list[Message]:
+    """The shown version of each stored message, as the per-session history and the Chatbot hold them."""
+    if conversation is None:
+        return []
+    return [{"role": m.role, "content": m.content} for m in conversation.messages]
+
+
+def message_at(conversation: Conversation, index: Any) -> StoredMessage:
+    """The stored message the Chatbot shows at ``index`` (an int, or a tuple whose first item is it)."""
+    if isinstance(index, (list, tuple)):
+        index = index[0] if index else None
+    positions = visible_positions(history_from(conversation))
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(positions):
+        raise InputError("That message is no longer in the conversation.")
+    return conversation.messages[positions[index]]
+
+
+def last_exchange(conversation: Conversation) -> tuple[int | None, str]:
+    """Remove last: the position to cut the conversation from (None: nothing to remove) and the user text
+    that goes back into the message box (the last replies and the user message they answered)."""
+    messages = conversation.messages
+    start = len(messages)
+    while start > 0 and messages[start - 1].role == "assistant":
+        start -= 1
+    text = ""
+    if start > 0 and messages[start - 1].role == "user":
+        start -= 1
+        text = messages[start].content
+    if start == len(messages):
+        return None, ""
+    return messages[start].position, text
+
+
+def last_reply(conversation: Conversation | None) -> StoredMessage | None:
+    """The conversation's last message when it is a reply (the one ◀ / ▶ switch the versions of)."""
+    if conversation is None or not conversation.messages or conversation.messages[-1].role != "assistant":
+        return None
+    return conversation.messages[-1]
+
+
+def alternative_label(conversation: Conversation | None) -> str | None:
+    """ "2/3" when the last reply has several versions (the shown one first), else None."""
+    reply = last_reply(conversation)
+    if reply is None or len(reply.alternatives) < 2:
+        return None
+    return f"{reply.active + 1}/{len(reply.alternatives)}"
+
+
+def conversation_label(
+    summary: ConversationSummary, now: float | None = None, *, show_character: bool = False
+) -> str:
+    """A conversation list entry: its title and when it last changed (the time today, else the date)."""
+    changed = time.localtime(summary.updated_at)
+    today = time.localtime(time.time() if now is None else now)
+    same_day = changed[:3] == today[:3]
+    when = time.strftime("%H:%M" if same_day else "%Y-%m-%d", changed)
+    who = f" ({summary.character})" if show_character and summary.character else ""
+    return f"{summary.title}{who} · {when}"
+
+
+def export_file_name(title: str) -> str:
+    """A safe file name for a conversation's JSON export."""
+    stem = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip(" _") or "chat"
+    return f"{stem[:60]}.json"

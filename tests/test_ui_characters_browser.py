@@ -1,0 +1,143 @@
+"""The Character tab in a real Chromium against the real server (``python -m webui serve``, no model needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.test_cards import CARD_FILE, write_card_png
+from tests.test_ui_browser import CHROMIUM_FLAGS, _free_port, choose
+from webui.config import PROJECT_ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def text_box(elem_id: str) -> str:
+    return f"#{elem_id} textarea, #{elem_id} input"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``webui serve --no-model`` on a free port over a temporary user_data."""
+    root = tmp_path_factory.mktemp("characters-browser")
+    port = _free_port()
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(root / "gradio-tmp"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = root / "server.log"
+    command = [sys.executable, "-m", "webui", "serve", "--no-model", "--port", str(port)]
+    command += ["--user-data-dir", str(root / "user_data")]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()[-3000:]}"
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server: str) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server)
+    open_character_tab(page)
+    yield page
+    context.close()
+
+
+def open_character_tab(page: Page) -> None:
+    page.get_by_role("tab", name="Chat", exact=True).wait_for()
+    tab = page.get_by_role("tab", name="Character", exact=True)
+    if tab.count() == 0:
+        pytest.fail("The page has no Character tab: webui/ui/app.py must build CharacterTab.")
+    tab.click()  # Gradio draws a tab when first shown
+    page.locator("#character-dropdown input").wait_for()
+
+
+def wait_status(page: Page, text: str) -> None:
+    page.wait_for_function(
+        "(text) => document.querySelector('#character-status')?.innerText.includes(text)", arg=text
+    )
+
+
+def test_create_save_reload_and_pick_again(page: Page) -> None:
+    page.locator("#character-new").click()
+    wait_status(page, "New personality")
+    page.locator(text_box("character-name")).fill("Ada Browser")
+    page.locator(text_box("character-greeting")).fill("Hello {{user}}, I am Ada.")
+    page.locator(text_box("character-context")).fill("You are Ada, a careful mathematician.")
+    page.locator(text_box("character-parameters")).fill("temperature: 0.3")
+    page.locator("#character-save").click()
+    wait_status(page, "Ada Browser saved")
+
+    page.reload()
+    open_character_tab(page)
+    choose(page, "character-dropdown", "Ada Browser")
+    wait_status(page, "Ada Browser loaded")
+    assert page.locator(text_box("character-name")).input_value() == "Ada Browser"
+    assert page.locator(text_box("character-greeting")).input_value() == "Hello {{user}}, I am Ada."
+    assert (
+        page.locator(text_box("character-context")).input_value() == "You are Ada, a careful mathematician."
+    )
+    assert page.locator(text_box("character-parameters")).input_value() == "temperature: 0.3"
+
+    page.locator(text_box("character-parameters")).fill("temprature: 0.3")
+    page.locator("#character-save").click()
+    wait_status(page, "did you mean 'temperature'")  # a clear error, and the fields keep what was typed
+    assert page.locator(text_box("character-parameters")).input_value() == "temprature: 0.3"
+
+
+def test_import_a_card_png_and_pick_it(page: Page, tmp_path: Path) -> None:
+    card = json.loads(CARD_FILE.read_text(encoding="utf-8"))
+    card["data"]["name"] = "Mira Png"
+    png = tmp_path / "mira.png"
+    write_card_png(png, card)
+    page.locator("#character-import input[type=file]").set_input_files(str(png))
+    wait_status(page, "Imported Mira Png")
+    assert page.locator("#character-dropdown input").input_value() == "Mira Png"
+    assert page.locator(text_box("character-name")).input_value() == "Mira Png"
+    assert page.locator("#character-avatar img").count() >= 1  # the card's image is the avatar
+
+    page.locator("#character-dropdown input").click()
+    assert page.get_by_role("option", name="Mira Png", exact=True).is_visible()
+    page.keyboard.press("Escape")
+
+    page.locator("#character-import-button").click()  # the same file again: asks before overwriting
+    wait_status(page, "already exists")

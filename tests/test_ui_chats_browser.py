@@ -1,0 +1,214 @@
+"""Stored conversations in a real Chromium against the real server and default model: a personality's greeting,
+two conversations, regenerated versions with ◀ / ▶, a page reload and a server restart on the same user_data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import make_config
+from tests.test_ui_browser import (
+    BOT,
+    CHROMIUM_FLAGS,
+    GENERATION_DONE,
+    RECORD_GENERATION,
+    _free_port,
+    _wait_until_serving,
+    choose,
+    send_and_watch,
+)
+from webui.config import PROJECT_ROOT
+from webui.provision import DEFAULT_MODEL_FILE
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+GREETING = "How can I help you today?"
+FIRST = "Tell me about the city of Paris."
+SECOND = "Name three colors."
+
+
+class Server:
+    """``webui serve`` over one user_data folder, on one port; it can be stopped and started again."""
+
+    def __init__(self, root: Path, model: Path) -> None:
+        self.config = make_config(root / "user_data", model)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env = {
+            **os.environ,
+            "GRADIO_TEMP_DIR": str(root / "gradio-tmp"),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+        }
+        self.log = root / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "webui",
+            "serve",
+            "--port",
+            str(self.port),
+            "--user-data-dir",
+            str(self.config.user_data_dir),
+            "--model",
+            DEFAULT_MODEL_FILE,
+            "--setting",
+            "n_ctx=2048",
+        ]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        _wait_until_serving(self.url, self.process, self.log)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("chats-browser"), default_model_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#chat-input textarea")
+    page.wait_for_function("() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')")
+
+
+def bot_texts(page: Page) -> list[str]:
+    return [text.strip() for text in page.locator(BOT).all_inner_texts()]
+
+
+def user_texts(page: Page) -> list[str]:
+    return [text.strip() for text in page.locator('#chatbot [data-testid="user"]').all_inner_texts()]
+
+
+def wait_for_bots(page: Page, count: int) -> None:
+    page.wait_for_function(f"() => document.querySelectorAll('{BOT}').length === {count}")
+
+
+def click_and_wait(page: Page, button: str) -> None:
+    """Click ``button`` (Regenerate, ...) and wait until its generation has ended."""
+    page.evaluate(RECORD_GENERATION, ["#chat-input textarea", "#chat-status"])
+    page.locator(button).click()
+    page.wait_for_function(GENERATION_DONE)
+    time.sleep(0.3)
+
+
+def set_max_new_tokens(page: Page, tokens: int) -> None:
+    page.get_by_role("tab", name="Parameters").click()
+    number = page.locator("#param-max_new_tokens input[type=number]")
+    number.fill(str(tokens))
+    number.press("Tab")
+    page.get_by_role("tab", name="Chat").click()
+
+
+def conversation_entry(page: Page, title: str) -> object:
+    return page.locator("#chat-conversations label", has_text=title)
+
+
+def test_conversations_are_stored_switched_and_survive_a_restart(browser: Browser, server: Server) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    open_page(page, server.url)
+
+    page.get_by_role("tab", name="Parameters").click()
+    choose(page, "preset-dropdown", "Deterministic")
+    page.wait_for_function(
+        "() => document.querySelector('#params-status')?.innerText.includes('Deterministic')"
+    )
+    set_max_new_tokens(page, 40)
+
+    # A personality: its greeting is the first message of a new conversation.
+    choose(page, "chat-personality", "Assistant")
+    wait_for_bots(page, 1)
+    assert bot_texts(page) == [GREETING]
+    shown, first_reply = send_and_watch(page, FIRST)
+    assert len(set(shown)) >= 2, f"the reply did not stream: {shown!r}"
+    assert first_reply and user_texts(page) == [FIRST]
+    assert bot_texts(page) == [GREETING, first_reply]
+
+    # Regenerate (a shorter reply): both versions are kept, ◀ / ▶ switch between them.
+    set_max_new_tokens(page, 6)
+    click_and_wait(page, "#chat-regenerate")
+    page.wait_for_function("() => document.querySelector('#chat-alt-label')?.innerText.includes('2/2')")
+    second_reply = bot_texts(page)[-1]
+    assert second_reply and second_reply != first_reply
+    page.locator("#chat-alt-prev").click()
+    page.wait_for_function("() => document.querySelector('#chat-alt-label')?.innerText.includes('1/2')")
+    assert bot_texts(page)[-1] == first_reply
+    page.locator("#chat-alt-next").click()
+    page.wait_for_function("() => document.querySelector('#chat-alt-label')?.innerText.includes('2/2')")
+    assert bot_texts(page)[-1] == second_reply
+
+    # A second conversation; the list switches between the two.
+    set_max_new_tokens(page, 20)
+    page.locator("#chat-clear").click()
+    wait_for_bots(page, 1)
+    _, color_reply = send_and_watch(page, SECOND)
+    assert user_texts(page) == [SECOND]
+    conversation_entry(page, FIRST[:20]).wait_for()
+    conversation_entry(page, SECOND[:15]).wait_for()
+    conversation_entry(page, FIRST[:20]).click()
+    wait_for_bots(page, 2)
+    page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({FIRST!r})")
+    assert user_texts(page) == [FIRST] and bot_texts(page) == [GREETING, second_reply]
+    conversation_entry(page, SECOND[:15]).click()
+    page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({SECOND!r})")
+    assert user_texts(page) == [SECOND] and bot_texts(page) == [GREETING, color_reply]
+
+    # A reload shows the conversation this browser showed last, and the list.
+    page.reload()
+    page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({SECOND!r})")
+    assert bot_texts(page) == [GREETING, color_reply]
+    conversation_entry(page, FIRST[:20]).wait_for()
+    assert page.locator("#chat-personality input").input_value() == "Assistant"
+
+    # A server restart on the same user_data: every message is still there.
+    server.stop()
+    server.start()
+    open_page(page, server.url)
+    conversation_entry(page, FIRST[:20]).click()
+    page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({FIRST!r})")
+    wait_for_bots(page, 2)
+    assert user_texts(page) == [FIRST] and bot_texts(page) == [GREETING, second_reply]
+    assert "2/2" in page.locator("#chat-alt-label").inner_text()
+    conversation_entry(page, SECOND[:15]).click()
+    page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({SECOND!r})")
+    assert bot_texts(page) == [GREETING, color_reply]
+    context.close()
