@@ -212,3 +212,52 @@ def test_conversations_are_stored_switched_and_survive_a_restart(browser: Browse
     page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({SECOND!r})")
     assert bot_texts(page) == [GREETING, color_reply]
     context.close()
+
+
+def test_killing_the_server_mid_reply_loses_no_earlier_message(browser: Browser, server: Server) -> None:
+    from webui.core.chats import ChatStore
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    open_page(page, server.url)
+    choose(page, "chat-personality", "(none)")
+    page.locator("#chat-clear").click()
+    set_max_new_tokens(page, 24)
+    question = "What is the capital of France?"
+    _, answer = send_and_watch(page, question)
+    assert answer
+
+    # A long reply; the server is killed (SIGKILL) while it streams.
+    set_max_new_tokens(page, 800)
+    long_question = "Write a very long story about a dragon who learns to cook."
+    page.locator("#chat-input textarea").fill(long_question)
+    page.locator("#chat-send").click()
+    page.wait_for_function(
+        f"() => document.querySelectorAll('{BOT}').length === 2 && "
+        f"document.querySelectorAll('{BOT}')[1].innerText.length > 20"
+    )
+    assert server.process is not None
+    server.process.kill()  # SIGKILL: no shutdown code runs
+    server.process.wait(timeout=10)
+    server.process = None
+
+    store = ChatStore(server.config.user_data_dir / "palabre.db")
+    try:
+        (conversation,) = [c for c in store.conversations() if c.title.startswith("What is the capital")]
+        messages = store.get(conversation.id).messages
+        assert [(m.role, m.content) for m in messages[:3]] == [
+            ("user", question),
+            ("assistant", answer),
+            ("user", long_question),
+        ]
+    finally:
+        store.close()
+
+    server.start()
+    open_page(page, server.url)
+    conversation_entry(page, question[:20]).click()
+    page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({long_question!r})")
+    assert user_texts(page) == [question, long_question]
+    assert bot_texts(page)[0] == answer
+    context.close()
