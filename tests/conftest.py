@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,8 @@ from webui.config import PROJECT_ROOT, AppConfig
 from webui.provision import DEFAULT_MODEL_FILE, provision_default_model
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
     from webui.core.service import Service
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -52,3 +55,18 @@ def smol_service(tmp_path: Path, default_model_path: Path) -> Iterator[Service]:
     service.load_model(DEFAULT_MODEL_FILE, settings={"n_ctx": 2048})
     yield service
     service.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright (never `playwright install`: it cannot download here)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_ui_browser import CHROMIUM_FLAGS
+
+    executable = shutil.which("chromium")
+    assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import make_config
 from webui.config import PROJECT_ROOT
@@ -40,14 +39,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+def _wait_until_serving(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180, *, require_model: bool = True
+) -> None:
+    """Until /health answers (with a model loaded, unless ``require_model`` is False); the log if it dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"{url}health", timeout=2) as response:
-                if b'"model":null' not in response.read():
+                if not require_model or b'"model":null' not in response.read():
                     return
         except OSError:
             pass
@@ -94,16 +96,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.test_cards import CARD_FILE, write_card_png
-from tests.test_ui_browser import CHROMIUM_FLAGS, _free_port, choose
+from tests.test_ui_browser import _free_port, _wait_until_serving, choose
 from webui.config import PROJECT_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,18 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{url}health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()[-3000:]}"
-                time.sleep(0.3)
+        _wait_until_serving(url, process, log, require_model=False)
         yield url
     finally:
         process.terminate()
@@ -59,16 +45,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -117,6 +93,14 @@ def test_create_save_reload_and_pick_again(page: Page) -> None:
         page.locator(text_box("character-context")).input_value() == "You are Ada, a careful mathematician."
     )
     assert page.locator(text_box("character-parameters")).input_value() == "temperature: 0.3"
+
+    # The new personality is in the Chat tab's list; picking it starts a chat with its greeting.
+    page.get_by_role("tab", name="Chat", exact=True).click()
+    choose(page, "chat-personality", "Ada Browser")
+    page.wait_for_function(
+        "() => document.querySelector('#chatbot')?.innerText.includes('Hello You, I am Ada.')"
+    )
+    page.get_by_role("tab", name="Character", exact=True).click()
 
     page.locator(text_box("character-parameters")).fill("temprature: 0.3")
     page.locator("#character-save").click()

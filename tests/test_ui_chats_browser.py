@@ -4,7 +4,6 @@ two conversations, regenerated versions with ◀ / ▶, a page reload and a serv
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import make_config
 from tests.test_ui_browser import (
     BOT,
-    CHROMIUM_FLAGS,
     GENERATION_DONE,
     RECORD_GENERATION,
     _free_port,
@@ -91,16 +89,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
 
 
 def open_page(page: Page, url: str) -> None:
