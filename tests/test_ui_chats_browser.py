@@ -16,8 +16,6 @@ from playwright.sync_api import Browser, Page
 from tests.conftest import make_config
 from tests.test_ui_browser import (
     BOT,
-    GENERATION_DONE,
-    RECORD_GENERATION,
     _free_port,
     _wait_until_serving,
     choose,
@@ -109,12 +107,22 @@ def wait_for_bots(page: Page, count: int) -> None:
     page.wait_for_function(f"() => document.querySelectorAll('{BOT}').length === {count}")
 
 
-def click_and_wait(page: Page, button: str) -> None:
-    """Click ``button`` (Regenerate, ...) and wait until its generation has ended."""
-    page.evaluate(RECORD_GENERATION, ["#chat-input textarea", "#chat-status"])
-    page.locator(button).click()
-    page.wait_for_function(GENERATION_DONE)
-    time.sleep(0.3)
+def regenerate_and_wait(page: Page) -> None:
+    """Click Regenerate and wait until the new version is complete.
+
+    A short reply can finish within one page update, so the "Generating…" status may never be drawn: wait for
+    what must be true at the end instead (a second version exists, nothing is generating, the text is stable).
+    """
+    page.locator("#chat-regenerate").click()
+    page.wait_for_function("() => document.querySelector('#chat-alt-label')?.innerText.includes('2/2')")
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#chat-status')?.innerText ?? '';"
+        " return !s.startsWith('Generating') && s.includes('tokens/s'); }"
+    )
+    last = None
+    while (now := bot_texts(page)[-1]) != last:
+        last = now
+        time.sleep(0.5)
 
 
 def set_max_new_tokens(page: Page, tokens: int) -> None:
@@ -153,8 +161,7 @@ def test_conversations_are_stored_switched_and_survive_a_restart(browser: Browse
 
     # Regenerate (a shorter reply): both versions are kept, ◀ / ▶ switch between them.
     set_max_new_tokens(page, 6)
-    click_and_wait(page, "#chat-regenerate")
-    page.wait_for_function("() => document.querySelector('#chat-alt-label')?.innerText.includes('2/2')")
+    regenerate_and_wait(page)
     second_reply = bot_texts(page)[-1]
     assert second_reply and second_reply != first_reply
     page.locator("#chat-alt-prev").click()
