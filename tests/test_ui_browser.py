@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.conftest import make_config
-from webui.config import PROJECT_ROOT
+from tests.servers import Server
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -33,69 +27,15 @@ CHROMIUM_FLAGS = [
 BOT = '#chatbot [data-testid="bot"]'
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_serving(
-    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180, *, require_model: bool = True
-) -> None:
-    """Until /health answers (with a model loaded, unless ``require_model`` is False); the log if it dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}health", timeout=2) as response:
-                if not require_model or b'"model":null' not in response.read():
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"the server did not start in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[tuple[str, Path]]:
     """``webui serve`` on a free port over a temporary user_data holding the default model."""
-    root = tmp_path_factory.mktemp("browser")
-    config = make_config(root / "user_data", default_model_path)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "GRADIO_TEMP_DIR": str(root / "gradio-tmp"),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
-    log = root / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "webui",
-        "serve",
-        "--port",
-        str(port),
-        "--user-data-dir",
-        str(config.user_data_dir),
-        "--model",
-        DEFAULT_MODEL_FILE,
-        "--setting",
-        "n_ctx=2048",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    server = Server(tmp_path_factory.mktemp("browser"), default_model_path)
+    server.start()
     try:
-        _wait_until_serving(url, process, log)
-        yield url, config.models_dir
+        yield server.url, server.config.models_dir
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture

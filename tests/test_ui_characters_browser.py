@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.servers import Server
 from tests.test_cards import CARD_FILE, write_card_png
-from tests.test_ui_browser import _free_port, _wait_until_serving, choose
-from webui.config import PROJECT_ROOT
+from tests.test_ui_browser import choose
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,25 +23,12 @@ def text_box(elem_id: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``webui serve --no-model`` on a free port over a temporary user_data."""
-    root = tmp_path_factory.mktemp("characters-browser")
-    port = _free_port()
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(root / "gradio-tmp"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = root / "server.log"
-    command = [sys.executable, "-m", "webui", "serve", "--no-model", "--port", str(port)]
-    command += ["--user-data-dir", str(root / "user_data")]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    server = Server(tmp_path_factory.mktemp("characters-browser"))
+    server.start()
     try:
-        _wait_until_serving(url, process, log, require_model=False)
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@ two conversations, regenerated versions with ◀ / ▶, a page reload and a serv
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,70 +10,18 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.conftest import make_config
+from tests.servers import Server
 from tests.test_ui_browser import (
     BOT,
-    _free_port,
-    _wait_until_serving,
     choose,
     send_and_watch,
 )
-from webui.config import PROJECT_ROOT
-from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 GREETING = "How can I help you today?"
 FIRST = "Tell me about the city of Paris."
 SECOND = "Name three colors."
-
-
-class Server:
-    """``webui serve`` over one user_data folder, on one port; it can be stopped and started again."""
-
-    def __init__(self, root: Path, model: Path) -> None:
-        self.config = make_config(root / "user_data", model)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.env = {
-            **os.environ,
-            "GRADIO_TEMP_DIR": str(root / "gradio-tmp"),
-            "GRADIO_ANALYTICS_ENABLED": "False",
-        }
-        self.log = root / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "webui",
-            "serve",
-            "--port",
-            str(self.port),
-            "--user-data-dir",
-            str(self.config.user_data_dir),
-            "--model",
-            DEFAULT_MODEL_FILE,
-            "--setting",
-            "n_ctx=2048",
-        ]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                command, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        _wait_until_serving(self.url, self.process, self.log)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
 
 
 @pytest.fixture(scope="module")

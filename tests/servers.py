@@ -1,0 +1,83 @@
+"""`webui serve` as a subprocess for tests that drive the real server (browser tests)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import make_config
+from webui.config import PROJECT_ROOT
+from webui.provision import DEFAULT_MODEL_FILE
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_serving(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180, *, require_model: bool = True
+) -> None:
+    """Until /health answers (with a model loaded, unless ``require_model`` is False); the log if it dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}health", timeout=2) as response:
+                if not require_model or b'"model":null' not in response.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the server did not start in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+class Server:
+    """``webui serve`` over one user_data folder, on one port; it can be stopped and started again.
+
+    With ``model`` it serves the default model (n_ctx 2048); without, it starts with ``--no-model``.
+    """
+
+    def __init__(self, root: Path, model: Path | None = None) -> None:
+        self.config = make_config(root / "user_data", *([model] if model else []))
+        self.model = model
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env = {
+            **os.environ,
+            "GRADIO_TEMP_DIR": str(root / "gradio-tmp"),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+        }
+        self.log = root / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "webui", "serve", "--port", str(self.port)]
+        command += ["--user-data-dir", str(self.config.user_data_dir)]
+        if self.model:
+            command += ["--model", DEFAULT_MODEL_FILE, "--setting", "n_ctx=2048"]
+        else:
+            command += ["--no-model"]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until_serving(self.url, self.process, self.log, require_model=self.model is not None)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
