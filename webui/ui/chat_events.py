@@ -275,44 +275,38 @@ class ChatHandlers:
         self, start_with: str, conversation_id: Any, jobs: SessionJobs, *values: Any
     ) -> Iterator[Update]:
         """Write a new version of the last reply; the earlier versions stay (◀ / ▶ switch between them)."""
-        conversation = self.conversation(conversation_id)
-        refused = self._busy_or_empty(jobs, conversation, "regenerate")
-        if refused or conversation is None:
-            yield status_only(refused or "")
-            return
-        if conversation.messages[-1].role != "assistant":
-            yield from self._answer_last_question(jobs, conversation, start_with, values)
-            return
-        try:
-            settings, params = self.read(values, conversation.character)
-            reply = self.conversations.regenerate(conversation.id, settings, params)
-        except ERRORS as exc:
-            yield status_only(warn(str(exc)))
-            return
-        before = history_from(conversation)[:-1]
-        yield from self._reply(jobs, conversation.id, reply, before, "", gr.skip())
+        yield from self._rework_last_reply("regenerate", start_with, conversation_id, jobs, values)
 
     def continue_reply(
         self, start_with: str, conversation_id: Any, jobs: SessionJobs, *values: Any
     ) -> Iterator[Update]:
         """Make the last reply longer (or write one, opened with ``start_with``, if the last message is the
         user's)."""
+        yield from self._rework_last_reply("continue", start_with, conversation_id, jobs, values)
+
+    def _rework_last_reply(
+        self, action: str, start_with: str, conversation_id: Any, jobs: SessionJobs, values: tuple[Any, ...]
+    ) -> Iterator[Update]:
+        """Regenerate or continue the last reply; when the last message is the user's, answer it instead."""
         conversation = self.conversation(conversation_id)
-        refused = self._busy_or_empty(jobs, conversation, "continue")
+        refused = self._busy_or_empty(jobs, conversation, action)
         if refused or conversation is None:
             yield status_only(refused or "")
             return
         if conversation.messages[-1].role != "assistant":
             yield from self._answer_last_question(jobs, conversation, start_with, values)
             return
+        continuing = action == "continue"
         try:
             settings, params = self.read(values, conversation.character)
-            reply = self.conversations.continue_last(conversation.id, settings, params)
+            rework = self.conversations.continue_last if continuing else self.conversations.regenerate
+            reply = rework(conversation.id, settings, params)
         except ERRORS as exc:
             yield status_only(warn(str(exc)))
             return
         history = history_from(conversation)
-        yield from self._reply(jobs, conversation.id, reply, history[:-1], history[-1]["content"], gr.skip())
+        shown_before = history[-1]["content"] if continuing else ""
+        yield from self._reply(jobs, conversation.id, reply, history[:-1], shown_before, gr.skip())
 
     def impersonate(self, conversation_id: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:
         """Write the user's next message into the message box (it is saved when sent)."""
