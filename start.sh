@@ -24,13 +24,15 @@ if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
 fi
 
-extras="llama-cpp"
-[ "$mode" = "test" ] && extras="llama-cpp,test"
+# Every loader by default (llama.cpp, Transformers, GPTQ, AWQ, remote) and the downloader; PALABRE_EXTRAS
+# narrows it (e.g. PALABRE_EXTRAS=llama-cpp,download for a machine that will never run torch).
+extras="${PALABRE_EXTRAS:-all}"
+[ "$mode" = "test" ] && extras="test"
 # Reinstall only when pyproject.toml or the extras change, so a second run starts at once. A test install
 # (a superset of the serve install) also serves.
 hash="$(sha256sum pyproject.toml | cut -c1-16)"
 stamp=".venv/.palabre-install-$hash-${extras//,/-}"
-if [ -e "$stamp" ] || { [ "$mode" = "serve" ] && [ -e ".venv/.palabre-install-$hash-llama-cpp-test" ]; }; then
+if [ -e "$stamp" ] || { [ "$mode" = "serve" ] && [ "$extras" = "all" ] && [ -e ".venv/.palabre-install-$hash-test" ]; }; then
   say "Palabre is installed (.venv)"
 else
   if .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then

@@ -102,6 +102,9 @@ def _common_model_flags(parser: argparse.ArgumentParser) -> None:
         help="loader setting, e.g. --setting n_ctx=4096 --setting n_threads=2 (repeatable)",
     )
     parser.add_argument("--user-data-dir", type=Path, default=None, help="folder for models, presets, chats")
+    parser.add_argument(
+        "--force", action="store_true", help="load the model even if it is estimated not to fit in memory"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,8 +139,41 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--user-data-dir", type=Path, default=None)
     provision = models_sub.add_parser("provision-default", help="place the default model in user_data/models")
     provision.add_argument("--user-data-dir", type=Path, default=None)
+    inspect = models_sub.add_parser(
+        "inspect", help="print a model's facts, memory and speed estimates and whether it fits (JSON)"
+    )
+    inspect.add_argument("model", help="model name in user_data/models, or a path to a .gguf file or folder")
+    inspect.add_argument("--n-ctx", type=int, default=None, help="context length (default: the loader's)")
+    inspect.add_argument("--n-gpu-layers", type=int, default=None, help="layers on the GPU (-1 = all)")
+    inspect.add_argument("--user-data-dir", type=Path, default=None)
+    _download_parsers(models_sub)
     _characters_parser(sub)
     return parser
+
+
+def _download_parsers(models_sub: Any) -> None:
+    """``models files REPO`` and ``models download REPO [--file F ...]`` (Hugging Face Hub)."""
+    files = models_sub.add_parser(
+        "files", help="list a Hugging Face repository's files, sizes and quantizations"
+    )
+    download = models_sub.add_parser(
+        "download", help="download from the Hugging Face Hub into user_data/models"
+    )
+    for command in (files, download):
+        command.add_argument("repo", help="org/model or a huggingface.co address")
+        command.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+        command.add_argument(
+            "--token", default=None, help="Hugging Face token (default: HF_TOKEN or your login)"
+        )
+        command.add_argument("--user-data-dir", type=Path, default=None)
+    download.add_argument(
+        "--file",
+        action="append",
+        dest="files",
+        metavar="F",
+        help="file to download (repeatable; a split GGUF's first part brings all parts; "
+        "default: the only GGUF, or the whole Transformers repository)",
+    )
 
 
 def _characters_parser(sub: Any) -> None:
@@ -185,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         if args.command == "serve":
-            return commands.serve(config)
+            return commands.serve(config, force=args.force)
         if args.command == "generate":
             return commands.generate(config, args)
         if args.command == "chat":
@@ -194,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.characters(config, args)
         if args.models_command == "list":
             return commands.list_models(config)
+        if args.models_command == "inspect":
+            return commands.inspect_model(config, args)
+        if args.models_command in ("files", "download"):
+            return commands.hub(config, args)
         return commands.provision(config)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from webui.app import build_characters, build_service
 from webui.cli import CliError, params_from_args
 from webui.config import AppConfig
 from webui.core.characters import CharacterError
 from webui.core.engine import EngineError
+from webui.core.loader import LoaderError
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetError
 from webui.core.prompts import ChatMessage
@@ -18,13 +20,21 @@ from webui.core.settings import SETTINGS_FILE, load_settings
 from webui.core.templates import TemplateError
 from webui.provision import DEFAULT_MODEL_FILE, ProvisionError, provision_default_model
 
+if TYPE_CHECKING:
+    from webui.core.download import RepoListing
+
 USER_ERRORS = (EngineError, PresetError, TemplateError, ProvisionError, OSError)
 
 
 def pick_model_name(config: AppConfig, service: Service) -> str:
-    """The model the user named, else the default model, else the first one found."""
+    """The model the user named, else the default model, else the first one found.
+
+    For a loader whose models are not files (remote) no name means "the first model the server lists".
+    """
     if config.model:
         return config.model
+    if config.loader and not _loader_needs_files(service, config.loader):
+        return ""
     names = [entry.name for entry in service.models()]
     if DEFAULT_MODEL_FILE in names:
         return DEFAULT_MODEL_FILE
@@ -36,10 +46,19 @@ def pick_model_name(config: AppConfig, service: Service) -> str:
     )
 
 
-def _load(config: AppConfig, service: Service, template: str | None = None) -> LoadReport:
+def _loader_needs_files(service: Service, loader: str) -> bool:
+    try:
+        return service.engine.registry.get(loader).capabilities.needs_files
+    except LoaderError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _load(
+    config: AppConfig, service: Service, template: str | None = None, *, force: bool = False
+) -> LoadReport:
     try:
         return service.load_model(
-            pick_model_name(config, service), config.loader, config.loader_settings, template
+            pick_model_name(config, service), config.loader, config.loader_settings, template, insist=force
         )
     except USER_ERRORS as exc:
         raise CliError(str(exc)) from exc
@@ -53,7 +72,7 @@ def _params(service: Service, args: argparse.Namespace) -> GenerationParams:
         raise CliError(str(exc)) from exc
 
 
-def _load_for_serve(config: AppConfig, service: Service) -> LoadReport:
+def _load_for_serve(config: AppConfig, service: Service, *, force: bool = False) -> LoadReport:
     """--model if given; else the model the page last loaded (settings.yaml); else the default model.
 
     A stale settings file (model deleted, settings no longer valid) never stops the server: it says so and
@@ -65,20 +84,22 @@ def _load_for_serve(config: AppConfig, service: Service) -> LoadReport:
             print(f"warning: {warning}", file=sys.stderr)
         if saved.model and saved.model in {entry.name for entry in service.models()}:
             try:
-                return service.load_model(saved.model, saved.loader, saved.loader_settings, saved.template)
+                return service.load_model(
+                    saved.model, saved.loader, saved.loader_settings, saved.template, insist=force
+                )
             except USER_ERRORS as exc:
                 print(
                     f"warning: the last model could not be loaded again ({exc}); loading the default.",
                     file=sys.stderr,
                 )
-    return _load(config, service)
+    return _load(config, service, force=force)
 
 
 def generate(config: AppConfig, args: argparse.Namespace) -> int:
     service = build_service(config)
     try:
         params = _params(service, args)
-        _load(config, service)
+        _load(config, service, force=args.force)
         job = service.stream_completion(args.prompt, params)
         try:
             if args.stream:
@@ -99,7 +120,7 @@ def chat(config: AppConfig, args: argparse.Namespace) -> int:
     service = build_service(config)
     try:
         params = _params(service, args)
-        report = _load(config, service, args.template)
+        report = _load(config, service, args.template, force=args.force)
         print(report.message, file=sys.stderr)
         print("Type a message and press Enter. /reset starts over, /exit (or Ctrl-D) quits.", file=sys.stderr)
         settings = ChatSettings(mode="instruct", template=args.template, system_message=args.system)
@@ -158,6 +179,36 @@ def list_models(config: AppConfig) -> int:
         service.close()
 
 
+def inspect_model(config: AppConfig, args: argparse.Namespace) -> int:
+    """``webui models inspect NAME``: facts, estimates and the fit verdict as JSON."""
+    import json
+
+    from webui.app import build_templates
+    from webui.core.fit_check import model_report
+    from webui.core.machine import MachineProbe
+    from webui.core.models import ModelFileError, ModelNotFoundError, find_model, model_metadata
+    from webui.core.templates import detect_template
+
+    if args.n_ctx is not None and args.n_ctx < 0:
+        raise CliError("--n-ctx must be 0 (automatic) or more.")
+    try:
+        entry = find_model(config.models_dir, args.model)
+        report = model_report(entry, MachineProbe(), n_ctx=args.n_ctx or None, n_gpu_layers=args.n_gpu_layers)
+        metadata = model_metadata(entry)
+        detection = detect_template(
+            build_templates(config), model_name=entry.name, metadata_template=metadata.chat_template
+        )
+    except (ModelNotFoundError, ModelFileError, TemplateError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    report["template"] = {
+        "name": detection.template.name,
+        "source": detection.reason,
+        "message": detection.message(),
+    }
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
 def provision(config: AppConfig) -> int:
     try:
         provision_default_model(config.models_dir)
@@ -166,13 +217,13 @@ def provision(config: AppConfig) -> int:
     return 0
 
 
-def serve(config: AppConfig) -> int:
+def serve(config: AppConfig, *, force: bool = False) -> int:
     from webui.server import run_server  # gradio is imported only here
 
     service = build_service(config)
     try:
         if config.autoload_default_model:
-            report = _load_for_serve(config, service)
+            report = _load_for_serve(config, service, force=force)
             print(report.message, flush=True)
         return run_server(service, config)
     finally:
@@ -201,3 +252,75 @@ def characters(config: AppConfig, args: argparse.Namespace) -> int:
         return 0
     except CharacterError as exc:
         raise CliError(str(exc)) from exc
+
+
+def hub(config: AppConfig, args: argparse.Namespace) -> int:
+    """``webui models files REPO`` and ``webui models download REPO [--file F ...]`` (Hugging Face Hub)."""
+    from webui.core import download as dl
+
+    try:
+        listing = dl.list_files(args.repo, args.revision, args.token)
+        if args.models_command == "files":
+            _print_listing(listing)
+            return 0
+        progress = _TerminalProgress()
+        try:
+            result = dl.download(
+                listing.ref,
+                args.files,
+                models_dir=config.models_dir,
+                token=args.token,
+                progress=progress,
+                listing=listing,
+            )
+        except KeyboardInterrupt:
+            print("\nInterrupted: run the same command again to resume.", file=sys.stderr)
+            return 130
+        finally:
+            progress.end()
+        print(result.message)
+        return 0
+    except dl.DownloadError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _print_listing(listing: RepoListing) -> None:
+    from webui.core.download import format_size
+
+    print(f"{listing.ref.label}: {listing.kind} repository, {len(listing.files)} files")
+    width = max(len(f.path) for f in listing.files)
+    for f in listing.files:
+        print(f"  {f.path:<{width}}  {format_size(f.size):>10}  {f.quant or '':<8}  {f.sha256 or ''}")
+    if listing.choices:
+        print("Choices (use --file with a file name):")
+        for choice in listing.choices:
+            fit = f"  {choice.fit.verdict}: {choice.fit.message}" if choice.fit else ""
+            print(f"  {choice.label}  {format_size(choice.size)}  {choice.quant or ''}{fit}")
+
+
+class _TerminalProgress:
+    """One self-rewriting progress line on stderr (at most a few updates a second)."""
+
+    def __init__(self) -> None:
+        self.shown = 0.0
+        self.started = 0.0
+        self.drawn = False
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        import time
+
+        from webui.core.download import format_size
+
+        now = time.monotonic()
+        self.started = self.started or now
+        if now - self.shown < 0.25 and done < total:
+            return
+        self.shown = now
+        percent = 100 * done / total if total else 100
+        sys.stderr.write(f"\r{name}: {percent:5.1f}%  {format_size(done)} / {format_size(total)}   ")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def end(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")

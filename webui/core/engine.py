@@ -24,9 +24,11 @@ from webui.core.loader import (
     LoadedModel,
     LoaderCapabilities,
     LoaderError,
+    renders_own_template,
 )
 from webui.core.models import ModelEntry, ModelFileError, ModelNotFoundError, find_model, infer_loader
 from webui.core.params import GenerationParams, describe_validation_error
+from webui.core.prompts import ChatMessage
 from webui.core.registry import LoaderRegistry
 from webui.core.stops import StopStringMatcher
 
@@ -52,8 +54,15 @@ class LoadedState:
 class GenerationJob:
     """One queued generation: iterate it for Chunks; ``cancel()`` stops it (and only it)."""
 
-    def __init__(self, prompt: str, params: GenerationParams, stops: Sequence[str]) -> None:
+    def __init__(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        stops: Sequence[str],
+        messages: Sequence[ChatMessage] | None = None,
+    ) -> None:
         self.prompt = prompt
+        self.messages = tuple(messages) if messages is not None else None  # for a model with its own template
         self.params = params
         self.stops = tuple(s for s in (*params.stop, *stops) if s)
         self.token = CancelToken()
@@ -147,40 +156,69 @@ class Engine:
         except ModelNotFoundError as exc:
             raise EngineError(str(exc)) from exc
 
+    def uses_files(self, name: str, loader: str | None) -> bool:
+        """False when ``name`` would load through a loader whose models are not files (a remote server)."""
+        if loader is None:
+            state = self._state
+            return state is None or name != state.entry.name or state.capabilities.needs_files
+        try:
+            return self.registry.get(loader).capabilities.needs_files
+        except LoaderError:
+            return True  # the load itself reports the unknown loader
+
     def load(
         self, name: str, loader: str | None = None, settings: Mapping[str, Any] | None = None
     ) -> LoadedState:
-        """Load a model by name; on failure the previously loaded model stays loaded and usable."""
-        entry = self.resolve(name)
-        try:
-            loader_name = loader or infer_loader(entry)
-        except ModelFileError as exc:
-            raise EngineError(str(exc)) from exc
+        """Load a model by name; on failure the previously loaded model stays loaded and usable.
+
+        For a loader whose models are not files (a remote server) any name is accepted and no file is
+        looked up; the entry is named after what the loaded model reports.
+        """
+        current = self._state
+        if loader is None and current is not None and name == current.entry.name:
+            # Reloading a remote model: there are no files to infer its loader from.
+            loader = None if current.capabilities.needs_files else current.loader
+        entry: ModelEntry | None = None
+        if loader is None:
+            entry = self.resolve(name)
+            try:
+                loader = infer_loader(entry)
+            except ModelFileError as exc:
+                raise EngineError(str(exc)) from exc
+        loader_name = loader
         try:
             loader_cls = self.registry.get(loader_name)
         except LoaderError as exc:
             raise EngineError(str(exc)) from exc
+        if entry is None and loader_cls.capabilities.needs_files:
+            entry = self.resolve(name)
         validated = self.settings_for(loader_name, settings)
+        target = entry.path if entry is not None else Path(name)
 
         def do_load() -> LoadedState:
             started = time.perf_counter()
             previous = self._state
-            if previous is not None and previous.entry.path == entry.path:
+            if previous is not None and entry is not None and previous.entry.path == entry.path:
                 self._unload_now()  # reloading the same file: free it first so memory is not held twice
                 previous = None
             try:
-                model = loader_cls().load(entry.path, validated)
+                model = loader_cls().load(target, validated)
             except LoaderError as exc:
                 raise EngineError(str(exc)) from exc
             except MemoryError as exc:
-                raise EngineError(f"Not enough memory to load {entry.name}.") from exc
+                raise EngineError(f"Not enough memory to load {entry.name if entry else name}.") from exc
             if previous is not None:
                 self._unload_now()
+            loaded_entry = entry or ModelEntry(model.facts.name, model.facts.path, "remote", 0)
+            # A loaded model may narrow its loader's capabilities (e.g. no tokenizer on that server).
+            capabilities = getattr(model, "capabilities", None)
             self._state = LoadedState(
-                entry=entry,
+                entry=loaded_entry,
                 loader=loader_name,
                 settings=validated,
-                capabilities=loader_cls.capabilities,
+                capabilities=capabilities
+                if isinstance(capabilities, LoaderCapabilities)
+                else loader_cls.capabilities,
                 model=model,
                 load_seconds=time.perf_counter() - started,
             )
@@ -209,10 +247,23 @@ class Engine:
 
     # -- generation ---------------------------------------------------------------------------------------
 
-    def submit(self, prompt: str, params: GenerationParams, stops: Sequence[str] = ()) -> GenerationJob:
-        """Queue a generation; iterate the returned job for its chunks."""
-        self.require_model()
-        job = GenerationJob(prompt, params, stops)
+    def submit(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        stops: Sequence[str] = (),
+        *,
+        messages: Sequence[ChatMessage] | None = None,
+    ) -> GenerationJob:
+        """Queue a generation; iterate the returned job for its chunks.
+
+        With ``messages`` the conversation goes to a model that applies its own chat template, and
+        ``prompt`` is only its readable rendering.
+        """
+        state = self.require_model()
+        if messages is not None and not renders_own_template(state.model):
+            raise EngineError("The loaded model takes a rendered prompt, not chat messages.")
+        job = GenerationJob(prompt, params, stops, messages)
         self._jobs.put(lambda: self._generate(job))
         return job
 
@@ -248,7 +299,10 @@ class Engine:
         new_tokens = 0
         finish = "length"
         prompt_tokens = reused = 0
-        stream = model.stream(job.prompt, job.params, job.token)
+        if job.messages is not None and renders_own_template(model):
+            stream = model.stream_chat(job.messages, job.params, job.token)
+        else:
+            stream = model.stream(job.prompt, job.params, job.token)
         try:
             for chunk in stream:
                 if chunk.tokens and first_token_at is None:

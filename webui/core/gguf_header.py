@@ -123,6 +123,45 @@ def read_gguf_header(path: Path) -> dict[str, object]:
         raise GGUFHeaderError(f"{path.name}: cannot be read: {exc.strerror or exc}") from exc
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's name, shape and ggml type id, as the GGUF header lists it (the data is not read)."""
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    offset: int
+
+
+MAX_TENSORS = 1_000_000
+
+
+def read_gguf_tensors(path: Path) -> tuple[dict[str, object], list[TensorInfo]]:
+    """The metadata and the tensor list of a GGUF file; GGUFHeaderError if unreadable."""
+    try:
+        with path.open("rb") as handle:
+            if path.stat().st_size < 24:
+                raise GGUFHeaderError(f"{path.name}: the file is too small to be a GGUF model.")
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                cursor = _Cursor(data, path)
+                metadata = _parse(cursor)
+                count = int(metadata.get("GGUF.tensor_count", 0))  # type: ignore[call-overload]
+                if count > MAX_TENSORS:
+                    raise GGUFHeaderError(f"{path.name}: the header claims {count} tensors.")
+                tensors = []
+                for _ in range(count):
+                    name = cursor.string()
+                    n_dims = int(cursor.scalar("<I"))
+                    if n_dims > 8:
+                        raise GGUFHeaderError(f"{path.name}: tensor {name!r} claims {n_dims} dimensions.")
+                    shape = tuple(int(cursor.scalar("<Q")) for _ in range(n_dims))
+                    ggml_type = int(cursor.scalar("<I"))
+                    tensors.append(TensorInfo(name, shape, ggml_type, int(cursor.scalar("<Q"))))
+                return metadata, tensors
+    except OSError as exc:
+        raise GGUFHeaderError(f"{path.name}: cannot be read: {exc.strerror or exc}") from exc
+
+
 def _parse(cursor: _Cursor) -> dict[str, object]:
     name = cursor.path.name
     start = cursor.take(4)
@@ -131,11 +170,11 @@ def _parse(cursor: _Cursor) -> dict[str, object]:
     version = int(cursor.scalar("<I"))
     if version not in (2, 3):
         raise GGUFHeaderError(f"{name}: unsupported GGUF version {version}.")
-    cursor.scalar("<Q")  # tensor count: not needed for metadata
+    tensor_count = int(cursor.scalar("<Q"))
     kv_count = int(cursor.scalar("<Q"))
     if kv_count > MAX_KV_COUNT:
         raise GGUFHeaderError(f"{name}: the header claims {kv_count} metadata entries.")
-    metadata: dict[str, object] = {"GGUF.version": version}
+    metadata: dict[str, object] = {"GGUF.version": version, "GGUF.tensor_count": tensor_count}
     for _ in range(kv_count):
         key = cursor.string()
         metadata[key] = cursor.value(int(cursor.scalar("<I")))

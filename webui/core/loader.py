@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, TypeGuard, runtime_checkable
 
 from pydantic import BaseModel
 
 from webui.core.params import GenerationParams
+from webui.core.prompts import ChatMessage
 
 
 class LoaderError(RuntimeError):
@@ -77,6 +78,8 @@ class LoaderCapabilities:
     streams_logprobs: bool = False
     can_tokenize: bool = True
     parallel: bool = False
+    # False for a model that is not a file (a remote server's model): any name is accepted, no file lookup.
+    needs_files: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,34 @@ class LoadedModel(Protocol):
         ...
 
 
+@runtime_checkable
+class ChatTemplatedModel(LoadedModel, Protocol):
+    """A loaded model that applies its own chat template (a server's chat endpoint): it takes messages.
+
+    ``renders_chat_template`` may be False on an instance that could, but was loaded to take raw prompts.
+    """
+
+    renders_chat_template: bool
+
+    def stream_chat(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
+    ) -> Iterator[Chunk]:
+        """Generate the reply to ``messages``; chunks as from ``stream``."""
+        ...
+
+
+def renders_own_template(model: LoadedModel) -> TypeGuard[ChatTemplatedModel]:
+    """True when ``model`` wants the structured conversation rather than a rendered prompt."""
+    return isinstance(model, ChatTemplatedModel) and bool(model.renders_chat_template)
+
+
 class Loader(Protocol):
-    """A backend: declares capabilities and settings, and turns a path into a LoadedModel."""
+    """A backend: declares capabilities and settings, and turns a path into a LoadedModel.
+
+    A loader whose capabilities say ``needs_files=False`` receives ``Path(name)`` with the name the user
+    gave (possibly empty); the loaded model's ``facts.name`` then names it. A loaded model may carry a
+    ``capabilities`` attribute of its own that narrows its loader's (e.g. a server without /tokenize).
+    """
 
     name: ClassVar[str]
     capabilities: ClassVar[LoaderCapabilities]

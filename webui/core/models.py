@@ -27,7 +27,7 @@ class ModelEntry:
 
     name: str
     path: Path
-    kind: str  # "gguf" | "folder"
+    kind: str  # "gguf" | "folder" | "remote" (a server's model: path is only its name)
     size_bytes: int
     parts: int = 1
 
@@ -111,6 +111,8 @@ def infer_loader(entry: ModelEntry) -> str:
     """The loader the files call for: GGUF -> llama.cpp; a quantization_config -> gptq/awq; else transformers."""
     if entry.kind == "gguf":
         return "llama.cpp"
+    if entry.kind == "remote":  # a model on an OpenAI-compatible server (listed while it is loaded)
+        return "remote"
     quant = _read_config(entry.path).get("quantization_config")
     method = quant.get("quant_method") if isinstance(quant, dict) else None
     if method in ("gptq", "awq"):

@@ -74,6 +74,9 @@ class BuiltPrompt:
     stop_strings: tuple[str, ...]  # extra stops implied by the mode, e.g. chat: ("\nYou:",)
     dropped_messages: int  # how many old messages truncation removed
     prompt_tokens: int
+    # For a model that applies its own chat template: the conversation to send (``text`` is then only a
+    # readable rendering of it, used to count tokens and to show the prompt).
+    messages: tuple[ChatMessage, ...] | None = None
 
 
 Turn = list[ChatMessage]
@@ -103,10 +106,67 @@ def build_prompt(
     return BuiltPrompt(text=text, stop_strings=stops, dropped_messages=dropped, prompt_tokens=tokens)
 
 
-def _validate(request: PromptRequest) -> None:
+def build_messages(
+    request: PromptRequest, *, count_tokens: Callable[[str], int], max_prompt_tokens: int
+) -> BuiltPrompt:
+    """The conversation as role-tagged messages, for a model that applies its own chat template.
+
+    The modes map onto roles: instruct sends the turns as they are after the system message; chat sends the
+    character context as the system message; chat-instruct sends the wrapped transcript as one user
+    message. Old turns are dropped as in ``build_prompt``, counted on a plain rendering of the messages.
+    """
+    if request.impersonate:
+        raise PromptError(
+            "Impersonate needs a prompt Palabre renders itself; this model applies its own chat template "
+            "(use the completions endpoint)."
+        )
+    _validate(request, needs_template=False)
+    system, turns = _split(request.messages)
+    if request.mode == "instruct":
+        stops: tuple[str, ...] = ()
+        system_text = "\n\n".join(part for part in (request.system_message, system) if part)
+        head = [ChatMessage("system", system_text)] if system_text else []
+
+        def messages_for(kept: list[Turn]) -> list[ChatMessage]:
+            return head + _flatten(kept)
+
+    elif request.mode == "chat":
+        stops = (f"\n{request.user_name}:",)
+        block = _context_block(request, system)
+        head = [ChatMessage("system", block)] if block else []
+
+        def messages_for(kept: list[Turn]) -> list[ChatMessage]:
+            return head + _flatten(kept)
+
+    else:
+        stops = (f"\n{request.user_name}:",)
+        head = [ChatMessage("system", request.system_message)] if request.system_message else []
+        block = _context_block(request, system)
+
+        def messages_for(kept: list[Turn]) -> list[ChatMessage]:
+            messages = _flatten(kept)
+            partial = ""
+            if request.continue_last:
+                messages, partial = messages[:-1], messages[-1].content
+            command = _chat_instruct_command(request, block, messages, request.character_name)
+            opened = [ChatMessage("assistant", partial)] if partial else []
+            return [*head, ChatMessage("user", command), *opened]
+
+    def render(kept: list[Turn]) -> str:
+        return "".join(f"{m.role}: {m.content}\n\n" for m in messages_for(kept))
+
+    text, dropped_turns, tokens = _fit(turns, render, count_tokens, max_prompt_tokens)
+    dropped = sum(len(turn) for turn in turns[:dropped_turns])
+    messages = tuple(messages_for(turns[dropped_turns:]))
+    return BuiltPrompt(
+        text=text, stop_strings=stops, dropped_messages=dropped, prompt_tokens=tokens, messages=messages
+    )
+
+
+def _validate(request: PromptRequest, *, needs_template: bool = True) -> None:
     if request.mode not in MODES:
         raise PromptError(f"Unknown chat mode {request.mode!r}; use one of: {', '.join(MODES)}.")
-    if request.mode != "chat" and request.template is None:
+    if needs_template and request.mode != "chat" and request.template is None:
         raise PromptError(f"The {request.mode} mode needs an instruction template.")
     if request.continue_last and request.impersonate:
         raise PromptError("Continue and impersonate cannot be combined.")
@@ -268,6 +328,17 @@ def _chat_renderer(request: PromptRequest, system: str) -> Callable[[list[Turn]]
     return render
 
 
+def _chat_instruct_command(
+    request: PromptRequest, block: str, messages: Sequence[ChatMessage], speaker: str
+) -> str:
+    """The chat-instruct command with the context block and transcript filled in."""
+    lines = _transcript(messages, request)
+    transcript = "\n".join(([block, ""] if block else []) + lines)
+    fields = {"<|character|>": speaker, "<|prompt|>": transcript}
+    # One pass, so a transcript that happens to contain "<|character|>" is left alone.
+    return _COMMAND_FIELD.sub(lambda match: fields[match.group(0)], request.chat_instruct_command)
+
+
 def _chat_instruct_renderer(request: PromptRequest, system: str) -> Callable[[list[Turn]], str]:
     template = request.template
     assert template is not None  # checked by _validate
@@ -283,11 +354,7 @@ def _chat_instruct_renderer(request: PromptRequest, system: str) -> Callable[[li
         partial = ""
         if request.continue_last:
             messages, partial = messages[:-1], messages[-1].content
-        lines = _transcript(messages, request)
-        transcript = "\n".join(([block, ""] if block else []) + lines)
-        fields = {"<|character|>": speaker, "<|prompt|>": transcript}
-        # One pass, so a transcript that happens to contain "<|character|>" is left alone.
-        command = _COMMAND_FIELD.sub(lambda match: fields[match.group(0)], request.chat_instruct_command)
+        command = _chat_instruct_command(request, block, messages, speaker)
         rendered = template.render(
             _as_dicts([*head, ChatMessage("user", command)]), add_generation_prompt=True, **tokens
         )

@@ -15,8 +15,11 @@ from typing import Any
 from webui.core.characters import CharacterStore
 from webui.core.chats import ChatStore
 from webui.core.engine import Engine, EngineError, GenerationJob, LoadedState
-from webui.core.loader import Chunk, GenerationStats
-from webui.core.models import ModelEntry, discover_models
+from webui.core.fit_check import check_before_load, refusal_message
+from webui.core.hardware import MachineSource
+from webui.core.loader import Chunk, GenerationStats, renders_own_template
+from webui.core.machine import MachineProbe
+from webui.core.models import ModelEntry, ModelFileError, discover_models, infer_loader
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetStore
 from webui.core.prompts import (
@@ -26,6 +29,7 @@ from webui.core.prompts import (
     Mode,
     PromptError,
     PromptRequest,
+    build_messages,
     build_prompt,
 )
 from webui.core.registry import LoaderRegistry
@@ -113,8 +117,10 @@ class Service:
         templates: TemplateStore,
         chats: ChatStore | None = None,
         characters: CharacterStore | None = None,
+        machine: MachineSource | None = None,
     ):
         self.engine = Engine(registry, models_dir)
+        self.machine: MachineSource = machine or MachineProbe()  # measured once, used by the fit checks
         self.presets = presets
         self.templates = templates
         self.chats = chats
@@ -138,13 +144,32 @@ class Service:
         loader: str | None = None,
         settings: Mapping[str, Any] | None = None,
         template: str | None = None,
+        insist: bool = False,
     ) -> LoadReport:
-        """Load ``name``; on failure EngineError and the previous model (if any) stays loaded."""
+        """Load ``name``; on failure EngineError and the previous model (if any) stays loaded.
+
+        A model estimated not to fit in RAM (+VRAM) is refused unless ``insist``.
+        """
+        if not insist:
+            self.check_fit(name, loader, settings)
         state = self.engine.load(name, loader, settings)
         detection = self._detect(state, template)
         with self._lock:
             self._detection = detection
         return LoadReport(state, detection)
+
+    def check_fit(self, name: str, loader: str | None, settings: Mapping[str, Any] | None) -> None:
+        """EngineError with the estimate and suggestions when the model would not fit."""
+        if not self.engine.uses_files(name, loader):
+            return  # a server's model uses the server's memory, not this machine's
+        entry = self.engine.resolve(name)
+        try:
+            loader_name = loader or infer_loader(entry)
+        except ModelFileError:
+            return  # the load itself reports unreadable files
+        advice = check_before_load(entry, loader_name, settings, self.machine)
+        if advice is not None and advice.verdict == "does not fit":
+            raise EngineError(refusal_message(advice))
 
     def _detect(self, state: LoadedState, explicit: str | None) -> TemplateDetection:
         try:
@@ -226,7 +251,9 @@ class Service:
         )
         budget = max(1, context - params.max_new_tokens)
         try:
-            return build_prompt(request, count_tokens=self.engine.count_tokens, max_prompt_tokens=budget)
+            # A model that applies its own chat template (a server's chat endpoint) gets the messages.
+            build = build_messages if renders_own_template(state.model) else build_prompt
+            return build(request, count_tokens=self.engine.count_tokens, max_prompt_tokens=budget)
         except (PromptError, TemplateError) as exc:
             raise EngineError(str(exc)) from exc
 
@@ -243,7 +270,7 @@ class Service:
         prompt = self.build_chat_prompt(
             history, settings, params, continue_last=continue_last, impersonate=impersonate
         )
-        job = self.engine.submit(prompt.text, params, prompt.stop_strings)
+        job = self.engine.submit(prompt.text, params, prompt.stop_strings, messages=prompt.messages)
         return ReplyStream(prompt, job, continuing=continue_last)
 
     def stream_completion(self, prompt: str, params: GenerationParams) -> GenerationJob:

@@ -16,6 +16,7 @@ from webui.core.service import Service
 from webui.core.settings import SETTINGS_FILE, SettingsFile
 from webui.ui.character_tab import CharacterTab
 from webui.ui.chat_tab import ChatTab
+from webui.ui.download_panel import DownloadPanel
 from webui.ui.model_tab import ModelTab
 from webui.ui.parameters_tab import ParametersTab
 from webui.ui.session_tab import APPLY_THEME_JS, SessionTab
@@ -66,6 +67,7 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
                 character.build(character_tab)
             with gr.Tab("Model", id="model", elem_id="tab-model"):
                 load_event, unload_event = model.build(mirrors=[chat.status])
+                DownloadPanel(config.models_dir).build().then(model.refresh_models, outputs=[model.model])
             with gr.Tab("Session", id="session", elem_id="tab-session"):
                 session.build()
 

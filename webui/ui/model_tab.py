@@ -10,6 +10,7 @@ import gradio as gr
 from pydantic import BaseModel
 
 from webui.core.engine import EngineError
+from webui.core.fit_check import fit_line
 from webui.core.loader import LoaderError
 from webui.core.models import ModelFileError, infer_loader
 from webui.core.service import Service
@@ -101,8 +102,27 @@ class ModelTab:
     def status(self) -> str:
         return self.service.status_line()
 
-    def load(self, name: str | None, loader: str | None, *values: Any) -> Iterator[str]:
-        """Load the chosen model with the chosen loader and settings; errors leave the previous model loaded."""
+    def fit_text(self, name: str | None, loader: str | None, *values: Any) -> str:
+        """The will-it-fit line for the selected model and settings ('' when it cannot be judged)."""
+        entry = next((e for e in self.service.models() if e.name == name), None)
+        if entry is None:
+            return ""
+        try:
+            settings = self.settings_for(loader, values)
+        except EngineError:
+            settings = None
+        return fit_line(entry, loader or None, settings, self.service.machine)
+
+    def initial_fit_text(self, name: str | None, loader: str | None) -> str:
+        """The fit line when the page is drawn (the loader's default settings)."""
+        entry = next((e for e in self.service.models() if e.name == name), None)
+        return fit_line(entry, loader, None, self.service.machine) if entry is not None else ""
+
+    def load(self, name: str | None, loader: str | None, *values: Any, insist: bool = False) -> Iterator[str]:
+        """Load the chosen model with the chosen loader and settings; errors leave the previous model loaded.
+
+        A model estimated not to fit is refused unless ``insist`` ("Load anyway").
+        """
         if not name:
             yield f"⚠️ Choose a model first (put .gguf files or model folders in {self.models_dir}, then Refresh)."
             return
@@ -113,7 +133,7 @@ class ModelTab:
             return
         yield f"Loading {name} with {loader or 'the inferred loader'}…"
         try:
-            report = self.service.load_model(name, loader or None, settings)
+            report = self.service.load_model(name, loader or None, settings, insist=insist)
         except (EngineError, OSError) as exc:
             gr.Warning(f"Loading {name} failed: {exc}")
             yield f"⚠️ Loading {name} failed: {exc}\n\n{self.status()}"
@@ -249,10 +269,17 @@ class ModelTab:
             info="Chosen from the model's files; change it to load with another backend.",
             elem_id="loader-dropdown",
         )
+        self.fit_md = gr.Markdown(self.initial_fit_text(current, selected), elem_id="model-fit")
         self._build_panels(selected)
         with gr.Row():
             load = gr.Button("Load", variant="primary", elem_id="model-load")
             unload = gr.Button("Unload", elem_id="model-unload")
+            self.force = gr.Checkbox(
+                value=False,
+                label="Load anyway",
+                info="Load even if the model is estimated not to fit in memory.",
+                elem_id="model-force",
+            )
         self.status_md = gr.Markdown(self.status(), elem_id="model-status")
 
         groups = [panel.group for panel in self.panels]
@@ -266,9 +293,19 @@ class ModelTab:
         def with_mirrors(message: str) -> Any:
             return (message, *(self.status() for _ in mirrors)) if mirrors else message
 
-        def load_model(name: str | None, loader: str | None, *values: Any) -> Iterator[Any]:
-            for message in self.load(name, loader, *values):
+        def load_model(name: str | None, loader: str | None, force: bool, *values: Any) -> Iterator[Any]:
+            for message in self.load(name, loader, *values, insist=bool(force)):
                 yield with_mirrors(message)
+
+        fit_inputs = [self.model, self.loader, *self.setting_widgets]
+        fit_triggers = [self.model.change, self.loader.change]
+        for panel in self.panels:
+            fit_triggers += [
+                w.input
+                for n, w in zip(panel.names, panel.widgets, strict=True)
+                if n in ("n_ctx", "n_gpu_layers")
+            ]
+        gr.on(fit_triggers, self.fit_text, inputs=fit_inputs, outputs=[self.fit_md], show_progress="hidden")
 
         def unload_model() -> Any:
             return with_mirrors(self.unload())
@@ -276,7 +313,9 @@ class ModelTab:
         status_outputs = [self.status_md, *mirrors]
         unload_event = unload.click(unload_model, outputs=status_outputs)
         load_event = load.click(
-            load_model, inputs=[self.model, self.loader, *self.setting_widgets], outputs=status_outputs
+            load_model,
+            inputs=[self.model, self.loader, self.force, *self.setting_widgets],
+            outputs=status_outputs,
         )
         return load_event, unload_event
 

@@ -1,0 +1,621 @@
+"""Remote loader: generation handed to an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp's server).
+
+A remote "model" is not a file: loading checks that the server answers and serves the model, reads its
+context length and tokenizer endpoints, and keeps a client. ``openai`` and ``httpx`` are imported only
+inside ``load``. The API key is kept as a secret: never logged, never shown back, never written to disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
+from webui.core.params import PARAM_NAMES, GenerationParams
+from webui.core.prompts import ChatMessage
+
+if TYPE_CHECKING:
+    import httpx
+    import openai
+
+FALLBACK_CONTEXT = 4096  # when the server does not say (the OpenAI API has no field for it)
+APPROX_BYTES_PER_TOKEN = 3  # without a server tokenizer: over-counts English (~4 chars/token), so prompts fit
+_VERSION_SUFFIX = re.compile(r"/v\d+$")
+_MASK = re.compile(r"^\**$")
+
+
+def normalise_base_url(url: str) -> str:
+    """``host:8000``, ``http://host:8000/`` or ``http://host:8000/v1`` -> ``http://host:8000/v1``."""
+    text = url.strip().rstrip("/")
+    if not text:
+        raise ValueError("the server address is empty (e.g. http://127.0.0.1:8000/v1)")
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) address (e.g. http://127.0.0.1:8000/v1)")
+    path = parts.path.rstrip("/")
+    if not _VERSION_SUFFIX.search(path):
+        path += "/v1"  # servers put the OpenAI routes under /v1; a custom /vN prefix is kept as given
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def display_url(url: str) -> str:
+    """The address without any user:password part, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class RemoteSettings(BaseModel):
+    """Where the server is and how to talk to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(
+        "http://127.0.0.1:8000/v1",
+        description="The server's OpenAI-compatible address, with or without /v1 (e.g. http://host:8000/v1).",
+    )
+    api_key: SecretStr = Field(
+        SecretStr(""),
+        description="API key. Empty = $OPENAI_API_KEY, or none. Never shown back nor saved.",
+    )
+    model: str = Field("", description="The server's model name. Empty = the first model it lists.")
+    endpoint: Literal["completions", "chat"] = Field(
+        "completions",
+        description="completions: Palabre renders the prompt with its instruction template; "
+        "chat: the server applies its own chat template to the messages.",
+    )
+    context_length: int = Field(
+        0, ge=0, le=10_000_000, description="Context length in tokens. 0 = ask the server (else 4096)."
+    )
+    timeout_s: float = Field(
+        600.0, gt=0, le=86_400, description="Seconds to wait for the server before giving up."
+    )
+    send_extras: bool = Field(
+        True,
+        description="Send samplers beyond the OpenAI API (top_k, min_p, repetition penalty, DRY, ...) as "
+        "vLLM and llama.cpp name them. Turn off for servers that reject unknown fields.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        return normalise_base_url(value)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _unmask(cls, value: Any) -> Any:
+        # A saved or shown key reads "**********": that is no key, so the environment's applies.
+        if isinstance(value, str) and _MASK.match(value.strip()):
+            return ""
+        return value
+
+
+# The engine handles max_new_tokens / truncation_length / stop for every loader; the rest is sent.
+# add_bos_token is not: the servers add BOS by their own rule.
+HONOURED = frozenset(PARAM_NAMES) - {"add_bos_token"}
+
+
+def request_fields(params: GenerationParams, *, send_extras: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GenerationParams -> (OpenAI API arguments, extra_body fields for vLLM / llama.cpp servers)."""
+    standard: dict[str, Any] = {
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+    }
+    if params.seed >= 0:
+        standard["seed"] = params.seed
+    if params.stop:
+        standard["stop"] = list(params.stop)
+    if params.logit_bias:
+        standard["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
+    if not send_extras:
+        return standard, {}
+    extra: dict[str, Any] = {
+        "top_k": params.top_k,
+        "min_p": params.min_p,
+        # Always sent: llama-cpp-python's server otherwise applies its own 1.1.
+        "repetition_penalty": params.repetition_penalty,  # vLLM, SGLang, TGI
+        "repeat_penalty": params.repetition_penalty,  # llama.cpp
+    }
+    penalties = params.repetition_penalty != 1.0 or params.frequency_penalty or params.presence_penalty
+    if penalties:
+        extra["repeat_last_n"] = params.repetition_penalty_range
+    if params.typical_p < 1.0:
+        extra["typical_p"] = params.typical_p
+    if params.ban_eos_token:
+        extra["ignore_eos"] = True
+    if not params.skip_special_tokens:
+        extra["skip_special_tokens"] = False
+    if params.mirostat_mode:
+        extra.update(
+            mirostat=params.mirostat_mode,  # llama.cpp
+            mirostat_mode=params.mirostat_mode,  # llama-cpp-python
+            mirostat_tau=params.mirostat_tau,
+            mirostat_eta=params.mirostat_eta,
+        )
+    if params.grammar.strip():
+        extra["grammar"] = params.grammar
+    if params.dry_multiplier > 0:
+        extra.update(
+            dry_multiplier=params.dry_multiplier,
+            dry_base=params.dry_base,
+            dry_allowed_length=params.dry_allowed_length,
+            dry_penalty_last_n=params.repetition_penalty_range,
+            dry_sequence_breakers=list(params.dry_sequence_breakers),
+        )
+    if params.xtc_probability > 0:
+        extra.update(xtc_probability=params.xtc_probability, xtc_threshold=params.xtc_threshold)
+    if params.top_n_sigma > 0:
+        extra["top_n_sigma"] = params.top_n_sigma
+    if params.dynatemp_range > 0:
+        extra.update(dynatemp_range=params.dynatemp_range, dynatemp_exponent=params.dynatemp_exponent)
+    return standard, extra
+
+
+# -- tokenizers --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TokenizerRoute:
+    """One server dialect of tokenize/detokenize."""
+
+    name: str
+    tokenize_path: str
+    detokenize_path: str
+    text_field: str
+    add_special_field: str | None
+
+
+_VLLM = _TokenizerRoute("vLLM", "/tokenize", "/detokenize", "prompt", "add_special_tokens")
+_LLAMA_CPP = _TokenizerRoute("llama.cpp", "/tokenize", "/detokenize", "content", "add_special")
+_LLAMA_CPP_PYTHON = _TokenizerRoute(
+    "llama-cpp-python", "/extras/tokenize", "/extras/detokenize", "input", None
+)
+
+
+def approximate_tokenize(text: str) -> list[int]:
+    """Stand-in ids when the server has no tokenizer: each id packs up to 3 UTF-8 bytes (reversible)."""
+    data = text.encode("utf-8")
+    chunks = (data[i : i + APPROX_BYTES_PER_TOKEN] for i in range(0, len(data), APPROX_BYTES_PER_TOKEN))
+    return [(len(chunk) << 24) | int.from_bytes(chunk, "big") for chunk in chunks]
+
+
+def approximate_detokenize(tokens: Sequence[int]) -> str:
+    data = b"".join((t & 0xFFFFFF).to_bytes(3, "big")[3 - ((t >> 24) & 3) :] for t in tokens)
+    return data.decode("utf-8", errors="replace")
+
+
+# -- errors ------------------------------------------------------------------------------------------------
+
+
+class _Describer:
+    """Turns client errors into LoaderErrors that name the server (never the key)."""
+
+    def __init__(self, url: str, secret: str, timeout: float) -> None:
+        self.url = display_url(url)
+        self._secret = secret
+        self._timeout = timeout
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def status(self, code: int, detail: str, model: str) -> LoaderError:
+        detail = self.scrub(detail.strip())[:300]
+        if code == 401:
+            return LoaderError(
+                f"The server at {self.url} refused the API key (401). Set api_key or $OPENAI_API_KEY."
+            )
+        if code == 403:
+            return LoaderError(f"The server at {self.url} refused access (403): {detail}")
+        if code == 404:
+            return LoaderError(
+                f"The server at {self.url} answered 404 for model {model!r}: {detail or 'not found'}. "
+                "Check the address (it should end in /v1) and the model name."
+            )
+        return LoaderError(f"The server at {self.url} answered {code}: {detail}")
+
+    def connection(self, exc: BaseException, *, timed_out: bool = False) -> LoaderError:
+        if timed_out:
+            return LoaderError(f"The server at {self.url} did not answer within {self._timeout:g} s.")
+        cause = self.scrub(str(exc.__cause__ or exc)) or type(exc).__name__
+        return LoaderError(f"Cannot reach the server at {self.url} ({cause}). Is it running?")
+
+    def openai_error(self, exc: Exception, model: str) -> LoaderError:
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            return self.connection(exc, timed_out=True)
+        if isinstance(exc, openai.APIConnectionError):
+            return self.connection(exc)
+        if isinstance(exc, openai.APIStatusError):
+            return self.status(exc.status_code, _detail(exc.body) or exc.message, model)
+        return LoaderError(f"The server at {self.url} sent something unexpected: {self.scrub(str(exc))}")
+
+
+def _detail(body: object) -> str:
+    """The readable part of an error body ({"error": {"message": ...}}, {"detail": ...}, or text)."""
+    if isinstance(body, Mapping):
+        for key in ("message", "detail", "error"):
+            value = body.get(key)
+            if isinstance(value, Mapping):
+                return _detail(value)
+            if value:
+                return str(value)
+    return str(body) if body else ""
+
+
+# -- the loader --------------------------------------------------------------------------------------------
+
+
+class RemoteLoader:
+    """Any OpenAI-compatible server; the model name is the server's."""
+
+    name: ClassVar[str] = "remote"
+    capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
+        honoured_params=HONOURED, streams_logprobs=False, can_tokenize=True, parallel=True, needs_files=False
+    )
+    settings_model: ClassVar[type[BaseModel]] = RemoteSettings
+
+    def load(self, path: Path, settings: BaseModel) -> RemoteModel:
+        """Connect: check the server answers and serves the model; LoaderError with the reason if not.
+
+        ``path`` carries the name the user gave (the engine passes names for remote loaders): it picks
+        the server's model when the server serves one of that name; otherwise the ``model`` setting
+        does, else the first model the server lists. A ``model`` setting the server lacks is an error.
+        """
+        if not isinstance(settings, RemoteSettings):
+            settings = RemoteSettings.model_validate(settings.model_dump())
+        try:
+            import httpx
+            import openai
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise LoaderError(
+                "The remote loader needs the openai client: pip install 'palabre[remote]'."
+            ) from exc
+        given = str(path) if str(path) not in ("", ".") else ""
+        requested = settings.model.strip()
+        secret = settings.api_key.get_secret_value().strip() or os.environ.get("OPENAI_API_KEY", "").strip()
+        describe = _Describer(settings.base_url, secret, settings.timeout_s)
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        http = httpx.Client(timeout=settings.timeout_s, headers=headers, follow_redirects=True)
+        try:
+            server = _probe(http, settings, requested, describe, hint=given)
+        except BaseException:
+            http.close()
+            raise
+        client = openai.OpenAI(
+            base_url=settings.base_url,
+            api_key=secret or "none",  # the client insists on one; servers without auth ignore it
+            timeout=settings.timeout_s,
+            max_retries=0,  # a refused connection is reported at once, not after retries
+        )
+        return RemoteModel(client, http, settings, server, describe)
+
+
+@dataclass(frozen=True)
+class _ServerFacts:
+    model: str
+    context_length: int
+    route: _TokenizerRoute | None
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    served: tuple[str, ...]
+
+
+def _probe(
+    http: httpx.Client, settings: RemoteSettings, requested: str, describe: _Describer, *, hint: str = ""
+) -> _ServerFacts:
+    """Ask the server for its models, context length and tokenizer.
+
+    ``requested`` must be served; ``hint`` (a name picked elsewhere, e.g. the page's model list) is used
+    only when it is.
+    """
+    listing = _fetch_json(http, f"{settings.base_url}/models", describe, requested)
+    entries = listing.get("data") if isinstance(listing, Mapping) else None
+    models = [e for e in entries or [] if isinstance(e, Mapping) and isinstance(e.get("id"), str)]
+    served = tuple(str(e["id"]) for e in models)
+    if not served:
+        raise LoaderError(f"The server at {describe.url} lists no models (GET /models).")
+    if requested and requested not in served:
+        raise LoaderError(
+            f"The server at {describe.url} has no model {requested!r}. It serves: {', '.join(served)}."
+        )
+    model = requested or (hint if hint in served else served[0])
+    entry = next(e for e in models if e["id"] == model)
+    root = _VERSION_SUFFIX.sub("", settings.base_url)
+    props = _get_optional(http, f"{root}/props")
+    context = settings.context_length or _context_from(entry, props) or FALLBACK_CONTEXT
+    template = props.get("chat_template") if isinstance(props.get("chat_template"), str) else None
+    return _ServerFacts(
+        model=model,
+        context_length=context,
+        route=_find_tokenizer(http, root, model),
+        chat_template=template or None,
+        bos_token=str(props.get("bos_token") or ""),
+        eos_token=str(props.get("eos_token") or ""),
+        served=served,
+    )
+
+
+def _fetch_json(
+    http: httpx.Client, url: str, describe: _Describer, model: str, body: Mapping[str, Any] | None = None
+) -> Any:
+    """GET (or POST ``body`` to) ``url``; LoaderError naming the server when it fails."""
+    import httpx
+
+    try:
+        response = http.get(url) if body is None else http.post(url, json=dict(body))
+    except httpx.TimeoutException as exc:
+        raise describe.connection(exc, timed_out=True) from exc
+    except httpx.HTTPError as exc:
+        raise describe.connection(exc) from exc
+    if response.status_code != 200:
+        raise describe.status(response.status_code, _body_detail(response), model)
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise LoaderError(
+            f"{describe.url} did not answer with JSON: is it an OpenAI-compatible server?"
+        ) from exc
+
+
+def _body_detail(response: httpx.Response) -> str:
+    try:
+        return _detail(response.json())
+    except ValueError:
+        return response.text
+
+
+def _get_optional(http: httpx.Client, url: str) -> Mapping[str, Any]:
+    """A JSON object from an endpoint only some servers have ({} when absent)."""
+    import httpx
+
+    try:
+        response = http.get(url)
+        data = response.json() if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return data if isinstance(data, Mapping) else {}
+
+
+def _context_from(entry: Mapping[str, Any], props: Mapping[str, Any]) -> int:
+    """vLLM/SGLang: max_model_len in /models; llama.cpp: n_ctx in /props."""
+    settings = props.get("default_generation_settings")
+    candidates = [
+        entry.get("max_model_len"),
+        props.get("n_ctx"),
+        settings.get("n_ctx") if isinstance(settings, Mapping) else None,
+    ]
+    for value in candidates:
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0
+
+
+def _find_tokenizer(http: httpx.Client, root: str, model: str) -> _TokenizerRoute | None:
+    """The server's tokenizer dialect, found by trying each (None when it has none)."""
+    # vLLM/SGLang and llama.cpp share /tokenize: one probe carries both text fields, the answer tells them
+    # apart (vLLM adds count and max_model_len).
+    answer = _probe_tokenize(
+        http, f"{root}/tokenize", {"model": model, "prompt": "Hello", "content": "Hello"}
+    )
+    if answer is not None:
+        return _VLLM if "count" in answer or "max_model_len" in answer else _LLAMA_CPP
+    if _probe_tokenize(http, f"{root}/extras/tokenize", {"model": model, "input": "Hello"}) is not None:
+        return _LLAMA_CPP_PYTHON
+    return None
+
+
+def _probe_tokenize(http: httpx.Client, url: str, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    import httpx
+
+    try:
+        response = http.post(url, json=dict(body))
+        data = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    if isinstance(data, Mapping) and isinstance(data.get("tokens"), list):
+        return data
+    return None
+
+
+class RemoteModel:
+    """A model on a server: completions or chat streaming through the openai client."""
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        http: httpx.Client,
+        settings: RemoteSettings,
+        server: _ServerFacts,
+        describe: _Describer,
+    ) -> None:
+        self._client: openai.OpenAI | None = client
+        self._http = http
+        self._settings = settings
+        self._server = server
+        self._describe = describe
+        self._root = _VERSION_SUFFIX.sub("", settings.base_url)
+        self.renders_chat_template = settings.endpoint == "chat"
+        self.capabilities = RemoteLoader.capabilities
+        if server.route is None:
+            # Counting still works (approximately), but the ids are not the model's.
+            self.capabilities = LoaderCapabilities(
+                honoured_params=HONOURED, can_tokenize=False, parallel=True, needs_files=False
+            )
+        self.facts = ModelFacts(
+            name=server.model,
+            path=Path(server.model),
+            loader=RemoteLoader.name,
+            context_length=server.context_length,
+            chat_template=server.chat_template,
+            bos_token=server.bos_token,
+            eos_token=server.eos_token,
+            extra={
+                "server": describe.url,
+                "endpoint": settings.endpoint,
+                "tokenizer": server.route.name if server.route else "approximate (the server has none)",
+                "served_models": ", ".join(server.served),
+            },
+        )
+
+    # -- tokens -------------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        route = self._server.route
+        if route is None:
+            return approximate_tokenize(text)
+        body: dict[str, Any] = {"model": self._server.model, route.text_field: text}
+        if route.add_special_field:
+            body[route.add_special_field] = add_bos
+        data = self._post(f"{self._root}{route.tokenize_path}", body)
+        tokens = data.get("tokens")
+        if not isinstance(tokens, list):
+            raise LoaderError(f"The server at {self._describe.url} sent no tokens for /tokenize.")
+        # llama.cpp may answer pieces with ids ({"id": ..}) when asked; plain ids otherwise.
+        return [int(t["id"]) if isinstance(t, Mapping) else int(t) for t in tokens]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        route = self._server.route
+        if route is None:
+            return approximate_detokenize(tokens)
+        data = self._post(
+            f"{self._root}{route.detokenize_path}", {"model": self._server.model, "tokens": tokens}
+        )
+        for key in ("prompt", "content", "text"):  # vLLM, llama.cpp, llama-cpp-python
+            if isinstance(data.get(key), str):
+                return str(data[key])
+        raise LoaderError(f"The server at {self._describe.url} sent no text for /detokenize.")
+
+    def _post(self, url: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        data = _fetch_json(self._http, url, self._describe, self._server.model, body)
+        return data if isinstance(data, Mapping) else {}
+
+    def unload(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        self._http.close()
+
+    # -- generation ---------------------------------------------------------------------------------------
+
+    def _open(self) -> openai.OpenAI:
+        if self._client is None:
+            raise LoaderError("The remote model was unloaded.")
+        return self._client
+
+    def stream(self, prompt: str, params: GenerationParams, cancel: CancelToken) -> Iterator[Chunk]:
+        """Raw completion of ``prompt`` (Palabre rendered any template) through /completions."""
+        client = self._open()
+        if not prompt:
+            raise LoaderError("The prompt is empty.")
+        prompt_tokens = 0
+        max_tokens = params.max_new_tokens
+        if self._server.route is not None:
+            # With the server's own tokenizer the budget is exact: never ask past the context.
+            prompt_tokens = len(self.tokenize(prompt, add_bos=params.add_bos_token))
+            room = self.facts.context_length - prompt_tokens
+            if room <= 0:
+                raise LoaderError(
+                    f"The prompt is {prompt_tokens} tokens long, but the context holds only "
+                    f"{self.facts.context_length}. Shorten it (or set context_length if the server has more)."
+                )
+            max_tokens = min(max_tokens, room)
+        standard, extra = request_fields(params, send_extras=self._settings.send_extras)
+
+        request = {**self._common(standard, extra), "prompt": prompt, "max_tokens": max_tokens}
+
+        def start() -> Any:
+            return client.completions.create(**request)
+
+        yield from self._relay(start, cancel, lambda: prompt_tokens or len(self.tokenize(prompt)))
+
+    def stream_chat(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
+    ) -> Iterator[Chunk]:
+        """The reply to ``messages`` through /chat/completions (the server applies its chat template)."""
+        client = self._open()
+        if not messages:
+            raise LoaderError("There is no message to reply to.")
+        wire = [{"role": m.role, "content": m.content} for m in messages]
+        standard, extra = request_fields(params, send_extras=self._settings.send_extras)
+        if messages[-1].role == "assistant":
+            # Continue that reply instead of starting a new one (vLLM's names; llama.cpp does it by itself).
+            extra.update(continue_final_message=True, add_generation_prompt=False)
+
+        request = {**self._common(standard, extra), "messages": wire, "max_tokens": params.max_new_tokens}
+
+        def start() -> Any:
+            return client.chat.completions.create(**request)
+
+        text = "".join(m.content for m in messages)
+        yield from self._relay(start, cancel, lambda: len(self.tokenize(text)))
+
+    def _common(self, standard: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+        """The request arguments both endpoints share."""
+        return {
+            **standard,
+            "model": self._server.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "extra_body": dict(extra) or None,
+        }
+
+    def _relay(
+        self, start: Callable[[], Any], cancel: CancelToken, count_prompt: Callable[[], int]
+    ) -> Iterator[Chunk]:
+        """Stream the server's events as Chunks; cancelling (or closing this generator) closes the stream."""
+        import httpx
+        import openai
+
+        model = self._server.model
+        try:
+            stream = start()
+        except openai.OpenAIError as exc:
+            raise self._describe.openai_error(exc, model) from exc
+        counted = 0
+        finish = "length"
+        usage: Any = None
+        try:
+            for event in stream:
+                if cancel.cancelled:
+                    finish = "cancelled"
+                    break
+                if getattr(event, "usage", None) is not None:
+                    usage = event.usage
+                for choice in event.choices or ():
+                    delta = getattr(choice, "delta", None)
+                    text = (delta.content if delta is not None else getattr(choice, "text", None)) or ""
+                    if text:
+                        counted += 1  # servers send one event per token (or per few): usage corrects it
+                        yield Chunk(text=text, tokens=1)
+                    if choice.finish_reason:
+                        finish = "length" if choice.finish_reason == "length" else "stop"
+        except openai.OpenAIError as exc:
+            raise self._describe.openai_error(exc, model) from exc
+        except httpx.HTTPError as exc:
+            raise self._describe.connection(exc) from exc
+        finally:
+            stream.close()  # tells the server to stop generating (it sees the connection close)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion = getattr(usage, "completion_tokens", 0) or 0
+        if not prompt_tokens and finish != "cancelled":
+            prompt_tokens = count_prompt()
+        yield Chunk(
+            text="",
+            tokens=max(0, completion - counted),
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+        )

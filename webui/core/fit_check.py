@@ -1,0 +1,108 @@
+"""The will-it-fit check run before a load, and the model report behind `webui models inspect`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from webui.core.hardware import FitAdvice, MachineSource, advice_dict, estimate_speed, fit_advice
+from webui.core.model_facts import entry_facts, format_count, name_disagreements
+from webui.core.model_names import decode_model_name
+from webui.core.models import ModelEntry, ModelFileError, infer_loader
+
+CHECKED_LOADERS = frozenset({"llama.cpp", "transformers", "gptq", "awq"})
+
+
+def _setting(settings: Mapping[str, Any] | None, key: str) -> int | None:
+    """An integer loader setting (the CLI passes strings); None when absent or not a number."""
+    value = (settings or {}).get(key)
+    try:
+        return int(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def load_settings_layout(loader: str, settings: Mapping[str, Any] | None) -> tuple[int | None, int | None]:
+    """(n_ctx, n_gpu_layers) the load will use; other loaders than llama.cpp may use every GPU (-1)."""
+    n_ctx = _setting(settings, "n_ctx")
+    if loader == "llama.cpp":
+        ngl = _setting(settings, "n_gpu_layers")
+        return n_ctx, -1 if ngl is None else ngl  # -1 is the llama.cpp loader's default
+    return n_ctx, -1
+
+
+def check_before_load(
+    entry: ModelEntry, loader: str, settings: Mapping[str, Any] | None, machine: MachineSource
+) -> FitAdvice | None:
+    """The fit advice for this load, or None when it cannot be judged (remote models, unknown formats)."""
+    if loader not in CHECKED_LOADERS or entry.kind not in ("gguf", "folder"):
+        return None
+    try:
+        facts = entry_facts(entry)
+    except (ModelFileError, OSError):
+        return None  # the loader reports unreadable files with its own, better message
+    if not facts.weight_bytes:
+        return None
+    n_ctx, ngl = load_settings_layout(loader, settings)
+    return fit_advice(
+        facts, machine.facts(measure_speed=False), name=entry.name, n_ctx=n_ctx, n_gpu_layers=ngl
+    )
+
+
+def refusal_message(advice: FitAdvice) -> str:
+    return (
+        f"{advice.message} Not loading it: it would likely swap or be killed. "
+        "Load anyway with --force / 'Load anyway'."
+    )
+
+
+def model_report(
+    entry: ModelEntry,
+    machine: MachineSource,
+    *,
+    n_ctx: int | None = None,
+    n_gpu_layers: int | None = None,
+) -> dict[str, Any]:
+    """Everything `webui models inspect` prints except the template: names, shape, estimates, machine."""
+    facts = entry_facts(entry)
+    name = decode_model_name(entry.path.name)
+    loader = infer_loader(entry)
+    machine_facts = machine.facts()
+    ngl = n_gpu_layers if n_gpu_layers is not None else (-1 if machine_facts.gpus else 0)
+    advice = fit_advice(facts, machine_facts, name=entry.name, n_ctx=n_ctx, n_gpu_layers=ngl)
+    speed = estimate_speed(facts, machine_facts, n_ctx=n_ctx, n_gpu_layers=ngl)
+    shape = asdict(facts)
+    shape.pop("notes")
+    shape["kv_cache_bytes_per_token"] = facts.kv_bytes_per_token
+    return {
+        "name": entry.name,
+        "path": str(entry.path),
+        "format": facts.format,
+        "file_name": asdict(name),
+        "architecture": facts.architecture,
+        "parameters": format_count(facts.parameter_count) if facts.parameter_count else name.parameters,
+        "quantization": facts.quantization or name.quantization,
+        "context_length": facts.context_length,
+        "loader": loader,
+        "facts": shape,
+        "name_disagreements": name_disagreements(name, facts),
+        "notes": list(facts.notes),
+        **advice_dict(advice, speed),
+        "machine": machine_facts.to_dict(),
+    }
+
+
+def fit_line(
+    entry: ModelEntry, loader: str | None, settings: Mapping[str, Any] | None, machine: MachineSource
+) -> str:
+    """One markdown line for the page: the verdict and the numbers, or '' when there is nothing to say."""
+    try:
+        loader_name = loader or infer_loader(entry)
+    except ModelFileError:
+        return ""
+    advice = check_before_load(entry, loader_name, settings, machine)
+    if advice is None:
+        return ""
+    icon = {"fits": "✅", "tight": "⚠️", "does not fit": "⛔"}[advice.verdict]
+    return f"{icon} {advice.message}"
