@@ -16,6 +16,7 @@ from webui.provision import DEFAULT_MODEL_FILE, provision_default_model
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
+    from tests.tiny_models import TinyModels
     from webui.core.service import Service
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -70,3 +71,29 @@ def browser() -> Iterator[Browser]:
         chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> TinyModels:
+    """Tiny llama-architecture checkpoints (plain, GPTQ, AWQ) built on CPU once and cached between runs."""
+    from tests.tiny_models import ensure_tiny_models
+
+    return ensure_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tiny_models: TinyModels) -> Path:
+    """A tiny Transformers folder (safetensors, ChatML template in its tokenizer config)."""
+    return tiny_models.llama
+
+
+@pytest.fixture(scope="session")
+def tiny_gptq_dir(tiny_models: TinyModels) -> Path:
+    """The tiny model quantized to 4-bit GPTQ by gptqmodel."""
+    return tiny_models.gptq
+
+
+@pytest.fixture(scope="session")
+def tiny_awq_dir(tiny_models: TinyModels) -> Path:
+    """The tiny model quantized to 4-bit AWQ (GEMM format) by gptqmodel."""
+    return tiny_models.awq

@@ -1,0 +1,73 @@
+"""AWQ loader: AWQ checkpoints through transformers' own AWQ integration, backed by gptqmodel (CPU or CUDA).
+
+Everything but the checkpoint check and the kernel choice is the transformers loader's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from loaders.gptq import wrong_quantization
+from loaders.transformers import HfSettings, TransformersLoader, quant_method
+
+# transformers' AwqBackend values a user may force; "auto" lets gptqmodel pick (a torch kernel on CPU).
+AwqBackend = Literal[
+    "auto",
+    "torch_awq",
+    "torch_fused_awq",
+    "gemm",
+    "gemm_triton",
+    "gemv",
+    "gemv_fast",
+    "marlin",
+    "exllama_v2",
+    "machete",
+]
+
+
+class AwqSettings(HfSettings):
+    """AWQ load settings."""
+
+    backend: AwqBackend = Field(
+        "auto", description="gptqmodel kernel. auto = the fastest one that runs here (torch kernels on CPU)."
+    )
+
+
+class AwqLoader(TransformersLoader):
+    """AWQ-quantized Transformers folders (quantization_config.quant_method == "awq")."""
+
+    name: ClassVar[str] = "awq"
+    settings_model: ClassVar[type[BaseModel]] = AwqSettings
+
+    def check_checkpoint(self, name: str, config: dict[str, Any], gguf_file: str | None) -> None:
+        from webui.core.loader import LoaderError
+
+        if gguf_file is not None:
+            raise LoaderError(f"{name} is a GGUF file: pick the llama.cpp loader.")
+        message = wrong_quantization(name, quant_method(config), "awq")
+        if message:
+            raise LoaderError(message)
+
+    def quantization_kwargs(self, settings: BaseModel, config: dict[str, Any], device: str) -> dict[str, Any]:
+        assert isinstance(settings, AwqSettings)
+        if settings.backend == "auto":
+            return {}
+        from transformers import AwqConfig
+        from transformers.utils.quantization_config import AwqBackend as HfAwqBackend
+
+        quant = config.get("quantization_config", {})
+        return {
+            "quantization_config": AwqConfig(
+                bits=int(quant.get("bits", 4)),
+                group_size=int(quant.get("group_size", 128)),
+                backend=HfAwqBackend(settings.backend),
+            )
+        }
+
+    def default_dtype(self, device: str) -> str:
+        return "auto"
+
+    def describe(self, settings: BaseModel) -> dict[str, str]:
+        return {"backend": str(getattr(settings, "backend", "auto"))}
