@@ -82,7 +82,10 @@ def _load_for_serve(config: AppConfig, service: Service, *, force: bool = False)
         saved = load_settings(config.user_data_dir / SETTINGS_FILE)
         for warning in saved.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        if saved.model and saved.model in {entry.name for entry in service.models()}:
+        if saved.model and (
+            saved.model in {entry.name for entry in service.models()}
+            or not service.engine.uses_files(saved.model, saved.loader)
+        ):
             try:
                 return service.load_model(
                     saved.model, saved.loader, saved.loader_settings, saved.template, insist=force

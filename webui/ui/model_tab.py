@@ -123,13 +123,16 @@ class ModelTab:
 
         A model estimated not to fit is refused unless ``insist`` ("Load anyway").
         """
-        if not name:
-            yield f"⚠️ Choose a model first (put .gguf files or model folders in {self.models_dir}, then Refresh)."
-            return
         try:
             settings = self.settings_for(loader, values)
         except EngineError as exc:
             yield f"⚠️ {exc}\n\n{self.status()}"
+            return
+        if loader and not self.service.engine.uses_files(name or "", loader):
+            # A server's model is named in the loader settings (empty: the first model it serves).
+            name = str((settings or {}).get("model") or "") or "remote"
+        if not name:
+            yield f"⚠️ Choose a model first (put .gguf files or model folders in {self.models_dir}, then Refresh)."
             return
         yield f"Loading {name} with {loader or 'the inferred loader'}…"
         try:
