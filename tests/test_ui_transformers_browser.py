@@ -48,12 +48,10 @@ def test_load_a_transformers_folder_in_the_model_tab_and_chat(page: Page, tiny_l
     page.get_by_role("tab", name="Model").click()
     choose(page, "model-dropdown", "tiny-llama")
     # The loader follows the files: a folder without a quantization_config is a Transformers model.
-    page.wait_for_function(
-        "() => document.querySelector('#loader-dropdown input')?.value === 'transformers'"
-    )
+    page.wait_for_function("() => document.querySelector('#loader-dropdown input')?.value === 'transformers'")
     page.locator("#model-load").click()
     page.wait_for_function(
-        "() => document.querySelector('#model-status')?.innerText.includes('Loaded: tiny-llama (transformers)')"
+        "() => document.querySelector('#model-status')?.innerText.includes('Loaded tiny-llama with transformers')"
     )
     status = page.locator("#model-status").inner_text()
     assert "ChatML" in status, f"the template from the folder's tokenizer config was not detected: {status}"
@@ -76,5 +74,7 @@ def test_load_a_transformers_folder_in_the_model_tab_and_chat(page: Page, tiny_l
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True
     )
-    expected, _ = reference_greedy(tiny_llama_dir, str(prompt), max_new_tokens=512)
+    # The reply may use what is left of the 512-token context after the prompt.
+    room = 512 - len(tokenizer(str(prompt))["input_ids"])
+    expected, _ = reference_greedy(tiny_llama_dir, str(prompt), max_new_tokens=room)
     assert " ".join(final.split()) == " ".join(expected.split())

@@ -82,6 +82,15 @@ class BuiltPrompt:
 Turn = list[ChatMessage]
 
 
+def reply_reserve(context: int, max_new_tokens: int) -> int:
+    """Tokens of the context kept free for the reply: max_new_tokens, but at most half the context.
+
+    A small-context model (or a large max_new_tokens) would otherwise leave no room for any prompt; the loader
+    still stops the reply where the context ends.
+    """
+    return min(max_new_tokens, context // 2)
+
+
 def build_prompt(
     request: PromptRequest, *, count_tokens: Callable[[str], int], max_prompt_tokens: int
 ) -> BuiltPrompt:

@@ -31,6 +31,7 @@ from webui.core.prompts import (
     PromptRequest,
     build_messages,
     build_prompt,
+    reply_reserve,
 )
 from webui.core.registry import LoaderRegistry
 from webui.core.templates import TemplateDetection, TemplateError, TemplateStore, detect_template
@@ -249,7 +250,7 @@ class Service:
             bos_token=facts.bos_token,
             eos_token=facts.eos_token,
         )
-        budget = max(1, context - params.max_new_tokens)
+        budget = max(1, context - reply_reserve(context, params.max_new_tokens))
         try:
             # A model that applies its own chat template (a server's chat endpoint) gets the messages.
             build = build_messages if renders_own_template(state.model) else build_prompt

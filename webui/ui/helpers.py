@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
+from webui.core.prompts import reply_reserve
 from webui.core.service import ChatSettings, Service
 from webui.core.templates import InstructionTemplate, TemplateError
 from webui.ui.convert import (
@@ -40,7 +41,7 @@ def context_meter(
         built = service.build_chat_prompt(to_chat_messages(history), settings, params)
     except EngineError as exc:
         return f"Context: the prompt cannot be built ({exc})"
-    reserved = min(params.max_new_tokens, context)
+    reserved = reply_reserve(context, params.max_new_tokens)
     return context_meter_text(built.prompt_tokens, context, reserved, built.dropped_messages)
 
 
