@@ -632,7 +632,11 @@ def test_context_meter_counts_the_next_prompt(scripted_chat: Any, tmp_path: Path
     assert meter.startswith(f"Context: **{expected.prompt_tokens} / 4,096** tokens")
     assert "512 kept for the reply" in meter
     small = scripted_chat.meter(HISTORY, *chatml_values(truncation_length=10, max_new_tokens=10))
-    assert "/ 10** tokens" in small and "5 kept for the reply" in small and "oldest messages no longer fit" in small
+    assert (
+        "/ 10** tokens" in small
+        and "5 kept for the reply" in small
+        and "oldest messages no longer fit" in small
+    )
     assert "max_new_tokens" in scripted_chat.meter(HISTORY, *chatml_values(max_new_tokens=0))
     bad_template = chatml_values()
     bad_template[7] = "No such template"
