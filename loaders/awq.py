@@ -9,8 +9,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from loaders.gptq import wrong_quantization
-from loaders.transformers import HfSettings, TransformersLoader, quant_method
+from loaders.gptq import QuantizedLoader
+from loaders.transformers import HfSettings
 
 # transformers' AwqBackend values a user may force; "auto" lets gptqmodel pick (a torch kernel on CPU).
 AwqBackend = Literal[
@@ -35,20 +35,12 @@ class AwqSettings(HfSettings):
     )
 
 
-class AwqLoader(TransformersLoader):
+class AwqLoader(QuantizedLoader):
     """AWQ-quantized Transformers folders (quantization_config.quant_method == "awq")."""
 
     name: ClassVar[str] = "awq"
+    method: ClassVar[str] = "awq"
     settings_model: ClassVar[type[BaseModel]] = AwqSettings
-
-    def check_checkpoint(self, name: str, config: dict[str, Any], gguf_file: str | None) -> None:
-        from webui.core.loader import LoaderError
-
-        if gguf_file is not None:
-            raise LoaderError(f"{name} is a GGUF file: pick the llama.cpp loader.")
-        message = wrong_quantization(name, quant_method(config), "awq")
-        if message:
-            raise LoaderError(message)
 
     def quantization_kwargs(self, settings: BaseModel, config: dict[str, Any], device: str) -> dict[str, Any]:
         assert isinstance(settings, AwqSettings)

@@ -39,20 +39,27 @@ def wrong_quantization(name: str, found: str | None, wanted: str) -> str | None:
     return f"{name} is quantized with {found}, not {wanted.upper()}: pick the transformers loader."
 
 
-class GptqLoader(TransformersLoader):
-    """GPTQ-quantized Transformers folders (quantization_config.quant_method == "gptq")."""
+class QuantizedLoader(TransformersLoader):
+    """A Transformers loader for checkpoints quantized with ``method`` (the checkpoint check they share)."""
 
-    name: ClassVar[str] = "gptq"
-    settings_model: ClassVar[type[BaseModel]] = GptqSettings
+    method: ClassVar[str]
 
     def check_checkpoint(self, name: str, config: dict[str, Any], gguf_file: str | None) -> None:
         from webui.core.loader import LoaderError
 
         if gguf_file is not None:
             raise LoaderError(f"{name} is a GGUF file: pick the llama.cpp loader.")
-        message = wrong_quantization(name, quant_method(config), "gptq")
+        message = wrong_quantization(name, quant_method(config), self.method)
         if message:
             raise LoaderError(message)
+
+
+class GptqLoader(QuantizedLoader):
+    """GPTQ-quantized Transformers folders (quantization_config.quant_method == "gptq")."""
+
+    name: ClassVar[str] = "gptq"
+    method: ClassVar[str] = "gptq"
+    settings_model: ClassVar[type[BaseModel]] = GptqSettings
 
     def quantization_kwargs(self, settings: BaseModel, config: dict[str, Any], device: str) -> dict[str, Any]:
         assert isinstance(settings, GptqSettings)

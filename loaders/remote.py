@@ -1,8 +1,9 @@
 """Remote loader: generation handed to an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp's server).
 
 A remote "model" is not a file: loading checks that the server answers and serves the model, reads its
-context length and tokenizer endpoints, and keeps a client. ``openai`` and ``httpx`` are imported only
-inside ``load``. The API key is kept as a secret: never logged, never shown back, never written to disk.
+context length and tokenizer endpoints (``loaders.remote_server`` does the probing), and keeps a client.
+``openai`` and ``httpx`` are imported only inside functions. The API key is kept as a secret: never logged,
+never shown back, never written to disk.
 """
 
 from __future__ import annotations
@@ -10,13 +11,24 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from loaders.remote_server import (
+    APPROX_BYTES_PER_TOKEN,
+    FALLBACK_CONTEXT,
+    Describer,
+    ServerFacts,
+    approximate_detokenize,
+    approximate_tokenize,
+    display_url,
+    fetch_json,
+    normalise_base_url,
+    probe,
+    server_root,
+)
 from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.prompts import ChatMessage
@@ -25,34 +37,22 @@ if TYPE_CHECKING:
     import httpx
     import openai
 
-FALLBACK_CONTEXT = 4096  # when the server does not say (the OpenAI API has no field for it)
-APPROX_BYTES_PER_TOKEN = 3  # without a server tokenizer: over-counts English (~4 chars/token), so prompts fit
-_VERSION_SUFFIX = re.compile(r"/v\d+$")
+# Server probing and error wording live in loaders.remote_server; these names stay importable from here.
+__all__ = [
+    "APPROX_BYTES_PER_TOKEN",
+    "FALLBACK_CONTEXT",
+    "HONOURED",
+    "RemoteLoader",
+    "RemoteModel",
+    "RemoteSettings",
+    "approximate_detokenize",
+    "approximate_tokenize",
+    "display_url",
+    "normalise_base_url",
+    "request_fields",
+]
+
 _MASK = re.compile(r"^\**$")
-
-
-def normalise_base_url(url: str) -> str:
-    """``host:8000``, ``http://host:8000/`` or ``http://host:8000/v1`` -> ``http://host:8000/v1``."""
-    text = url.strip().rstrip("/")
-    if not text:
-        raise ValueError("the server address is empty (e.g. http://127.0.0.1:8000/v1)")
-    if "://" not in text:
-        text = "http://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) address (e.g. http://127.0.0.1:8000/v1)")
-    path = parts.path.rstrip("/")
-    if not _VERSION_SUFFIX.search(path):
-        path += "/v1"  # servers put the OpenAI routes under /v1; a custom /vN prefix is kept as given
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-def display_url(url: str) -> str:
-    """The address without any user:password part, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class RemoteSettings(BaseModel):
@@ -163,98 +163,6 @@ def request_fields(params: GenerationParams, *, send_extras: bool) -> tuple[dict
     return standard, extra
 
 
-# -- tokenizers --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _TokenizerRoute:
-    """One server dialect of tokenize/detokenize."""
-
-    name: str
-    tokenize_path: str
-    detokenize_path: str
-    text_field: str
-    add_special_field: str | None
-
-
-_VLLM = _TokenizerRoute("vLLM", "/tokenize", "/detokenize", "prompt", "add_special_tokens")
-_LLAMA_CPP = _TokenizerRoute("llama.cpp", "/tokenize", "/detokenize", "content", "add_special")
-_LLAMA_CPP_PYTHON = _TokenizerRoute(
-    "llama-cpp-python", "/extras/tokenize", "/extras/detokenize", "input", None
-)
-
-
-def approximate_tokenize(text: str) -> list[int]:
-    """Stand-in ids when the server has no tokenizer: each id packs up to 3 UTF-8 bytes (reversible)."""
-    data = text.encode("utf-8")
-    chunks = (data[i : i + APPROX_BYTES_PER_TOKEN] for i in range(0, len(data), APPROX_BYTES_PER_TOKEN))
-    return [(len(chunk) << 24) | int.from_bytes(chunk, "big") for chunk in chunks]
-
-
-def approximate_detokenize(tokens: Sequence[int]) -> str:
-    data = b"".join((t & 0xFFFFFF).to_bytes(3, "big")[3 - ((t >> 24) & 3) :] for t in tokens)
-    return data.decode("utf-8", errors="replace")
-
-
-# -- errors ------------------------------------------------------------------------------------------------
-
-
-class _Describer:
-    """Turns client errors into LoaderErrors that name the server (never the key)."""
-
-    def __init__(self, url: str, secret: str, timeout: float) -> None:
-        self.url = display_url(url)
-        self._secret = secret
-        self._timeout = timeout
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
-
-    def status(self, code: int, detail: str, model: str) -> LoaderError:
-        detail = self.scrub(detail.strip())[:300]
-        if code == 401:
-            return LoaderError(
-                f"The server at {self.url} refused the API key (401). Set api_key or $OPENAI_API_KEY."
-            )
-        if code == 403:
-            return LoaderError(f"The server at {self.url} refused access (403): {detail}")
-        if code == 404:
-            return LoaderError(
-                f"The server at {self.url} answered 404 for model {model!r}: {detail or 'not found'}. "
-                "Check the address (it should end in /v1) and the model name."
-            )
-        return LoaderError(f"The server at {self.url} answered {code}: {detail}")
-
-    def connection(self, exc: BaseException, *, timed_out: bool = False) -> LoaderError:
-        if timed_out:
-            return LoaderError(f"The server at {self.url} did not answer within {self._timeout:g} s.")
-        cause = self.scrub(str(exc.__cause__ or exc)) or type(exc).__name__
-        return LoaderError(f"Cannot reach the server at {self.url} ({cause}). Is it running?")
-
-    def openai_error(self, exc: Exception, model: str) -> LoaderError:
-        import openai
-
-        if isinstance(exc, openai.APITimeoutError):
-            return self.connection(exc, timed_out=True)
-        if isinstance(exc, openai.APIConnectionError):
-            return self.connection(exc)
-        if isinstance(exc, openai.APIStatusError):
-            return self.status(exc.status_code, _detail(exc.body) or exc.message, model)
-        return LoaderError(f"The server at {self.url} sent something unexpected: {self.scrub(str(exc))}")
-
-
-def _detail(body: object) -> str:
-    """The readable part of an error body ({"error": {"message": ...}}, {"detail": ...}, or text)."""
-    if isinstance(body, Mapping):
-        for key in ("message", "detail", "error"):
-            value = body.get(key)
-            if isinstance(value, Mapping):
-                return _detail(value)
-            if value:
-                return str(value)
-    return str(body) if body else ""
-
-
 # -- the loader --------------------------------------------------------------------------------------------
 
 
@@ -286,11 +194,11 @@ class RemoteLoader:
         given = str(path) if str(path) not in ("", ".") else ""
         requested = settings.model.strip()
         secret = settings.api_key.get_secret_value().strip() or os.environ.get("OPENAI_API_KEY", "").strip()
-        describe = _Describer(settings.base_url, secret, settings.timeout_s)
+        describe = Describer(settings.base_url, secret, settings.timeout_s)
         headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         http = httpx.Client(timeout=settings.timeout_s, headers=headers, follow_redirects=True)
         try:
-            server = _probe(http, settings, requested, describe, hint=given)
+            server = probe(http, settings, requested, describe, hint=given)
         except BaseException:
             http.close()
             raise
@@ -303,134 +211,6 @@ class RemoteLoader:
         return RemoteModel(client, http, settings, server, describe)
 
 
-@dataclass(frozen=True)
-class _ServerFacts:
-    model: str
-    context_length: int
-    route: _TokenizerRoute | None
-    chat_template: str | None
-    bos_token: str
-    eos_token: str
-    served: tuple[str, ...]
-
-
-def _probe(
-    http: httpx.Client, settings: RemoteSettings, requested: str, describe: _Describer, *, hint: str = ""
-) -> _ServerFacts:
-    """Ask the server for its models, context length and tokenizer.
-
-    ``requested`` must be served; ``hint`` (a name picked elsewhere, e.g. the page's model list) is used
-    only when it is.
-    """
-    listing = _fetch_json(http, f"{settings.base_url}/models", describe, requested)
-    entries = listing.get("data") if isinstance(listing, Mapping) else None
-    models = [e for e in entries or [] if isinstance(e, Mapping) and isinstance(e.get("id"), str)]
-    served = tuple(str(e["id"]) for e in models)
-    if not served:
-        raise LoaderError(f"The server at {describe.url} lists no models (GET /models).")
-    if requested and requested not in served:
-        raise LoaderError(
-            f"The server at {describe.url} has no model {requested!r}. It serves: {', '.join(served)}."
-        )
-    model = requested or (hint if hint in served else served[0])
-    entry = next(e for e in models if e["id"] == model)
-    root = _VERSION_SUFFIX.sub("", settings.base_url)
-    props = _get_optional(http, f"{root}/props")
-    context = settings.context_length or _context_from(entry, props) or FALLBACK_CONTEXT
-    template = props.get("chat_template") if isinstance(props.get("chat_template"), str) else None
-    return _ServerFacts(
-        model=model,
-        context_length=context,
-        route=_find_tokenizer(http, root, model),
-        chat_template=template or None,
-        bos_token=str(props.get("bos_token") or ""),
-        eos_token=str(props.get("eos_token") or ""),
-        served=served,
-    )
-
-
-def _fetch_json(
-    http: httpx.Client, url: str, describe: _Describer, model: str, body: Mapping[str, Any] | None = None
-) -> Any:
-    """GET (or POST ``body`` to) ``url``; LoaderError naming the server when it fails."""
-    import httpx
-
-    try:
-        response = http.get(url) if body is None else http.post(url, json=dict(body))
-    except httpx.TimeoutException as exc:
-        raise describe.connection(exc, timed_out=True) from exc
-    except httpx.HTTPError as exc:
-        raise describe.connection(exc) from exc
-    if response.status_code != 200:
-        raise describe.status(response.status_code, _body_detail(response), model)
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise LoaderError(
-            f"{describe.url} did not answer with JSON: is it an OpenAI-compatible server?"
-        ) from exc
-
-
-def _body_detail(response: httpx.Response) -> str:
-    try:
-        return _detail(response.json())
-    except ValueError:
-        return response.text
-
-
-def _get_optional(http: httpx.Client, url: str) -> Mapping[str, Any]:
-    """A JSON object from an endpoint only some servers have ({} when absent)."""
-    import httpx
-
-    try:
-        response = http.get(url)
-        data = response.json() if response.status_code == 200 else {}
-    except (httpx.HTTPError, ValueError):
-        return {}
-    return data if isinstance(data, Mapping) else {}
-
-
-def _context_from(entry: Mapping[str, Any], props: Mapping[str, Any]) -> int:
-    """vLLM/SGLang: max_model_len in /models; llama.cpp: n_ctx in /props."""
-    settings = props.get("default_generation_settings")
-    candidates = [
-        entry.get("max_model_len"),
-        props.get("n_ctx"),
-        settings.get("n_ctx") if isinstance(settings, Mapping) else None,
-    ]
-    for value in candidates:
-        if isinstance(value, int) and value > 0:
-            return value
-    return 0
-
-
-def _find_tokenizer(http: httpx.Client, root: str, model: str) -> _TokenizerRoute | None:
-    """The server's tokenizer dialect, found by trying each (None when it has none)."""
-    # vLLM/SGLang and llama.cpp share /tokenize: one probe carries both text fields, the answer tells them
-    # apart (vLLM adds count and max_model_len).
-    answer = _probe_tokenize(
-        http, f"{root}/tokenize", {"model": model, "prompt": "Hello", "content": "Hello"}
-    )
-    if answer is not None:
-        return _VLLM if "count" in answer or "max_model_len" in answer else _LLAMA_CPP
-    if _probe_tokenize(http, f"{root}/extras/tokenize", {"model": model, "input": "Hello"}) is not None:
-        return _LLAMA_CPP_PYTHON
-    return None
-
-
-def _probe_tokenize(http: httpx.Client, url: str, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    import httpx
-
-    try:
-        response = http.post(url, json=dict(body))
-        data = response.json() if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        return None
-    if isinstance(data, Mapping) and isinstance(data.get("tokens"), list):
-        return data
-    return None
-
-
 class RemoteModel:
     """A model on a server: completions or chat streaming through the openai client."""
 
@@ -439,15 +219,15 @@ class RemoteModel:
         client: openai.OpenAI,
         http: httpx.Client,
         settings: RemoteSettings,
-        server: _ServerFacts,
-        describe: _Describer,
+        server: ServerFacts,
+        describe: Describer,
     ) -> None:
         self._client: openai.OpenAI | None = client
         self._http = http
         self._settings = settings
         self._server = server
         self._describe = describe
-        self._root = _VERSION_SUFFIX.sub("", settings.base_url)
+        self._root = server_root(settings.base_url)
         self.renders_chat_template = settings.endpoint == "chat"
         self.capabilities = RemoteLoader.capabilities
         if server.route is None:
@@ -500,7 +280,7 @@ class RemoteModel:
         raise LoaderError(f"The server at {self._describe.url} sent no text for /detokenize.")
 
     def _post(self, url: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
-        data = _fetch_json(self._http, url, self._describe, self._server.model, body)
+        data = fetch_json(self._http, url, self._describe, self._server.model, body)
         return data if isinstance(data, Mapping) else {}
 
     def unload(self) -> None:

@@ -8,11 +8,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.conftest import make_config
 from webui.config import PROJECT_ROOT
 from webui.provision import DEFAULT_MODEL_FILE
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 
 def free_port() -> int:
@@ -81,3 +87,16 @@ class Server:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+
+@contextmanager
+def open_page(browser: Browser, url: str, *, timeout_ms: int = 60_000) -> Iterator[Page]:
+    """A fresh browser context (no shared storage) showing ``url``; closed afterwards."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(timeout_ms)
+        page.goto(url)
+        yield page
+    finally:
+        context.close()

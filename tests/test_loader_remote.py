@@ -12,15 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from loaders.remote import (
-    HONOURED,
-    RemoteSettings,
-    _Describer,
-    _probe,
+from loaders.remote import HONOURED, RemoteSettings, request_fields
+from loaders.remote_server import (
+    Describer,
     approximate_detokenize,
     approximate_tokenize,
     normalise_base_url,
-    request_fields,
+    probe,
 )
 from tests.conftest import make_config
 from tests.openai_server import OpenAIServer
@@ -122,9 +120,9 @@ def test_probe_reads_vllm_context_and_tokenizer() -> None:
         }
     )
     settings = RemoteSettings(base_url="http://vllm:8000")
-    facts = _probe(http, settings, "", _Describer(settings.base_url, "", 5))
+    facts = probe(http, settings, "", Describer(settings.base_url, "", 5))
     assert (facts.model, facts.context_length, facts.route and facts.route.name) == ("qwen", 32768, "vLLM")
-    assert _probe(http, settings, "", _Describer(settings.base_url, "", 5), hint="other").model == "qwen"
+    assert probe(http, settings, "", Describer(settings.base_url, "", 5), hint="other").model == "qwen"
 
 
 def test_probe_reads_llama_cpp_props() -> None:
@@ -143,7 +141,7 @@ def test_probe_reads_llama_cpp_props() -> None:
         }
     )
     settings = RemoteSettings(base_url="http://llama:8080/v1")
-    facts = _probe(http, settings, "m.gguf", _Describer(settings.base_url, "", 5))
+    facts = probe(http, settings, "m.gguf", Describer(settings.base_url, "", 5))
     assert facts.context_length == 8192 and facts.chat_template == "{{ x }}" and facts.bos_token == "<s>"
     assert facts.route is not None and facts.route.name == "llama.cpp"
 
@@ -153,15 +151,15 @@ def test_probe_without_tokenizer_falls_back_and_names_missing_models() -> None:
         {("GET", "/v1/models"): httpx.Response(200, json={"data": [{"id": "a"}, {"id": "b"}]})}
     )
     settings = RemoteSettings(base_url="http://tgi:80")
-    describe = _Describer(settings.base_url, "", 5)
-    facts = _probe(http, settings, "", describe, hint="b")
+    describe = Describer(settings.base_url, "", 5)
+    facts = probe(http, settings, "", describe, hint="b")
     assert facts.route is None and facts.context_length == 4096 and facts.model == "b"
     with pytest.raises(Exception, match=r"has no model 'c'\. It serves: a, b"):
-        _probe(http, settings, "c", describe)
+        probe(http, settings, "c", describe)
 
 
 def test_error_messages_name_the_server_never_the_key() -> None:
-    describe = _Describer("http://user:pw@host:9/v1", "sk-XYZ", 5)
+    describe = Describer("http://user:pw@host:9/v1", "sk-XYZ", 5)
     error = describe.status(401, "Incorrect API key provided: sk-XYZ", "m")
     assert "http://host:9/v1" in str(error) and "sk-XYZ" not in str(error) and "pw" not in str(error)
     assert "sk-XYZ" not in str(describe.status(500, "bad key sk-XYZ", "m"))

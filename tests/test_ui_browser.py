@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.servers import Server
+from tests.servers import Server, open_page
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -40,20 +40,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -
 
 @pytest.fixture
 def page(browser: Browser, server: tuple[str, Path]) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(server[0])
-    page.wait_for_selector("#chat-input textarea")
-    page.wait_for_function(
-        "() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')"
-    )  # the page-load refresh has run
-    page.locator(
-        "#chat-clear"
-    ).click()  # the page shows the last conversation: start each test with a new one
-    page.wait_for_function("() => !document.querySelector('#chatbot [data-testid=\"user\"]')")
-    yield page
-    context.close()
+    with open_page(browser, server[0]) as page:
+        page.wait_for_selector("#chat-input textarea")
+        page.wait_for_function(
+            "() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')"
+        )  # the page-load refresh has run
+        page.locator(
+            "#chat-clear"
+        ).click()  # the page shows the last conversation: start each test with a new one
+        page.wait_for_function("() => !document.querySelector('#chatbot [data-testid=\"user\"]')")
+        yield page
 
 
 def choose(page: Page, dropdown: str, option: str) -> None:

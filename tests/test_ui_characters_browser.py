@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.servers import Server
+from tests.servers import Server, open_page
 from tests.test_cards import CARD_FILE, write_card_png
 from tests.test_ui_browser import choose
 
@@ -33,13 +33,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(server)
-    open_character_tab(page)
-    yield page
-    context.close()
+    with open_page(browser, server, timeout_ms=30_000) as page:
+        open_character_tab(page)
+        yield page
 
 
 def open_character_tab(page: Page) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.servers import Server
+from tests.servers import Server, open_page
 from tests.test_ui_browser import choose, send_and_watch
 from tests.tiny_models import reference_greedy
 
@@ -33,15 +33,11 @@ def server(
 
 @pytest.fixture
 def page(browser: Browser, server: Server) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(120_000)
-    page.goto(server.url)
-    page.wait_for_function(
-        "() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')"
-    )  # the page-load refresh has run
-    yield page
-    context.close()
+    with open_page(browser, server.url, timeout_ms=120_000) as page:
+        page.wait_for_function(
+            "() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')"
+        )  # the page-load refresh has run
+        yield page
 
 
 def test_load_a_transformers_folder_in_the_model_tab_and_chat(page: Page, tiny_llama_dir: Path) -> None:

@@ -288,7 +288,7 @@ def hub(config: AppConfig, args: argparse.Namespace) -> int:
 
 
 def _print_listing(listing: RepoListing) -> None:
-    from webui.core.download import format_size
+    from webui.core.hub_refs import format_size
 
     print(f"{listing.ref.label}: {listing.kind} repository, {len(listing.files)} files")
     width = max(len(f.path) for f in listing.files)
@@ -312,7 +312,7 @@ class _TerminalProgress:
     def __call__(self, done: int, total: int, name: str) -> None:
         import time
 
-        from webui.core.download import format_size
+        from webui.core.hub_refs import format_size
 
         now = time.monotonic()
         self.started = self.started or now
