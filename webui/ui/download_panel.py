@@ -179,8 +179,14 @@ class DownloadPanel:
         try:
             yield progress_html(0, 0, note="starting…"), f"Downloading from {ref.label}…"
             last = None
+            announced = False
             while worker.is_alive():
                 worker.join(POLL_S)
+                if cancel.cancelled and not announced:
+                    # Said here, in the download's own stream: a reply from the Cancel click could arrive
+                    # after this stream's last message and overwrite it.
+                    announced = True
+                    yield gr.skip(), "Cancelling… (the part already fetched is kept: Download again resumes it)"
                 snapshot = (progress.done, progress.total, progress.file)
                 if snapshot != last and progress.total:
                     last = snapshot
@@ -202,11 +208,12 @@ class DownloadPanel:
         yield progress_html(total, total, note="done"), f"✅ {result.message}"
 
     @staticmethod
-    def cancel(session: DownloadSession) -> str:
+    def cancel(session: DownloadSession) -> None:
+        """Stop the running download; the download's own stream reports it (see ``download``)."""
         if session.cancel is None:
-            return "No download is running."
+            gr.Info("No download is running.")
+            return
         session.cancel.cancel()
-        return "Cancelling… (the part already fetched is kept: Download again resumes it)"
 
     def cached_choices(self) -> Any:
         models = hub_cache.cached_models()
@@ -286,7 +293,7 @@ class DownloadPanel:
             concurrency_limit=None,  # one session's download never blocks another's
             show_progress="hidden",
         )
-        stop.click(self.cancel, inputs=[session], outputs=[status], queue=False, show_progress="hidden")
+        stop.click(self.cancel, inputs=[session], outputs=None, queue=False, show_progress="hidden")
         for trigger in (refresh.click, cache_section.expand):  # scanned when opened, and on Refresh
             trigger(self.cached_choices, outputs=[cached], show_progress="hidden").then(
                 self.cached_status, outputs=[cache_status], show_progress="hidden"
