@@ -186,7 +186,10 @@ class DownloadPanel:
                     # Said here, in the download's own stream: a reply from the Cancel click could arrive
                     # after this stream's last message and overwrite it.
                     announced = True
-                    yield gr.skip(), "Cancelling… (the part already fetched is kept: Download again resumes it)"
+                    yield (
+                        gr.skip(),
+                        "Cancelling… (the part already fetched is kept: Download again resumes it)",
+                    )
                 snapshot = (progress.done, progress.total, progress.file)
                 if snapshot != last and progress.total:
                     last = snapshot
