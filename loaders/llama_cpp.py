@@ -173,6 +173,10 @@ class LlamaCppModel:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
     def detokenize(self, tokens: list[int]) -> str:
+        n_vocab = self._llm.n_vocab()
+        bad = [t for t in tokens if not 0 <= t < n_vocab]
+        if bad:  # llama.cpp aborts the whole process on an out-of-range id
+            raise LoaderError(f"Token ids must be between 0 and {n_vocab - 1}; got {bad[:5]}.")
         return bytes(self._llm.detokenize(tokens, special=True)).decode("utf-8", errors="replace")
 
     def unload(self) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,15 +51,24 @@ class Server:
     With ``model`` it serves the default model (n_ctx 2048); without, it starts with ``--no-model``.
     """
 
-    def __init__(self, root: Path, model: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        model: Path | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.config = make_config(root / "user_data", *([model] if model else []))
         self.model = model
+        self.extra_args = list(extra_args)  # more `webui serve` flags, e.g. ["--api-key", "k"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.env = {
             **os.environ,
             "GRADIO_TEMP_DIR": str(root / "gradio-tmp"),
             "GRADIO_ANALYTICS_ENABLED": "False",
+            **(extra_env or {}),
         }
         self.log = root / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -71,6 +80,7 @@ class Server:
             command += ["--model", DEFAULT_MODEL_FILE, "--setting", "n_ctx=2048"]
         else:
             command += ["--no-model"]
+        command += self.extra_args
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 command, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT

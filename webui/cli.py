@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the web page")
     _common_model_flags(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     serve.add_argument("--no-model", action="store_true", help="start without loading a model")
+    _access_flags(serve)
 
     generate = sub.add_parser("generate", help="complete a prompt and print the result")
     _common_model_flags(generate)
@@ -149,6 +151,67 @@ def build_parser() -> argparse.ArgumentParser:
     _download_parsers(models_sub)
     _characters_parser(sub)
     return parser
+
+
+def _access_flags(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s exposure and authentication flags (see webui/api/auth.py)."""
+    group = serve.add_argument_group("access")
+    group.add_argument(
+        "--listen", action="store_true", help="serve to other machines (bind 0.0.0.0 unless --host is given)"
+    )
+    group.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="require this key on /v1 and /api (Authorization: Bearer KEY); repeatable; also PALABRE_API_KEYS",
+    )
+    group.add_argument(
+        "--admin-key",
+        action="append",
+        metavar="KEY",
+        help="key allowed to load and unload models through the API; repeatable; also PALABRE_ADMIN_KEYS",
+    )
+    group.add_argument("--page-user", default=None, help="user name the page asks for (with --page-password)")
+    group.add_argument("--page-password", default=None, help="password the page asks for")
+    group.add_argument(
+        "--page-auth", default=None, metavar="USER:PASS", help="both at once; also PALABRE_PAGE_AUTH"
+    )
+    group.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="allow browser calls from ORIGIN (repeatable)",
+    )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow serving on a non-loopback address without an API key and a page password",
+    )
+
+
+def _access_config(args: argparse.Namespace) -> dict[str, Any]:
+    """AppConfig's host and access fields from ``serve``'s flags and the PALABRE_* environment variables."""
+    if args.command != "serve":
+        return {}
+    from webui.api.auth import AuthConfigError, collect_keys, parse_page_auth
+
+    host = args.host or ("0.0.0.0" if args.listen else "127.0.0.1")
+    page_auth = args.page_auth
+    if page_auth is None and not (args.page_user or args.page_password):
+        page_auth = os.environ.get("PALABRE_PAGE_AUTH")  # flags win over the environment
+    try:
+        return {
+            "host": host,
+            "api_keys": collect_keys(args.api_key, os.environ.get("PALABRE_API_KEYS"), what="API key"),
+            "admin_keys": collect_keys(
+                args.admin_key, os.environ.get("PALABRE_ADMIN_KEYS"), what="admin key"
+            ),
+            "page_auth": parse_page_auth(args.page_user, args.page_password, page_auth),
+            "cors_origins": tuple(dict.fromkeys(o.strip() for o in args.cors_origin or () if o.strip())),
+            "insecure": args.insecure,
+        }
+    except AuthConfigError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _download_parsers(models_sub: Any) -> None:
@@ -204,12 +267,12 @@ def _characters_parser(sub: Any) -> None:
 def config_from_args(args: argparse.Namespace) -> AppConfig:
     return AppConfig(
         user_data_dir=(args.user_data_dir or default_user_data_dir()).resolve(),
-        host=getattr(args, "host", "127.0.0.1"),
         port=getattr(args, "port", 7860),
         model=getattr(args, "model", None),
         loader=getattr(args, "loader", None),
         loader_settings=_parse_settings(getattr(args, "setting", None)),
         autoload_default_model=not getattr(args, "no_model", False),
+        **_access_config(args),
     )
 
 

@@ -221,8 +221,12 @@ def provision(config: AppConfig) -> int:
 
 
 def serve(config: AppConfig, *, force: bool = False) -> int:
+    from webui.api.auth import exposure_problem
     from webui.server import run_server  # gradio is imported only here
 
+    problem = exposure_problem(config)
+    if problem:
+        raise CliError(problem)  # before loading anything: an exposed server must not start unprotected
     service = build_service(config)
     try:
         if config.autoload_default_model:

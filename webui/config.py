@@ -27,6 +27,12 @@ class AppConfig:
     loader: str | None = None
     loader_settings: dict[str, str] = field(default_factory=dict)
     autoload_default_model: bool = True
+    # Access (webui/api/auth.py). Secrets stay out of repr so a printed config never shows them.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    page_auth: tuple[str, str] | None = field(default=None, repr=False)  # (user, password)
+    cors_origins: tuple[str, ...] = ()
+    insecure: bool = False  # serve on a non-loopback address without keys / page password
 
     @property
     def models_dir(self) -> Path:

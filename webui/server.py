@@ -23,6 +23,7 @@ def create_app(service: Service, config: AppConfig) -> Any:
     import gradio as gr
     from fastapi import FastAPI
 
+    from webui.api.auth import install_access_control
     from webui.api.routes import install_api
     from webui.ui.app import UI_CSS, build_ui
 
@@ -37,6 +38,7 @@ def create_app(service: Service, config: AppConfig) -> Any:
             "loader": state.loader if state else None,
         }
 
+    install_access_control(app, config)
     install_api(app, service, config)
     blocks = build_ui(service, config)
     return gr.mount_gradio_app(app, blocks, path="/", css=UI_CSS)

@@ -13,3 +13,13 @@ if TYPE_CHECKING:
 
 def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
     """Add the OpenAI-compatible, Ollama-compatible and internal routers to ``app``."""
+    from webui.api.internal_routes import install_internal_routes  # /v1/internal/*, app.state.api_jobs
+
+    install_internal_routes(app, service)
+    from webui.api.ollama_routes import install_ollama_routes  # /api/* (Ollama)
+    from webui.api.openai_routes import install_openai_routes  # /v1/models, completions, chat (OpenAI)
+    from webui.api.serving import Serving
+
+    serving = Serving(service)
+    install_openai_routes(app, serving)
+    install_ollama_routes(app, serving)

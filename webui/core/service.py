@@ -34,7 +34,13 @@ from webui.core.prompts import (
     reply_reserve,
 )
 from webui.core.registry import LoaderRegistry
-from webui.core.templates import TemplateDetection, TemplateError, TemplateStore, detect_template
+from webui.core.templates import (
+    InstructionTemplate,
+    TemplateDetection,
+    TemplateError,
+    TemplateStore,
+    detect_template,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,8 @@ class ChatSettings:
     """How a conversation is turned into a prompt (everything but the sampler)."""
 
     mode: Mode = "instruct"
-    template: str | None = None  # None = the template detected for the loaded model
+    # A template name, a template itself (an API request's own), or None = the one detected for the model.
+    template: str | InstructionTemplate | None = None
     system_message: str = ""
     character_name: str = "Assistant"
     user_name: str = "You"
@@ -212,6 +219,8 @@ class Service:
     # -- prompts and generation -------------------------------------------------------------------------------
 
     def template_for(self, settings: ChatSettings) -> Any:
+        if isinstance(settings.template, InstructionTemplate):
+            return settings.template
         if settings.template:
             return self.templates.get(settings.template)
         if self._detection is not None:

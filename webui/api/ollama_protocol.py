@@ -1,0 +1,95 @@
+"""Ollama wire models, and Ollama's ``options`` mapped onto GenerationParams through the Modelfile PARAMETER table.
+
+Ollama ignores fields it does not know, so the request models do too (``think``, ``context``, ...). Option names
+are Ollama's (``num_predict``, ``repeat_penalty`` ...) or GenerationParams' own (``dry_multiplier`` ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from webui.api.serving import ApiError
+from webui.core.modelfile import OLLAMA_TO_LOADER, OLLAMA_TO_PARAM, OLLAMA_UNMAPPED
+from webui.core.params import PARAM_NAMES
+
+# The Ollama API version these routes follow; clients check /api/version before using newer fields.
+OLLAMA_VERSION = "0.12.0"
+# Keep-alive values that ask Ollama to unload the model now.
+UNLOAD_NOW = frozenset(["0", "0s", "0m", "0h"])
+
+
+class OllamaMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str = ""
+    images: list[str] | None = None
+
+
+class OllamaRequest(BaseModel):
+    """Fields shared by /api/generate and /api/chat; ``stream`` defaults to true, as in Ollama."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(..., description="A model name from /api/tags.")
+    stream: bool = True
+    options: dict[str, Any] | None = Field(
+        None,
+        description="Ollama's options (num_predict, temperature, repeat_penalty ...) or Palabre's names.",
+    )
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    keep_alive: float | str | None = Field(None, description="Accepted; 0 with no prompt unloads the model.")
+
+
+class GenerateRequest(OllamaRequest):
+    prompt: str | None = None
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = Field(None, description="A Go template used instead of the model's.")
+    raw: bool = False
+    images: list[str] | None = None
+
+
+class ChatRequest(OllamaRequest):
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+
+
+class ShowRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = ""
+    name: str = ""  # older clients send the model as "name"
+    verbose: bool = False
+
+
+def unloads(keep_alive: float | str | None) -> bool:
+    """True for a keep_alive that means "unload now"."""
+    if isinstance(keep_alive, (int, float)):
+        return keep_alive == 0
+    return keep_alive is not None and keep_alive.strip() in UNLOAD_NOW
+
+
+def ollama_overrides(options: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """GenerationParams values from Ollama ``options``, and the option each came from.
+
+    Load-time options (num_ctx, num_thread ...) and the ones Palabre has no setting for are accepted and
+    ignored, as Ollama ignores what a model does not use; an unknown name is a 400 so that a typo is seen.
+    """
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, value in (options or {}).items():
+        if value is None or name in OLLAMA_TO_LOADER or name in OLLAMA_UNMAPPED:
+            continue
+        target = OLLAMA_TO_PARAM.get(name, name if name in PARAM_NAMES else None)
+        if target is None:
+            raise ApiError(400, f"Unknown option {name!r}.", param=name)
+        if target == "stop" and isinstance(value, str):
+            value = [value]
+        if name == "num_predict" and isinstance(value, int) and value <= 0:
+            continue  # -1 / -2 = no limit in Ollama: the reply runs to the preset's limit or the context
+        overrides[target] = value
+        sources[target] = name
+    return overrides, sources
