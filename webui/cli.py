@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     serve.add_argument("--no-model", action="store_true", help="start without loading a model")
+    serve.add_argument(
+        "--idle-unload",
+        type=_positive_minutes,
+        default=None,
+        metavar="MINUTES",
+        help="unload the model after MINUTES with no generation (the next API request naming it reloads it)",
+    )
     _access_flags(serve)
 
     generate = sub.add_parser("generate", help="complete a prompt and print the result")
@@ -151,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     _download_parsers(models_sub)
     _characters_parser(sub)
     return parser
+
+
+def _positive_minutes(text: str) -> float:
+    """``--idle-unload``'s value: minutes, fractions allowed (0.5 = 30 seconds)."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not minutes > 0 or minutes == float("inf"):
+        raise argparse.ArgumentTypeError("the idle time must be a positive number of minutes")
+    return minutes
 
 
 def _access_flags(serve: argparse.ArgumentParser) -> None:
@@ -272,6 +290,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         loader=getattr(args, "loader", None),
         loader_settings=_parse_settings(getattr(args, "setting", None)),
         autoload_default_model=not getattr(args, "no_model", False),
+        idle_unload_minutes=getattr(args, "idle_unload", None),
         **_access_config(args),
     )
 

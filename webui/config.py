@@ -33,6 +33,7 @@ class AppConfig:
     page_auth: tuple[str, str] | None = field(default=None, repr=False)  # (user, password)
     cors_origins: tuple[str, ...] = ()
     insecure: bool = False  # serve on a non-loopback address without keys / page password
+    idle_unload_minutes: float | None = None  # unload the model after this long idle (fractions allowed)
 
     @property
     def models_dir(self) -> Path:

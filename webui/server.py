@@ -40,6 +40,7 @@ def create_app(service: Service, config: AppConfig) -> Any:
 
     install_access_control(app, config)
     install_api(app, service, config)
+    app.state.idle_unloader.start()
     blocks = build_ui(service, config)
     return gr.mount_gradio_app(app, blocks, path="/", css=UI_CSS)
 
@@ -50,5 +51,8 @@ def run_server(service: Service, config: AppConfig) -> int:
 
     app = create_app(service, config)
     print(f"Palabre is serving on http://{config.host}:{config.port}/", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    finally:
+        app.state.idle_unloader.stop()
     return 0

@@ -140,3 +140,19 @@ class StopRequest(BaseModel):
 
 class StopResponse(BaseModel):
     cancelled: int
+
+
+class QueueEntry(BaseModel):
+    id: str = Field(description="the engine's id for this generation")
+    source: Literal["api", "page"]
+    request_id: str | None = Field(description="the API request's id (for POST stop); None for the page")
+    position: int = Field(description="0: running now; 1, 2, ...: waiting, in the order they will run")
+    state: Literal["running", "queued"]
+    waited_s: float = Field(description="seconds since it was submitted")
+
+
+class QueueResponse(BaseModel):
+    activity: Literal["idle", "generating", "loading", "unloading"]
+    model: str | None = Field(description="the loaded model")
+    running: QueueEntry | None
+    queued: list[QueueEntry]

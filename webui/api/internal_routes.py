@@ -29,6 +29,8 @@ from webui.api.internal_protocol import (
     ModelInfo,
     PresetInfo,
     PresetList,
+    QueueEntry,
+    QueueResponse,
     StopRequest,
     StopResponse,
     TemplateList,
@@ -39,7 +41,7 @@ from webui.api.internal_protocol import (
 )
 from webui.core.characters import CharacterError
 from webui.core.conversation import chat_settings_for, params_for
-from webui.core.engine import EngineError, LoadedState
+from webui.core.engine import EngineError, LoadedState, QueuedJob
 from webui.core.loader import LoaderError
 from webui.core.models import ModelNotFoundError
 from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
@@ -302,7 +304,8 @@ def install_internal_routes(app: FastAPI, service: Service) -> None:
 
     @router.get("/templates", response_model=TemplateList)
     def templates() -> TemplateList:
-        detection = service.detection
+        # An idle unload frees the model without the Service forgetting its last detection.
+        detection = service.detection if service.engine.state is not None else None
         return TemplateList(
             templates=service.templates.names(), detected=detection.template.name if detection else None
         )
@@ -315,6 +318,22 @@ def install_internal_routes(app: FastAPI, service: Service) -> None:
             characters=[
                 CharacterInfo(name=n, user=store.is_user_character(n)) for n in names if store is not None
             ]
+        )
+
+    @router.get("/queue", response_model=QueueResponse)
+    def engine_queue() -> QueueResponse:
+        """The running generation and the waiting ones, in order, with each API job's request id."""
+        snapshot = service.engine.queue_snapshot()
+        state = service.engine.state
+
+        def entry(job: QueuedJob) -> QueueEntry:
+            return QueueEntry(**job.__dict__)
+
+        return QueueResponse(
+            activity=snapshot.activity,
+            model=state.entry.name if state else None,
+            running=entry(snapshot.running) if snapshot.running else None,
+            queued=[entry(job) for job in snapshot.queued],
         )
 
     @router.post("/stop", response_model=StopResponse)

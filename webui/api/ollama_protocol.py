@@ -6,6 +6,8 @@ are Ollama's (``num_predict``, ``repeat_penalty`` ...) or GenerationParams' own 
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,8 +18,9 @@ from webui.core.params import PARAM_NAMES
 
 # The Ollama API version these routes follow; clients check /api/version before using newer fields.
 OLLAMA_VERSION = "0.12.0"
-# Keep-alive values that ask Ollama to unload the model now.
-UNLOAD_NOW = frozenset(["0", "0s", "0m", "0h"])
+# A Go duration, as Ollama parses keep_alive: "5m", "1h30m", "1.5h", "300ms", "-1m".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class OllamaMessage(BaseModel):
@@ -40,7 +43,11 @@ class OllamaRequest(BaseModel):
         description="Ollama's options (num_predict, temperature, repeat_penalty ...) or Palabre's names.",
     )
     format: Literal["", "json"] | dict[str, Any] | None = None
-    keep_alive: float | str | None = Field(None, description="Accepted; 0 with no prompt unloads the model.")
+    keep_alive: float | str | None = Field(
+        None,
+        description="How long the model stays loaded after this request: seconds or a duration such as "
+        '"5m"; negative: forever; 0: unload when done (with no prompt: now). Default: --idle-unload.',
+    )
 
 
 class GenerateRequest(OllamaRequest):
@@ -66,10 +73,31 @@ class ShowRequest(BaseModel):
 
 
 def unloads(keep_alive: float | str | None) -> bool:
-    """True for a keep_alive that means "unload now"."""
+    """True for a keep_alive that means "unload now" (0, "0", "0s", "0m" ...)."""
+    return keep_alive_seconds(keep_alive) == 0
+
+
+def keep_alive_seconds(keep_alive: float | str | None) -> float | None:
+    """Ollama's keep_alive in seconds (None: not given; negative: forever); a bad value is a 400."""
+    if keep_alive is None:
+        return None
     if isinstance(keep_alive, (int, float)):
-        return keep_alive == 0
-    return keep_alive is not None and keep_alive.strip() in UNLOAD_NOW
+        if math.isnan(keep_alive):
+            raise ApiError(400, "keep_alive is not a number.", param="keep_alive")
+        return float(keep_alive)
+    text = keep_alive.strip()
+    try:
+        return float(text)  # a number as a string: seconds, as Ollama reads it
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    parts = _DURATION_PART.findall(body)
+    if not body or "".join(number + unit for number, unit in parts) != body:
+        raise ApiError(
+            400, f"keep_alive {keep_alive!r} is not a duration (e.g. 5m, 1h, 30s, -1).", param="keep_alive"
+        )
+    return sign * sum(float(number) * _UNIT_S[unit] for number, unit in parts)
 
 
 def ollama_overrides(options: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, str]]:

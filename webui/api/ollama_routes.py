@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from webui.api.ollama_protocol import (
     ChatRequest,
     GenerateRequest,
     ShowRequest,
+    keep_alive_seconds,
     ollama_overrides,
     unloads,
 )
@@ -52,6 +54,16 @@ from webui.core.prompts import ChatMessage
 from webui.core.templates import InstructionTemplate, TemplateError
 
 NS = 1_000_000_000
+# With ``stream`` (Ollama's default) the answer is one JSON object a line, the last with ``done: true``.
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "application/x-ndjson": {
+                "schema": {"type": "object", "properties": {"done": {"type": "boolean"}}},
+            }
+        }
+    },
+}
 
 
 def ollama_error(error: ApiError) -> JSONResponse:
@@ -184,8 +196,10 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
             return {"models": []}
         model = tag(state.entry)
         del model["modified_at"]
-        # Palabre keeps a model until another is loaded: never expiring, as Ollama's keep_alive -1.
-        model["expires_at"] = (datetime.now(UTC) + timedelta(days=365 * 100)).isoformat()
+        # Without an idle limit the model stays until another is loaded: as Ollama's keep_alive -1.
+        expires_in = serving.idle.expires_in()
+        lasts = timedelta(days=365 * 100) if expires_in is None else timedelta(seconds=expires_in)
+        model["expires_at"] = (datetime.now(UTC) + lasts).isoformat()
         model["size_vram"] = 0
         model["context_length"] = state.model.facts.context_length
         return {"models": [model]}
@@ -241,15 +255,19 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
         request: Request,
         start: Callable[[], Started | str],
         piece: Callable[[str], dict[str, Any]],
+        request_id: str,
     ) -> Response:
         """Run ``start`` off the event loop, then answer as NDJSON or one object; ``piece`` shapes a delta."""
+        keep_alive = keep_alive_seconds(body.keep_alive)  # a bad value is refused before anything starts
         outcome = await run_in_threadpool(start)
+        if outcome != "unload":
+            serving.idle.keep_alive(keep_alive)  # the idle time after this request, as in Ollama
         if isinstance(outcome, str):  # a load or an unload, no generation (Ollama's empty prompt)
             return JSONResponse(
                 {"model": body.model, "created_at": _now(), **piece(""), "done": True, "done_reason": outcome}
             )
         started = outcome
-        forget = track(request, f"ollama-{id(started)}", started)
+        forget = track(request, request_id, started)
         events = follow(started, request.is_disconnected)
 
         def final(text: str) -> dict[str, Any]:
@@ -319,7 +337,7 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
         grammar = format_grammar(fmt)
         return params.overlay({"grammar": grammar}) if grammar else params
 
-    @router.post("/generate")
+    @router.post("/generate", responses=STREAMED)
     async def generate(body: GenerateRequest, request: Request) -> Response:
         """Complete ``prompt`` through the model's template (``raw``: as is); an empty prompt loads the model."""
         if body.images:
@@ -327,6 +345,7 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
         if body.suffix:
             raise ApiError(400, "suffix (fill in the middle) is not supported.", param="suffix")
         admin = is_admin(request)
+        request_id = f"ollama-{uuid.uuid4().hex[:24]}"
 
         def start() -> Started | str:
             if not body.prompt:
@@ -341,7 +360,7 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
                     )
                     return serving.completion_runs([prompt], params)
 
-                return serving.start(body.model, admin, submit)
+                return serving.start(body.model, admin, submit, request_id)
             template = request_template(body.template) if body.template else None
             settings = chat_settings(service, mode="instruct", character=None, template=template)
             history = [ChatMessage("system", body.system)] if body.system else []
@@ -351,11 +370,11 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
                 check_supported(state, grammar=bool(params.grammar), logprobs=False, grammar_param="format")
                 return serving.chat_runs(history, settings, params)
 
-            return serving.start(body.model, admin, submit_chat)
+            return serving.start(body.model, admin, submit_chat, request_id)
 
-        return await answer(body, request, start, lambda text: {"response": text})
+        return await answer(body, request, start, lambda text: {"response": text}, request_id)
 
-    @router.post("/chat")
+    @router.post("/chat", responses=STREAMED)
     async def chat(body: ChatRequest, request: Request) -> Response:
         """Reply to ``messages`` with the model's template; no messages loads the model."""
         if body.tools:
@@ -364,6 +383,7 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
             raise ApiError(400, "Images are not supported.", param="images")
         history = [chat_message(message.role, message.content) for message in body.messages]
         admin = is_admin(request)
+        request_id = f"ollama-{uuid.uuid4().hex[:24]}"
 
         def start() -> Started | str:
             if not history:
@@ -375,10 +395,10 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
                 check_supported(state, grammar=bool(params.grammar), logprobs=False, grammar_param="format")
                 return serving.chat_runs(history, settings, params)
 
-            return serving.start(body.model, admin, submit)
+            return serving.start(body.model, admin, submit, request_id)
 
         return await answer(
-            body, request, start, lambda text: {"message": {"role": "assistant", "content": text}}
+            body, request, start, lambda text: {"message": {"role": "assistant", "content": text}}, request_id
         )
 
     app.include_router(router)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from webui.api.protocol import (
     ChatChoice,
@@ -64,6 +65,16 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in ((400, "Bad request"), (403, "Needs an admin key"), (404, "Unknown model"))
+}
+# With ``stream: true`` the same 200 is server-sent events: ``data: {chunk}`` lines, then ``data: [DONE]``.
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "object", "properties": {"data": {"type": "string"}}},
+            }
+        }
+    },
 }
 
 
@@ -114,6 +125,8 @@ def error_catching_route(render: Callable[[ApiError], Response]) -> type[APIRout
                     return render(validation_error(exc))
                 except ApiError as exc:
                     return render(exc)
+                except HTTPException as exc:  # FastAPI's own refusals, e.g. a body that is not UTF-8
+                    return render(ApiError(exc.status_code, str(exc.detail)))
                 except Exception as exc:
                     log.exception("API request %s failed", request.url.path)
                     return render(api_error(exc))
@@ -260,13 +273,15 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
     def get_model(model_id: str) -> ModelCard:
         return model_card(serving.find(model_id), serving.loaded())
 
-    @router.post("/completions", response_model=CompletionResponse)
+    @router.post("/completions", response_model=CompletionResponse, responses=STREAMED)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """Continue raw text; ``stream`` answers with server-sent events ending in ``data: [DONE]``."""
         if body.suffix:
             raise ApiError(400, "suffix (fill in the middle) is not supported.", param="suffix")
         if body.best_of not in (None, 1, body.n):
             raise ApiError(400, "best_of is not supported (use n).", param="best_of")
+
+        request_id = f"cmpl-{uuid.uuid4().hex[:24]}"
 
         def start() -> Started:
             overrides, sources = openai_overrides(body, ("max_tokens", body.max_tokens))
@@ -283,10 +298,9 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                 chosen = params.overlay({"grammar": grammar}) if grammar else params
                 return serving.completion_runs(_prompts(body.prompt, state), chosen, body.n, echo=body.echo)
 
-            return serving.start(body.model, is_admin(request), submit)
+            return serving.start(body.model, is_admin(request), submit, request_id)
 
         started = await run_in_threadpool(start)
-        request_id = f"cmpl-{uuid.uuid4().hex[:24]}"
         forget = track(request, request_id, started)
         created = int(time.time())
         events = follow(started, request.is_disconnected)
@@ -363,12 +377,14 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
 
         return await _streaming(started, events, stream, forget)
 
-    @router.post("/chat/completions", response_model=ChatCompletionResponse)
+    @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=STREAMED)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         """Reply to a conversation, with the model's instruction template (or ``mode`` chat / chat-instruct)."""
         if body.tools and body.tool_choice != "none":
             raise ApiError(400, "Tools (function calling) are not supported.", param="tools")
         history = [chat_message(m.role, _content(m.content)) for m in body.messages]
+
+        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
         def start() -> Started:
             character = load_character(service, body.character)
@@ -398,10 +414,9 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                 chosen = params.overlay({"grammar": grammar}) if grammar else params
                 return serving.chat_runs(history, settings, chosen, body.n)
 
-            return serving.start(body.model, is_admin(request), submit)
+            return serving.start(body.model, is_admin(request), submit, request_id)
 
         started = await run_in_threadpool(start)
-        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         forget = track(request, request_id, started)
         created = int(time.time())
         events = follow(started, request.is_disconnected)

@@ -20,6 +20,8 @@ def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
     from webui.api.openai_routes import install_openai_routes  # /v1/models, completions, chat (OpenAI)
     from webui.api.serving import Serving
 
-    serving = Serving(service)
+    idle_s = config.idle_unload_minutes * 60 if config.idle_unload_minutes else None
+    serving = Serving(service, idle_s)
+    app.state.idle_unloader = serving.idle  # create_app starts it, run_server stops it
     install_openai_routes(app, serving)
     install_ollama_routes(app, serving)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from webui.core.characters import Character, CharacterError
 from webui.core.conversation import chat_settings_for, params_for
 from webui.core.engine import EngineError, GenerationJob, LoadedState
+from webui.core.idle import IdleUnloader
 from webui.core.loader import Chunk, GenerationStats
 from webui.core.models import ModelEntry
 from webui.core.params import PARAM_NAMES, GenerationParams
@@ -334,11 +335,21 @@ def chat_settings(
 class Serving:
     """Models by name and the start of generations, for every API route of one server."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, idle_unload_s: float | None = None) -> None:
         self.service = service
         # Held while a request makes sure of its model and queues its jobs, so that another request's
-        # just-in-time load cannot slip between the two.
+        # just-in-time load (or an idle unload) cannot slip between the two.
         self._switch = threading.Lock()
+        # Started by the server (create_app), stopped when it shuts down.
+        self.idle = IdleUnloader(self._unload_if_idle, self._idle_seconds, idle_unload_s)
+
+    def _idle_seconds(self) -> float | None:
+        engine = self.service.engine
+        return None if engine.state is None else engine.idle_seconds()
+
+    def _unload_if_idle(self, idle_s: float) -> bool:
+        with self._switch:
+            return self.service.engine.unload_if_idle(idle_s)
 
     def entries(self) -> list[ModelEntry]:
         return self.service.models()
@@ -390,15 +401,23 @@ class Serving:
             raise ApiError(500, f"Could not load {entry.name}: {exc}", kind="server_error") from exc
         return report.state, report.state.load_seconds
 
-    def start(self, model: str, admin: bool, submit: Callable[[LoadedState], list[Run]]) -> Started:
-        """Make sure ``model`` is loaded (loading it if allowed), then queue the runs ``submit`` makes.
+    def start(
+        self,
+        model: str,
+        admin: bool,
+        submit: Callable[[LoadedState], list[Run]],
+        request_id: str | None = None,
+    ) -> Started:
+        """Make sure ``model`` is loaded (loading it if allowed), then queue the runs ``submit`` makes,
+        labelled in the engine's queue as the API's, under ``request_id``.
 
         Blocking (a load takes seconds): call it from a worker thread.
         """
         with self._switch:
             state, load_seconds = self._ensure(model, admin)
             try:
-                runs = submit(state)
+                with self.service.engine.origin("api", request_id):
+                    runs = submit(state)
             except EngineError as exc:
                 raise ApiError(400, str(exc)) from exc
         return Started(runs, state.entry.name, load_seconds)

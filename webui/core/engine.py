@@ -6,6 +6,8 @@ matched across chunk boundaries and never shown. Each finished generation carrie
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import queue
 import threading
 import time
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -51,6 +53,31 @@ class LoadedState:
     load_seconds: float
 
 
+JobSource = Literal["api", "page"]
+Activity = Literal["idle", "generating", "loading", "unloading"]
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One generation as the queue shows it: position 0 is running, 1, 2, ... wait in that order."""
+
+    id: str
+    source: JobSource
+    request_id: str | None  # the API request it belongs to (the id POST /v1/internal/stop takes)
+    position: int
+    state: Literal["running", "queued"]
+    waited_s: float  # since it was submitted
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What the engine is doing now and which generations wait, in the order they will run."""
+
+    activity: Activity
+    running: QueuedJob | None
+    queued: tuple[QueuedJob, ...]
+
+
 class GenerationJob:
     """One queued generation: iterate it for Chunks; ``cancel()`` stops it (and only it)."""
 
@@ -60,7 +87,17 @@ class GenerationJob:
         params: GenerationParams,
         stops: Sequence[str],
         messages: Sequence[ChatMessage] | None = None,
+        *,
+        job_id: str = "",
+        source: JobSource = "page",
+        request_id: str | None = None,
+        withdraw: Callable[[GenerationJob], None] | None = None,
     ) -> None:
+        self.id = job_id
+        self.source: JobSource = source
+        self.request_id = request_id
+        self.submitted_at = time.monotonic()
+        self._withdraw = withdraw  # the engine's: a job cancelled while queued leaves the queue at once
         self.prompt = prompt
         self.messages = tuple(messages) if messages is not None else None  # for a model with its own template
         self.params = params
@@ -72,6 +109,8 @@ class GenerationJob:
 
     def cancel(self) -> None:
         self.token.cancel()
+        if self._withdraw is not None:
+            self._withdraw(self)
 
     def _put(self, item: Chunk | BaseException | object) -> None:
         self._chunks.put(item)
@@ -99,6 +138,16 @@ class Engine:
         self.models_dir = models_dir
         self._state: LoadedState | None = None
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        # The generations submitted and not yet started, in order (dicts keep insertion order), and the one
+        # running; guarded by _lock so that a cancel and the worker never both take a queued job.
+        self._lock = threading.Lock()
+        self._pending: dict[str, GenerationJob] = {}
+        self._running: GenerationJob | None = None
+        self._activity: Activity = "idle"
+        self._last_active = time.monotonic()
+        self._job_numbers = itertools.count(1)
+        self._origin = threading.local()  # labels for the jobs this thread submits (see ``origin``)
+        self._closed = False
         self._worker = threading.Thread(target=self._run, name="palabre-engine", daemon=True)
         self._worker.start()
         self.last_stats: GenerationStats | None = None
@@ -112,15 +161,24 @@ class Engine:
                 return
             task()
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the worker (after the jobs queued before it) and return its result."""
+    def _call(self, fn: Callable[[], Any], activity: Activity | None = None) -> Any:
+        """Run ``fn`` on the worker (after the jobs queued before it) and return its result.
+
+        With ``activity`` the queue shows it while it runs and it counts as use of the model.
+        """
         future: Future[Any] = Future()
 
         def task() -> None:
+            if activity is not None:
+                self._activity = activity
             try:
                 future.set_result(fn())
             except BaseException as exc:
                 future.set_exception(exc)
+            finally:
+                if activity is not None:
+                    self._activity = "idle"
+                    self._last_active = time.monotonic()
 
         self._jobs.put(task)
         return future.result()
@@ -130,6 +188,7 @@ class Engine:
         try:
             self.unload()
         finally:
+            self._closed = True
             self._jobs.put(None)
             self._worker.join(timeout=30)
 
@@ -224,7 +283,7 @@ class Engine:
             )
             return self._state
 
-        result: LoadedState = self._call(do_load)
+        result: LoadedState = self._call(do_load, "loading")
         return result
 
     def _unload_now(self) -> None:
@@ -234,7 +293,59 @@ class Engine:
 
     def unload(self) -> None:
         """Free the loaded model (after any running generation)."""
-        self._call(self._unload_now)
+        self._call(self._unload_now, "unloading")
+
+    def idle_seconds(self) -> float | None:
+        """How long nothing has run or waited (None while a generation, load or unload runs or waits)."""
+        with self._lock:
+            if self._pending or self._running is not None or self._activity != "idle":
+                return None
+            return max(0.0, time.monotonic() - self._last_active)
+
+    def unload_if_idle(self, idle_s: float) -> bool:
+        """Unload the model if it has been idle ``idle_s`` seconds; decided on the worker, so no job queued
+        before this check can lose its model. True if it unloaded."""
+        if self._closed:
+            return False
+
+        def check_and_unload() -> bool:
+            idle = self.idle_seconds()
+            if self._state is None or idle is None or idle < idle_s:
+                return False
+            self._unload_now()
+            return True
+
+        unloaded: bool = self._call(check_and_unload)
+        return unloaded
+
+    @contextlib.contextmanager
+    def origin(self, source: JobSource, request_id: str | None = None) -> Iterator[None]:
+        """Label the generations this thread submits inside the block (the API marks its requests' jobs)."""
+        previous = getattr(self._origin, "labels", None)
+        self._origin.labels = (source, request_id)
+        try:
+            yield
+        finally:
+            self._origin.labels = previous
+
+    def queue_snapshot(self) -> QueueSnapshot:
+        """The running generation and the queued ones, in the order they will run."""
+        now = time.monotonic()
+
+        def view(job: GenerationJob, position: int) -> QueuedJob:
+            state: Literal["running", "queued"] = "running" if position == 0 else "queued"
+            waited = now - job.submitted_at
+            return QueuedJob(job.id, job.source, job.request_id, position, state, round(waited, 3))
+
+        with self._lock:
+            running = self._running
+            pending = list(self._pending.values())
+            activity = self._activity
+        return QueueSnapshot(
+            activity=activity,
+            running=view(running, 0) if running is not None else None,
+            queued=tuple(view(job, number) for number, job in enumerate(pending, start=1)),
+        )
 
     def require_model(self) -> LoadedState:
         state = self._state
@@ -263,9 +374,31 @@ class Engine:
         state = self.require_model()
         if messages is not None and not renders_own_template(state.model):
             raise EngineError("The loaded model takes a rendered prompt, not chat messages.")
-        job = GenerationJob(prompt, params, stops, messages)
+        labels: tuple[JobSource, str | None] = getattr(self._origin, "labels", None) or ("page", None)
+        source, request_id = labels
+        job = GenerationJob(
+            prompt,
+            params,
+            stops,
+            messages,
+            job_id=f"job-{next(self._job_numbers)}",
+            source=source,
+            request_id=request_id,
+            withdraw=self._withdraw,
+        )
+        with self._lock:
+            self._pending[job.id] = job
         self._jobs.put(lambda: self._generate(job))
         return job
+
+    def _withdraw(self, job: GenerationJob) -> None:
+        """A cancelled job that has not started leaves the queue now and its reader gets the end at once."""
+        with self._lock:
+            if self._pending.pop(job.id, None) is None:
+                return  # running (its token stops it) or already finished
+        job.finish_reason = "cancelled"
+        job._put(Chunk(text="", finish_reason="cancelled"))
+        job._put(_END)
 
     def generate(self, prompt: str, params: GenerationParams, stops: Sequence[str] = ()) -> Iterator[Chunk]:
         """Stream a generation; closing the iterator early cancels it."""
@@ -276,6 +409,11 @@ class Engine:
             job.cancel()
 
     def _generate(self, job: GenerationJob) -> None:
+        with self._lock:
+            if self._pending.pop(job.id, None) is None:
+                return  # withdrawn while queued: its stream has already ended
+            self._running = job
+            self._activity = "generating"
         try:
             if job.token.cancelled:
                 job.finish_reason = "cancelled"
@@ -290,6 +428,10 @@ class Engine:
         except BaseException as exc:
             job._put(exc)
         finally:
+            with self._lock:
+                self._running = None
+                self._activity = "idle"
+                self._last_active = time.monotonic()
             job._put(_END)
 
     def _stream_into(self, job: GenerationJob, model: LoadedModel) -> None:

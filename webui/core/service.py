@@ -197,7 +197,8 @@ class Service:
 
     @property
     def detection(self) -> TemplateDetection | None:
-        return self._detection
+        """The template detected for the loaded model (None once it is unloaded, also by the idle watcher)."""
+        return self._detection if self.engine.state is not None else None
 
     def status_line(self) -> str:
         """One line for the page: what is loaded, the template found, and the last reply's speed."""
