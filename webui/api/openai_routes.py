@@ -97,7 +97,7 @@ def validation_error(exc: RequestValidationError) -> ApiError:
 
 
 def openai_error(error: ApiError) -> JSONResponse:
-    body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+    body = error.openai_body()
     return JSONResponse(body, status_code=error.status)
 
 
@@ -359,16 +359,7 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                         )
                     )
             except ApiError as exc:
-                yield sse(
-                    {
-                        "error": {
-                            "message": exc.message,
-                            "type": exc.kind,
-                            "param": exc.param,
-                            "code": exc.code,
-                        }
-                    }
-                )
+                yield sse(exc.openai_body())
             finally:
                 started.cancel()
                 forget()
@@ -473,16 +464,7 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                 if include_usage:
                     yield chunk([], usage_of(started))
             except ApiError as exc:
-                yield sse(
-                    {
-                        "error": {
-                            "message": exc.message,
-                            "type": exc.kind,
-                            "param": exc.param,
-                            "code": exc.code,
-                        }
-                    }
-                )
+                yield sse(exc.openai_body())
             finally:
                 started.cancel()
                 forget()

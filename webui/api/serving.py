@@ -65,6 +65,10 @@ class ApiError(Exception):
         self.param = param
         self.code = code
 
+    def openai_body(self) -> dict[str, Any]:
+        """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
 
 def api_error(exc: BaseException) -> ApiError:
     """Any failure as an ApiError: the core's refusals are the client's fault (400), the rest is ours (500)."""
