@@ -105,3 +105,17 @@ def test_errors_are_ollama_response_errors(client: ollama.Client) -> None:
     assert missing.value.status_code == 404
     with pytest.raises(ollama.ResponseError, match="temprature"):
         client.generate(model=DEFAULT_MODEL_FILE, prompt="x", options={"temprature": 0.1})  # type: ignore[dict-item]
+
+
+def test_langchain_chat_ollama_invokes_and_streams(server: Server, client: ollama.Client) -> None:
+    """LangChain's Ollama class, as tools written for Ollama use it, gets the same greedy reply as the client."""
+    from langchain_ollama import ChatOllama
+
+    options = {"temperature": 0, "num_predict": 16}
+    question = [{"role": "user", "content": "Name a colour."}]
+    expected = client.chat(model=DEFAULT_MODEL_FILE, messages=question, options=options).message.content
+    chat = ChatOllama(base_url=server.url.rstrip("/"), model=DEFAULT_MODEL_FILE, temperature=0, num_predict=16)
+    assert chat.invoke("Name a colour.").content == expected
+    pieces = [chunk.content for chunk in chat.stream("Name a colour.")]
+    assert len([p for p in pieces if p]) >= 2, "the reply did not stream"
+    assert "".join(str(p) for p in pieces) == expected
