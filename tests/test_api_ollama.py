@@ -114,7 +114,9 @@ def test_langchain_chat_ollama_invokes_and_streams(server: Server, client: ollam
     options = {"temperature": 0, "num_predict": 16}
     question = [{"role": "user", "content": "Name a colour."}]
     expected = client.chat(model=DEFAULT_MODEL_FILE, messages=question, options=options).message.content
-    chat = ChatOllama(base_url=server.url.rstrip("/"), model=DEFAULT_MODEL_FILE, temperature=0, num_predict=16)
+    chat = ChatOllama(
+        base_url=server.url.rstrip("/"), model=DEFAULT_MODEL_FILE, temperature=0, num_predict=16
+    )
     assert chat.invoke("Name a colour.").content == expected
     pieces = [chunk.content for chunk in chat.stream("Name a colour.")]
     assert len([p for p in pieces if p]) >= 2, "the reply did not stream"
