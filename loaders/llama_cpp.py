@@ -8,9 +8,11 @@ so turn N of a chat does not re-read the whole history.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import os
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -112,24 +114,61 @@ class LlamaCppLoader:
         n_ctx = settings.n_ctx or min(metadata.context_length or 4096, AUTO_CONTEXT_CAP)
         tensor_split = [float(x) for x in settings.tensor_split.split(",") if x.strip()] or None
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_gpu_layers=settings.n_gpu_layers,
-                n_threads=settings.n_threads or automatic_threads(),
-                n_threads_batch=settings.n_threads_batch or automatic_batch_threads(),
-                n_batch=settings.n_batch,
-                n_ubatch=settings.n_batch,
-                use_mmap=settings.use_mmap,
-                use_mlock=settings.use_mlock,
-                flash_attn=settings.flash_attn,
-                rope_freq_base=settings.rope_freq_base,
-                tensor_split=tensor_split,
-                verbose=False,
-            )
+            with _inert_metadata_templates(llama_cpp):
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_gpu_layers=settings.n_gpu_layers,
+                    n_threads=settings.n_threads or automatic_threads(),
+                    n_threads_batch=settings.n_threads_batch or automatic_batch_threads(),
+                    n_batch=settings.n_batch,
+                    n_ubatch=settings.n_batch,
+                    use_mmap=settings.use_mmap,
+                    use_mlock=settings.use_mlock,
+                    flash_attn=settings.flash_attn,
+                    rope_freq_base=settings.rope_freq_base,
+                    tensor_split=tensor_split,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise LoaderError(f"llama.cpp could not load {path.name}: {exc}") from exc
         return LlamaCppModel(llm, path, metadata.chat_template, settings)
+
+
+class _InertChatFormatter:
+    """Stands in for llama-cpp-python's Jinja2ChatFormatter while a model opens (see _inert_metadata_templates)."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def to_chat_handler(self) -> Any:
+        def refuse(**_: Any) -> Any:
+            raise RuntimeError("Palabre renders chat templates itself, in its own sandbox.")
+
+        return refuse
+
+
+# Guards the short swap below; loads are rare and short, so one lock for the process is enough.
+_FORMATTER_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def _inert_metadata_templates(llama_cpp: Any) -> Iterator[None]:
+    """While a GGUF opens, keep llama-cpp-python from compiling the chat templates in its metadata.
+
+    ``Llama()`` compiles every ``tokenizer.chat_template*`` of the file with Jinja, whose compiler folds constant
+    expressions: a template holding ``{{ 9 ** (9 ** 9) }}`` or ``{{ 'a' * 10**10 }}`` hangs or exhausts memory
+    right there, and one that does not parse makes the file unloadable. Palabre never uses those handlers: it
+    renders the template itself in its guarded sandbox (webui.core.templates).
+    """
+    module = llama_cpp.llama_chat_format
+    with _FORMATTER_SWAP:
+        original = module.Jinja2ChatFormatter
+        module.Jinja2ChatFormatter = _InertChatFormatter
+        try:
+            yield
+        finally:
+            module.Jinja2ChatFormatter = original
 
 
 class LlamaCppModel:

@@ -29,6 +29,7 @@ from webui.core.params import PARAM_NAMES, GenerationParams
 HF_HONOURED_PARAMS = frozenset(PARAM_NAMES - {"mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar"})
 FALLBACK_CONTEXT = 2048  # for configs that do not say how long their context is
 QUANT_LOADERS = {"gptq": "a GPTQ", "awq": "an AWQ"}  # quant_method in config.json -> how a message names it
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # torch.load-style weights: unpickling runs code
 
 
 class HfSettings(BaseModel):
@@ -52,6 +53,10 @@ class HfSettings(BaseModel):
         0, ge=0, le=1048576, description="Context length in tokens. 0 = the model's max_position_embeddings."
     )
     n_threads: int = Field(0, ge=0, le=512, description="CPU threads. 0 = automatic (leaves a core free).")
+    allow_pickle: bool = Field(
+        False,
+        description="Load .bin/.pt/.pth/.ckpt (pickle) weights, which can run code: only for folders you trust.",
+    )
 
 
 class TransformersSettings(HfSettings):
@@ -145,6 +150,8 @@ class TransformersLoader:
         folder, gguf_file = self._locate(path, settings)
         config = read_config(folder) if gguf_file is None else {}
         self.check_checkpoint(path.name, config, gguf_file)
+        if gguf_file is None:
+            self._check_weights(path.name, folder, settings)
         try:
             import torch
             import transformers
@@ -161,6 +168,8 @@ class TransformersLoader:
         if gguf_file is not None:
             kwargs["gguf_file"] = gguf_file
         model_kwargs = dict(kwargs, **self.quantization_kwargs(settings, config, device))
+        if gguf_file is None and not settings.allow_pickle:
+            model_kwargs["use_safetensors"] = True  # never fall back to a pickle file transformers finds
         dtype = settings.dtype if settings.dtype != "auto" else self.default_dtype(device)
         model_kwargs["dtype"] = dtype if dtype == "auto" else getattr(torch, dtype)
         if device == "cuda":
@@ -203,6 +212,20 @@ class TransformersLoader:
         if not (path / "config.json").is_file():
             raise LoaderError(f"{path.name} has no config.json, so it is not a Transformers model folder.")
         return path, None
+
+    @staticmethod
+    def _check_weights(name: str, folder: Path, settings: HfSettings) -> None:
+        """Refuse a folder whose weights are only pickle files unless allow_pickle: unpickling runs code."""
+        files = [p for p in folder.iterdir() if p.is_file()]
+        if settings.allow_pickle or any(p.suffix == ".safetensors" for p in files):
+            return
+        pickled = sorted(p.name for p in files if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickled:
+            raise LoaderError(
+                f"{name} has only pickle weights ({', '.join(pickled[:3])}), and loading a pickle file can run "
+                "code hidden in it. Use a safetensors version of the model, or set the loader setting "
+                "allow_pickle=true if you trust where it came from."
+            )
 
     def _check_remote_code(self, name: str, config: dict[str, Any], settings: HfSettings) -> None:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES

@@ -283,6 +283,25 @@ def test_send_streams_a_reply_and_updates_the_status(chat_handlers: Any) -> None
 
 
 @pytest.mark.slow
+def test_regenerate_opens_the_new_version_with_start_reply_with_as_send_does(chat_handlers: Any) -> None:
+    jobs = SessionJobs()
+    deterministic = chat_values(temperature=0.0, top_k=1, max_new_tokens=12)
+    _, (conversation_id, history, _, _, _) = final(
+        chat_handlers.send("Name a fruit.", "", None, jobs, *deterministic)
+    )
+    first_reply = history[-1]["content"]
+    opening = "My favourite fruit is"
+    updates, (_, again, _, _, status) = final(
+        chat_handlers.regenerate(opening, conversation_id, jobs, *deterministic)
+    )
+    assert "tokens/s" in status
+    assert again[-1]["content"].startswith(opening + " ") and len(again[-1]["content"]) > len(opening) + 1
+    assert all(u[1][-1]["content"].startswith(opening) for u in updates[1:-1] if u[1])  # also while streaming
+    reply = chat_handlers.store.get(conversation_id).messages[-1]
+    assert reply.alternatives == (first_reply, again[-1]["content"]) and reply.active == 1
+
+
+@pytest.mark.slow
 def test_invalid_parameters_keep_the_history_and_say_why(chat_handlers: Any) -> None:
     jobs = SessionJobs()
     _, first = final(chat_handlers.send("Hi", "", None, jobs, *chat_values(max_new_tokens=4)))

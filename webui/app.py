@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 from webui.config import AppConfig
 from webui.core.characters import CharacterStore
 from webui.core.chats import ChatStore
+from webui.core.extensions import ExtensionManager
 from webui.core.presets import PresetStore
 from webui.core.registry import LoaderRegistry
 from webui.core.service import Service
@@ -22,10 +25,28 @@ def build_characters(config: AppConfig, templates: TemplateStore | None = None) 
     )
 
 
+def build_extensions(config: AppConfig) -> tuple[ExtensionManager, list[str]]:
+    """Every extension found, with ``--extensions`` (or else those saved in settings.yaml) enabled and the
+    saved extension settings applied; plus the problems met (unknown or broken extensions, bad settings)."""
+    from webui.core.settings import SETTINGS_FILE, load_settings
+
+    manager = ExtensionManager(
+        config.bundled_extensions_dir, config.user_extensions_dir, user_data_dir=config.user_data_dir
+    )
+    saved = load_settings(config.user_data_dir / SETTINGS_FILE)
+    problems = manager.load_settings(saved.extension_settings)
+    enabled = config.extensions if config.extensions is not None else saved.extensions
+    problems += manager.set_enabled(list(enabled))
+    return manager, problems
+
+
 def build_service(config: AppConfig, registry: LoaderRegistry | None = None) -> Service:
     """A Service wired to the bundled folders and the user's data folder."""
     config.models_dir.mkdir(parents=True, exist_ok=True)
     templates = build_templates(config)
+    extensions, problems = build_extensions(config)
+    for problem in problems:  # a broken or unknown extension is reported, never fatal
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
     return Service(
         registry or LoaderRegistry.from_entry_points(),
         models_dir=config.models_dir,
@@ -33,4 +54,6 @@ def build_service(config: AppConfig, registry: LoaderRegistry | None = None) -> 
         templates=templates,
         chats=ChatStore(config.user_data_dir / "palabre.db"),
         characters=build_characters(config, templates),
+        max_queue=config.max_queue,
+        extensions=extensions,
     )

@@ -126,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MINUTES",
         help="unload the model after MINUTES with no generation (the next API request naming it reloads it)",
     )
+    serve.add_argument(
+        "--max-queue",
+        type=_queue_size,
+        default=16,
+        metavar="N",
+        help="generations that may wait behind the running one (default 16); more get HTTP 429 + Retry-After",
+    )
+    serve.add_argument(
+        "--extensions",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="enable these extensions, in hook order (default: those enabled on the Session tab)",
+    )
     _access_flags(serve)
 
     generate = sub.add_parser("generate", help="complete a prompt and print the result")
@@ -157,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--user-data-dir", type=Path, default=None)
     _download_parsers(models_sub)
     _characters_parser(sub)
+    _bench_parser(sub)
+    extensions = sub.add_parser("extensions", help="list the extensions (bundled, yours and installed)")
+    extensions_sub = extensions.add_subparsers(dest="extensions_command", required=True)
+    extensions_list = extensions_sub.add_parser("list", help="name, source, enabled, description and hooks")
+    extensions_list.add_argument("--user-data-dir", type=Path, default=None)
     return parser
 
 
@@ -169,6 +188,17 @@ def _positive_minutes(text: str) -> float:
     if not minutes > 0 or minutes == float("inf"):
         raise argparse.ArgumentTypeError("the idle time must be a positive number of minutes")
     return minutes
+
+
+def _queue_size(text: str) -> int:
+    """``--max-queue``'s value: a whole number, at least 1."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError("the queue must hold at least 1 waiting request")
+    return size
 
 
 def _access_flags(serve: argparse.ArgumentParser) -> None:
@@ -257,6 +287,15 @@ def _download_parsers(models_sub: Any) -> None:
     )
 
 
+def _bench_parser(sub: Any) -> None:
+    from webui.benchmarks.runner import add_bench_arguments  # argparse only; the sections load lazily
+
+    bench = sub.add_parser(
+        "bench", help="benchmark Palabre against the raw backend, side by side (medians and ratios)"
+    )
+    add_bench_arguments(bench)
+
+
 def _characters_parser(sub: Any) -> None:
     characters = sub.add_parser("characters", help="list, import or export personalities")
     characters_sub = characters.add_subparsers(dest="characters_command", required=True)
@@ -282,6 +321,14 @@ def _characters_parser(sub: Any) -> None:
     exporting.add_argument("--user-data-dir", type=Path, default=None)
 
 
+def _extension_names(names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``--extensions a b`` (also ``a,b``) as names in order; None when the flag was not given."""
+    if names is None:
+        return None
+    split = (part.strip() for name in names for part in name.split(","))
+    return tuple(dict.fromkeys(part for part in split if part))
+
+
 def config_from_args(args: argparse.Namespace) -> AppConfig:
     return AppConfig(
         user_data_dir=(args.user_data_dir or default_user_data_dir()).resolve(),
@@ -291,6 +338,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         loader_settings=_parse_settings(getattr(args, "setting", None)),
         autoload_default_model=not getattr(args, "no_model", False),
         idle_unload_minutes=getattr(args, "idle_unload", None),
+        max_queue=getattr(args, "max_queue", 16),
+        extensions=_extension_names(getattr(args, "extensions", None)),
         **_access_config(args),
     )
 
@@ -310,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.chat(config, args)
         if args.command == "characters":
             return commands.characters(config, args)
+        if args.command == "extensions":
+            return commands.list_extensions(config)
+        if args.command == "bench":
+            return commands.bench(config, args)
         if args.models_command == "list":
             return commands.list_models(config)
         if args.models_command == "inspect":

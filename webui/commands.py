@@ -220,6 +220,15 @@ def provision(config: AppConfig) -> int:
     return 0
 
 
+def bench(config: AppConfig, args: argparse.Namespace) -> int:
+    """``webui bench``: raw backend vs Palabre, interleaved, printed as a table or JSON (webui/benchmarks/)."""
+    from webui.benchmarks.runner import bench_command
+
+    if not args.model:
+        provision(config)  # the default model, placed the way start.sh does
+    return bench_command(args, config.models_dir, sys.stderr)
+
+
 def serve(config: AppConfig, *, force: bool = False) -> int:
     from webui.api.auth import exposure_problem
     from webui.server import run_server  # gradio is imported only here
@@ -235,6 +244,22 @@ def serve(config: AppConfig, *, force: bool = False) -> int:
         return run_server(service, config)
     finally:
         service.close()
+
+
+def list_extensions(config: AppConfig) -> int:
+    """``webui extensions list``: every extension found, enabled or not, broken ones with their error."""
+    from webui.app import build_extensions
+
+    manager, _ = build_extensions(config)
+    for info in manager.info():
+        state = "enabled" if info.enabled else "disabled"
+        print(f"{info.name}  ({info.source}, {state})  {info.description}")
+        if info.error is not None:
+            print(f"    error: {info.error}")
+        else:
+            print(f"    hooks: {', '.join(info.hooks) or 'none'}")
+    manager.close()
+    return 0
 
 
 def characters(config: AppConfig, args: argparse.Namespace) -> int:

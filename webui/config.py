@@ -34,6 +34,9 @@ class AppConfig:
     cors_origins: tuple[str, ...] = ()
     insecure: bool = False  # serve on a non-loopback address without keys / page password
     idle_unload_minutes: float | None = None  # unload the model after this long idle (fractions allowed)
+    # Extensions to enable (``--extensions a b``, in hook order); None = those saved in settings.yaml.
+    extensions: tuple[str, ...] | None = None
+    max_queue: int = 16  # generations that may wait behind the running one; more are refused (HTTP 429)
 
     @property
     def models_dir(self) -> Path:
@@ -50,6 +53,14 @@ class AppConfig:
     @property
     def user_characters_dir(self) -> Path:
         return self.user_data_dir / "characters"
+
+    @property
+    def user_extensions_dir(self) -> Path:
+        return self.user_data_dir / "extensions"
+
+    @property
+    def bundled_extensions_dir(self) -> Path:
+        return self.bundled_dir / "extensions"
 
     @property
     def bundled_presets_dir(self) -> Path:

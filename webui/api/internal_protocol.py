@@ -77,6 +77,12 @@ class ChatPromptResponse(BaseModel):
     dropped_messages: int = Field(description="old messages left out so the prompt fits the context")
     stop_strings: list[str]
     template: str | None = Field(description="the instruction template used (None in chat mode)")
+    extensions: list[str] = Field(
+        default_factory=list, description="the enabled extensions applied to the prompt, in hook order"
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="extensions that failed while the prompt was built (each named)"
+    )
 
 
 class ModelInfo(BaseModel):

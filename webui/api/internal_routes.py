@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from webui.api.internal_protocol import (
     CharacterInfo,
@@ -39,6 +39,7 @@ from webui.api.internal_protocol import (
     TokenizeResponse,
     UnloadModelResponse,
 )
+from webui.api.serving import find_entry
 from webui.core.characters import CharacterError
 from webui.core.conversation import chat_settings_for, params_for
 from webui.core.engine import EngineError, LoadedState, QueuedJob
@@ -122,6 +123,29 @@ def _user_errors(fn: Callable[[], T], status: int = 400) -> T:
         raise InternalApiError(404 if not_found else status, str(exc)) from exc
     except (LoaderError, PresetError, CharacterError) as exc:
         raise InternalApiError(status, str(exc)) from exc
+
+
+def _listed_model(service: Service, name: str, loader: str | None) -> str:
+    """The listed model a request names: never a path elsewhere on the machine (``../x.gguf``, ``/tmp/x``).
+    A remote loader's models are names on its server, not files, and pass as they are."""
+    if not service.engine.uses_files(name, loader):
+        return name
+    entries = service.models()
+    entry = find_entry(entries, name)
+    if entry is None:
+        listing = ", ".join(e.name for e in entries) or "none"
+        raise InternalApiError(
+            404, f"Model {name!r} not found. Available models: {listing}.", "model_not_found"
+        )
+    return entry.name
+
+
+def _turns_on(value: Any) -> bool:
+    """True when a loader setting's value would read as true (pydantic's rules: true, 1, "yes", "on", "t" ...)."""
+    try:
+        return TypeAdapter(bool).validate_python(value) is True
+    except ValidationError:
+        return False
 
 
 def _loaded(service: Service) -> LoadedState:
@@ -268,6 +292,8 @@ def install_internal_routes(app: FastAPI, service: Service) -> None:
             dropped_messages=built.dropped_messages,
             stop_strings=list(built.stop_strings),
             template=template,
+            extensions=list(service.extensions.enabled),
+            warnings=list(built.warnings),
         )
 
     @router.get("/model", response_model=ModelInfo)
@@ -277,9 +303,21 @@ def install_internal_routes(app: FastAPI, service: Service) -> None:
     @router.post("/model/load", response_model=LoadModelResponse)
     def load_model(body: LoadModelRequest, request: Request) -> LoadModelResponse:
         _require_admin(request)
+        if _turns_on(body.settings.get("trust_remote_code")):
+            # Running code from a model folder is the user's decision at the machine, never a client's.
+            raise InternalApiError(
+                403,
+                "trust_remote_code cannot be turned on through the API: it runs code from the model's folder. "
+                "Turn it on in the page's Model tab or with `webui serve --setting trust_remote_code=true`.",
+                "trust_remote_code_refused",
+            )
         report = _user_errors(
             lambda: service.load_model(
-                body.model, body.loader, body.settings, body.instruction_template, insist=body.force
+                _listed_model(service, body.model, body.loader),
+                body.loader,
+                body.settings,
+                body.instruction_template,
+                insist=body.force,
             )
         )
         return LoadModelResponse(**model_info(service).model_dump(), message=report.message)

@@ -42,6 +42,8 @@ from webui.api.serving import (
     follow,
     json_grammar,
     public_finish_reason,
+    warnings_body,
+    warnings_headers,
 )
 from webui.core.engine import EngineError, LoadedState
 from webui.core.go_template import convert_go_template
@@ -67,7 +69,7 @@ STREAMED: dict[int | str, dict[str, Any]] = {
 
 
 def ollama_error(error: ApiError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=error.status)
+    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
 
 def _now() -> str:
@@ -279,6 +281,7 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
                 "done": True,
                 "done_reason": public_finish_reason(run.job.finish_reason),
                 **stats_fields(started),
+                **warnings_body(started.warnings()),  # the extensions' errors, complete once done
             }
 
         if not body.stream:
@@ -289,7 +292,7 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
             finally:
                 started.cancel()
                 forget()
-            return JSONResponse(final(text))
+            return JSONResponse(final(text), headers=warnings_headers(started.warnings()))
         try:
             first, rest = await first_and_rest(events)
         except BaseException:

@@ -54,11 +54,14 @@ from webui.api.serving import (
     load_character,
     public_finish_reason,
     sampler_extras,
+    warnings_body,
+    warnings_headers,
 )
 from webui.core.engine import LoadedState
 from webui.core.loader import Chunk
 from webui.core.models import ModelEntry
 from webui.core.params import GenerationParams
+from webui.core.templates import InstructionTemplate, TemplateError
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -98,7 +101,7 @@ def validation_error(exc: RequestValidationError) -> ApiError:
 
 def openai_error(error: ApiError) -> JSONResponse:
     body = error.openai_body()
-    return JSONResponse(body, status_code=error.status)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def _read_body_as_json(request: Request) -> None:
@@ -196,6 +199,16 @@ def openai_overrides(
         overrides["max_new_tokens"] = limit
         sources["max_new_tokens"] = source
     return overrides, sources
+
+
+def request_template(source: str | None) -> InstructionTemplate | None:
+    """The request's own ``instruction_template_str``, parsed (a 400 naming the line if it does not parse)."""
+    if source is None:
+        return None
+    try:
+        return InstructionTemplate("instruction_template_str", source, "custom")
+    except TemplateError as exc:
+        raise ApiError(400, str(exc), param="instruction_template_str") from exc
 
 
 def format_grammar(response_format: ResponseFormat | None, params: GenerationParams) -> str | None:
@@ -383,7 +396,7 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                 service,
                 mode=body.mode,
                 character=character,
-                template=body.instruction_template,
+                template=request_template(body.instruction_template_str) or body.instruction_template,
                 user_name=body.user_name,
             )
             limit = (
@@ -425,6 +438,7 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                 )
                 for run in started.runs
             ]
+            warnings = started.warnings()  # the extensions' errors, also in the server log
             return JSONResponse(
                 ChatCompletionResponse(
                     id=request_id,
@@ -433,13 +447,17 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                     choices=choices,
                     usage=usage_of(started),
                 ).model_dump()
+                | warnings_body(warnings),
+                headers=warnings_headers(warnings),
             )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-        def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+        def chunk(
+            choices: list[ChatChunkChoice], usage: Usage | None = None, warnings: Sequence[str] = ()
+        ) -> str:
             payload = ChatCompletionChunk(
                 id=request_id, created=created, model=started.model, choices=choices, usage=usage
-            ).model_dump()
+            ).model_dump() | warnings_body(warnings)
             for choice in payload["choices"]:  # a delta carries only what changed, as OpenAI's do
                 choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
             return sse(payload)
@@ -458,8 +476,10 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                         yield chunk([ChatChunkChoice(index=run.index, delta=ChatDelta(content=piece.text))])
                     if piece.finish_reason:
                         finish = public_finish_reason(piece.finish_reason)
+                        # The choice's last chunk carries the extensions' errors (complete by now).
                         yield chunk(
-                            [ChatChunkChoice(index=run.index, delta=ChatDelta(), finish_reason=finish)]
+                            [ChatChunkChoice(index=run.index, delta=ChatDelta(), finish_reason=finish)],
+                            warnings=run.warnings,
                         )
                 if include_usage:
                     yield chunk([], usage_of(started))

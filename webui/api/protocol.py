@@ -119,6 +119,9 @@ class ChatCompletionRequest(GenerationRequest):
     mode: Mode = Field("instruct", description="instruct, chat or chat-instruct (how the prompt is built).")
     character: str | None = Field(None, description="A Palabre personality to answer as.")
     instruction_template: str | None = Field(None, description="Template name (default: the model's).")
+    instruction_template_str: str | None = Field(
+        None, description="A Jinja chat template for this request (rendered in a sandbox); wins over the name"
+    )
     user_name: str | None = Field(None, description="The user's name in chat and chat-instruct modes.")
 
 

@@ -25,3 +25,17 @@ def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
     app.state.idle_unloader = serving.idle  # create_app starts it, run_server stops it
     install_openai_routes(app, serving)
     install_ollama_routes(app, serving)
+    install_extension_routes(app, service)
+
+
+def install_extension_routes(app: FastAPI, service: Service) -> None:
+    """Each enabled extension's ``palabre_routes`` under ``/v1/extensions/<name>`` (at start: a restart
+    applies extensions enabled later); a failing hook is logged with the extension's name and skipped."""
+    from fastapi import APIRouter
+
+    extensions = service.extensions
+    problems: list[str] = []
+    for name in extensions.enabled:
+        router = APIRouter(prefix=f"/v1/extensions/{name}", tags=[f"extension {name}"])
+        if name in extensions.collect("palabre_routes", [name], problems, router=router):
+            app.include_router(router)

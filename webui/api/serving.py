@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from webui.core.characters import Character, CharacterError
 from webui.core.conversation import chat_settings_for, params_for
-from webui.core.engine import EngineError, GenerationJob, LoadedState
+from webui.core.engine import EngineError, GenerationJob, LoadedState, QueueFull
 from webui.core.idle import IdleUnloader
 from webui.core.loader import Chunk, GenerationStats
 from webui.core.models import ModelEntry
@@ -57,6 +57,7 @@ class ApiError(Exception):
         kind: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -64,6 +65,7 @@ class ApiError(Exception):
         self.kind = kind
         self.param = param
         self.code = code
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 429
 
     def openai_body(self) -> dict[str, Any]:
         """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
@@ -74,9 +76,22 @@ def api_error(exc: BaseException) -> ApiError:
     """Any failure as an ApiError: the core's refusals are the client's fault (400), the rest is ours (500)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, QueueFull):
+        return queue_full_error(exc)
     if isinstance(exc, EngineError):
         return ApiError(400, str(exc))
     return ApiError(500, f"Internal error: {exc}", kind="server_error")
+
+
+def queue_full_error(exc: QueueFull) -> ApiError:
+    """429 with Retry-After: the queue is full now, the same request will be taken a little later."""
+    return ApiError(
+        429,
+        str(exc),
+        kind="requests",  # OpenAI's type and code for a rate limit, which clients know to retry
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
 
 
 # -- model names ---------------------------------------------------------------------------------------------
@@ -113,6 +128,8 @@ class Run:
     chunks: Iterable[Chunk]
     counts_prompt: bool = True  # False for the 2nd..nth choice of one prompt: OpenAI counts a prompt once
     prefix: str = ""  # text shown before the generated text (a completion's echoed prompt)
+    # The extensions' errors for this choice (a chat reply's list, which grows while it streams).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def stats(self) -> GenerationStats | None:
@@ -133,6 +150,10 @@ class Started:
         for run in self.runs:
             run.job.cancel()
 
+    def warnings(self) -> list[str]:
+        """The extensions' errors of every run, each once (shown to API clients as ``palabre_warnings``)."""
+        return list(dict.fromkeys(warning for run in self.runs for warning in run.warnings))
+
     def usage(self) -> tuple[int, int]:
         """(prompt tokens, completion tokens) as the loader counted them."""
         prompt = sum(run.stats.prompt_tokens for run in self.runs if run.stats and run.counts_prompt)
@@ -143,6 +164,21 @@ class Started:
 def public_finish_reason(reason: str | None) -> str:
     """The engine's finish reason as OpenAI and Ollama name it ("cancelled" only reaches a gone client)."""
     return "length" if reason == "length" else "stop"
+
+
+WARNINGS_FIELD = "palabre_warnings"
+WARNINGS_HEADER = "X-Palabre-Warnings"
+
+
+def warnings_body(warnings: Sequence[str]) -> dict[str, list[str]]:
+    """The extensions' errors as an extra top-level field (clients of OpenAI / Ollama ignore unknown
+    fields); nothing when there are none, so a clean answer has exactly the upstream shape."""
+    return {WARNINGS_FIELD: list(warnings)} if warnings else {}
+
+
+def warnings_headers(warnings: Sequence[str]) -> dict[str, str]:
+    """The same errors as a response header: a JSON list, ASCII-escaped (header values are latin-1)."""
+    return {WARNINGS_HEADER: json.dumps(list(warnings))} if warnings else {}
 
 
 async def follow(
@@ -422,6 +458,8 @@ class Serving:
             try:
                 with self.service.engine.origin("api", request_id):
                     runs = submit(state)
+            except QueueFull as exc:
+                raise queue_full_error(exc) from exc
             except EngineError as exc:
                 raise ApiError(400, str(exc)) from exc
         return Started(runs, state.entry.name, load_seconds)
@@ -438,7 +476,9 @@ class Serving:
         try:
             for index in range(n):
                 stream = self.service.stream_chat_reply(history, settings, seeded(params, index))
-                runs.append(Run(index, stream.job, stream, counts_prompt=index == 0))
+                runs.append(
+                    Run(index, stream.job, stream, counts_prompt=index == 0, warnings=stream.warnings)
+                )
         except BaseException:
             for run in runs:
                 run.job.cancel()

@@ -20,6 +20,8 @@ import struct
 import zlib
 from typing import Any
 
+from webui.core.safe_load import load_json
+
 CARD_SPEC = "chara_card_v2"
 CARD_SPEC_VERSION = "2.0"
 MAX_CARD_BYTES = 20 * 1024 * 1024  # a card or avatar larger than this is refused before it is parsed
@@ -93,7 +95,7 @@ def parse_card_json(raw: bytes | str) -> dict[str, Any]:
     if len(raw) > MAX_CARD_BYTES:
         raise CardError(f"The card is larger than {MAX_CARD_BYTES // (1024 * 1024)} MB.")
     try:
-        obj = json.loads(raw)
+        obj = load_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CardError(f"The card is not valid JSON: {exc}") from None
     return card_data(obj)

@@ -53,6 +53,7 @@ def chat_settings_for(
         user_name=user,
         context="" if instruct else character.context_for(user),
         chat_instruct_command=chat_instruct_command,
+        character=character,
     )
 
 
@@ -112,6 +113,11 @@ class SavedReply:
     @property
     def stats(self) -> GenerationStats | None:
         return self.stream.stats
+
+    @property
+    def warnings(self) -> list[str]:
+        """The extensions' errors while building the prompt and streaming (each names its extension)."""
+        return self.stream.warnings
 
 
 @dataclass
@@ -184,18 +190,27 @@ class Conversations:
         return conversation.messages[-1]
 
     def regenerate(
-        self, conversation_id: int, settings: ChatSettings, params: GenerationParams
+        self,
+        conversation_id: int,
+        settings: ChatSettings,
+        params: GenerationParams,
+        *,
+        start_with: str = "",
     ) -> SavedReply:
-        """Write a new version of the last reply; the earlier versions stay (switch between them)."""
+        """Write a new version of the last reply (forced to begin with ``start_with`` if given, as in send);
+        the earlier versions stay (switch between them)."""
         conversation = self.store.get(conversation_id)
         last = self._last_reply(conversation)
         history = self._history(conversation)[:-1]
-        stream = self.service.stream_chat_reply(history, settings, params)
+        if start_with:
+            history.append(ChatMessage("assistant", start_with))
+        stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
         model = self._model_name()
         return SavedReply(
             stream,
             lambda full: self.store.add_alternative(last.id, full, model=model),
             self.store.set_content,
+            prefix=start_with,
         )
 
     def continue_last(

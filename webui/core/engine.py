@@ -41,6 +41,17 @@ class EngineError(RuntimeError):
     """Something the user asked for cannot be done; the message is meant for them."""
 
 
+class QueueFull(EngineError):
+    """Too many generations already wait: the caller should try again after ``retry_after_s`` seconds."""
+
+    def __init__(self, waiting: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"The server is busy: {waiting} requests are already waiting. Try again in {retry_after_s} s."
+        )
+        self.waiting = waiting
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True)
 class LoadedState:
     """What is loaded now, and how."""
@@ -133,9 +144,10 @@ class GenerationJob:
 class Engine:
     """Owns at most one loaded model and serializes work on it through one worker thread."""
 
-    def __init__(self, registry: LoaderRegistry, models_dir: Path) -> None:
+    def __init__(self, registry: LoaderRegistry, models_dir: Path, max_waiting: int | None = None) -> None:
         self.registry = registry
         self.models_dir = models_dir
+        self.max_waiting = max_waiting  # generations allowed to wait (None: no limit); more raise QueueFull
         self._state: LoadedState | None = None
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         # The generations submitted and not yet started, in order (dicts keep insertion order), and the one
@@ -387,9 +399,16 @@ class Engine:
             withdraw=self._withdraw,
         )
         with self._lock:
+            if self.max_waiting is not None and len(self._pending) >= self.max_waiting:
+                raise QueueFull(len(self._pending), self._retry_after_s())
             self._pending[job.id] = job
         self._jobs.put(lambda: self._generate(job))
         return job
+
+    def _retry_after_s(self) -> int:
+        """When a place in a full queue is likely free again: about one generation's time (1 to 30 s)."""
+        last = self.last_stats
+        return min(30, max(1, round(last.total_s + 0.5))) if last is not None else 2
 
     def _withdraw(self, job: GenerationJob) -> None:
         """A cancelled job that has not started leaves the queue now and its reader gets the end at once."""

@@ -6,7 +6,6 @@ and how many bytes of weights one generated token reads.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from webui.core.gguf_header import GGUFHeaderError, SkippedArray, TensorInfo, read_gguf_tensors
 from webui.core.model_names import FILE_TYPES, GGML_TYPES, DecodedName, decode_model_name, parse_size_label
 from webui.core.models import ModelEntry, ModelFileError, _read_config, _split_parts
+from webui.core.safe_load import load_json
 
 _DTYPE_BYTES = {
     "F64": 8,
@@ -120,7 +120,7 @@ def gguf_facts(path: Path) -> ArchFacts:
         params += count
         share = 1.0
         if tensor.name.startswith("token_embd.") and not tied:
-            share = 1.0 / max(tensor.shape[-1], 1)  # one row per token
+            share = 1.0 / max(tensor.shape[-1] if tensor.shape else 1, 1)  # one row per token
         elif "_exps" in tensor.name and expert_count and expert_used:
             share = expert_used / expert_count
         bytes_per_token += int(size * share)
@@ -159,13 +159,19 @@ def _safetensors_params(path: Path) -> int:
         if length > MAX_SAFETENSORS_HEADER:
             return 0
         try:
-            header = json.loads(handle.read(length))
+            header = load_json(handle.read(length))
         except ValueError:
             return 0
     total = 0
     for name, info in header.items() if isinstance(header, dict) else ():
-        if name != "__metadata__" and isinstance(info, dict) and isinstance(info.get("shape"), list):
-            total += math.prod(int(d) for d in info["shape"])
+        shape = info.get("shape") if isinstance(info, dict) else None
+        # A shape from a stranger's file: only lists of non-negative integers count (no "x", 1e400, [[1]]).
+        if (
+            name != "__metadata__"
+            and isinstance(shape, list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            total += math.prod(shape)
     return total
 
 

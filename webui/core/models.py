@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from webui.core.gguf_header import GGUFHeaderError, SkippedArray, read_gguf_header
+from webui.core.safe_load import load_json
 
 _SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<total>\d{5})\.gguf$", re.IGNORECASE)
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# Pickle weights (.bin/.pt/.pth/.ckpt) are listed too; the loaders refuse them unless allowed.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 class ModelNotFoundError(LookupError):
@@ -97,11 +98,14 @@ def find_model(models_dir: Path, name: str) -> ModelEntry:
     for entry in discover_models(models_dir):
         if name in (entry.name, entry.path.name):
             return entry
-    candidate = Path(name).expanduser()
-    if candidate.is_file() and candidate.suffix.lower() == ".gguf":
-        return ModelEntry(candidate.name, candidate.resolve(), "gguf", candidate.stat().st_size)
-    if candidate.is_dir() and (candidate / "config.json").is_file():
-        return ModelEntry(candidate.name, candidate.resolve(), "folder", _folder_size(candidate))
+    try:  # a path given on the command line (a name from an API request never gets here: see the API)
+        candidate = Path(name).expanduser()
+        if candidate.is_file() and candidate.suffix.lower() == ".gguf":
+            return ModelEntry(candidate.name, candidate.resolve(), "gguf", candidate.stat().st_size)
+        if candidate.is_dir() and (candidate / "config.json").is_file():
+            return ModelEntry(candidate.name, candidate.resolve(), "folder", _folder_size(candidate))
+    except (OSError, ValueError, RuntimeError):
+        pass  # a name too long for a path, with a NUL byte, an unknown ~user: not a model either
     known = [e.name for e in discover_models(models_dir)]
     listing = ", ".join(known) if known else f"none (put models in {models_dir})"
     raise ModelNotFoundError(f"Model {name!r} not found. Available models: {listing}.")
@@ -122,7 +126,7 @@ def infer_loader(entry: ModelEntry) -> str:
 
 def _read_config(folder: Path) -> dict[str, object]:
     try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        data = load_json((folder / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
@@ -179,7 +183,7 @@ def _folder_chat_template(folder: Path) -> str | None:
         if not candidate.is_file():
             continue
         try:
-            data = json.loads(candidate.read_text(encoding="utf-8"))
+            data = load_json(candidate.read_text(encoding="utf-8"))
         except ValueError:
             continue
         template = data.get("chat_template") if isinstance(data, dict) else None

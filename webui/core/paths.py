@@ -9,6 +9,11 @@ from pathlib import Path
 
 _FORBIDDEN = set('/\\:*?"<>|\0')
 MAX_NAME_LENGTH = 120
+MAX_NAME_BYTES = 200  # file systems allow 255 bytes per name; leave room for suffixes and temp-file prefixes
+# Names Windows reserves for devices (also with any extension): a file called so cannot be created there.
+_DEVICE_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {f"{d}{i}" for d in ("COM", "LPT") for i in range(10)}
+)
 
 
 class InvalidNameError(ValueError):
@@ -21,7 +26,7 @@ def validate_name(name: str, *, what: str = "name") -> str:
         raise InvalidNameError(f"The {what} must not be empty.")
     if name != name.strip():
         raise InvalidNameError(f"The {what} {name!r} must not start or end with spaces.")
-    if len(name) > MAX_NAME_LENGTH:
+    if len(name) > MAX_NAME_LENGTH or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise InvalidNameError(f"The {what} is longer than {MAX_NAME_LENGTH} characters.")
     normalized = unicodedata.normalize("NFKC", name)
     bad = sorted({c for c in normalized if c in _FORBIDDEN or unicodedata.category(c).startswith("C")})
@@ -30,6 +35,10 @@ def validate_name(name: str, *, what: str = "name") -> str:
         raise InvalidNameError(f"The {what} {name!r} contains characters that are not allowed: {shown}.")
     if normalized in {".", ".."} or normalized.startswith("."):
         raise InvalidNameError(f"The {what} {name!r} must not start with a dot.")
+    if normalized.endswith("."):
+        raise InvalidNameError(f"The {what} {name!r} must not end with a dot.")
+    if normalized.split(".", 1)[0].rstrip().upper() in _DEVICE_NAMES:
+        raise InvalidNameError(f"The {what} {name!r} is a device name on Windows; pick another.")
     return name
 
 
@@ -66,17 +75,19 @@ def atomic_write_text(path: Path, text: str) -> None:
 def files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     """The files in ``folder`` with one of ``suffixes``, by name (file stem); an earlier suffix wins a tie.
 
-    Names that are not valid (temporary files, oddities) are skipped.
+    Names that are not valid (temporary files, oddities) are skipped, and so are symlinks that lead out of
+    ``folder``: a link planted in a user folder must not make Palabre read (or later overwrite) a file elsewhere.
     """
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
+    base = folder.resolve()
     for suffix in reversed(suffixes):  # the preferred suffix comes last and overwrites
         for path in sorted(folder.glob(f"*{suffix}")):
             try:
                 validate_name(path.stem)
             except InvalidNameError:
                 continue
-            if path.is_file():
+            if path.is_file() and (not path.is_symlink() or path.resolve().parent == base):
                 found[path.stem] = path
     return found

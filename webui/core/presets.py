@@ -14,7 +14,8 @@ import yaml
 from pydantic import ValidationError
 
 from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
-from webui.core.paths import atomic_write_text, path_in
+from webui.core.paths import atomic_write_text, files_by_stem, path_in
+from webui.core.safe_load import load_yaml
 
 DEFAULT_PRESET = "Default"
 _SUFFIXES = (".yaml", ".yml")
@@ -43,9 +44,7 @@ class PresetStore:
         self.user_dir = user_dir
 
     def _files(self, folder: Path) -> dict[str, Path]:
-        if not folder.is_dir():
-            return {}
-        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in _SUFFIXES and p.is_file()}
+        return files_by_stem(folder, _SUFFIXES)  # valid names only; no symlinks leading out of the folder
 
     def names(self) -> list[str]:
         """Every preset name, "Default" first."""
@@ -67,7 +66,7 @@ class PresetStore:
 
     def _parse(self, name: str, path: Path, *, bundled: bool) -> Preset:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = load_yaml(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise PresetError(f"Preset {name!r} ({path.name}) is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):

@@ -9,6 +9,9 @@
 
 Truncation drops whole turns (a user message and the replies after it), oldest first, until the prompt fits;
 the system message / character context and the last turn always stay. It renders O(log n) times, not O(n).
+Turns are dropped in blocks of about a quarter of the budget, cut at points fixed by the conversation's start,
+so the kept prefix stays the same for many turns and the loader can reuse its evaluated prefix (dropping one
+turn at a time would shift the prefix, and re-evaluate the whole history, on every turn).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class BuiltPrompt:
     # For a model that applies its own chat template: the conversation to send (``text`` is then only a
     # readable rendering of it, used to count tokens and to show the prompt).
     messages: tuple[ChatMessage, ...] | None = None
+    warnings: tuple[str, ...] = ()  # extensions that failed while the prompt was built (named in each)
 
 
 Turn = list[ChatMessage]
@@ -238,7 +242,39 @@ def _fit(
             fits, best = middle, (candidate, candidate_tokens)
         else:
             fails = middle
+    block_end = _block_cut(turns, fits, last, budget)
+    if block_end != fits:
+        candidate, candidate_tokens = attempt(block_end)
+        # The cut points come from a characters-per-token guess; if it dropped far too much, keep the minimum.
+        if candidate_tokens is not None and candidate_tokens >= budget * MIN_KEPT_SHARE:
+            return candidate, block_end, candidate_tokens
     return best[0], fits, best[1]
+
+
+# Blocks of about a quarter of the budget: at ~4 characters per token that is one character per budget token.
+BLOCK_CHARS_PER_BUDGET_TOKEN = 1.0
+MIN_KEPT_SHARE = 0.5  # a block cut may leave no less than this share of the budget in use
+_TURN_OVERHEAD_CHARS = 16  # role markers and separators the template adds around each message
+
+
+def _block_cut(turns: list[Turn], minimum: int, last: int, budget: int) -> int:
+    """The first block boundary at or after ``minimum`` dropped turns (at most ``last``).
+
+    Boundaries sit where the characters of the turns from the conversation's start cross a multiple of the
+    block size, so they do not move as new turns are appended: the same number of turns is dropped, and the
+    kept prefix stays identical, until the conversation outgrows the next block.
+    """
+    if minimum <= 0:
+        return minimum
+    block = max(1.0, budget * BLOCK_CHARS_PER_BUDGET_TOKEN)
+    dropped_chars = 0
+    for index in range(last):
+        before = dropped_chars
+        dropped_chars += sum(len(m.content) + _TURN_OVERHEAD_CHARS for m in turns[index])
+        crossed = int(dropped_chars // block) > int(before // block)
+        if index + 1 >= minimum and crossed:
+            return index + 1
+    return last
 
 
 def _flatten(turns: list[Turn]) -> list[ChatMessage]:

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from webui.core.characters import CharacterStore
+from webui.core.characters import Character, CharacterStore
 from webui.core.chats import ChatStore
 from webui.core.engine import Engine, EngineError, GenerationJob, LoadedState
+from webui.core.extension_hooks import ChatContext
+from webui.core.extensions import ExtensionManager
 from webui.core.fit_check import check_before_load, refusal_message
 from webui.core.hardware import MachineSource
 from webui.core.loader import Chunk, GenerationStats, renders_own_template
@@ -55,19 +57,33 @@ class ChatSettings:
     user_name: str = "You"
     context: str = ""
     chat_instruct_command: str = DEFAULT_CHAT_INSTRUCT_COMMAND
+    # The personality in use, for extensions (e.g. its card's character_book); the fields above already
+    # carry what the prompt takes from it.
+    character: Character | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
 class ReplyStream:
-    """A reply being generated: iterate for text deltas; ``job`` holds stats once done."""
+    """A reply being generated: iterate for text deltas; ``job`` holds stats once done.
+
+    ``warnings`` lists the extensions' errors (from building the prompt, then while streaming).
+    """
 
     prompt: BuiltPrompt
     job: GenerationJob
     continuing: bool = False
+    extensions: ExtensionManager | None = None
+    warnings: list[str] = field(default_factory=list)
     _chunks: Iterator[Chunk] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.warnings.extend(self.prompt.warnings)
         self._chunks = _tidy_reply(self.job, strip_leading=not self.continuing)
+        extensions = self.extensions
+        if extensions is not None and (
+            extensions.has("palabre_modify_chunk") or extensions.has("palabre_modify_reply")
+        ):
+            self._chunks = _extend_reply(self._chunks, extensions, self.warnings)
 
     def __iter__(self) -> Iterator[Chunk]:
         return self._chunks
@@ -100,6 +116,53 @@ def _tidy_reply(chunks: Iterable[Chunk], *, strip_leading: bool) -> Iterator[Chu
         yield replace(chunk, text=body)
 
 
+def _extend_reply(
+    chunks: Iterable[Chunk], extensions: ExtensionManager, warnings: list[str]
+) -> Iterator[Chunk]:
+    """Each delta through the extensions' modify_chunk; the whole reply through modify_reply at the end.
+
+    A reply hook can only add text at the end of what has streamed; any other change is reported.
+    """
+    streamed = ""
+    finished = False
+
+    def ending() -> str:
+        final = extensions.pipe("palabre_modify_reply", streamed, warnings, check=_is_str)
+        if final.startswith(streamed):
+            return final[len(streamed) :]
+        warnings.append(
+            "An extension changed the reply's text after it had streamed; only text added at the end can be "
+            "applied, so the change was skipped."
+        )
+        return ""
+
+    for chunk in chunks:
+        text = chunk.text
+        if text:
+            text = extensions.pipe("palabre_modify_chunk", text, warnings, check=_is_str)
+        streamed += text
+        if chunk.finish_reason is not None and not finished:
+            finished = True
+            text += ending()
+        yield replace(chunk, text=text)
+    if not finished:
+        extra = ending()
+        if extra:
+            yield Chunk(text=extra)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_history(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(message, ChatMessage) for message in value)
+
+
+def _is_params(value: Any) -> bool:
+    return isinstance(value, GenerationParams)
+
+
 @dataclass(frozen=True)
 class LoadReport:
     state: LoadedState
@@ -126,8 +189,11 @@ class Service:
         chats: ChatStore | None = None,
         characters: CharacterStore | None = None,
         machine: MachineSource | None = None,
+        max_queue: int | None = None,
+        extensions: ExtensionManager | None = None,
     ):
-        self.engine = Engine(registry, models_dir)
+        self.engine = Engine(registry, models_dir, max_waiting=max_queue)
+        self.extensions = extensions or ExtensionManager(found=())
         self.machine: MachineSource = machine or MachineProbe()  # measured once, used by the fit checks
         self.presets = presets
         self.templates = templates
@@ -236,16 +302,35 @@ class Service:
         *,
         continue_last: bool = False,
         impersonate: bool = False,
+        preview: bool = False,
     ) -> BuiltPrompt:
-        """The exact prompt text for ``history`` in ``settings.mode``, truncated to fit the context."""
+        """The exact prompt text for ``history`` in ``settings.mode``, truncated to fit the context, with the
+        enabled extensions applied. ``preview``: only to be looked at (the context meter), so the extensions
+        skip slow work (ChatContext.preview)."""
+        return self._build_chat_prompt(
+            history, settings, params, continue_last=continue_last, impersonate=impersonate, preview=preview
+        )[0]
+
+    def _build_chat_prompt(
+        self,
+        history: Sequence[ChatMessage],
+        settings: ChatSettings,
+        params: GenerationParams,
+        *,
+        continue_last: bool = False,
+        impersonate: bool = False,
+        preview: bool = False,
+    ) -> tuple[BuiltPrompt, GenerationParams]:
+        """The prompt and the sampler parameters after the extensions' hooks (input, params, history,
+        prompt: in that order)."""
         state = self.engine.require_model()
         facts = state.model.facts
-        context = params.truncation_length or facts.context_length
-        context = min(context, facts.context_length)
         try:
             template = self.template_for(settings)
         except TemplateError as exc:
             raise EngineError(str(exc)) from exc
+        # A model that applies its own chat template (a server's chat endpoint) gets the messages.
+        build = build_messages if renders_own_template(state.model) else build_prompt
         request = PromptRequest(
             messages=list(history),
             mode=settings.mode,
@@ -260,13 +345,79 @@ class Service:
             bos_token=facts.bos_token,
             eos_token=facts.eos_token,
         )
-        budget = max(1, context - reply_reserve(context, params.max_new_tokens))
+        extensions = self.extensions
+        warnings: list[str] = []
+        chat: ChatContext | None = None
+        if extensions.enabled:
+
+            def measure(messages: Sequence[ChatMessage]) -> int:
+                unlimited = replace(request, messages=list(messages))
+                return build(
+                    unlimited, count_tokens=self.engine.count_tokens, max_prompt_tokens=2**62
+                ).prompt_tokens
+
+            chat = ChatContext(
+                mode=settings.mode,
+                character_name=settings.character_name,
+                user_name=settings.user_name,
+                character=settings.character,
+                max_prompt_tokens=self._prompt_budget(params),
+                count_tokens=self.engine.count_tokens,
+                measure=measure,
+                generate=self.quick_reply,
+                user_data_dir=extensions.user_data_dir,
+                preview=preview,
+            )
+            messages = list(history)
+            if messages and messages[-1].role == "user" and not (continue_last or impersonate):
+                text = extensions.pipe(
+                    "palabre_modify_input", messages[-1].content, warnings, check=_is_str, chat=chat
+                )
+                messages[-1] = ChatMessage("user", text)
+            params = extensions.pipe("palabre_modify_params", params, warnings, check=_is_params, chat=chat)
+            chat = replace(chat, max_prompt_tokens=self._prompt_budget(params))
+            messages = extensions.pipe(
+                "palabre_modify_history", messages, warnings, check=_is_history, chat=chat
+            )
+            request = replace(request, messages=messages)
         try:
-            # A model that applies its own chat template (a server's chat endpoint) gets the messages.
-            build = build_messages if renders_own_template(state.model) else build_prompt
-            return build(request, count_tokens=self.engine.count_tokens, max_prompt_tokens=budget)
+            built = build(
+                request, count_tokens=self.engine.count_tokens, max_prompt_tokens=self._prompt_budget(params)
+            )
         except (PromptError, TemplateError) as exc:
             raise EngineError(str(exc)) from exc
+        if chat is not None:
+            text = extensions.pipe("palabre_modify_prompt", built.text, warnings, check=_is_str, chat=chat)
+            if text != built.text:
+                built = replace(built, text=text, prompt_tokens=self.engine.count_tokens(text))
+        return replace(built, warnings=tuple(warnings)), params
+
+    def _prompt_budget(self, params: GenerationParams) -> int:
+        """Tokens the prompt may take: the context (or truncation_length) minus the room kept for the reply."""
+        facts = self.engine.require_model().model.facts
+        context = min(params.truncation_length or facts.context_length, facts.context_length)
+        return max(1, context - reply_reserve(context, params.max_new_tokens))
+
+    def quick_reply(self, messages: Sequence[ChatMessage], max_new_tokens: int) -> str:
+        """A short greedy reply of the loaded model to ``messages`` (for extensions, e.g. summaries), through
+        the detected template (a plain transcript when there is none)."""
+        state = self.engine.require_model()
+        template = self._detection.template if self._detection is not None else None
+        request = PromptRequest(
+            messages=list(messages),
+            mode="instruct" if template is not None else "chat",
+            template=template,
+            bos_token=state.model.facts.bos_token,
+            eos_token=state.model.facts.eos_token,
+        )
+        build = build_messages if renders_own_template(state.model) else build_prompt
+        try:
+            built = build(request, count_tokens=self.engine.count_tokens, max_prompt_tokens=2**62)
+        except (PromptError, TemplateError) as exc:
+            raise EngineError(str(exc)) from exc
+        params = GenerationParams(temperature=0.0, max_new_tokens=max_new_tokens)
+        job = self.engine.submit(built.text, params, built.stop_strings, messages=built.messages)
+        return "".join(chunk.text for chunk in _tidy_reply(job, strip_leading=True)).strip()
 
     def stream_chat_reply(
         self,
@@ -278,11 +429,11 @@ class Service:
         impersonate: bool = False,
     ) -> ReplyStream:
         """Start generating the next reply (or the user's next message when impersonating)."""
-        prompt = self.build_chat_prompt(
+        prompt, params = self._build_chat_prompt(
             history, settings, params, continue_last=continue_last, impersonate=impersonate
         )
         job = self.engine.submit(prompt.text, params, prompt.stop_strings, messages=prompt.messages)
-        return ReplyStream(prompt, job, continuing=continue_last)
+        return ReplyStream(prompt, job, continuing=continue_last, extensions=self.extensions)
 
     def stream_completion(self, prompt: str, params: GenerationParams) -> GenerationJob:
         """Raw text completion (Default / Notebook tabs, `webui generate`)."""
@@ -290,6 +441,7 @@ class Service:
 
     def close(self) -> None:
         try:
+            self.extensions.close()
             self.engine.close()
         finally:
             if self.chats is not None:

@@ -38,6 +38,12 @@ class SessionSettings(BaseModel):
     template: str | None = Field(None, description="The instruction template chosen; None = detected.")
     theme: Theme = Field("system", description="Page colours: system, light or dark.")
     character: str | None = Field(None, description="The character chosen on the Character tab.")
+    extensions: list[str] = Field(
+        default_factory=list, description="The extensions enabled on the Session tab, in hook order."
+    )
+    extension_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Each extension's settings, by extension name."
+    )
 
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 

@@ -17,6 +17,7 @@ from webui.core.settings import SETTINGS_FILE, SettingsFile
 from webui.ui.character_tab import CharacterTab
 from webui.ui.chat_tab import ChatTab
 from webui.ui.download_panel import DownloadPanel
+from webui.ui.extensions_panel import ExtensionsPanel, build_extension_tabs, extension_assets
 from webui.ui.model_tab import ModelTab
 from webui.ui.parameters_tab import ParametersTab
 from webui.ui.session_tab import APPLY_THEME_JS, SessionTab
@@ -51,6 +52,8 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
     model = ModelTab(service, models_dir=str(config.models_dir), settings=settings)
     session = SessionTab(service, settings)
     character = CharacterTab(service)
+    extensions = ExtensionsPanel(service.extensions, settings)
+    extension_problems: list[str] = []  # logged with the extension's name by the manager
 
     with gr.Blocks(title=UI_TITLE, analytics_enabled=False) as blocks:
         jobs = gr.State(SessionJobs(), delete_callback=cancel_session_jobs)
@@ -70,6 +73,8 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
                 DownloadPanel(config.models_dir).build().then(model.refresh_models, outputs=[model.model])
             with gr.Tab("Session", id="session", elem_id="tab-session"):
                 session.build()
+                extensions.build()
+            build_extension_tabs(service.extensions, extension_problems)
 
         def status_line() -> str:
             return service.status_line()
@@ -138,9 +143,14 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
             ],
             show_progress="hidden",
         ).then(None, inputs=[session.theme], js=APPLY_THEME_JS).then(
+            extensions.refresh, outputs=[extensions.enabled, extensions.status_md], show_progress="hidden"
+        ).then(
             chat.handlers.meter,
             inputs=[chat.history, *chat.values],
             outputs=[chat.meter],
             show_progress="hidden",
         )
+        _, extension_js = extension_assets(service.extensions)
+        if extension_js:
+            blocks.load(None, js=extension_js)
     return blocks

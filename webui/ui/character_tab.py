@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from webui.core.characters import EXPORT_FORMATS, Character, CharacterError, CharacterStore, ExportFormat
 from webui.core.params import describe_validation_error
+from webui.core.safe_load import load_yaml
 from webui.core.service import Service
 
 MODEL_TEMPLATE = (
@@ -46,7 +47,7 @@ def parse_parameters(text: str | None) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)  # bounded: a pasted YAML bomb is refused, not expanded
     except yaml.YAMLError as exc:
         raise CharacterError(f"Sampler parameters: not valid YAML or JSON ({exc}).") from None
     if data is None:

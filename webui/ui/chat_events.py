@@ -166,7 +166,8 @@ class ChatHandlers:
         finally:
             jobs.finish(CHAT, job)
             job.cancel()  # no-op when it ended; stops the model if the page went away mid-reply
-        status = error or self.status()
+        extension_errors = [warn(message) for message in job.warnings]  # each names its extension
+        status = error or "\n\n".join([*extension_errors, self.status()])
         if discarded:
             yield status_only(status)
         else:
@@ -299,13 +300,17 @@ class ChatHandlers:
         continuing = action == "continue"
         try:
             settings, params = self.read(values, conversation.character)
-            rework = self.conversations.continue_last if continuing else self.conversations.regenerate
-            reply = rework(conversation.id, settings, params)
+            if continuing:
+                reply = self.conversations.continue_last(conversation.id, settings, params)
+            else:  # the new version opens with "Start reply with", as a sent message's reply does
+                reply = self.conversations.regenerate(
+                    conversation.id, settings, params, start_with=start_with or ""
+                )
         except ERRORS as exc:
             yield status_only(warn(str(exc)))
             return
         history = history_from(conversation)
-        shown_before = history[-1]["content"] if continuing else ""
+        shown_before = history[-1]["content"] if continuing else start_with or ""
         yield from self._reply(jobs, conversation.id, reply, history[:-1], shown_before, gr.skip())
 
     def impersonate(self, conversation_id: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:

@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from webui.core.chat_records import ChatStoreError, Conversation
+from webui.core.safe_load import load_json
 from webui.core.settings import SettingsFile
 from webui.ui.chat_events import ERRORS, ChatHandlers, Update, status_only, warn
 from webui.ui.convert import (
@@ -239,7 +240,7 @@ class ConversationHandlers:
         if not path:
             return (*status_only(warn("No file was uploaded.")), gr.skip())
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = load_json(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             return (*status_only(warn(f"This is not a JSON chat file: {exc}")), gr.skip())
         own = isinstance(data, dict) and data.get("format") == "palabre-chat"

@@ -38,7 +38,8 @@ def context_meter(
         return "Context: no model loaded."
     context = effective_context(params.truncation_length, state.model.facts.context_length)
     try:
-        built = service.build_chat_prompt(to_chat_messages(history), settings, params)
+        # A preview: extensions must not stall the meter (e.g. summary_memory asking the model).
+        built = service.build_chat_prompt(to_chat_messages(history), settings, params, preview=True)
     except EngineError as exc:
         return f"Context: the prompt cannot be built ({exc})"
     reserved = reply_reserve(context, params.max_new_tokens)

@@ -1,0 +1,147 @@
+"""``webui serve`` as a subprocess for the benchmarks, and a streaming HTTP client that times what it reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from webui.config import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM) in MiB; 0 where /proc is not available."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class ServeProcess:
+    """``python -m webui serve`` on a free port over ``user_data``; ``start()`` returns the seconds until the
+    page (``GET /``) answers."""
+
+    def __init__(self, user_data: Path, args: Sequence[str], log: Path) -> None:
+        self.user_data = user_data
+        self.args = list(args)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 300, need_model: bool = True) -> float:
+        env = {
+            **os.environ,
+            "GRADIO_TEMP_DIR": str(self.user_data.parent / "gradio-tmp"),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+        }
+        command = [sys.executable, "-m", "webui", "serve", "--port", str(self.port)]
+        command += ["--user-data-dir", str(self.user_data), *self.args]
+        started = time.perf_counter()
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = started + timeout
+        with httpx.Client(timeout=5) as client:
+            while time.perf_counter() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"webui serve exited with {self.process.returncode}: {self.log.read_text()[-2000:]}"
+                    )
+                try:
+                    if client.get(f"{self.url}/").status_code == 200 and (
+                        not need_model or b'"model":null' not in client.get(f"{self.url}/health").content
+                    ):
+                        return time.perf_counter() - started
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"webui serve did not answer in {timeout:.0f} s: {self.log.read_text()[-2000:]}")
+
+    def peak_rss_mb(self) -> float:
+        return peak_rss_mb(self.process.pid) if self.process else 0.0
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What a client saw of one streamed reply: seconds from the request, token counts, the text."""
+
+    ttft_s: float  # first text
+    last_s: float  # last text
+    total_s: float  # end of the stream
+    completion_tokens: int
+    prompt_tokens: int
+    chunks: int  # text events
+    text: str
+
+    @property
+    def gen_tps(self) -> float:
+        """Tokens per second between the first and the last text (the first token's wait excluded)."""
+        span = self.last_s - self.ttft_s
+        return (self.completion_tokens - 1) / span if self.completion_tokens > 1 and span > 0 else 0.0
+
+
+def stream_timed(client: httpx.Client, url: str, body: dict[str, Any]) -> Streamed:
+    """POST a streaming OpenAI-style request (completions or chat) and time what arrives."""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first = last = 0.0
+    chunks = 0
+    usage: dict[str, Any] = {}
+    text_parts: list[str] = []
+    with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{url} answered {response.status_code}: {response.read()[:500]!r}")
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            usage = event.get("usage") or usage
+            for choice in event.get("choices") or ():
+                text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+                if text:
+                    now = time.perf_counter() - start
+                    first = first or now
+                    last = now
+                    chunks += 1
+                    text_parts.append(text)
+    return Streamed(
+        ttft_s=first,
+        last_s=last,
+        total_s=time.perf_counter() - start,
+        completion_tokens=int(usage.get("completion_tokens", chunks)),
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        chunks=chunks,
+        text="".join(text_parts),
+    )
