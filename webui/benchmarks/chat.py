@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,21 +174,28 @@ def _one_request(client: httpx.Client, server: ServeProcess, index: int, tokens:
     )
 
 
-def _concurrent(server: ServeProcess, clients: int, tokens: int) -> dict[str, float]:
-    """``clients`` requests at once, each from its own connection; aggregate tokens/s over the wall time."""
+def _requests(server: ServeProcess, clients: int, tokens: int, *, at_once: bool) -> dict[str, float]:
+    """The requests of ``clients`` clients (each its own prompt), all at once from their own connections or one
+    after another from one client; aggregate tokens/s over the wall time.
+
+    Both ways send the same prompts, so the prompt evaluation each one needs is the same: the difference is
+    what serving them concurrently (the queue, interleaved streams) costs.
+    """
     results: list[Streamed | BaseException] = []
     lock = threading.Lock()
 
-    def worker(index: int) -> None:
-        try:
-            with httpx.Client(timeout=600) as client:
-                outcome: Streamed | BaseException = _one_request(client, server, index, tokens)
-        except BaseException as exc:  # reported as an error count, never hidden
-            outcome = exc
-        with lock:
-            results.append(outcome)
+    def worker(indexes: Sequence[int]) -> None:
+        with httpx.Client(timeout=600) as client:
+            for index in indexes:
+                try:
+                    outcome: Streamed | BaseException = _one_request(client, server, index, tokens)
+                except BaseException as exc:  # reported as an error count, never hidden
+                    outcome = exc
+                with lock:
+                    results.append(outcome)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    groups = [[i] for i in range(clients)] if at_once else [list(range(clients))]
+    threads = [threading.Thread(target=worker, args=(group,)) for group in groups]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -203,12 +210,13 @@ def _concurrent(server: ServeProcess, clients: int, tokens: int) -> dict[str, fl
 def queue(
     server: ServeProcess, *, clients: int = 8, tokens: int = 32, rounds: int = 2
 ) -> tuple[list[Figure], dict[str, Any]]:
-    """One client alone vs ``clients`` at once, interleaved; tokens/s counts every generated token."""
-    _concurrent(server, 1, 4)  # warm-up
+    """``clients`` clients at once vs one client sending the same requests one after another, interleaved;
+    tokens/s counts every generated token."""
+    _requests(server, 1, 4, at_once=False)  # warm-up
     runs = interleave(
         {
-            "one": lambda n: _concurrent(server, 1, tokens),
-            "many": lambda n: _concurrent(server, clients, tokens),
+            "one": lambda n: _requests(server, clients, tokens, at_once=False),
+            "many": lambda n: _requests(server, clients, tokens, at_once=True),
         },
         rounds,
     )
@@ -222,7 +230,7 @@ def queue(
             many,
             "tok/s",
             reference=one,
-            reference_name="1 client",
+            reference_name="1 client, same requests in turn",
             target=Target("ratio_at_least", 0.95),
             samples=rounds,
             paired_ratio=paired_ratio(runs, "many", "one", "tps"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -68,11 +69,19 @@ def _link_model(user_data: Path, model: Path) -> None:
 
 def _default_hf_model() -> Path | None:
     """The tiny Transformers folder the tests build (cached), when running from a checkout."""
-    try:
-        from tests.tiny_models import ensure_tiny_models
-    except ImportError:
+    import importlib.util
+
+    from webui.config import PROJECT_ROOT
+
+    # Loaded by path: the `webui` console script does not put the checkout on sys.path.
+    source = PROJECT_ROOT / "tests" / "tiny_models.py"
+    spec = importlib.util.spec_from_file_location("palabre_bench_tiny_models", source)
+    if not source.is_file() or spec is None or spec.loader is None:
         return None
-    return ensure_tiny_models().llama
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return Path(module.ensure_tiny_models().llama)
 
 
 def run_bench(options: BenchOptions) -> Report:
