@@ -63,7 +63,7 @@ def browser() -> Iterator[Browser]:
     """Debian's Chromium driven by Playwright (never `playwright install`: it cannot download here)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_ui_browser import CHROMIUM_FLAGS
+    from webui.benchmarks.browser import CHROMIUM_FLAGS
 
     executable = shutil.which("chromium")
     assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.conftest import make_config
+from webui.benchmarks.server import stop_process
 from webui.config import PROJECT_ROOT
 from webui.provision import DEFAULT_MODEL_FILE
 
@@ -88,14 +89,8 @@ class Server:
         wait_until_serving(self.url, self.process, self.log, require_model=self.model is not None)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 

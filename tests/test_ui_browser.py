@@ -11,20 +11,12 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.servers import Server, open_page
+from webui.benchmarks.browser import BOT
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 QUESTION = "What is the capital of France?"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-BOT = '#chatbot [data-testid="bot"]'
 
 
 @pytest.fixture(scope="module")

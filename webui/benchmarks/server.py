@@ -82,15 +82,19 @@ class ServeProcess:
         return peak_rss_mb(self.process.pid) if self.process else 0.0
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Ask ``process`` to end (SIGTERM), and kill it if it has not within 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 @dataclass(frozen=True)
