@@ -194,7 +194,13 @@ def test_killing_the_server_mid_reply_loses_no_earlier_message(browser: Browser,
     finally:
         store.close()
 
+    # The old tab's Gradio client retries its dead connection and reloads itself once
+    # the server is back, which would abort our own navigation: use a fresh tab, as a
+    # user reopening the page would.
+    page.close()
     server.start()
+    page = context.new_page()
+    page.set_default_timeout(60_000)
     open_page(page, server.url)
     conversation_entry(page, question[:20]).click()
     page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({long_question!r})")
