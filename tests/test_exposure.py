@@ -293,6 +293,29 @@ def test_a_too_large_upload_is_refused_with_a_clear_message(plain_server: Server
     assert not any(p.stat().st_size > MAX_UPLOAD_BYTES for p in uploads.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
+def test_serve_max_upload_mb_sets_the_page_upload_limit(tmp_path: Path) -> None:
+    server = Server(tmp_path, extra_args=["--max-upload-mb", "0.5"])
+    server.start()
+    try:
+        url = f"{server.url}gradio_api/upload"
+        under = httpx.post(url, files={"files": ("a.json", b"x" * 400_000, "application/json")}, timeout=60)
+        assert under.status_code == 200, under.text
+        over = httpx.post(url, files={"files": ("b.json", b"x" * 600_000, "application/json")}, timeout=60)
+        assert over.status_code == 413, over.text
+        assert str(512 * 1024) in over.text  # the limit is named, in bytes
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "lots", "inf"])
+def test_a_bad_max_upload_mb_is_refused_by_the_cli(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["serve", "--max-upload-mb", value])
+    assert exit_info.value.code == 2
+    assert "--max-upload-mb" in capsys.readouterr().err
+
+
 def test_trust_remote_code_is_off_by_default_for_every_loader() -> None:
     registry = LoaderRegistry.from_entry_points()
     having = []

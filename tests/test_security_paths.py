@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -134,11 +135,17 @@ def link_outside(user_data: Path) -> None:
     (user_data / "presets" / "dirlink.yaml").symlink_to(outside)
 
 
-def test_symlinks_out_of_user_folders_are_not_followed(layout: Path) -> None:
+def test_symlinks_out_of_user_folders_are_not_followed(
+    layout: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     presets, templates, characters = stores(layout)
     link_outside(layout)
-    assert "linked" not in presets.names() and "linked" not in templates.names()
+    with caplog.at_level(logging.WARNING, logger="palabre.paths"):
+        assert "linked" not in presets.names() and "linked" not in templates.names()
     assert "linked" not in characters.names() and "dirlink" not in presets.names()
+    # The log says why a linked file is missing from the list, naming the link and where it leads.
+    skipped = [r.getMessage() for r in caplog.records if "linked.yaml" in r.getMessage()]
+    assert skipped and "outside" in skipped[0] and "escaped.yaml" in skipped[0]
     with pytest.raises(PresetError, match="No preset named 'linked'"):
         presets.load("linked")
     with pytest.raises(TemplateError, match='No instruction template named "linked"'):

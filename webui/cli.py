@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="generations that may wait behind the running one (default 16); more get HTTP 429 + Retry-After",
     )
     serve.add_argument(
+        "--max-upload-mb",
+        type=_upload_megabytes,
+        default=50.0,
+        metavar="MB",
+        help="the largest file the page accepts: cards, chat imports (default 50); bigger ones get HTTP 413",
+    )
+    serve.add_argument(
         "--extensions",
         nargs="*",
         default=None,
@@ -199,6 +206,17 @@ def _queue_size(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError("the queue must hold at least 1 waiting request")
     return size
+
+
+def _upload_megabytes(text: str) -> float:
+    """``--max-upload-mb``'s value: megabytes, more than 0 (fractions allowed)."""
+    try:
+        megabytes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not 0 < megabytes < float("inf"):
+        raise argparse.ArgumentTypeError("the upload limit must be a positive number of megabytes")
+    return megabytes
 
 
 def _access_flags(serve: argparse.ArgumentParser) -> None:
@@ -339,6 +357,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         autoload_default_model=not getattr(args, "no_model", False),
         idle_unload_minutes=getattr(args, "idle_unload", None),
         max_queue=getattr(args, "max_queue", 16),
+        max_upload_mb=getattr(args, "max_upload_mb", 50.0),
         extensions=_extension_names(getattr(args, "extensions", None)),
         **_access_config(args),
     )

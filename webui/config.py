@@ -37,6 +37,7 @@ class AppConfig:
     # Extensions to enable (``--extensions a b``, in hook order); None = those saved in settings.yaml.
     extensions: tuple[str, ...] | None = None
     max_queue: int = 16  # generations that may wait behind the running one; more are refused (HTTP 429)
+    max_upload_mb: float = 50.0  # the largest file the page accepts; bigger uploads get HTTP 413
 
     @property
     def models_dir(self) -> Path:

@@ -8,9 +8,13 @@ from typing import Any
 from webui.config import AppConfig
 from webui.core.service import Service
 
-# The largest file the page accepts (character cards, chat imports): bigger uploads get HTTP 413 before they
-# are stored, so nobody can fill the disk through the page.
+# The largest file the page accepts by default (character cards, chat imports; `serve --max-upload-mb`):
+# bigger uploads get HTTP 413 before they are stored, so nobody can fill the disk through the page.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+
+
+def max_upload_bytes(config: AppConfig) -> int:
+    return int(config.max_upload_mb * 1024 * 1024)
 
 
 # Gradio's queue looks for new events every 1 ms while idle (on Linux): ~5% of a core and a thousand GIL
@@ -66,7 +70,7 @@ def create_app(service: Service, config: AppConfig) -> Any:
     _calm_gradio_queue(blocks)
     extension_css, _ = extension_assets(service.extensions)
     return gr.mount_gradio_app(
-        app, blocks, path="/", css=UI_CSS + extension_css, max_file_size=MAX_UPLOAD_BYTES
+        app, blocks, path="/", css=UI_CSS + extension_css, max_file_size=max_upload_bytes(config)
     )
 
 

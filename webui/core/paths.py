@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import unicodedata
 from pathlib import Path
+
+LOG = logging.getLogger("palabre.paths")
 
 _FORBIDDEN = set('/\\:*?"<>|\0')
 MAX_NAME_LENGTH = 120
@@ -88,6 +91,11 @@ def files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
                 validate_name(path.stem)
             except InvalidNameError:
                 continue
-            if path.is_file() and (not path.is_symlink() or path.resolve().parent == base):
-                found[path.stem] = path
+            if not path.is_file():
+                continue
+            if path.is_symlink() and path.resolve().parent != base:
+                # Said in the log so that a user who linked a file on purpose learns why it is not listed.
+                LOG.warning("Skipped %s: it is a link to %s, outside %s.", path, path.resolve(), base)
+                continue
+            found[path.stem] = path
     return found
