@@ -440,7 +440,7 @@ def test_the_example_extension_changes_nothing_by_default_and_every_live_hook_wh
     assert manager.pipe("palabre_modify_params", params, [], chat=context).max_new_tokens == 7
     assert manager.pipe("palabre_modify_prompt", "x", [], chat=context) == "P:x"
     assert manager.pipe("palabre_modify_chunk", "abc", []) == "ABC"
-    assert manager.pipe("palabre_modify_reply", "ABC", []) == "ABC --ex"
+    assert manager.pipe("palabre_modify_reply", "ABC", [], kind="chat") == "ABC --ex"
     problems: list[str] = []
     assert "example-ext-note" in manager.collect("palabre_css", ["example"], problems)["example"]
     assert problems == []

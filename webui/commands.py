@@ -114,6 +114,8 @@ def generate(config: AppConfig, args: argparse.Namespace) -> int:
                 print(job.text())
         except EngineError as exc:
             raise CliError(str(exc)) from exc
+        for warning in job.warnings:  # the enabled extensions' errors (the text above is complete)
+            print(f"warning: {warning}", file=sys.stderr)
         return 0
     finally:
         service.close()

@@ -3,6 +3,8 @@
 Each ``@hookimpl`` function is named after a hook in webui/core/extension_hooks.py and takes only the
 arguments it needs, by name. The ``palabre_modify_*`` hooks return the new value, or None to leave it as it
 is. With the default settings this extension changes nothing; turn its settings on to see each hook work.
+The chunk and reply hooks also run for raw completions (Default / Notebook tabs, /v1/completions): their
+``kind`` argument says which, so a hook that only suits chat replies (the signature here) can skip the others.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_hooks import ChatContext, ExtensionState, hookimpl
+from webui.core.extension_hooks import ChatContext, ExtensionState, GenerationKind, hookimpl
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
 
@@ -25,11 +27,15 @@ class ExampleSettings(BaseModel):
     )
     system_note: str = Field("", description="Added as a system message before the conversation.")
     max_new_tokens: int = Field(
-        0, ge=0, le=32768, description="If not 0, replies are limited to this length."
+        0, ge=0, le=32768, description="If not 0, replies and raw completions are limited to this length."
     )
-    prompt_prefix: str = Field("", description="Put in front of the rendered prompt text.")
-    uppercase: bool = Field(False, description="Show the reply in upper case, as it streams.")
-    signature: str = Field("", description="Added at the end of every reply.")
+    prompt_prefix: str = Field(
+        "", description="Put in front of the rendered prompt text (and of a raw completion's text)."
+    )
+    uppercase: bool = Field(
+        False, description="Show the reply (and a raw completion) in upper case, as it streams."
+    )
+    signature: str = Field("", description="Added at the end of every chat reply (not of raw completions).")
 
 
 @hookimpl
@@ -74,12 +80,28 @@ def palabre_modify_prompt(prompt: str, settings: ExampleSettings) -> str | None:
 
 
 @hookimpl
+def palabre_modify_completion_params(
+    params: GenerationParams, settings: ExampleSettings
+) -> GenerationParams | None:
+    return palabre_modify_params(params, settings)
+
+
+@hookimpl
+def palabre_modify_completion_prompt(prompt: str, settings: ExampleSettings) -> str | None:
+    return palabre_modify_prompt(prompt, settings)
+
+
+@hookimpl
 def palabre_modify_chunk(text: str, settings: ExampleSettings) -> str | None:
     return text.upper() if settings.uppercase else None
 
 
 @hookimpl
-def palabre_modify_reply(text: str, settings: ExampleSettings, state: ExtensionState) -> str | None:
+def palabre_modify_reply(
+    text: str, kind: GenerationKind, settings: ExampleSettings, state: ExtensionState
+) -> str | None:
+    if kind != "chat":
+        return None  # a signature would end up inside the user's text in the Notebook
     state["replies"] = state.get("replies", 0) + 1
     return text + settings.signature if settings.signature else None
 

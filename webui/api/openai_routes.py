@@ -331,6 +331,7 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                 )
                 for run in started.runs
             ]
+            warnings = started.warnings()  # the extensions' errors, also in the server log
             return JSONResponse(
                 CompletionResponse(
                     id=request_id,
@@ -339,14 +340,17 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                     choices=choices,
                     usage=usage_of(started),
                 ).model_dump()
+                | warnings_body(warnings),
+                headers=warnings_headers(warnings),
             )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-        def chunk(index: int, text: str, finish: str | None = None) -> str:
+        def chunk(index: int, text: str, finish: str | None = None, warnings: Sequence[str] = ()) -> str:
             choice = CompletionChoice(index=index, text=text, finish_reason=finish)
-            return sse(
-                CompletionResponse(id=request_id, created=created, model=started.model, choices=[choice])
+            payload = CompletionResponse(
+                id=request_id, created=created, model=started.model, choices=[choice]
             )
+            return sse(payload.model_dump() | warnings_body(warnings) if warnings else payload)
 
         async def stream(
             first: tuple[Run, Chunk] | None, rest: AsyncIterator[tuple[Run, Chunk]]
@@ -360,7 +364,8 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
                         text = run.prefix + text
                     finish = public_finish_reason(piece.finish_reason) if piece.finish_reason else None
                     if text or finish:
-                        yield chunk(run.index, text, finish)
+                        # The choice's last chunk carries the extensions' errors (complete by now).
+                        yield chunk(run.index, text, finish, run.warnings if finish else ())
                 if include_usage:
                     yield sse(
                         CompletionResponse(

@@ -128,7 +128,7 @@ class Run:
     chunks: Iterable[Chunk]
     counts_prompt: bool = True  # False for the 2nd..nth choice of one prompt: OpenAI counts a prompt once
     prefix: str = ""  # text shown before the generated text (a completion's echoed prompt)
-    # The extensions' errors for this choice (a chat reply's list, which grows while it streams).
+    # The extensions' errors for this choice (the reply's or completion's list, which grows as it streams).
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -493,14 +493,17 @@ class Serving:
         try:
             for number, prompt in enumerate(prompts):
                 for index in range(n):
-                    job = self.service.stream_completion(prompt, seeded(params, index))
+                    stream = self.service.stream_completion(prompt, seeded(params, index))
                     runs.append(
                         Run(
                             number * n + index,
-                            job,
-                            job,
+                            stream.job,
+                            stream,
                             counts_prompt=index == 0,
+                            # The echo is the prompt as sent, as the page keeps it (an extension's
+                            # change to it is for the model only).
                             prefix=prompt if echo else "",
+                            warnings=stream.warnings,
                         )
                     )
         except BaseException:

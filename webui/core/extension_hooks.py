@@ -7,7 +7,9 @@ the arguments it needs (pluggy passes arguments by name).
 
 For each chat reply the hooks run in this order: modify_input, modify_params, modify_history (then the prompt
 is built and truncated to fit), modify_prompt; then modify_chunk for each streamed piece and modify_reply at
-the end. Raw completions (Default / Notebook tabs, /v1/completions) are not chats and run no hooks.
+the end. A raw completion (Default / Notebook tabs, ``webui generate``, /v1/completions, Ollama's raw
+/api/generate) runs modify_completion_params, modify_completion_prompt, then the same modify_chunk and
+modify_reply; their ``kind`` argument ("chat" or "completion") lets an extension leave one of the two alone.
 
 Every ``palabre_modify_*`` hook is a pipeline: each enabled extension receives the value the previous one
 returned and returns the new value, or ``None`` to leave it unchanged. Order: implementations marked
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 from pydantic import BaseModel
@@ -46,8 +48,13 @@ LIVE_HOOKS = (
     "palabre_modify_prompt",
     "palabre_modify_chunk",
     "palabre_modify_reply",
+    "palabre_modify_completion_params",
+    "palabre_modify_completion_prompt",
 )
 RESTART_HOOKS = ("palabre_ui", "palabre_routes", "palabre_css", "palabre_js")
+
+# What a reply hook is given: a chat reply, or the continuation of a raw completion's text.
+GenerationKind = Literal["chat", "completion"]
 
 
 class ExtensionState(dict[str, Any]):
@@ -121,17 +128,31 @@ class HookSpecs:
         """The rendered prompt text (for a model that applies its own chat template, only the text shown)."""
 
     @hookspec
-    def palabre_modify_chunk(
-        self, text: str, settings: BaseModel | None, state: ExtensionState
+    def palabre_modify_completion_params(
+        self, params: GenerationParams, prompt: str, settings: BaseModel | None, state: ExtensionState
+    ) -> GenerationParams | None:
+        """The sampler parameters of a raw completion (``prompt``: its text as sent, for reference)."""
+
+    @hookspec
+    def palabre_modify_completion_prompt(
+        self, prompt: str, params: GenerationParams, settings: BaseModel | None, state: ExtensionState
     ) -> str | None:
-        """Each streamed piece of the reply, as it arrives."""
+        """The text a raw completion continues, as the model will see it (the page and an API's echo keep
+        the text as sent); ``params`` are the final sampler parameters."""
+
+    @hookspec
+    def palabre_modify_chunk(
+        self, text: str, kind: GenerationKind, settings: BaseModel | None, state: ExtensionState
+    ) -> str | None:
+        """Each streamed piece of the reply (or of a raw completion's continuation), as it arrives."""
 
     @hookspec
     def palabre_modify_reply(
-        self, text: str, settings: BaseModel | None, state: ExtensionState
+        self, text: str, kind: GenerationKind, settings: BaseModel | None, state: ExtensionState
     ) -> str | None:
-        """The whole reply once it ends. Text added at the end streams as a last piece; a change to text
-        already streamed cannot be taken back and is reported instead."""
+        """The whole reply (or raw completion's continuation, without its prompt) once it ends. Text added
+        at the end streams as a last piece; a change to text already streamed cannot be taken back and is
+        reported instead."""
 
     @hookspec
     def palabre_ui(self, gr: Any, settings: BaseModel | None, state: ExtensionState) -> None:

@@ -310,4 +310,6 @@ _FIRST_ARGUMENT = {
     "palabre_modify_prompt": "prompt",
     "palabre_modify_chunk": "text",
     "palabre_modify_reply": "text",
+    "palabre_modify_completion_params": "params",
+    "palabre_modify_completion_prompt": "prompt",
 }

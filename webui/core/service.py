@@ -15,7 +15,7 @@ from typing import Any
 from webui.core.characters import Character, CharacterStore
 from webui.core.chats import ChatStore
 from webui.core.engine import Engine, EngineError, GenerationJob, LoadedState
-from webui.core.extension_hooks import ChatContext
+from webui.core.extension_hooks import ChatContext, GenerationKind
 from webui.core.extensions import ExtensionManager
 from webui.core.fit_check import check_before_load, refusal_message
 from webui.core.hardware import MachineSource
@@ -80,10 +80,8 @@ class ReplyStream:
         self.warnings.extend(self.prompt.warnings)
         self._chunks = _tidy_reply(self.job, strip_leading=not self.continuing)
         extensions = self.extensions
-        if extensions is not None and (
-            extensions.has("palabre_modify_chunk") or extensions.has("palabre_modify_reply")
-        ):
-            self._chunks = _extend_reply(self._chunks, extensions, self.warnings)
+        if extensions is not None and _extends_replies(extensions):
+            self._chunks = _extend_reply(self._chunks, extensions, self.warnings, "chat")
 
     def __iter__(self) -> Iterator[Chunk]:
         return self._chunks
@@ -116,8 +114,57 @@ def _tidy_reply(chunks: Iterable[Chunk], *, strip_leading: bool) -> Iterator[Chu
         yield replace(chunk, text=body)
 
 
+@dataclass
+class CompletionStream:
+    """A raw completion being generated: iterate for text deltas (the continuation only, whitespace kept).
+
+    ``prompt`` and ``params`` are what the model got, after the extensions' completion hooks; ``warnings``
+    lists the extensions' errors (from those hooks, then while streaming).
+    """
+
+    job: GenerationJob
+    extensions: ExtensionManager | None = None
+    warnings: list[str] = field(default_factory=list)
+    _chunks: Iterator[Chunk] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._chunks = iter(self.job)
+        if self.extensions is not None and _extends_replies(self.extensions):
+            self._chunks = _extend_reply(self._chunks, self.extensions, self.warnings, "completion")
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self._chunks
+
+    def text(self) -> str:
+        """Run to the end and return the whole continuation (with the extensions' changes)."""
+        return "".join(chunk.text for chunk in self)
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    @property
+    def prompt(self) -> str:
+        return self.job.prompt
+
+    @property
+    def params(self) -> GenerationParams:
+        return self.job.params
+
+    @property
+    def stats(self) -> GenerationStats | None:
+        return self.job.stats
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.job.finish_reason
+
+
+def _extends_replies(extensions: ExtensionManager) -> bool:
+    return extensions.has("palabre_modify_chunk") or extensions.has("palabre_modify_reply")
+
+
 def _extend_reply(
-    chunks: Iterable[Chunk], extensions: ExtensionManager, warnings: list[str]
+    chunks: Iterable[Chunk], extensions: ExtensionManager, warnings: list[str], kind: GenerationKind
 ) -> Iterator[Chunk]:
     """Each delta through the extensions' modify_chunk; the whole reply through modify_reply at the end.
 
@@ -127,7 +174,7 @@ def _extend_reply(
     finished = False
 
     def ending() -> str:
-        final = extensions.pipe("palabre_modify_reply", streamed, warnings, check=_is_str)
+        final = extensions.pipe("palabre_modify_reply", streamed, warnings, check=_is_str, kind=kind)
         if final.startswith(streamed):
             return final[len(streamed) :]
         warnings.append(
@@ -139,7 +186,7 @@ def _extend_reply(
     for chunk in chunks:
         text = chunk.text
         if text:
-            text = extensions.pipe("palabre_modify_chunk", text, warnings, check=_is_str)
+            text = extensions.pipe("palabre_modify_chunk", text, warnings, check=_is_str, kind=kind)
         streamed += text
         if chunk.finish_reason is not None and not finished:
             finished = True
@@ -435,9 +482,21 @@ class Service:
         job = self.engine.submit(prompt.text, params, prompt.stop_strings, messages=prompt.messages)
         return ReplyStream(prompt, job, continuing=continue_last, extensions=self.extensions)
 
-    def stream_completion(self, prompt: str, params: GenerationParams) -> GenerationJob:
-        """Raw text completion (Default / Notebook tabs, `webui generate`)."""
-        return self.engine.submit(prompt, params)
+    def stream_completion(self, prompt: str, params: GenerationParams) -> CompletionStream:
+        """Start a raw text completion (Default / Notebook tabs, `webui generate`, the APIs' completions),
+        with the enabled extensions' completion, chunk and reply hooks applied."""
+        extensions = self.extensions
+        warnings: list[str] = []
+        if extensions.enabled:
+            self.engine.require_model()  # no hook runs for a completion that cannot start
+            params = extensions.pipe(
+                "palabre_modify_completion_params", params, warnings, check=_is_params, prompt=prompt
+            )
+            prompt = extensions.pipe(
+                "palabre_modify_completion_prompt", prompt, warnings, check=_is_str, params=params
+            )
+        job = self.engine.submit(prompt, params)
+        return CompletionStream(job, extensions, warnings)
 
     def close(self) -> None:
         try:

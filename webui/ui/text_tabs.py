@@ -74,7 +74,11 @@ class TextHandlers:
         finally:
             jobs.finish(slot, job)
             job.cancel()  # no-op when it ended; stops the model if the page went away
-        status = status or self.service.status_line()
+        # The extensions' errors (each names its extension), shown as chat shows them.
+        for message in job.warnings:
+            gr.Warning(message)
+        notes = [f"⚠️ {message}" for message in job.warnings]
+        status = status or "\n\n".join([*notes, self.service.status_line()])
         if discarded:
             yield gr.skip(), status, gr.skip()
         else:
