@@ -3,7 +3,9 @@
 ``torch`` and ``transformers`` are imported only inside ``load`` and the model's methods, so listing loaders or
 drawing the page never pays for them. Generation runs transformers' own ``generate()`` in a thread and streams
 through its TextIteratorStreamer; the sampler chain is built by ``loaders.hf_sampling``. The GPTQ and AWQ loaders
-subclass this one and change only the checkpoint check, the settings and the quantization arguments.
+subclass this one and change only the checkpoint check, the settings and the quantization arguments. The KV cache of
+the last generation is kept (``loaders.hf_cache``), so the next prompt evaluates only what follows the prefix it
+shares with the last prompt and reply - a chat's new turn, not its whole history.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loaders.hf_cache import PrefixCache
 from loaders.llama_cpp import automatic_threads
 from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
 from webui.core.params import PARAM_NAMES, GenerationParams
@@ -56,6 +59,11 @@ class HfSettings(BaseModel):
     allow_pickle: bool = Field(
         False,
         description="Load .bin/.pt/.pth/.ckpt (pickle) weights, which can run code: only for folders you trust.",
+    )
+    prompt_cache: bool = Field(
+        True,
+        description="Keep the last generation's KV cache, so the next prompt evaluates only what changed "
+        "(a chat's new message, not its whole history). Costs the memory of one cache.",
     )
 
 
@@ -191,7 +199,9 @@ class TransformersLoader:
         if device == "cpu":
             extra["n_threads"] = str(threads)
         extra.update(self.describe(settings))
-        return HfModel(model, tokenizer, path, self.name, settings.max_context, extra)
+        return HfModel(
+            model, tokenizer, path, self.name, settings.max_context, extra, prompt_cache=settings.prompt_cache
+        )
 
     @staticmethod
     def _locate(path: Path, settings: HfSettings) -> tuple[Path, str | None]:
@@ -271,10 +281,20 @@ class HfModel:
     """A transformers model in memory; each generation runs generate() in its own thread."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, path: Path, loader: str, max_context: int, extra: dict[str, str]
+        self,
+        model: Any,
+        tokenizer: Any,
+        path: Path,
+        loader: str,
+        max_context: int,
+        extra: dict[str, str],
+        *,
+        prompt_cache: bool = True,
     ) -> None:
         self._model: Any = model
         self._tokenizer = tokenizer
+        # One KV cache at most, from the last generation; unload() drops it with the model.
+        self._prefix = PrefixCache(enabled=prompt_cache)
         text_config = model.config.get_text_config()
         context = max_context or getattr(text_config, "max_position_embeddings", None) or FALLBACK_CONTEXT
         self._bos_id: int | None = tokenizer.bos_token_id
@@ -323,6 +343,7 @@ class HfModel:
         return str(self._tokenizer.decode(tokens, skip_special_tokens=False))
 
     def unload(self) -> None:
+        self._prefix.clear()
         model, self._model = self._model, None
         if model is None:
             return
@@ -364,36 +385,59 @@ class HfModel:
             max_new_tokens=min(params.max_new_tokens, context - len(ids)),
             seed=seed,
         )
+        # generate() then hands back its cache, kept for the next prompt.
+        config.update(return_dict_in_generate=True)
         abandoned = threading.Event()
         streamer = CountingStreamer(
             self._tokenizer, self._eos_ids, skip_special_tokens=params.skip_special_tokens
         )
         input_ids = torch.tensor([ids], dtype=torch.long, device=model.device)
+        placement = (str(model.device), str(model.dtype))
+        # The kept cache leaves self._prefix here: only a generation that ends cleanly puts one back. The logits
+        # processors still see the whole prompt (generate() hands them every id), so none of them rules reuse out.
+        cache, reused = self._prefix.take(ids, placement) if self._may_reuse(model) else (None, 0)
         failure: list[BaseException] = []
+        result: list[Any] = []
 
-        def generate() -> None:
+        def generate(reuse: dict[str, Any]) -> None:
             try:
                 torch.manual_seed(seed)
-                model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    generation_config=config,
-                    logits_processor=processors,
-                    stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel, abandoned)]),
-                    streamer=streamer,
+                result.append(
+                    model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        generation_config=config,
+                        logits_processor=processors,
+                        stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel, abandoned)]),
+                        streamer=streamer,
+                        **reuse,
+                    )
                 )
             except BaseException as exc:  # handed to the reader, which raises it as a LoaderError
                 failure.append(exc)
                 streamer.end()
 
-        thread = threading.Thread(target=generate, name="palabre-transformers-generate", daemon=True)
+        # The thread alone holds the cache from here: after a failure nothing references a half-filled one.
+        thread = threading.Thread(
+            target=generate,
+            args=({"cache": cache} if cache is not None else {},),
+            name="palabre-transformers-generate",
+            daemon=True,
+        )
+        del cache
         thread.start()
         reported = 0
+        prompt_tokens = len(ids)
         try:
             for text in streamer:
                 produced = streamer.generated
                 if text or produced > reported:
-                    yield Chunk(text=text, tokens=produced - reported, prompt_tokens=len(ids))
+                    yield Chunk(
+                        text=text,
+                        tokens=produced - reported,
+                        prompt_tokens=prompt_tokens,
+                        reused_prompt_tokens=reused,
+                    )
                     reported = produced
             thread.join()
             if failure:
@@ -405,9 +449,31 @@ class HfModel:
             else:
                 finish = "length"
             yield Chunk(
-                text="", tokens=streamer.generated - reported, finish_reason=finish, prompt_tokens=len(ids)
+                text="",
+                tokens=streamer.generated - reported,
+                finish_reason=finish,
+                prompt_tokens=prompt_tokens,
+                reused_prompt_tokens=reused,
             )
         finally:
             # A reader that stops early (closed generator, exception) must not leave generate() running.
             abandoned.set()
             thread.join()
+            self._keep_cache(result, placement)
+
+    @staticmethod
+    def _may_reuse(model: Any) -> bool:
+        """False for checkpoints whose generation_config names a cache_implementation (even "dynamic"): generate()
+        merges it into ours and then refuses any cache passed in."""
+        return model.generation_config.cache_implementation is None
+
+    def _keep_cache(self, result: list[Any], placement: tuple[str, str]) -> None:
+        """Keep the cache of a generation that returned (finished, cancelled or abandoned: generate() stops
+        between tokens, so its cache matches its sequence); after a failure nothing is kept."""
+        if not result or self._model is None or not self._may_reuse(self._model):
+            return
+        output = result.pop()
+        sequences = getattr(output, "sequences", None)
+        if sequences is None or sequences.shape[0] != 1:
+            return
+        self._prefix.keep(getattr(output, "cache", None), sequences[0].tolist(), placement)
