@@ -89,6 +89,26 @@ class QueueSnapshot:
     queued: tuple[QueuedJob, ...]
 
 
+@dataclass(frozen=True)
+class IdleUnload:
+    """The model the idle watcher unloaded, after ``idle_s`` seconds with nothing to do."""
+
+    model: str
+    idle_s: float
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What is loaded and what the engine does, read without waiting (equal values: nothing changed)."""
+
+    model: str | None
+    loader: str | None
+    activity: Activity
+    loading: str | None  # the model a load in progress is loading
+    loads: int  # successful loads so far: a reload of the same model with other settings changes it
+    idle_unload: IdleUnload | None  # set while nothing is loaded because the idle watcher unloaded it
+
+
 class GenerationJob:
     """One queued generation: iterate it for Chunks; ``cancel()`` stops it (and only it)."""
 
@@ -163,6 +183,9 @@ class Engine:
         self._worker = threading.Thread(target=self._run, name="palabre-engine", daemon=True)
         self._worker.start()
         self.last_stats: GenerationStats | None = None
+        self._loading: str | None = None  # the model being loaded (for status())
+        self._idle_unload: IdleUnload | None = None  # the last unload, if the idle watcher made it
+        self._loads = 0
 
     # -- worker -------------------------------------------------------------------------------------------
 
@@ -184,13 +207,16 @@ class Engine:
             if activity is not None:
                 self._activity = activity
             try:
-                future.set_result(fn())
+                try:
+                    result = fn()
+                finally:  # before the caller wakes: whoever reads status() after load() sees it done
+                    if activity is not None:
+                        self._activity = "idle"
+                        self._last_active = time.monotonic()
             except BaseException as exc:
                 future.set_exception(exc)
-            finally:
-                if activity is not None:
-                    self._activity = "idle"
-                    self._last_active = time.monotonic()
+            else:
+                future.set_result(result)
 
         self._jobs.put(task)
         return future.result()
@@ -293,13 +319,23 @@ class Engine:
                 model=model,
                 load_seconds=time.perf_counter() - started,
             )
+            self._idle_unload = None
+            self._loads += 1
             return self._state
 
-        result: LoadedState = self._call(do_load, "loading")
+        def named_load() -> LoadedState:
+            self._loading = entry.name if entry is not None else name  # for status() while it loads
+            try:
+                return do_load()
+            finally:
+                self._loading = None
+
+        result: LoadedState = self._call(named_load, "loading")
         return result
 
     def _unload_now(self) -> None:
         state, self._state = self._state, None
+        self._idle_unload = None
         if state is not None:
             state.model.unload()
 
@@ -322,13 +358,27 @@ class Engine:
 
         def check_and_unload() -> bool:
             idle = self.idle_seconds()
-            if self._state is None or idle is None or idle < idle_s:
+            state = self._state
+            if state is None or idle is None or idle < idle_s:
                 return False
             self._unload_now()
+            self._idle_unload = IdleUnload(state.entry.name, idle_s)
             return True
 
         unloaded: bool = self._call(check_and_unload)
         return unloaded
+
+    def status(self) -> EngineStatus:
+        """What is loaded and what runs now, without waiting for the worker (cheap enough to poll)."""
+        state = self._state
+        return EngineStatus(
+            model=state.entry.name if state is not None else None,
+            loader=state.loader if state is not None else None,
+            activity=self._activity,
+            loading=self._loading,
+            loads=self._loads,
+            idle_unload=self._idle_unload if state is None else None,
+        )
 
     @contextlib.contextmanager
     def origin(self, source: JobSource, request_id: str | None = None) -> Iterator[None]:

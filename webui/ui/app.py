@@ -18,6 +18,7 @@ from webui.ui.character_tab import CharacterTab
 from webui.ui.chat_tab import ChatTab
 from webui.ui.download_panel import DownloadPanel
 from webui.ui.extensions_panel import ExtensionsPanel, build_extension_tabs, extension_assets
+from webui.ui.live_status import LiveStatus, page_status
 from webui.ui.model_tab import ModelTab
 from webui.ui.parameters_tab import ParametersTab
 from webui.ui.session_tab import APPLY_THEME_JS, SessionTab
@@ -53,10 +54,12 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
     session = SessionTab(service, settings)
     character = CharacterTab(service)
     extensions = ExtensionsPanel(service.extensions, settings)
+    live = LiveStatus(service)  # the status lines follow loads and unloads made elsewhere
     extension_problems: list[str] = []  # logged with the extension's name by the manager
 
     with gr.Blocks(title=UI_TITLE, analytics_enabled=False) as blocks:
         jobs = gr.State(SessionJobs(), delete_callback=cancel_session_jobs)
+        live.build()
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                 chat.build()
@@ -76,8 +79,8 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
                 extensions.build()
             build_extension_tabs(service.extensions, extension_problems)
 
-        def status_line() -> str:
-            return service.status_line()
+        def status_line() -> tuple[Any, ...]:
+            return (page_status(service), *live.remember())
 
         def refresh_page() -> list[Any]:
             saved = session.restore()
@@ -85,7 +88,7 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
                 *params.refresh(saved),
                 *params.editor.refresh(saved.template),
                 *model.refresh(saved),
-                service.status_line(),
+                page_status(service),
                 saved.mode,
                 saved.theme,
                 session.describe(saved),
@@ -93,8 +96,14 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
             ]
 
         for event in (*chat.wire(jobs), *text.wire(jobs)):  # the last reply's speed shows in the Model tab
-            event.then(status_line, outputs=[model.status_md], show_progress="hidden")
-        for event in (load_event, unload_event):  # not-used marks and template list follow the loaded model
+            event.then(status_line, outputs=[model.status_md, *live.remember_outputs], show_progress="hidden")
+        # Loaded or unloaded elsewhere (API, idle watcher, another page): the status lines follow within seconds.
+        statuses = [model.status_md, chat.status, text.default_status, text.notebook_status]
+        followed = live.wire(jobs, statuses, model)
+        for event in (load_event, unload_event):  # the page shows the new state itself: nothing for the timer
+            event.then(live.remember, outputs=live.remember_outputs, show_progress="hidden", queue=False)
+        # Not-used marks and template list follow the loaded model, however it was loaded.
+        for event in (load_event, unload_event, followed):
             event.then(params.refresh, outputs=params.refresh_outputs, show_progress="hidden").then(
                 chat.handlers.meter,
                 inputs=[chat.history, *chat.values],
@@ -150,6 +159,7 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
             outputs=[chat.meter],
             show_progress="hidden",
         )
+        blocks.load(live.remember, outputs=live.remember_outputs, show_progress="hidden", queue=False)
         _, extension_js = extension_assets(service.extensions)
         if extension_js:
             blocks.load(None, js=extension_js)

@@ -16,6 +16,7 @@ from webui.core.models import ModelFileError, infer_loader
 from webui.core.service import Service
 from webui.core.settings import SessionSettings, SettingsFile
 from webui.ui.convert import loader_settings_from_values, setting_kind
+from webui.ui.live_status import page_status
 
 _PER_ROW = 4
 
@@ -100,7 +101,7 @@ class ModelTab:
         return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
 
     def status(self) -> str:
-        return self.service.status_line()
+        return page_status(self.service)  # also says why nothing is loaded after an idle unload
 
     def fit_text(self, name: str | None, loader: str | None, *values: Any) -> str:
         """The will-it-fit line for the selected model and settings ('' when it cannot be judged)."""
