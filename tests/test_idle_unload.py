@@ -22,10 +22,13 @@ from webui.api.openai_routes import install_openai_routes
 from webui.api.serving import ApiError, Serving
 from webui.cli import build_parser, config_from_args
 from webui.config import PROJECT_ROOT
+from webui.core.engine import EngineError
 from webui.core.idle import IdleUnloader
+from webui.core.params import GenerationParams
 from webui.core.presets import PresetStore
+from webui.core.prompts import ChatMessage
 from webui.core.registry import LoaderRegistry
-from webui.core.service import Service
+from webui.core.service import ChatSettings, Service
 from webui.core.templates import TemplateStore
 from webui.provision import DEFAULT_MODEL_FILE
 
@@ -190,6 +193,49 @@ def test_an_idle_model_is_unloaded_and_the_next_request_loads_it_again(service: 
         serving.idle.stop()
 
 
+def test_after_an_idle_unload_the_page_s_next_message_loads_the_model_again(service: Service) -> None:
+    history = [ChatMessage("user", "hi")]
+    assert service.engine.unload_if_idle(0.0) and service.engine.state is None
+    # What the page's Send and the Default / Notebook tabs call: the model comes back, the reply is made.
+    reply = service.stream_chat_reply(history, ChatSettings(mode="instruct"), GenerationParams())
+    assert "".join(chunk.text for chunk in reply) == "Hello there."
+    assert service.engine.state is not None and service.engine.state.entry.name == "first-chatml.gguf"
+    assert service.engine.unload_if_idle(0.0)
+    assert service.stream_completion("x", GenerationParams()).text() == "Hello there."
+    # An unload the user asked for is not undone by the next message.
+    service.unload_model()
+    with pytest.raises(EngineError, match="No model is loaded"):
+        service.stream_chat_reply(history, ChatSettings(mode="instruct"), GenerationParams())
+    assert service.resume_idle_model() is None
+
+
+def test_a_client_without_the_admin_key_gets_the_idle_model_back_but_cannot_switch(
+    service: Service, tmp_path: Path
+) -> None:
+    (tmp_path / "models" / "second-chatml.gguf").write_text("Other|.")
+    serving = Serving(service, idle_unload_s=None)
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def plain_key(request: Any, call_next: Any) -> Any:
+        request.state.admin = False  # as the auth middleware marks a request with an --api-key only
+        return await call_next(request)
+
+    install_openai_routes(app, serving)
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    assert service.engine.unload_if_idle(0.0)
+    with TestClient(app) as client:
+        again = client.post("/v1/chat/completions", json={**chat, "model": "first-chatml"})
+        assert again.status_code == 200, again.text
+        assert again.json()["choices"][0]["message"]["content"] == "Hello there."
+        switch = client.post("/v1/chat/completions", json={**chat, "model": "second-chatml"})
+        assert switch.status_code == 403 and "admin key" in switch.text
+        assert service.engine.unload_if_idle(0.0)
+        other = client.post("/v1/chat/completions", json={**chat, "model": "second-chatml"})
+        assert other.status_code == 403  # only the model that was unloaded comes back without the admin key
+    assert service.engine.state is None
+
+
 def test_keep_alive_minus_one_keeps_the_model_and_zero_unloads_it_after_the_reply(service: Service) -> None:
     serving = Serving(service, idle_unload_s=None)
     serving.idle.start()
@@ -235,5 +281,14 @@ def test_serve_idle_unload_frees_the_model_and_an_api_request_loads_it_again(
                 assert reply.status_code == 200, reply.text
                 assert reply.json()["usage"]["completion_tokens"] <= 3
                 eventually(lambda: loaded() is None, "the idle model is unloaded")
+            # Loaded with chosen settings, it comes back after an idle unload with the same settings.
+            load = {"model": DEFAULT_MODEL_FILE, "settings": {"n_ctx": 1024}}
+            assert http.post("v1/internal/model/load", json=load).status_code == 200
+            eventually(lambda: loaded() is None, "the idle model is unloaded")
+            # keep_alive -1: it stays loaded afterwards, so that its settings can be read.
+            generate = {"model": DEFAULT_MODEL_FILE, "prompt": "Hi", "stream": False, "keep_alive": -1}
+            again = http.post("api/generate", json={**generate, "options": {"num_predict": 3}})
+            assert again.status_code == 200, again.text
+            assert http.get("v1/internal/model").json()["settings"]["n_ctx"] == 1024
     finally:
         server.stop()

@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page
 from tests.fakes import ScriptedLoader
 from tests.servers import Server, open_page
 from tests.test_ui_chats_browser import set_max_new_tokens
+from webui.benchmarks.browser import BOT
 from webui.config import PROJECT_ROOT
 from webui.core.engine import IdleUnload
 from webui.core.presets import PresetStore
@@ -92,7 +93,7 @@ def test_idle_times_read_as_people_say_them() -> None:
     ]
     line = idle_unload_line(IdleUnload("smol.gguf", 600))
     assert (
-        line.startswith("No model loaded: smol.gguf was unloaded after 10 min idle.") and "Model tab" in line
+        line.startswith("No model loaded: smol.gguf was unloaded after 10 min idle.") and "next message" in line
     )
 
 
@@ -162,6 +163,13 @@ def test_the_open_page_shows_the_idle_unload_without_a_reload(page: Page) -> Non
     page.get_by_role("tab", name="Chat").click()
     shows(page, CHAT_STATUS, idle_line, within_ms=5_000)
     assert page.evaluate("window.__opened === performance.timeOrigin")  # the same page, not a reload
+    # As in Ollama and LM Studio, the next message brings the model back (with its settings) and is answered.
+    set_max_new_tokens(page, 8)
+    box = page.locator("#chat-input textarea")
+    box.fill("What is the capital of France?")
+    box.press("Enter")
+    shows(page, CHAT_STATUS, "tokens/s", within_ms=120_000)
+    assert page.locator(BOT).last.text_content().strip()
 
 
 @pytest.mark.browser

@@ -426,6 +426,14 @@ class Serving:
         state = self.loaded()
         if state is not None and state.entry == entry:
             return state, 0.0
+        # The model the idle watcher unloaded comes back for anyone allowed to use it, as it was loaded:
+        # the unload was the server's own doing, not a switch made by a client.
+        try:
+            resumed = self.service.resume_idle_model(entry.name)
+        except EngineError as exc:
+            raise ApiError(500, f"Could not load {entry.name}: {exc}", kind="server_error") from exc
+        if resumed is not None:
+            return resumed.state, resumed.state.load_seconds
         if not admin:
             current = f" (loaded: {state.entry.name})" if state else ""
             raise ApiError(

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +95,10 @@ class IdleUnload:
 
     model: str
     idle_s: float
+    # How it was loaded, so that the next generation loads it again the same way (not part of equality:
+    # the page compares unloads by model and time).
+    loader: str = field(default="", compare=False)
+    settings: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -362,7 +366,9 @@ class Engine:
             if state is None or idle is None or idle < idle_s:
                 return False
             self._unload_now()
-            self._idle_unload = IdleUnload(state.entry.name, idle_s)
+            self._idle_unload = IdleUnload(
+                state.entry.name, idle_s, state.loader, state.settings.model_dump()
+            )
             return True
 
         unloaded: bool = self._call(check_and_unload)

@@ -248,6 +248,7 @@ class Service:
         self.characters = characters
         self._detection: TemplateDetection | None = None
         self._lock = threading.Lock()
+        self._resume_lock = threading.Lock()  # one reload after an idle unload, however many ask at once
 
     # -- models ---------------------------------------------------------------------------------------------
 
@@ -302,6 +303,20 @@ class Service:
             )
         except TemplateError as exc:
             raise EngineError(str(exc)) from exc
+
+    def resume_idle_model(self, name: str | None = None) -> LoadReport | None:
+        """Load the model the idle watcher unloaded again, with the loader and settings it had, when nothing
+        else is loaded (and, given ``name``, when it is that model); None when there is nothing to resume.
+
+        As with Ollama and LM Studio, an idle unload only frees memory: the next message brings the model back.
+        """
+        with self._resume_lock:
+            status = self.engine.status()
+            unloaded = status.idle_unload
+            if status.model is not None or unloaded is None or name not in (None, unloaded.model):
+                return None
+            # The fit check already passed for these settings; the user chose them.
+            return self.load_model(unloaded.model, unloaded.loader or None, unloaded.settings, insist=True)
 
     def unload_model(self) -> None:
         self.engine.unload()
@@ -476,6 +491,7 @@ class Service:
         impersonate: bool = False,
     ) -> ReplyStream:
         """Start generating the next reply (or the user's next message when impersonating)."""
+        self.resume_idle_model()
         prompt, params = self._build_chat_prompt(
             history, settings, params, continue_last=continue_last, impersonate=impersonate
         )
@@ -485,6 +501,7 @@ class Service:
     def stream_completion(self, prompt: str, params: GenerationParams) -> CompletionStream:
         """Start a raw text completion (Default / Notebook tabs, `webui generate`, the APIs' completions),
         with the enabled extensions' completion, chunk and reply hooks applied."""
+        self.resume_idle_model()
         extensions = self.extensions
         warnings: list[str] = []
         if extensions.enabled:

@@ -47,8 +47,8 @@ def idle_unload_line(unload: IdleUnload) -> str:
     else:
         when = f"after {duration_text(unload.idle_s)} idle"
     return (
-        f"No model loaded: {unload.model} was unloaded {when}. Load it again in the Model tab "
-        "(an API request naming it loads it again by itself)."
+        f"No model loaded: {unload.model} was unloaded {when}. The next message (here or through the "
+        "API) loads it again as it was."
     )
 
 
