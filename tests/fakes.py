@@ -6,12 +6,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel
 
 from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
 from webui.core.params import GenerationParams
+
+if TYPE_CHECKING:
+    from webui.core.service import Service
 
 
 class ScriptedSettings(BaseModel):
@@ -65,3 +68,26 @@ class ScriptedLoader:
         if isinstance(settings, ScriptedSettings) and settings.fail:
             raise LoaderError(f"{path.name} is broken")
         return ScriptedModel(path)
+
+
+def scripted_service(root: Path, models: dict[str, str]) -> Service:
+    """A real Service over scripted "GGUF" models (``{file name: pieces}``; GGUF files infer llama.cpp, which the
+    scripted loader stands in for), with the first one loaded. The caller closes it."""
+    from webui.config import PROJECT_ROOT
+    from webui.core.presets import PresetStore
+    from webui.core.registry import LoaderRegistry
+    from webui.core.service import Service
+    from webui.core.templates import TemplateStore
+
+    folder = root / "models"
+    folder.mkdir()
+    for name, pieces in models.items():
+        (folder / name).write_text(pieces)
+    service = Service(
+        LoaderRegistry({"llama.cpp": ScriptedLoader}),
+        models_dir=folder,
+        presets=PresetStore(PROJECT_ROOT / "presets", root / "presets"),
+        templates=TemplateStore(PROJECT_ROOT / "instruction-templates", root / "templates"),
+    )
+    service.load_model(next(iter(models)))
+    return service

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from tests.fakes import ScriptedLoader, ScriptedModel
+from tests.fakes import ScriptedModel, scripted_service
 from webui.api.ollama_protocol import ollama_overrides, unloads
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes
@@ -28,14 +28,10 @@ from webui.api.serving import (
     json_grammar,
     seeded,
 )
-from webui.config import PROJECT_ROOT
 from webui.core.models import ModelEntry
 from webui.core.params import GenerationParams
-from webui.core.presets import PresetStore
 from webui.core.prompts import ChatMessage
-from webui.core.registry import LoaderRegistry
 from webui.core.service import ChatSettings, Service
-from webui.core.templates import TemplateStore
 
 PIECES = "Hello| there|,| friend|."
 
@@ -43,17 +39,7 @@ PIECES = "Hello| there|,| friend|."
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
     """Two scripted "GGUF" models; the scripted loader stands in for llama.cpp (GGUF files infer it)."""
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "first-chatml.gguf").write_text(PIECES)
-    (models / "second-chatml.gguf").write_text("Other| words")
-    service = Service(
-        LoaderRegistry({"llama.cpp": ScriptedLoader}),
-        models_dir=models,
-        presets=PresetStore(PROJECT_ROOT / "presets", tmp_path / "presets"),
-        templates=TemplateStore(PROJECT_ROOT / "instruction-templates", tmp_path / "templates"),
-    )
-    service.load_model("first-chatml.gguf")
+    service = scripted_service(tmp_path, {"first-chatml.gguf": PIECES, "second-chatml.gguf": "Other| words"})
     yield service
     service.close()
 

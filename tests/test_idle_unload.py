@@ -14,22 +14,18 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.fakes import ScriptedLoader
+from tests.fakes import scripted_service
 from tests.servers import Server
 from webui.api.ollama_protocol import keep_alive_seconds, unloads
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes
 from webui.api.serving import ApiError, Serving
 from webui.cli import build_parser, config_from_args
-from webui.config import PROJECT_ROOT
 from webui.core.engine import EngineError
 from webui.core.idle import IdleUnloader
 from webui.core.params import GenerationParams
-from webui.core.presets import PresetStore
 from webui.core.prompts import ChatMessage
-from webui.core.registry import LoaderRegistry
 from webui.core.service import ChatSettings, Service
-from webui.core.templates import TemplateStore
 from webui.provision import DEFAULT_MODEL_FILE
 
 
@@ -154,16 +150,7 @@ def test_the_cli_flag_accepts_fractional_minutes_and_refuses_nonsense(
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "first-chatml.gguf").write_text("Hello| there|.")
-    service = Service(
-        LoaderRegistry({"llama.cpp": ScriptedLoader}),
-        models_dir=models,
-        presets=PresetStore(PROJECT_ROOT / "presets", tmp_path / "presets"),
-        templates=TemplateStore(PROJECT_ROOT / "instruction-templates", tmp_path / "templates"),
-    )
-    service.load_model("first-chatml.gguf")
+    service = scripted_service(tmp_path, {"first-chatml.gguf": "Hello| there|."})
     yield service
     service.close()
 

@@ -15,16 +15,12 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.fakes import ScriptedLoader
+from tests.fakes import scripted_service
 from tests.servers import Server, open_page
 from tests.test_ui_chats_browser import set_max_new_tokens
 from webui.benchmarks.browser import BOT
-from webui.config import PROJECT_ROOT
 from webui.core.engine import IdleUnload
-from webui.core.presets import PresetStore
-from webui.core.registry import LoaderRegistry
 from webui.core.service import Service
-from webui.core.templates import TemplateStore
 from webui.provision import DEFAULT_MODEL_FILE
 from webui.ui.live_status import LiveStatus, duration_text, idle_unload_line, page_status
 from webui.ui.state import CHAT, SessionJobs
@@ -48,16 +44,7 @@ def eventually(check: Callable[[], Any], what: str, within: float = 30) -> Any:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "first-chatml.gguf").write_text("Hello| there|.")
-    service = Service(
-        LoaderRegistry({"llama.cpp": ScriptedLoader}),
-        models_dir=models,
-        presets=PresetStore(PROJECT_ROOT / "presets", tmp_path / "presets"),
-        templates=TemplateStore(PROJECT_ROOT / "instruction-templates", tmp_path / "templates"),
-    )
-    service.load_model("first-chatml.gguf")
+    service = scripted_service(tmp_path, {"first-chatml.gguf": "Hello| there|."})
     yield service
     service.close()
 
@@ -93,7 +80,8 @@ def test_idle_times_read_as_people_say_them() -> None:
     ]
     line = idle_unload_line(IdleUnload("smol.gguf", 600))
     assert (
-        line.startswith("No model loaded: smol.gguf was unloaded after 10 min idle.") and "next message" in line
+        line.startswith("No model loaded: smol.gguf was unloaded after 10 min idle.")
+        and "next message" in line
     )
 
 
