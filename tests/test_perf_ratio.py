@@ -83,6 +83,18 @@ def test_webui_bench_refuses_an_unknown_model_clearly() -> None:
     assert "no-such-model.gguf" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_transformers_section_compares_generation_and_the_next_turn(tiny_llama_dir: Path) -> None:
+    from webui.benchmarks import hf
+
+    figures, details = hf.compare(tiny_llama_dir, threads=1, tokens=8, rounds=2)
+    generation, turn = figures
+    assert generation.unit == "tok/s" and generation.value > 0 and generation.reference
+    assert turn.unit == "s" and turn.value > 0 and turn.reference
+    # Both sides of the next turn ran each round, and Palabre evaluated only what the history did not cover.
+    assert len(details["turn_runs"]["palabre"]) == len(details["turn_runs"]["raw"]) == 2
+    assert all(run["reused_tokens"] > 50 for run in details["turn_runs"]["palabre"])
+
+
 # -- the ratio itself (real model, real server) ---------------------------------------------------------------
 
 
