@@ -90,17 +90,25 @@ def test_the_timer_redraws_only_when_the_engine_changed_and_never_during_the_ses
 ) -> None:
     live = LiveStatus(service)
     jobs = SessionJobs()
-    seen, shown, *texts = live.tick(jobs, None, 2)  # a fresh page: everything is new
-    assert shown == "first-chatml.gguf (llama.cpp) #1" and texts == [service.status_line()] * 2
-    assert all(isinstance(value, type(gr.skip())) for value in live.tick(jobs, seen, 2))  # nothing changed
+    skipped = type(gr.skip())
+    seen, shown, news = live.tick(jobs, None)  # a fresh page: everything is new
+    assert shown == "first-chatml.gguf (llama.cpp) #1"
+    assert live.show(jobs, news, 2) == (service.status_line(),) * 2  # what the status lines then show
+    assert all(isinstance(value, skipped) for value in live.tick(jobs, seen))  # nothing changed
     assert live.remember() == (seen, shown)
     service.engine.unload_if_idle(0.0)
     reply = ScriptedJob()
     jobs.start(CHAT, reply)
-    assert all(isinstance(value, type(gr.skip())) for value in live.tick(jobs, seen, 2))  # its reply streams
+    assert all(isinstance(value, skipped) for value in live.tick(jobs, seen))  # its reply streams
     jobs.finish(CHAT, reply)
-    seen, shown, *texts = live.tick(jobs, seen, 2)
-    assert shown == "" and "was unloaded" in texts[0]
+    seen, shown, news = live.tick(jobs, seen)
+    assert shown == "" and "was unloaded" in live.show(jobs, news, 1)[0]
+    # News found just before this session's own reply began is not shown over its "Generating…".
+    jobs.start(CHAT, reply)
+    assert all(isinstance(value, skipped) for value in live.show(jobs, news, 2))
+    jobs.finish(CHAT, reply)
+    # The same text found again after another change is still new news (the hidden box's value changes).
+    assert live.tick(jobs, None)[2] != news
 
 
 class ScriptedJob:
@@ -210,6 +218,12 @@ def test_the_timer_leaves_a_streaming_reply_and_its_status_alone(page: Page, ser
         assert loaded.status_code == 200, loaded.text
         shows(page, CHAT_STATUS, f"Loaded: {DEFAULT_MODEL_FILE}")
         set_max_new_tokens(page, 256)  # long enough for a tick or two while it streams
+        # Nothing changes: the ticks (every 2 s) leave the status line untouched, not even a progress timer.
+        page.evaluate(RECORD_STATUS)
+        before = len(ticks)
+        page.wait_for_timeout(4500)
+        assert len(ticks) > before, "no tick while idle: nothing was tested"
+        assert page.evaluate("window.__statuses") == []
         page.evaluate(RECORD_STATUS)
         box = page.locator("#chat-input textarea")
         box.fill("Write a long story about a dragon who learns to bake bread.")
@@ -223,5 +237,8 @@ def test_the_timer_leaves_a_streaming_reply_and_its_status_alone(page: Page, ser
     # Without Gradio's progress timer ("0.4s") shown while the Send event starts.
     statuses = [re.sub(r"^[\d.]+s\s*", "", s) for s in page.evaluate("window.__statuses")]
     during = statuses[next(i for i, s in enumerate(statuses) if s.startswith("Generating")) :]
-    # "Generating…" until the reply's own final status: the timer never wrote in between.
-    assert "tokens/s" in during[-1] and all(s.startswith("Generating") for s in during[:-1] if s), statuses
+    # "Generating…" until the reply's own final status: the timer never wrote in between (a tick just after the
+    # reply ended may write the same final status once more).
+    end = next(i for i, s in enumerate(during) if "tokens/s" in s)
+    assert all(s.startswith("Generating") for s in during[:end] if s), [s[:60] for s in during]
+    assert all("tokens/s" in s for s in during[end:]), [s[:60] for s in during]

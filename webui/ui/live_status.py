@@ -2,15 +2,18 @@
 
 A ``gr.Timer`` asks the engine every LIVE_STATUS_INTERVAL_S seconds for its status (``Engine.status()``: a few
 attribute reads, no wait on the worker) and compares it with what this browser session last showed (a
-fingerprint in ``gr.State``). Only a change sends the status lines; an unchanged state answers ``gr.skip()`` for
-every output, so an idle page costs one tiny request per tick and nothing is redrawn. While this session streams a
-reply the tick leaves the page alone: the stream owns its status line and the chat is never redrawn by the timer.
-The ticks bypass Gradio's queue (``queue=False``), so they never wait behind a generation nor hold one up.
+fingerprint in ``gr.State``). The tick's outputs are hidden components only: Gradio draws its progress timer over
+every visible output of a running event, so a tick that named the status lines would make them flicker every
+2 s even when it changes nothing. Only a change of state writes the new text into a hidden box, and that box's
+change event (rare: a load, an unload, a generation starting or ending elsewhere) writes the status lines. An
+unchanged state answers ``gr.skip()``, so an idle page costs one tiny request per tick and nothing is redrawn.
+While this session streams a reply both steps leave the page alone: the stream owns its status line. The ticks
+bypass Gradio's queue (``queue=False``), so they never wait behind a generation nor hold one up.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +68,9 @@ def page_status(service: Service, status: EngineStatus | None = None) -> str:
 
 def fingerprint(status: EngineStatus) -> Fingerprint:
     """The status as plain values for ``gr.State`` (equal fingerprints: the page shows the right thing)."""
-    return dataclasses.astuple(status)
+    unload = status.idle_unload
+    idle = (unload.model, unload.idle_s) if unload is not None else None
+    return (status.model, status.loader, status.activity, status.loading, status.loads, idle)
 
 
 def loaded_key(status: EngineStatus) -> str:
@@ -90,6 +95,8 @@ class LiveStatus:
         # The loaded model and loader of that state. Its change (not a mere activity change) redraws the Model
         # tab's widgets. A hidden Textbox, not a gr.State: Gradio fires a State's change only after queued events.
         self.loaded = gr.Textbox(visible="hidden", elem_id="live-loaded-model", container=False)
+        # The status text a tick found, after a serial line (so the same text twice still changes the value).
+        self.news = gr.Textbox(visible="hidden", elem_id="live-status-news", container=False)
 
     def text(self, status: EngineStatus) -> str:
         """What the tick shows: the page's status line, plus a note while another page or client generates."""
@@ -98,18 +105,26 @@ class LiveStatus:
             line += " Busy: generating a reply for another page or an API client."
         return line
 
-    def tick(self, jobs: Any, seen: Any, outputs: int) -> tuple[Any, ...]:
-        """(fingerprint, loaded model, one status text per status line) when the engine changed since ``seen``;
+    def tick(self, jobs: Any, seen: Any) -> tuple[Any, ...]:
+        """(fingerprint, loaded model, news for the status lines) when the engine changed since ``seen``;
         else skips."""
-        skip = tuple(gr.skip() for _ in range(outputs + 2))
+        skip = (gr.skip(), gr.skip(), gr.skip())
         if _busy(jobs):  # this session's own reply streams: its status line is the stream's
             return skip
         status = self.service.engine.status()
         key = fingerprint(status)
         if seen is not None and tuple(seen) == key:
             return skip
-        text = self.text(status)
-        return (key, loaded_key(status), *(text for _ in range(outputs)))
+        return (key, loaded_key(status), f"{time.monotonic_ns()}\n{self.text(status)}")
+
+    @staticmethod
+    def show(jobs: Any, news: Any, outputs: int) -> tuple[Any, ...]:
+        """The news in every status line, unless this session began streaming since the tick (its line then
+        says "Generating…" and stays so)."""
+        if _busy(jobs) or not isinstance(news, str) or "\n" not in news:
+            return tuple(gr.skip() for _ in range(outputs))
+        text = news.split("\n", 1)[1]
+        return tuple(text for _ in range(outputs))
 
     def remember(self) -> tuple[Fingerprint, str]:
         """The current fingerprint and loaded model: after the page's own events, which already show them."""
@@ -131,9 +146,12 @@ class LiveStatus:
         quiet: dict[str, Any] = {"show_progress": "hidden", "queue": False, "api_visibility": "private"}
         count = len(statuses)
         self.timer.tick(
-            lambda jobs_, seen: self.tick(jobs_, seen, count),
-            inputs=[jobs, self.seen],
-            outputs=[self.seen, self.loaded, *statuses],
+            self.tick, inputs=[jobs, self.seen], outputs=[self.seen, self.loaded, self.news], **quiet
+        )
+        self.news.change(
+            lambda jobs_, news: self.show(jobs_, news, count),
+            inputs=[jobs, self.news],
+            outputs=list(statuses),
             **quiet,
         )
         return self.loaded.change(
