@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
 from webui.core.params import PARAM_NAMES, GenerationParams
@@ -73,6 +73,18 @@ class LlamaCppSettings(BaseModel):
     tensor_split: str = Field(
         "", description="Share of the model per GPU, comma separated (e.g. 60,40). Empty = auto."
     )
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _shares(cls, value: str) -> str:
+        """Checked with the other settings, before any model is unloaded to make room for this one."""
+        try:
+            shares = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"{value!r} is not a list of numbers such as 60,40") from None
+        if any(not 0 <= share < float("inf") for share in shares):
+            raise ValueError("each share must be a number of at least 0")
+        return value
 
 
 # Fields the engine handles itself for every loader (stop strings, length, truncation).

@@ -247,7 +247,7 @@ def test_rename_and_branch(chat: ChatHandlers, panel: ConversationHandlers) -> N
     branch_id, history, _, _, status = panel.branch(source, 2, jobs)
     assert branch_id != source and [m["content"] for m in history] == ["Q1", "Hello!"]
     assert "#2" in status and len(texts(chat, source)) == 4
-    with pytest.warns(UserWarning, match="no longer"):
+    with pytest.warns(UserWarning, match="no message #9: this conversation shows 4"):
         panel.branch(source, 9, jobs)
 
 

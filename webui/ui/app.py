@@ -38,6 +38,10 @@ UI_CSS = """
 #default-output textarea, #notebook-text textarea, #default-input textarea, #template-editor-preview textarea {
   font-family: var(--font-mono);
 }
+@media (max-width: 640px) {  /* a phone: the chat before the conversation list, the message box on a line of its own */
+  #chat-sidebar { order: 1; }
+  .form:has(> #chat-input) { flex-basis: 100% !important; min-width: 100% !important; }
+}
 """
 
 UI_TITLE = "Palabre"
@@ -126,9 +130,13 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
 
         # Remember each choice as it is made; restore them all when the page opens.
         session.wire(params.preset, chat.mode, params.template)
-        params.preset_event.then(
-            session.remember_preset, inputs=[params.preset], outputs=[session.status], show_progress="hidden"
-        )
+        for event in params.preset_events:  # picked, saved as a new one, or deleted (back to Default)
+            event.then(
+                session.remember_preset,
+                inputs=[params.preset],
+                outputs=[session.status],
+                show_progress="hidden",
+            )
         chat.mode.input(
             session.remember_mode, inputs=[chat.mode], outputs=[session.status], show_progress="hidden"
         )

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import gradio as gr
 import yaml
+from PIL import Image
 from pydantic import ValidationError
 
 from webui.core.characters import EXPORT_FORMATS, Character, CharacterError, CharacterStore, ExportFormat
@@ -204,6 +205,23 @@ class CharacterTab:
         if current is not None and current.read_bytes() == raw:
             return None
         return raw
+
+    @staticmethod
+    def check_avatar(avatar: Any) -> tuple[Any, str]:
+        """An image was put on the avatar: (avatar, status). One that does not decode is taken off with the
+        reason; left there, Gradio's own reading of it would refuse every Save with a traceback."""
+        path = avatar.get("path") if isinstance(avatar, dict) else getattr(avatar, "path", None)
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            name = Path(str(path)).name
+            return None, _warn(
+                f"The avatar {name} is not an image that can be read ({exc}). Choose a PNG, JPEG, GIF or WebP."
+            )
+        return gr.skip(), gr.skip()
 
     def save(
         self,
@@ -454,6 +472,10 @@ class CharacterTab:
             self.save,
             inputs=[self.source, *editor],
             outputs=[self.dropdown, self.source, self.status],
+        )
+        # Unprocessed: the handler checks the file itself (Gradio's image reading would raise on a broken one).
+        self.avatar.upload(
+            self.check_avatar, inputs=[self.avatar], outputs=[self.avatar, self.status], preprocess=False
         )
         delete.click(self.ask_delete, inputs=[self.dropdown], outputs=[self.confirm_row, self.status])
         cancel.click(self.cancel_delete, outputs=[self.confirm_row, self.status])

@@ -99,7 +99,7 @@ class ChatTab:
             render_markdown=True,
             group_consecutive_messages=False,  # one bubble per message, so edits map to one message
             feedback_options=None,
-            placeholder="Load a model in the Model tab, then type a message below.",
+            placeholder="Type a message below to start a conversation.",
         )
         with gr.Row(equal_height=True):
             self.previous = gr.Button("◀", size="sm", visible=False, scale=0, elem_id="chat-alt-prev")
@@ -229,6 +229,9 @@ class ChatTab:
         }
         self.mode.change(h.meter, **meter)
         self.params.template.change(h.meter, **meter)
+        for spec, widget in zip(self.params.specs, self.params.components, strict=True):
+            if spec.name in ("max_new_tokens", "truncation_length"):  # the meter's "kept for the reply" part
+                widget.change(h.meter, **meter)
         return events
 
     def _wire_panel(self, jobs: gr.State) -> list[Any]:

@@ -23,8 +23,10 @@ from webui.ui.convert import (
     alternative_label,
     conversation_label,
     export_file_name,
+    history_from,
     message_at,
     personality_name,
+    visible_positions,
 )
 from webui.ui.state import CHAT, SessionJobs
 
@@ -203,7 +205,10 @@ class ConversationHandlers:
         if conversation is None:
             return self.chat.view(None, warn("There is no conversation to branch yet."))
         try:
-            index = int(number) - 1 if number not in (None, "") else len(conversation.messages) - 1
+            shown = len(visible_positions(history_from(conversation)))
+            index = int(number) - 1 if number not in (None, "") else shown - 1
+            if not 0 <= index < shown:
+                raise InputError(f"There is no message #{index + 1}: this conversation shows {shown}.")
             message = message_at(conversation, index)
             summary = self.chat.store.branch(conversation.id, message.id)
         except (ValueError, TypeError, *ERRORS) as exc:

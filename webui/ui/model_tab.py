@@ -197,6 +197,7 @@ class ModelTab:
         else:
             loader = self.loader_for(models.get("value"))
         values: list[Any] = []
+        shown: dict[str, Any] | None = None  # the settings the widgets show, for the will-it-fit line
         for panel in self.panels:
             loaded = state is not None and panel.loader == state.loader
             restored = restore and saved is not None and panel.loader == loader
@@ -207,7 +208,14 @@ class ModelTab:
                     values.append(saved.loader_settings[name])
                 else:
                     values.append(gr.skip())
-        return [models, gr.update(value=loader), *self._visibility(loader), *values, self.status()]
+            if loaded and state is not None:
+                shown = state.settings.model_dump()
+            elif restored and saved is not None:
+                shown = dict(saved.loader_settings)
+        name = models.get("value")
+        entry = next((e for e in self.service.models() if e.name == name), None)
+        fit = fit_line(entry, loader, shown, self.service.machine) if entry is not None else ""
+        return [models, gr.update(value=loader), *self._visibility(loader), *values, fit, self.status()]
 
     # -- layout ----------------------------------------------------------------------------------------
 
@@ -330,5 +338,6 @@ class ModelTab:
             self.loader,
             *(p.group for p in self.panels),
             *self.setting_widgets,
+            self.fit_md,  # drawn for the loader's defaults: it follows the settings shown (e.g. n_ctx)
             self.status_md,
         ]

@@ -131,6 +131,14 @@ class ParametersTab:
             choices=self.service.presets.names(), value=DEFAULT_PRESET
         ), f"Preset **{name}** deleted."
 
+    def delete_and_reset(self, name: str) -> list[Any]:
+        """Delete: [dropdown, *widgets, status]. After a deletion the widgets show the Default preset the
+        dropdown now names, not the deleted preset's values."""
+        dropdown, status = self.delete_preset(name)
+        if not (isinstance(dropdown, dict) and "value" in dropdown):
+            return [dropdown, *(gr.skip() for _ in self.specs), status]
+        return [dropdown, *self.apply_preset(DEFAULT_PRESET)[:-1], status]
+
     def refresh(self, saved: SessionSettings | None = None) -> list[Any]:
         """Preset and template choices plus the not-used marks (page load, after a model load).
 
@@ -204,10 +212,14 @@ class ParametersTab:
             outputs=[*self.components, self.status],
             show_progress="hidden",
         )
-        save.click(
+        save_event = save.click(
             self.save_preset, inputs=[self.preset_name, *self.components], outputs=[self.preset, self.status]
         )
-        delete.click(self.delete_preset, inputs=[self.preset], outputs=[self.preset, self.status])
+        delete_event = delete.click(
+            self.delete_and_reset, inputs=[self.preset], outputs=[self.preset, *self.components, self.status]
+        )
+        # Every event that changes the chosen preset (the page remembers it for the next visit).
+        self.preset_events = [self.preset_event, save_event, delete_event]
 
     @property
     def refresh_outputs(self) -> list[gr.components.Component]:
