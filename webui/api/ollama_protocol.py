@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from webui.api.protocol import null_means_default
 from webui.api.serving import ApiError
 from webui.core.modelfile import OLLAMA_TO_LOADER, OLLAMA_TO_PARAM, OLLAMA_UNMAPPED
 from webui.core.params import PARAM_NAMES
@@ -29,6 +30,8 @@ class OllamaMessage(BaseModel):
     role: str
     content: str = ""
     images: list[str] | None = None
+
+    _nulls = null_means_default("content")
 
 
 class OllamaRequest(BaseModel):
@@ -49,6 +52,8 @@ class OllamaRequest(BaseModel):
         '"5m"; negative: forever; 0: unload when done (with no prompt: now). Default: --idle-unload.',
     )
 
+    _nulls = null_means_default("stream")
+
 
 class GenerateRequest(OllamaRequest):
     prompt: str | None = None
@@ -57,6 +62,8 @@ class GenerateRequest(OllamaRequest):
     template: str | None = Field(None, description="A Go template used instead of the model's.")
     raw: bool = False
     images: list[str] | None = None
+
+    _generate_nulls = null_means_default("raw")
 
 
 class ChatRequest(OllamaRequest):

@@ -183,11 +183,11 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
     )
     service = serving.service
 
-    @router.get("/version")
+    @router.api_route("/version", methods=["GET", "HEAD"])  # HEAD: clients check that the server is up
     def version() -> dict[str, str]:
         return {"version": OLLAMA_VERSION, "palabre": __version__}
 
-    @router.get("/tags")
+    @router.api_route("/tags", methods=["GET", "HEAD"])
     def tags() -> dict[str, Any]:
         return {"models": [tag(entry) for entry in serving.entries()]}
 

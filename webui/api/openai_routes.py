@@ -58,7 +58,7 @@ from webui.api.serving import (
     warnings_headers,
 )
 from webui.core.engine import LoadedState
-from webui.core.loader import Chunk
+from webui.core.loader import Chunk, LoaderError
 from webui.core.models import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.templates import InstructionTemplate, TemplateError
@@ -258,9 +258,14 @@ def _prompts(prompt: str | list[str] | list[int] | list[list[int]], state: Loade
         raise ApiError(400, "prompt is empty.", param="prompt")
     if all(isinstance(item, str) for item in prompt):
         return [str(item) for item in prompt]
-    if all(isinstance(item, int) for item in prompt):
-        return [state.model.detokenize([int(item) for item in prompt])]  # type: ignore[arg-type]
-    return [state.model.detokenize(list(item)) for item in prompt]  # type: ignore[arg-type]
+    lists: list[list[int]] = (
+        [list(prompt)] if all(isinstance(item, int) for item in prompt) else list(prompt)  # type: ignore[arg-type]
+    )
+    try:
+        return [state.model.detokenize(ids) for ids in lists]
+    except (LoaderError, ValueError, IndexError, OverflowError) as exc:  # ids outside the vocabulary
+        message = f"The prompt's token ids are not in the model's vocabulary: {exc}"
+        raise ApiError(400, message, param="prompt") from exc
 
 
 # -- routes --------------------------------------------------------------------------------------------------
@@ -277,7 +282,7 @@ def install_openai_routes(app: FastAPI, serving: Serving) -> None:
     )
     service = serving.service
 
-    @router.get("/models", response_model=ModelList)
+    @router.api_route("/models", methods=["GET", "HEAD"], response_model=ModelList)
     def list_models() -> ModelList:
         loaded = serving.loaded()
         return ModelList(data=[model_card(entry, loaded) for entry in serving.entries()])

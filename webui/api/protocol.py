@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from webui.core.params import GenerationParams
 from webui.core.prompts import Mode
@@ -26,6 +26,18 @@ def _add_sampler_fields(schema: dict[str, Any]) -> None:
         if name not in properties:
             spec = {k: v for k, v in spec.items() if k != "default"}  # absent = the preset's value
             properties[name] = spec
+
+
+def null_means_default(*names: str) -> Any:
+    """A validator reading ``null`` in these fields as "not given": OpenAI documents them as nullable and
+    clients generated from its schema (or Ollama's Go types) send ``null`` for what they leave unset."""
+
+    def default_for_null(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        return value
+
+    return field_validator(*names, mode="before")(classmethod(default_for_null))
 
 
 class ErrorDetail(BaseModel):
@@ -85,6 +97,8 @@ class GenerationRequest(BaseModel):
     response_format: ResponseFormat | None = None
     preset: str | None = Field(None, description="A Palabre preset to start from (default: Default).")
 
+    _nulls = null_means_default("n", "stream")
+
 
 class CompletionRequest(GenerationRequest):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(..., description="Text, or token ids.")
@@ -92,6 +106,8 @@ class CompletionRequest(GenerationRequest):
     suffix: str | None = None
     logprobs: int | None = None
     best_of: int | None = None
+
+    _completion_nulls = null_means_default("echo")
 
 
 class ContentPart(BaseModel):
@@ -123,6 +139,8 @@ class ChatCompletionRequest(GenerationRequest):
         None, description="A Jinja chat template for this request (rendered in a sandbox); wins over the name"
     )
     user_name: str | None = Field(None, description="The user's name in chat and chat-instruct modes.")
+
+    _chat_nulls = null_means_default("mode")
 
 
 # -- responses -----------------------------------------------------------------------------------------------

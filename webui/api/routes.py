@@ -26,6 +26,9 @@ def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
     install_openai_routes(app, serving)
     install_ollama_routes(app, serving)
     install_extension_routes(app, service)
+    from webui.api.fallback_routes import install_fallback_routes  # last: what no route above takes
+
+    install_fallback_routes(app)
 
 
 def install_extension_routes(app: FastAPI, service: Service) -> None:

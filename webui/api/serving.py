@@ -279,8 +279,8 @@ def apply_overrides(
 
 def sampler_extras(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     """The request's extra keys that are GenerationParams fields (unknown keys are ignored, as OpenAI's
-    clients send fields of their own)."""
-    return {key: value for key, value in (extra or {}).items() if key in PARAM_NAMES}
+    clients send fields of their own; ``null`` means not given, as for OpenAI's own fields)."""
+    return {key: value for key, value in (extra or {}).items() if key in PARAM_NAMES and value is not None}
 
 
 def seeded(params: GenerationParams, index: int) -> GenerationParams:
@@ -328,8 +328,11 @@ _ROLES: dict[str, str] = {"system": "system", "developer": "system", "user": "us
 
 def chat_message(role: str, content: str | Sequence[Mapping[str, Any]] | None) -> ChatMessage:
     """One API message as the core's ChatMessage; text parts are joined, other parts are refused."""
-    if role not in _ROLES:
+    if role in ("tool", "function", "ipython"):
         raise ApiError(400, f"Messages with role {role!r} (tool calls) are not supported.", param="messages")
+    if role not in _ROLES:
+        roles = ", ".join(_ROLES)
+        raise ApiError(400, f"Messages with role {role!r} are not supported; use {roles}.", param="messages")
     if content is None:
         text = ""
     elif isinstance(content, str):
@@ -401,6 +404,10 @@ class Serving:
         """The model a request names (the loaded one for an empty name); 404 when there is none."""
         state = self.loaded()
         if _normalize(name) in DEFAULT_MODEL_NAMES:
+            unloaded = self.service.engine.status().idle_unload
+            resumable = find_entry(self.entries(), unloaded.model) if state is None and unloaded else None
+            if resumable is not None:
+                return resumable  # the model the idle watcher unloaded: _ensure loads it again
             if state is None:
                 raise ApiError(
                     400, "No model is loaded: name one in `model` (see /v1/models).", param="model"
@@ -461,6 +468,9 @@ class Serving:
 
         Blocking (a load takes seconds): call it from a worker thread.
         """
+        # keep_alive is per request, as in Ollama: an earlier request's 0 must not unload the model under
+        # this one as soon as its reply is done (Ollama's routes set their request's own value once started).
+        self.idle.keep_alive(None)
         with self._switch:
             state, load_seconds = self._ensure(model, admin)
             try:

@@ -99,6 +99,9 @@ class IdleUnload:
     # the page compares unloads by model and time).
     loader: str = field(default="", compare=False)
     settings: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Its files, so that one loaded by path from outside the models folder (``serve --model /x.gguf``)
+    # is still found by name: listed and loaded again like the others (None for a server's model).
+    entry: ModelEntry | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,9 @@ class Engine:
         state = self._state
         if state is not None and name == state.entry.name:
             return state.entry  # also covers a model loaded by path from outside the models folder
+        unloaded = self._idle_unload
+        if state is None and unloaded is not None and unloaded.entry is not None and name == unloaded.model:
+            return unloaded.entry  # the same, unloaded while idle: the next message loads it again
         try:
             return find_model(self.models_dir, name)
         except ModelNotFoundError as exc:
@@ -306,6 +312,8 @@ class Engine:
                 model = loader_cls().load(target, validated)
             except LoaderError as exc:
                 raise EngineError(str(exc)) from exc
+            except ValueError as exc:  # a setting the loader could not use (e.g. tensor_split "abc")
+                raise EngineError(f"{loader_name} could not use these settings: {exc}") from exc
             except MemoryError as exc:
                 raise EngineError(f"Not enough memory to load {entry.name if entry else name}.") from exc
             if previous is not None:
@@ -337,9 +345,10 @@ class Engine:
         result: LoadedState = self._call(named_load, "loading")
         return result
 
-    def _unload_now(self) -> None:
+    def _unload_now(self, idle: IdleUnload | None = None) -> None:
+        # The idle record first: a model unloaded while idle stays findable by name during the slow unload.
+        self._idle_unload = idle
         state, self._state = self._state, None
-        self._idle_unload = None
         if state is not None:
             state.model.unload()
 
@@ -365,9 +374,9 @@ class Engine:
             state = self._state
             if state is None or idle is None or idle < idle_s:
                 return False
-            self._unload_now()
-            self._idle_unload = IdleUnload(
-                state.entry.name, idle_s, state.loader, state.settings.model_dump()
+            files = state.entry if state.entry.kind != "remote" else None
+            self._unload_now(
+                IdleUnload(state.entry.name, idle_s, state.loader, state.settings.model_dump(), files)
             )
             return True
 

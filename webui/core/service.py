@@ -253,11 +253,14 @@ class Service:
     # -- models ---------------------------------------------------------------------------------------------
 
     def models(self) -> list[ModelEntry]:
-        """The models folder's models, plus the loaded model when it was loaded by path from elsewhere."""
+        """The models folder's models, plus the loaded model when it was loaded by path from elsewhere
+        (also while the idle watcher has it unloaded: the next message loads it again)."""
         entries = discover_models(self.engine.models_dir)
         state = self.engine.state
-        if state is not None and all(entry.name != state.entry.name for entry in entries):
-            entries.append(state.entry)
+        unloaded = self.engine.status().idle_unload
+        elsewhere = state.entry if state is not None else unloaded.entry if unloaded is not None else None
+        if elsewhere is not None and all(entry.name != elsewhere.name for entry in entries):
+            entries.append(elsewhere)
         return entries
 
     def load_model(
