@@ -93,6 +93,15 @@ class Server:
             stop_process(self.process)
         self.process = None
 
+    @contextmanager
+    def running(self) -> Iterator[Server]:
+        """Started for the block, stopped after it (also when it fails)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
 
 @contextmanager
 def open_page(browser: Browser, url: str, *, timeout_ms: int = 60_000) -> Iterator[Page]:

@@ -123,11 +123,8 @@ class ScriptedJob:
 def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
     server = Server(tmp_path_factory.mktemp("live-status"), extra_args=["--idle-unload", IDLE_MINUTES])
     (server.config.models_dir / default_model_path.name).symlink_to(default_model_path)
-    server.start()
-    try:
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

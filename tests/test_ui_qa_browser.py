@@ -18,12 +18,8 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("qa-browser"), default_model_path)  # n_ctx 2048
-    server.start()
-    try:
+    with Server(tmp_path_factory.mktemp("qa-browser"), default_model_path).running() as server:  # n_ctx 2048
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

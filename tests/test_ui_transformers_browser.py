@@ -24,11 +24,8 @@ def server(
     """``webui serve`` with the default GGUF loaded and the tiny Transformers folder beside it."""
     server = Server(tmp_path_factory.mktemp("transformers-browser"), default_model_path)
     (server.config.models_dir / "tiny-llama").symlink_to(tiny_llama_dir, target_is_directory=True)
-    server.start()
-    try:
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
