@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,15 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_minutes(text: str) -> float:
-    """``--idle-unload``'s value: minutes, fractions allowed (0.5 = 30 seconds)."""
-    try:
-        minutes = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
-    if not minutes > 0 or minutes == float("inf"):
-        raise argparse.ArgumentTypeError("the idle time must be a positive number of minutes")
-    return minutes
+def _positive_number(what: str, unit: str) -> Callable[[str], float]:
+    """An argparse type: a number of ``unit`` above 0 (fractions allowed), refused in words naming ``what``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{what} must be a positive number of {unit}")
+        return value
+
+    return parse
+
+
+# ``--idle-unload``'s value: minutes (0.5 = 30 seconds); ``--max-upload-mb``'s: megabytes.
+_positive_minutes = _positive_number("the idle time", "minutes")
+_upload_megabytes = _positive_number("the upload limit", "megabytes")
 
 
 def _queue_size(text: str) -> int:
@@ -206,17 +215,6 @@ def _queue_size(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError("the queue must hold at least 1 waiting request")
     return size
-
-
-def _upload_megabytes(text: str) -> float:
-    """``--max-upload-mb``'s value: megabytes, more than 0 (fractions allowed)."""
-    try:
-        megabytes = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
-    if not 0 < megabytes < float("inf"):
-        raise argparse.ArgumentTypeError("the upload limit must be a positive number of megabytes")
-    return megabytes
 
 
 def _access_flags(serve: argparse.ArgumentParser) -> None:
