@@ -49,7 +49,8 @@ class OllamaRequest(BaseModel):
     keep_alive: float | str | None = Field(
         None,
         description="How long the model stays loaded after this request: seconds or a duration such as "
-        '"5m"; negative: forever; 0: unload when done (with no prompt: now). Default: --idle-unload.',
+        '"5m"; negative: forever; 0: unload when done (with no prompt: now). Default: --idle-unload. '
+        "Needs an admin key once one is set: it applies to everybody.",
     )
 
     _nulls = null_means_default("stream")
@@ -77,6 +78,21 @@ class ShowRequest(BaseModel):
     model: str = ""
     name: str = ""  # older clients send the model as "name"
     verbose: bool = False
+
+
+KEEP_ALIVE_NEEDS_ADMIN = (
+    "keep_alive sets how long the model stays loaded for everybody: it needs an admin key."
+)
+
+
+def allowed_keep_alive(keep_alive: float | str | None, admin: bool) -> float | None:
+    """The request's keep_alive in seconds; a non-admin may not send one (403), as it can unload the model
+    under every other client (0, "1s") or keep it loaded against the server's --idle-unload."""
+    if keep_alive is not None and not admin:
+        raise ApiError(
+            403, KEEP_ALIVE_NEEDS_ADMIN, kind="permission_error", param="keep_alive", code="admin_required"
+        )
+    return keep_alive_seconds(keep_alive)
 
 
 def unloads(keep_alive: float | str | None) -> bool:

@@ -24,7 +24,7 @@ from webui.api.ollama_protocol import (
     ChatRequest,
     GenerateRequest,
     ShowRequest,
-    keep_alive_seconds,
+    allowed_keep_alive,
     ollama_overrides,
     unloads,
 )
@@ -260,7 +260,8 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
         request_id: str,
     ) -> Response:
         """Run ``start`` off the event loop, then answer as NDJSON or one object; ``piece`` shapes a delta."""
-        keep_alive = keep_alive_seconds(body.keep_alive)  # a bad value is refused before anything starts
+        # Refused (403 for a non-admin, 400 for a bad value) before anything starts or loads.
+        keep_alive = allowed_keep_alive(body.keep_alive, is_admin(request))
         outcome = await run_in_threadpool(start)
         if outcome != "unload":
             serving.idle.keep_alive(keep_alive)  # the idle time after this request, as in Ollama
@@ -318,12 +319,13 @@ def install_ollama_routes(app: FastAPI, serving: Serving) -> None:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     def load_or_unload(model: str, keep_alive: float | str | None, admin: bool) -> str:
-        """Ollama's empty request: load the model, or unload it when keep_alive is 0."""
+        """Ollama's empty request: load the model (another one only for an admin), or unload it when
+        keep_alive is 0 (only an admin: answer() refuses anybody else's keep_alive first)."""
         if unloads(keep_alive):
             entry = serving.find(model)
             state = serving.loaded()
             if state is not None and state.entry == entry:
-                if not admin:
+                if not admin:  # unreachable through answer(); kept so that no other caller can unload
                     raise ApiError(403, "Unloading the model needs an admin key.", kind="permission_error")
                 try:
                     service.unload_model()
