@@ -3,7 +3,8 @@
 - ``/v1/*`` and ``/api/*`` need an API key (``Authorization: Bearer KEY`` or ``x-api-key: KEY``) when any is
   configured; an admin key counts as an API key too.
 - Every request gets ``request.state.admin``: True when no admin key is configured or the request carries one.
-  Routes that load or unload models check it (403 without it).
+  Routes that load or unload models check it (403 without it). ``request.state.client`` names the key (a
+  digest prefix, None without a key): a non-admin may stop and see only its own key's generations.
 - The page (every other path) asks for HTTP Basic auth when a page user/password is configured.
 - ``/health`` and the OpenAPI schema stay public: they reveal nothing a key protects.
 
@@ -175,6 +176,12 @@ def presented_key(headers: dict[str, str]) -> str | None:
     return headers.get("x-api-key", "").strip() or None
 
 
+def client_id(key: str | None) -> str | None:
+    """Who a request comes from, for owning its generations: the first 16 hex digits of its key's SHA-256
+    (never the key itself, which must not reach logs or answers); None without a key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16] if key else None
+
+
 def path_kind(path: str) -> str:
     """Which protection ``path`` gets: "public", "api" or "page"."""
     if path in PUBLIC_PATHS:
@@ -218,7 +225,9 @@ class AccessControl:
             for name, value in scope.get("headers", ())
         }
         key = presented_key(headers)
-        scope.setdefault("state", {})["admin"] = self.policy.is_admin(key)
+        state = scope.setdefault("state", {})
+        state["admin"] = self.policy.is_admin(key)
+        state["client"] = client_id(key)  # the owner of the generations this request starts
         path = scope.get("path", "")
         kind = path_kind(path)
         if kind == "api" and self.policy.api_required and not self.policy.is_api_key(key):

@@ -141,7 +141,11 @@ class CharacterList(BaseModel):
 
 
 class StopRequest(BaseModel):
-    id: str | None = Field(default=None, description="one request's id; default: every API generation")
+    id: str | None = Field(
+        default=None,
+        description="one request's id; default: every API generation (without an admin key: every one of "
+        "this key's own; another client's id cancels nothing)",
+    )
 
 
 class StopResponse(BaseModel):
@@ -151,10 +155,14 @@ class StopResponse(BaseModel):
 class QueueEntry(BaseModel):
     id: str = Field(description="the engine's id for this generation")
     source: Literal["api", "page"]
-    request_id: str | None = Field(description="the API request's id (for POST stop); None for the page")
+    request_id: str | None = Field(
+        description="the API request's id (for POST stop); None for the page, and, without an admin key, for "
+        "another client's request"
+    )
     position: int = Field(description="0: running now; 1, 2, ...: waiting, in the order they will run")
     state: Literal["running", "queued"]
     waited_s: float = Field(description="seconds since it was submitted")
+    mine: bool = Field(False, description="True for a request sent with the same key as this one")
 
 
 class QueueResponse(BaseModel):

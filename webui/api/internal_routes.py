@@ -2,7 +2,8 @@
 template and personality lists, and stopping the API's generations.
 
 Everything goes through the core Service; loading and unloading need ``request.state.admin`` (set by
-webui/api/auth.py). Bad input is a 4xx in OpenAI's error shape, never a 500.
+webui/api/auth.py), and a caller that is not an admin stops and sees the request ids of only its own key's
+generations. Bad input is a 4xx in OpenAI's error shape, never a 500.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from webui.api.internal_protocol import (
     TokenizeResponse,
     UnloadModelResponse,
 )
-from webui.api.serving import find_entry
+from webui.api.serving import Caller, find_entry
 from webui.core.characters import CharacterError
 from webui.core.conversation import chat_settings_for, params_for
-from webui.core.engine import EngineError, LoadedState, QueuedJob
+from webui.core.engine import EngineError, LoadedState, QueuedJob, QueueSnapshot
 from webui.core.loader import LoaderError
 from webui.core.models import ModelNotFoundError
 from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
@@ -70,19 +71,22 @@ class Cancellable(Protocol):
 
 
 class ApiJobs:
-    """The generations the API has running or queued, by request id, so ``POST stop`` can cancel them.
+    """The generations the API has running or queued, by request id, each with the client that started it,
+    so ``POST stop`` can cancel them and the queue view can tell a caller's own jobs from others'.
 
-    The OpenAI/Ollama routes register each job (``app.state.api_jobs.add(id, job)``) and remove it when the
-    response ends (``discard``). Page generations are never here, so stop never touches them.
+    The OpenAI/Ollama routes register each job (``app.state.api_jobs.add(id, job, owner=...)``) and remove it
+    when the response ends (``discard``). Page generations are never here, so stop never touches them.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, list[Cancellable]] = {}
+        self._owners: dict[str, str | None] = {}  # request id -> Caller.client of the request
 
-    def add(self, job_id: str, job: Cancellable) -> None:
+    def add(self, job_id: str, job: Cancellable, owner: str | None = None) -> None:
         with self._lock:
             self._jobs.setdefault(job_id, []).append(job)
+            self._owners.setdefault(job_id, owner)
 
     def discard(self, job_id: str, job: Cancellable | None = None) -> None:
         """Forget ``job`` (or every job under ``job_id``)."""
@@ -93,19 +97,33 @@ class ApiJobs:
                 self._jobs[job_id] = remaining
             else:
                 self._jobs.pop(job_id, None)
+                self._owners.pop(job_id, None)
 
     def ids(self) -> list[str]:
         with self._lock:
             return list(self._jobs)
 
-    def cancel(self, job_id: str | None = None) -> int:
-        """Cancel one request's jobs, or all of them; how many were cancelled."""
+    def belongs_to(self, job_id: str, caller: Caller) -> bool:
+        """True when ``caller`` started the request ``job_id`` (False for one not registered here)."""
         with self._lock:
-            if job_id is None:
-                jobs = [job for group in self._jobs.values() for job in group]
-                self._jobs.clear()
-            else:
-                jobs = self._jobs.pop(job_id, [])
+            if job_id not in self._owners:
+                return False
+            owner = self._owners[job_id]
+        return caller.owns(owner)
+
+    def cancel(self, job_id: str | None = None, caller: Caller | None = None) -> int:
+        """Cancel one request's jobs, or all of them, of those ``caller`` may stop (None: anyone's); how many
+        were cancelled."""
+        with self._lock:
+            named = list(self._jobs) if job_id is None else [job_id]
+            ids = [
+                i
+                for i in named
+                if i in self._jobs and (caller is None or caller.may_stop(self._owners.get(i)))
+            ]
+            jobs = [job for i in ids for job in self._jobs.pop(i)]
+            for i in ids:
+                self._owners.pop(i, None)
         for job in jobs:
             job.cancel()
         return len(jobs)
@@ -224,6 +242,23 @@ def model_info(service: Service) -> ModelInfo:
         can_tokenize=state.capabilities.can_tokenize,
         streams_logprobs=state.capabilities.streams_logprobs,
         load_seconds=round(state.load_seconds, 3),
+    )
+
+
+def queue_view(snapshot: QueueSnapshot, model: str | None, jobs: ApiJobs, caller: Caller) -> QueueResponse:
+    """The queue as ``caller`` may see it: every job's place, and the request ids (what POST stop takes) of
+    its own jobs only, unless it is an admin; ``mine`` marks its own."""
+
+    def entry(job: QueuedJob) -> QueueEntry:
+        mine = job.request_id is not None and jobs.belongs_to(job.request_id, caller)
+        shown = job.request_id if caller.admin or mine else None
+        return QueueEntry(**{**job.__dict__, "request_id": shown}, mine=mine)
+
+    return QueueResponse(
+        activity=snapshot.activity,
+        model=model,
+        running=entry(snapshot.running) if snapshot.running else None,
+        queued=[entry(job) for job in snapshot.queued],
     )
 
 
@@ -359,24 +394,18 @@ def install_internal_routes(app: FastAPI, service: Service) -> None:
         )
 
     @router.get("/queue", response_model=QueueResponse)
-    def engine_queue() -> QueueResponse:
-        """The running generation and the waiting ones, in order, with each API job's request id."""
-        snapshot = service.engine.queue_snapshot()
+    def engine_queue(request: Request) -> QueueResponse:
+        """The running generation and the waiting ones, in order; request ids of the caller's own jobs
+        (every job's for an admin)."""
         state = service.engine.state
-
-        def entry(job: QueuedJob) -> QueueEntry:
-            return QueueEntry(**job.__dict__)
-
-        return QueueResponse(
-            activity=snapshot.activity,
-            model=state.entry.name if state else None,
-            running=entry(snapshot.running) if snapshot.running else None,
-            queued=[entry(job) for job in snapshot.queued],
-        )
+        model = state.entry.name if state else None
+        return queue_view(service.engine.queue_snapshot(), model, jobs, Caller.of(request.state))
 
     @router.post("/stop", response_model=StopResponse)
-    def stop(body: StopRequest | None = None) -> StopResponse:
-        return StopResponse(cancelled=jobs.cancel(body.id if body else None))
+    def stop(request: Request, body: StopRequest | None = None) -> StopResponse:
+        """Cancel the caller's API generations (an admin's: anyone's); another client's id counts 0, as an
+        unknown one does, so that nobody learns which ids exist."""
+        return StopResponse(cancelled=jobs.cancel(body.id if body else None, Caller.of(request.state)))
 
     app.include_router(router)
 

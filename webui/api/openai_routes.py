@@ -40,6 +40,7 @@ from webui.api.protocol import (
 )
 from webui.api.serving import (
     ApiError,
+    Caller,
     Run,
     Serving,
     Started,
@@ -148,11 +149,12 @@ def is_admin(request: Request) -> bool:
 
 
 def track(request: Request, request_id: str, started: Started) -> Callable[[], None]:
-    """Register the request's jobs for /v1/internal/stop; returns the function that forgets them."""
+    """Register the request's jobs, owned by its caller's key, for /v1/internal/stop and the queue view;
+    returns the function that forgets them."""
     jobs = getattr(request.app.state, "api_jobs", None)
     if jobs is None:
         return lambda: None
-    jobs.add(request_id, started)
+    jobs.add(request_id, started, owner=Caller.of(request.state).client)
     return lambda: jobs.discard(request_id)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import threading
 import time
@@ -70,6 +71,32 @@ class ApiError(Exception):
     def openai_body(self) -> dict[str, Any]:
         """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as the auth middleware (webui/api/auth.py) saw it: which key, and whether it is an
+    admin's. Without the middleware, or with no admin key configured, every caller is an admin."""
+
+    client: str | None = None  # a digest prefix of the request's key; None without a key
+    admin: bool = True
+
+    @classmethod
+    def of(cls, state: object) -> Caller:
+        """The caller a ``request.state`` describes."""
+        return cls(getattr(state, "client", None), bool(getattr(state, "admin", True)))
+
+    def owns(self, owner: str | None) -> bool:
+        """True when a job started by ``owner`` is this caller's; callers without a key count as one client,
+        as nothing tells them apart."""
+        if owner is None or self.client is None:
+            return owner is None and self.client is None
+        # The id is derived from a key: compared as one, in constant time.
+        return hmac.compare_digest(owner, self.client)
+
+    def may_stop(self, owner: str | None) -> bool:
+        """An admin stops anyone's generations; any other caller only its own."""
+        return self.admin or self.owns(owner)
 
 
 def api_error(exc: BaseException) -> ApiError:
