@@ -187,7 +187,8 @@ def test_cors_preflight_for_configured_origins_only(server: Server) -> None:
     assert allowed.headers["access-control-allow-origin"] == ORIGIN
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
     foreign = httpx.options(url, headers={"Origin": "http://elsewhere.example", **preflight})
-    assert foreign.status_code == 400 and "access-control-allow-origin" not in foreign.headers
+    # Refused by the web policy before CORS (webui/api/web_policy.py), never reflected.
+    assert foreign.status_code == 403 and "access-control-allow-origin" not in foreign.headers
     # A browser client can read the refusal, and the real request once it sends the key.
     refused = httpx.post(url, json={"text": "hi"}, headers={"Origin": ORIGIN})
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == ORIGIN

@@ -43,7 +43,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def app(service: Service) -> Iterator[Any]:
     from webui.server import create_app
 
-    config = AppConfig(user_data_dir=Path(service.engine.models_dir).parent)
+    # Schemathesis' ASGI client names the server "testserver": a name the web policy must be told about.
+    config = AppConfig(user_data_dir=Path(service.engine.models_dir).parent, allowed_hosts=("testserver",))
     app = create_app(service, config)
     yield app
     app.state.idle_unloader.stop()

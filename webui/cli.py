@@ -247,6 +247,19 @@ def _access_flags(serve: argparse.ArgumentParser) -> None:
         help="allow browser calls from ORIGIN (repeatable)",
     )
     group.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="also answer to this host name (NAME, NAME:PORT, or '*' for any; repeatable), e.g. the name "
+        "a reverse proxy forwards; other names are refused (DNS rebinding); also PALABRE_ALLOWED_HOSTS",
+    )
+    group.add_argument(
+        "--open-page",
+        action="store_true",
+        help="with --admin-key but no page password: serve anyway, letting whoever opens the page load, "
+        "unload and delete models without the admin key",
+    )
+    group.add_argument(
         "--insecure",
         action="store_true",
         help="allow serving on a non-loopback address without an API key and a page password",
@@ -257,7 +270,7 @@ def _access_config(args: argparse.Namespace) -> dict[str, Any]:
     """AppConfig's host and access fields from ``serve``'s flags and the PALABRE_* environment variables."""
     if args.command != "serve":
         return {}
-    from webui.api.auth import AuthConfigError, collect_keys, parse_page_auth
+    from webui.api.auth import AuthConfigError, allowed_hosts, collect_keys, parse_page_auth
 
     host = args.host or ("0.0.0.0" if args.listen else "127.0.0.1")
     page_auth = args.page_auth
@@ -272,6 +285,8 @@ def _access_config(args: argparse.Namespace) -> dict[str, Any]:
             ),
             "page_auth": parse_page_auth(args.page_user, args.page_password, page_auth),
             "cors_origins": tuple(dict.fromkeys(o.strip() for o in args.cors_origin or () if o.strip())),
+            "allowed_hosts": allowed_hosts(args.allowed_host, os.environ.get("PALABRE_ALLOWED_HOSTS")),
+            "open_page": args.open_page,
             "insecure": args.insecure,
         }
     except AuthConfigError as exc:

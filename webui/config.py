@@ -32,6 +32,10 @@ class AppConfig:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     page_auth: tuple[str, str] | None = field(default=None, repr=False)  # (user, password)
     cors_origins: tuple[str, ...] = ()
+    # Host names (NAME or NAME:PORT, '*' for any) the server answers to besides its addresses and localhost:
+    # any other Host is refused, the defence against DNS rebinding (webui/api/web_policy.py).
+    allowed_hosts: tuple[str, ...] = ()
+    open_page: bool = False  # admin keys set, yet the page (which loads and unloads) has no password
     insecure: bool = False  # serve on a non-loopback address without keys / page password
     idle_unload_minutes: float | None = None  # unload the model after this long idle (fractions allowed)
     # Extensions to enable (``--extensions a b``, in hook order); None = those saved in settings.yaml.

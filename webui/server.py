@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from webui.config import AppConfig
@@ -51,6 +53,7 @@ def create_app(service: Service, config: AppConfig) -> Any:
     from webui.api.routes import install_api
     from webui.ui.app import UI_CSS, build_ui
     from webui.ui.extensions_panel import extension_assets
+    from webui.ui.uploads import UploadJanitor
 
     app = FastAPI(title="Palabre", docs_url="/api-docs")
 
@@ -69,9 +72,29 @@ def create_app(service: Service, config: AppConfig) -> Any:
     blocks = build_ui(service, config)
     _calm_gradio_queue(blocks)
     extension_css, _ = extension_assets(service.extensions)
-    return gr.mount_gradio_app(
+    app.state.upload_janitor = UploadJanitor(blocks.upload_file_set)
+    app.state.upload_janitor.start()
+    mounted = gr.mount_gradio_app(
         app, blocks, path="/", css=UI_CSS + extension_css, max_file_size=max_upload_bytes(config)
     )
+    _stop_with_the_server(mounted, app.state.upload_janitor.stop)
+    return mounted
+
+
+def _stop_with_the_server(app: Any, stop: Callable[[], None]) -> None:
+    """Run ``stop`` when the server shuts down. In the app's lifespan, not after ``uvicorn.run``: uvicorn
+    raises the SIGTERM it caught again once it has shut down, which ends the process before a ``finally``."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        try:
+            async with inner(app_) as state:
+                yield state
+        finally:
+            stop()
+
+    app.router.lifespan_context = lifespan
 
 
 def run_server(service: Service, config: AppConfig) -> int:

@@ -81,6 +81,22 @@ def parse_page_auth(user: str | None, password: str | None, combined: str | None
     return user, password
 
 
+def allowed_hosts(flags: Iterable[str] | None, env_value: str | None) -> tuple[str, ...]:
+    """``--allowed-host`` names plus a comma-separated environment variable; a malformed one is refused."""
+    from webui.api.web_policy import split_host
+
+    names: list[str] = []
+    for raw in [*(flags or ()), *(env_value or "").split(",")]:
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name != "*" and (split_host(name) is None or "/" in name or any(ch.isspace() for ch in name)):
+            raise AuthConfigError(f"--allowed-host expects NAME or NAME:PORT, not {raw.strip()!r}.")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost; any other name or address counts as exposed."""
     name = host.strip().strip("[]").lower()
@@ -94,6 +110,13 @@ def is_loopback(host: str) -> bool:
 
 def exposure_problem(config: AppConfig) -> str | None:
     """Why ``serve`` must not start on this address with this protection, or None when it may."""
+    if config.admin_keys and config.page_auth is None and not config.open_page:
+        # The page loads, unloads and deletes models with no key: an admin key alone would protect nothing.
+        return (
+            "admin keys protect loading and unloading through the API, but the page does the same without a "
+            "key. Set a page password (--page-user USER --page-password PASS, or --page-auth USER:PASS), or "
+            "pass --open-page to let whoever opens the page manage models."
+        )
     if is_loopback(config.host) or config.insecure:
         return None
     missing = []
@@ -265,8 +288,10 @@ async def _refuse(scope: Scope, send: Send, body: bytes, content_type: str, chal
 
 
 def install_access_control(app: FastAPI, config: AppConfig) -> None:
-    """Add the auth middleware and, when origins are configured, CORS outside it (so preflights need no key
-    and refusals still carry CORS headers)."""
+    """Add the auth middleware; when origins are configured, CORS outside it (so preflights need no key and
+    refusals still carry CORS headers); and the web policy (Host, Origin, content type) outside both."""
+    from webui.api.web_policy import WebPolicy, WebPolicyMiddleware
+
     app.add_middleware(AccessControl, policy=AccessPolicy.from_config(config))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -278,3 +303,5 @@ def install_access_control(app: FastAPI, config: AppConfig) -> None:
             allow_headers=["*"],
             expose_headers=["*"],
         )
+    # Outermost (added last): a foreign Host or Origin is refused before anything else sees the request.
+    app.add_middleware(WebPolicyMiddleware, policy=WebPolicy.from_config(config))
