@@ -12,6 +12,8 @@ from __future__ import annotations
 import http.server
 import json
 import socketserver
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,8 @@ import pytest
 from playwright.sync_api import Browser
 
 from tests.servers import Server, free_port, open_page
+from tests.test_ui_browser import send_and_watch
+from webui.config import PROJECT_ROOT
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = [pytest.mark.slow]
@@ -284,11 +288,23 @@ def test_a_page_on_another_origin_can_neither_drive_nor_read_palabre(
 
 
 @pytest.mark.browser
-def test_the_page_still_works_from_localhost(browser: Browser, server: Server) -> None:
-    for name in ("localhost", "127.0.0.1"):
-        with open_page(browser, f"http://{name}:{server.port}/") as page:
-            page.get_by_role("tab", name="Chat").first.wait_for()
-            assert page.evaluate("document.title")
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1"])
+def test_the_page_still_chats_from_loopback_names(browser: Browser, server: Server, name: str) -> None:
+    with open_page(browser, f"http://{name}:{server.port}/") as page:
+        page.wait_for_function("() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')")
+        page.locator("#chat-clear").click()
+        page.wait_for_function("() => !document.querySelector('#chatbot [data-testid=user]')")
+        _, reply = send_and_watch(page, "Say hello.")
+    assert reply  # the page's own requests (Gradio's queue, its event stream) all passed the policy
+    assert state(server) == EXPECTED
+
+
+def test_admin_keys_without_a_page_password_refuse_to_start(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "webui", "serve", "--no-model", "--admin-key", "a-key"]
+    command += ["--user-data-dir", str(tmp_path / "user_data"), "--port", str(free_port())]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--page-auth" in result.stderr and "--open-page" in result.stderr and "a-key" not in result.stderr
 
 
 def test_uploads_are_limited_per_window_and_deleted_when_the_server_stops(
@@ -309,3 +325,6 @@ def test_uploads_are_limited_per_window_and_deleted_when_the_server_stops(
         response = httpx.post(f"{server.url}gradio_api/upload", files=too_big)
         assert response.status_code == 413 and "0.5 MB" in response.text
     assert uploaded_files(server) == []  # nothing is left once the server has stopped
+    # Told that the page may stay open, it starts (and the API still needs the admin key to load).
+    with Server(tmp_path, extra_args=["--admin-key", "a-key", "--open-page"]).running() as server:
+        assert httpx.post(f"{server.url}v1/internal/model/unload").status_code == 403
