@@ -1,0 +1,369 @@
+"""Golden answers of the HTTP API: the exact responses of representative OpenAI, Ollama and internal requests.
+
+Recorded once (``PALABRE_GOLDEN_RECORD=1``) on the default model with greedy settings, before the API was
+reshaped (issue 14), and compared on every run since: status, the headers that matter, JSON bodies, and the
+SSE / NDJSON event sequences, with ids, timestamps, durations and speeds normalised. A refactor that changes
+anything a client sees fails here, naming the request and the first difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import Server
+from webui.provision import DEFAULT_MODEL_FILE
+
+pytestmark = [pytest.mark.slow]
+
+GOLDEN = Path(__file__).parent / "data" / "golden" / "api.json"
+RECORD = os.environ.get("PALABRE_GOLDEN_RECORD") == "1"
+M = DEFAULT_MODEL_FILE
+HI = [{"role": "user", "content": "What is the capital of France?"}]
+GREEDY = {"temperature": 0, "seed": 1}
+OLLAMA_GREEDY = {"temperature": 0, "seed": 1, "num_predict": 8}
+HEADERS_KEPT = ("content-type", "x-palabre-warnings", "retry-after", "allow", "www-authenticate")
+
+# (name, method, path, JSON body or None, extra headers)
+REQUESTS: list[tuple[str, str, str, Any, dict[str, str]]] = [
+    # OpenAI
+    ("openai models", "GET", "v1/models", None, {}),
+    ("openai model", "GET", f"v1/models/{M}", None, {}),
+    ("openai unknown model card", "GET", "v1/models/nope.gguf", None, {}),
+    (
+        "openai chat",
+        "POST",
+        "v1/chat/completions",
+        {"model": M, "messages": HI, "max_tokens": 8, **GREEDY},
+        {},
+    ),
+    (
+        "openai chat stream",
+        "POST",
+        "v1/chat/completions",
+        {"model": M, "messages": HI, "max_tokens": 6, "stream": True, **GREEDY},
+        {},
+    ),
+    (
+        "openai chat stream usage",
+        "POST",
+        "v1/chat/completions",
+        {
+            "model": M,
+            "messages": HI,
+            "max_tokens": 4,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **GREEDY,
+        },
+        {},
+    ),
+    (
+        "openai chat stop",
+        "POST",
+        "v1/chat/completions",
+        {"model": M, "messages": HI, "max_tokens": 16, "stop": ["."], **GREEDY},
+        {},
+    ),
+    (
+        "openai chat n=2",
+        "POST",
+        "v1/chat/completions",
+        {"model": M, "messages": HI, "max_tokens": 4, "n": 2, **GREEDY},
+        {},
+    ),
+    (
+        "openai chat json schema",
+        "POST",
+        "v1/chat/completions",
+        {
+            "model": M,
+            "messages": [{"role": "user", "content": "Give me a city as JSON."}],
+            "max_tokens": 24,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "city",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"city": {"type": "string"}},
+                        "required": ["city"],
+                    },
+                },
+            },
+            **GREEDY,
+        },
+        {},
+    ),
+    (
+        "openai chat system and history",
+        "POST",
+        "v1/chat/completions",
+        {
+            "model": M,
+            "messages": [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": [{"type": "text", "text": "Capital of Italy?"}]},
+            ],
+            "max_tokens": 6,
+            **GREEDY,
+        },
+        {},
+    ),
+    (
+        "openai chat logprobs",
+        "POST",
+        "v1/chat/completions",
+        {"model": M, "messages": HI, "max_tokens": 3, "logprobs": True, "top_logprobs": 2, **GREEDY},
+        {},
+    ),
+    ("openai chat no messages", "POST", "v1/chat/completions", {"model": M, "messages": []}, {}),
+    (
+        "openai chat bad role",
+        "POST",
+        "v1/chat/completions",
+        {"model": M, "messages": [{"role": "x", "content": "a"}]},
+        {},
+    ),
+    (
+        "openai chat bad temperature",
+        "POST",
+        "v1/chat/completions",
+        {"model": M, "messages": HI, "temperature": -3},
+        {},
+    ),
+    ("openai chat unknown model", "POST", "v1/chat/completions", {"model": "nope.gguf", "messages": HI}, {}),
+    (
+        "openai chat not json",
+        "POST",
+        "v1/chat/completions",
+        "{not json",
+        {"content-type": "application/json"},
+    ),
+    (
+        "openai completion",
+        "POST",
+        "v1/completions",
+        {"model": M, "prompt": "The capital of France is", "max_tokens": 8, **GREEDY},
+        {},
+    ),
+    (
+        "openai completion stream",
+        "POST",
+        "v1/completions",
+        {"model": M, "prompt": "Once upon a time", "max_tokens": 6, "stream": True, **GREEDY},
+        {},
+    ),
+    (
+        "openai completion echo",
+        "POST",
+        "v1/completions",
+        {"model": M, "prompt": "One, two,", "max_tokens": 4, "echo": True, **GREEDY},
+        {},
+    ),
+    (
+        "openai completion two prompts",
+        "POST",
+        "v1/completions",
+        {"model": M, "prompt": ["Red, green,", "Monday, Tuesday,"], "max_tokens": 3, **GREEDY},
+        {},
+    ),
+    ("openai completion no prompt", "POST", "v1/completions", {"model": M}, {}),
+    ("openai wrong method", "GET", "v1/chat/completions", None, {}),
+    ("openai unknown path", "POST", "v1/nothing-here", {}, {}),
+    # Ollama
+    ("ollama version", "GET", "api/version", None, {}),
+    ("ollama tags", "GET", "api/tags", None, {}),
+    ("ollama ps", "GET", "api/ps", None, {}),
+    ("ollama show", "POST", "api/show", {"model": M}, {}),
+    ("ollama show unknown", "POST", "api/show", {"model": "nope"}, {}),
+    (
+        "ollama generate",
+        "POST",
+        "api/generate",
+        {"model": M, "prompt": "Why is the sky blue?", "stream": False, "options": OLLAMA_GREEDY},
+        {},
+    ),
+    (
+        "ollama generate stream",
+        "POST",
+        "api/generate",
+        {"model": M, "prompt": "Say hi.", "options": {**OLLAMA_GREEDY, "num_predict": 5}},
+        {},
+    ),
+    (
+        "ollama generate raw",
+        "POST",
+        "api/generate",
+        {"model": M, "prompt": "1, 2, 3,", "raw": True, "stream": False, "options": OLLAMA_GREEDY},
+        {},
+    ),
+    (
+        "ollama generate json",
+        "POST",
+        "api/generate",
+        {
+            "model": M,
+            "prompt": "A color as JSON.",
+            "format": "json",
+            "stream": False,
+            "options": {**OLLAMA_GREEDY, "num_predict": 16},
+        },
+        {},
+    ),
+    ("ollama generate load", "POST", "api/generate", {"model": M}, {}),
+    (
+        "ollama chat",
+        "POST",
+        "api/chat",
+        {"model": M, "messages": HI, "stream": False, "options": OLLAMA_GREEDY},
+        {},
+    ),
+    (
+        "ollama chat stream",
+        "POST",
+        "api/chat",
+        {"model": M, "messages": HI, "options": {**OLLAMA_GREEDY, "num_predict": 5}},
+        {},
+    ),
+    (
+        "ollama chat tools",
+        "POST",
+        "api/chat",
+        {"model": M, "messages": HI, "tools": [{"type": "function"}]},
+        {},
+    ),
+    (
+        "ollama chat bad keep_alive",
+        "POST",
+        "api/chat",
+        {"model": M, "messages": HI, "keep_alive": "soon"},
+        {},
+    ),
+    ("ollama chat unknown model", "POST", "api/chat", {"model": "nope", "messages": HI, "stream": False}, {}),
+    ("ollama unknown path", "POST", "api/pull", {"model": M}, {}),
+    # Internal
+    ("internal model", "GET", "v1/internal/model", None, {}),
+    ("internal tokenize", "POST", "v1/internal/tokenize", {"text": "Hello world"}, {}),
+    ("internal detokenize", "POST", "v1/internal/detokenize", {"tokens": [19556, 905]}, {}),
+    ("internal detokenize bad ids", "POST", "v1/internal/detokenize", {"tokens": [-5, 10**9]}, {}),
+    ("internal token count", "POST", "v1/internal/token-count", {"text": "Hello world"}, {}),
+    (
+        "internal chat prompt",
+        "POST",
+        "v1/internal/chat-prompt",
+        {"messages": [{"role": "system", "content": "Be brief."}, *HI], "mode": "instruct"},
+        {},
+    ),
+    (
+        "internal chat prompt bad template",
+        "POST",
+        "v1/internal/chat-prompt",
+        {"messages": HI, "mode": "instruct", "instruction_template_str": "{% for %}"},
+        {},
+    ),
+    ("internal presets", "GET", "v1/internal/presets", None, {}),
+    ("internal templates", "GET", "v1/internal/templates", None, {}),
+    ("internal characters", "GET", "v1/internal/characters", None, {}),
+    ("internal queue", "GET", "v1/internal/queue", None, {}),
+    ("internal stop", "POST", "v1/internal/stop", {}, {}),
+    ("internal load unknown", "POST", "v1/internal/model/load", {"model": "nope.gguf"}, {}),
+    ("health", "GET", "health", None, {}),
+]
+
+_VOLATILE_KEYS = {
+    "created",
+    "created_at",
+    "modified_at",
+    "expires_at",
+    "total_duration",
+    "load_duration",
+    "prompt_eval_duration",
+    "eval_duration",
+    "load_seconds",
+    "waited_s",
+    "system_fingerprint",
+}
+_ID = re.compile(r"\b(chatcmpl|cmpl|ollama|req|job)-[0-9a-zA-Z]+")
+
+
+def normalise(value: Any, key: str = "") -> Any:
+    """The value with what differs between runs (ids, times, durations, speeds) replaced by placeholders."""
+    if key in _VOLATILE_KEYS and value is not None:
+        return f"<{key}>"
+    if key == "id" and isinstance(value, str):
+        return _ID.sub(r"\1-<id>", value) if _ID.search(value) else "<id>"
+    if isinstance(value, dict):
+        return {k: normalise(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(item, key) for item in value]
+    if isinstance(value, str):
+        return _ID.sub(r"\1-<id>", value)
+    if isinstance(value, float) and ("per_second" in key or key.endswith("_s") or "speed" in key):
+        return f"<{key}>"
+    return value
+
+
+def parse_body(response: httpx.Response) -> Any:
+    """JSON, the SSE events, the NDJSON lines, or the text."""
+    content_type = response.headers.get("content-type", "")
+    text = response.text
+    if "text/event-stream" in content_type:
+        events = [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+        return {"sse": [event if event == "[DONE]" else json.loads(event) for event in events]}
+    if "ndjson" in content_type:
+        return {"ndjson": [json.loads(line) for line in text.splitlines() if line.strip()]}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"text": text}
+
+
+def answer(server: Server, method: str, path: str, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+    if isinstance(body, str):
+        content: str | None = body
+    else:
+        content = json.dumps(body) if body is not None else None
+    sent = {"content-type": "application/json", **headers} if content is not None else headers
+    response = httpx.request(method, f"{server.url}{path}", content=content, headers=sent, timeout=120)
+    kept = {name: response.headers[name] for name in HEADERS_KEPT if name in response.headers}
+    return {"status": response.status_code, "headers": kept, "body": normalise(parse_body(response))}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
+    with Server(tmp_path_factory.mktemp("golden"), default_model_path).running() as running:
+        yield running
+
+
+def test_the_api_answers_exactly_as_recorded(server: Server) -> None:
+    assert len(REQUESTS) >= 30 and len({name for name, *_ in REQUESTS}) == len(REQUESTS)
+    answers = {
+        name: answer(server, method, path, body, headers) for name, method, path, body, headers in REQUESTS
+    }
+    if RECORD:
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(json.dumps(answers, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    recorded = json.loads(GOLDEN.read_text())
+    assert sorted(recorded) == sorted(answers), "the golden file lists other requests: record it again"
+    differences = [name for name in answers if answers[name] != recorded[name]]
+    details = [
+        f"{name}:\n  recorded {json.dumps(recorded[name])[:1500]}\n  now      {json.dumps(answers[name])[:1500]}"
+        for name in differences[:3]
+    ]
+    assert not differences, f"{len(differences)} answers changed: {differences}\n" + "\n".join(details)
+    # The answers are real: a greedy reply from the model, a streamed one in several events, errors in shape.
+    chat = answers["openai chat"]["body"]["choices"][0]["message"]["content"]
+    assert answers["openai chat"]["status"] == 200 and chat.strip()
+    assert len(answers["openai chat stream"]["body"]["sse"]) >= 4
+    assert answers["openai chat unknown model"]["status"] == 404
+    assert answers["ollama chat stream"]["body"]["ndjson"][-1]["done"] is True
