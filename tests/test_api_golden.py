@@ -265,10 +265,25 @@ REQUESTS: list[tuple[str, str, str, Any, dict[str, str]]] = [
         {},
     ),
     (
-        "internal chat prompt bad template",
+        "openai chat bad template",
         "POST",
-        "v1/internal/chat-prompt",
-        {"messages": HI, "mode": "instruct", "instruction_template_str": "{% for %}"},
+        "v1/chat/completions",
+        {"model": M, "messages": HI, "mode": "instruct", "instruction_template_str": "{% for %}"},
+        {},
+    ),
+    (
+        "openai chat own template",
+        "POST",
+        "v1/chat/completions",
+        {
+            "model": M,
+            "messages": HI,
+            "mode": "instruct",
+            "instruction_template_str": "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+            "{% endfor %}<|im_start|>assistant\n",
+            "max_tokens": 6,
+            **GREEDY,
+        },
         {},
     ),
     ("internal presets", "GET", "v1/internal/presets", None, {}),
@@ -300,8 +315,6 @@ def normalise(value: Any, key: str = "") -> Any:
     """The value with what differs between runs (ids, times, durations, speeds) replaced by placeholders."""
     if key in _VOLATILE_KEYS and value is not None:
         return f"<{key}>"
-    if key == "id" and isinstance(value, str):
-        return _ID.sub(r"\1-<id>", value) if _ID.search(value) else "<id>"
     if isinstance(value, dict):
         return {k: normalise(v, k) for k, v in value.items()}
     if isinstance(value, list):
