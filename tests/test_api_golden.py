@@ -307,8 +307,10 @@ _VOLATILE_KEYS = {
     "load_seconds",
     "waited_s",
     "system_fingerprint",
+    "digest",  # of the file's path, size and time: differs per folder
 }
 _ID = re.compile(r"\b(chatcmpl|cmpl|ollama|req|job)-[0-9a-zA-Z]+")
+_USER_DATA = re.compile(r"\S*/golden\d*/user_data")  # the test's temporary folder
 
 
 def normalise(value: Any, key: str = "") -> Any:
@@ -320,7 +322,7 @@ def normalise(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [normalise(item, key) for item in value]
     if isinstance(value, str):
-        return _ID.sub(r"\1-<id>", value)
+        return _USER_DATA.sub("<user_data>", _ID.sub(r"\1-<id>", value))
     if isinstance(value, float) and ("per_second" in key or key.endswith("_s") or "speed" in key):
         return f"<{key}>"
     return value
