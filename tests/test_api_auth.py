@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.servers import Server
+from tests.support.servers import Server
 from webui.api.auth import (
     AccessPolicy,
     AuthConfigError,

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import Server
+from tests.support.servers import Server
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = [pytest.mark.slow]

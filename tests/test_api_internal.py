@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import Server
+from tests.support.servers import Server
 from webui.api.internal_routes import ApiJobs
 from webui.core.conversation import chat_settings_for, params_for
 from webui.core.presets import DEFAULT_PRESET

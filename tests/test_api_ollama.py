@@ -9,7 +9,7 @@ from pathlib import Path
 import ollama
 import pytest
 
-from tests.servers import Server
+from tests.support.servers import Server
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import Server
+from tests.support.servers import Server
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ import ollama
 import openai
 import pytest
 
-from tests.servers import Server
+from tests.support.servers import Server
 from webui.api.auth import client_id
 from webui.api.internal_routes import ApiJobs, queue_view
 from webui.api.ollama_protocol import KEEP_ALIVE_NEEDS_ADMIN, allowed_keep_alive

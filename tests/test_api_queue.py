@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import Server
+from tests.support.servers import Server
 from webui.provision import DEFAULT_MODEL_FILE
 
 LONG = {"model": DEFAULT_MODEL_FILE, "prompt": "Once upon a time", "max_tokens": 1500, "stream": True}

@@ -18,7 +18,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from tests.fakes import ScriptedLoader
+from tests.support.fakes import ScriptedLoader
 from webui.app import build_service
 from webui.config import AppConfig
 from webui.core.registry import LoaderRegistry

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from tests.fakes import ScriptedModel, scripted_service
+from tests.support.fakes import ScriptedModel, scripted_service
 from webui.api.ollama_protocol import ollama_overrides, unloads
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import pytest
 
-from tests.chat_writer import content_for, stream_text
+from tests.support.chat_writer import content_for, stream_text
 from webui.core.chats import (
     DEFAULT_TITLE,
     MODES,

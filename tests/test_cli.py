@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config
+from tests.support.config import make_config
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import ScriptedLoader, ScriptedModel
+from tests.support.fakes import ScriptedLoader, ScriptedModel
 from webui.config import PROJECT_ROOT
 from webui.core.characters import Character, CharacterStore
 from webui.core.chats import ChatStore

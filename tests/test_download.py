@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_hub import FakeHub, gguf_like, standard_hub
+from tests.support.fake_hub import FakeHub, gguf_like, standard_hub
 from webui.core import download as dl
 from webui.core import hub_cache
 from webui.core.hardware import FitVerdict

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import ScriptedLoader, ScriptedModel
+from tests.support.fakes import ScriptedLoader, ScriptedModel
 from webui.core.engine import Engine, GenerationJob
 from webui.core.params import GenerationParams
 from webui.core.registry import LoaderRegistry

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import Server, free_port
+from tests.support.servers import Server, free_port
 from webui.api import auth
 from webui.api.auth import AccessPolicy
 from webui.cli import build_parser, config_from_args

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_config
-from tests.servers import Server
+from tests.support.config import make_config
+from tests.support.servers import Server
 from webui.app import build_service
 from webui.core.params import GenerationParams, field_specs
 from webui.core.prompts import ChatMessage
@@ -239,7 +239,7 @@ def post(url: str, body: dict[str, Any]) -> urllib.request.Request:
 
 @pytest.mark.browser
 def test_the_notebook_tab_shows_the_extensions_effect(server: Server, browser: Any) -> None:
-    from tests.servers import open_page
+    from tests.support.servers import open_page
 
     with open_page(browser, server.url) as page:
         page.get_by_role("tab", name="Notebook").click()

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_config
-from tests.servers import Server
+from tests.support.config import make_config
+from tests.support.servers import Server
 from webui.app import build_characters, build_service
 from webui.config import PROJECT_ROOT
 from webui.core.params import GenerationParams, field_specs
@@ -190,7 +190,7 @@ def test_api_clients_see_a_failing_extensions_name_in_a_header_and_an_extra_fiel
 def test_the_page_shows_the_extensions_their_tab_and_a_failing_ones_name(
     server: Server, browser: Any
 ) -> None:
-    from tests.servers import open_page
+    from tests.support.servers import open_page
 
     with urllib.request.urlopen(server.url + "v1/extensions/example/status", timeout=30) as response:
         assert json.loads(response.read())["extension"] == "example"  # its routes hook
@@ -216,7 +216,7 @@ def test_the_page_shows_the_extensions_their_tab_and_a_failing_ones_name(
 
 @pytest.mark.browser
 def test_the_lorebook_tab_saves_an_entry_typed_in_the_page(server: Server, browser: Any) -> None:
-    from tests.servers import open_page
+    from tests.support.servers import open_page
 
     with open_page(browser, server.url) as page:
         page.locator("#tab-extension-lorebook-button").click()

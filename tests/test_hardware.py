@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config
+from tests.support.config import make_config
 from webui.core.engine import EngineError
 from webui.core.hardware import estimate_memory, estimate_speed, fit_advice, memory_verdict, quick_fit
 from webui.core.machine import GpuFacts, MachineFacts, parse_nvidia_smi

@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.fakes import scripted_service
-from tests.servers import Server
+from tests.support.fakes import scripted_service
+from tests.support.servers import Server
 from webui.api.ollama_protocol import keep_alive_seconds, unloads
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config
+from tests.support.config import make_config
 from webui.app import build_service
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams

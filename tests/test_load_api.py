@@ -24,8 +24,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.fakes import ScriptedLoader, ScriptedModel
-from tests.servers import Server
+from tests.support.fakes import ScriptedLoader, ScriptedModel
+from tests.support.servers import Server
 from webui.cli import build_parser, config_from_args
 from webui.core.engine import Engine, QueueFull
 from webui.core.params import GenerationParams

@@ -40,7 +40,7 @@ CASES = ["llama.cpp", "transformers", "gptq", "awq", "remote"]
 
 @pytest.fixture(scope="module")
 def remote_server(default_model_path: Path) -> Iterator[str]:
-    from tests.openai_server import OpenAIServer
+    from tests.support.openai_server import OpenAIServer
 
     server = OpenAIServer(default_model_path)
     server.start()

@@ -18,7 +18,7 @@ import pytest
 from loaders.awq import AwqLoader, AwqSettings
 from loaders.gptq import GptqLoader, GptqSettings
 from loaders.transformers import HfModel, TransformersLoader, TransformersSettings
-from tests.conftest import make_config
+from tests.support.config import make_config
 from webui.app import build_service
 from webui.core.loader import CancelToken, Chunk, LoaderError
 from webui.core.params import GenerationParams

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 from loaders.awq import AwqLoader, AwqSettings
 from loaders.gptq import GptqLoader, GptqSettings
 from loaders.transformers import HfModel, TransformersLoader
-from tests.conftest import make_config
+from tests.support.config import make_config
+from tests.support.tiny_models import CHATML_TEMPLATE, reference_greedy
 from tests.test_loader_transformers import (
     CHAT_PROMPT,
     GREEDY,
@@ -22,7 +23,6 @@ from tests.test_loader_transformers import (
     run,
     text_of,
 )
-from tests.tiny_models import CHATML_TEMPLATE, reference_greedy
 from webui.app import build_service
 from webui.core.loader import CancelToken, LoaderError
 from webui.core.params import GenerationParams

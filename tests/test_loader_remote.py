@@ -20,9 +20,9 @@ from loaders.remote_server import (
     normalise_base_url,
     probe,
 )
-from tests.conftest import make_config
-from tests.openai_server import OpenAIServer
-from tests.servers import free_port
+from tests.support.config import make_config
+from tests.support.openai_server import OpenAIServer
+from tests.support.servers import free_port
 from webui.config import PROJECT_ROOT
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from loaders.transformers import HfModel, TransformersLoader, TransformersSettings
-from tests.conftest import make_config
-from tests.tiny_models import CHATML_TEMPLATE, reference_greedy
+from tests.support.config import make_config
+from tests.support.tiny_models import CHATML_TEMPLATE, reference_greedy
 from webui.app import build_service
 from webui.config import PROJECT_ROOT
 from webui.core.loader import CancelToken, Chunk, LoaderError

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from gguf import GGUFWriter
 
-from tests import hostile_files as hostile
-from tests.servers import Server
+from tests.support import hostile_files as hostile
+from tests.support.servers import Server
 from webui.config import PROJECT_ROOT
 from webui.core import cards
 from webui.core.characters import CharacterError, CharacterStore

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser
 
-from tests import hostile_files as hostile
-from tests.fakes import ScriptedLoader
-from tests.servers import Server
+from tests.support import hostile_files as hostile
+from tests.support.fakes import ScriptedLoader
+from tests.support.servers import Server
 from webui.cli import EXIT_USAGE, main
 from webui.config import PROJECT_ROOT
 from webui.core.characters import Character, CharacterError, CharacterStore
@@ -335,7 +335,7 @@ def test_chat_export_file_names_stay_in_the_export_folder(tmp_path: Path) -> Non
 def test_page_upload_with_traversal_names_in_chromium(
     browser: Browser, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from tests.servers import open_page
+    from tests.support.servers import open_page
     from tests.test_ui_characters_browser import open_character_tab, wait_status
 
     root = tmp_path_factory.mktemp("paths-browser")

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from gguf import GGUFWriter
 
-from tests import hostile_files as hostile
-from tests.servers import Server
+from tests.support import hostile_files as hostile
+from tests.support.servers import Server
 from webui.core import templates as templates_module
 from webui.core.models import gguf_metadata
 from webui.core.templates import (

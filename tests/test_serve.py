@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_config
+from tests.support.config import make_config
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = pytest.mark.slow

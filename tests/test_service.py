@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import ScriptedLoader
+from tests.support.fakes import ScriptedLoader
 from webui.config import PROJECT_ROOT
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams

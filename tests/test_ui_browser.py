@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.servers import Server, open_page
+from tests.support.servers import Server, open_page
 from webui.benchmarks.browser import BOT
 from webui.provision import DEFAULT_MODEL_FILE
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fakes import ScriptedLoader
+from tests.support.fakes import ScriptedLoader
 from webui.config import PROJECT_ROOT
 from webui.core.characters import CharacterStore
 from webui.core.presets import PresetStore

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.servers import Server, open_page
+from tests.support.servers import Server, open_page
 from tests.test_cards import CARD_FILE, write_card_png
 from tests.test_ui_browser import choose
 

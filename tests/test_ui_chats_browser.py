@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.servers import Server
+from tests.support.servers import Server
 from tests.test_ui_browser import (
     BOT,
     choose,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_config
-from tests.fakes import ScriptedLoader
+from tests.support.config import make_config
+from tests.support.fakes import ScriptedLoader
 from webui.app import build_service
 from webui.core.params import GenerationParams, field_specs
 from webui.core.registry import LoaderRegistry

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.fake_hub import FakeHub, standard_hub
-from tests.servers import Server
+from tests.support.fake_hub import FakeHub, standard_hub
+from tests.support.servers import Server
 from webui.core.hardware import quick_fit
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from loaders.llama_cpp import LlamaCppSettings
-from tests.conftest import make_config
+from tests.support.config import make_config
 from webui.app import build_service
 from webui.core.loader import Chunk
 from webui.core.params import GenerationParams, field_specs
@@ -402,7 +402,7 @@ def test_presets_save_apply_delete(tmp_path: Path) -> None:
 
 @pytest.fixture
 def scripted_service(tmp_path: Path) -> Iterator[Any]:
-    from tests.fakes import ScriptedLoader
+    from tests.support.fakes import ScriptedLoader
     from webui.core.registry import LoaderRegistry
 
     config = make_config(tmp_path / "user_data")

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.fakes import scripted_service
-from tests.servers import Server, open_page
+from tests.support.fakes import scripted_service
+from tests.support.servers import Server, open_page
 from tests.test_ui_chats_browser import set_max_new_tokens
 from webui.benchmarks.browser import BOT
 from webui.core.engine import IdleUnload

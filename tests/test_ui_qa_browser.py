@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.servers import Server
+from tests.support.servers import Server
 from tests.test_ui_browser import choose
 from tests.test_ui_chats_browser import open_page
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.servers import Server, open_page
+from tests.support.servers import Server, open_page
+from tests.support.tiny_models import reference_greedy
 from tests.test_ui_browser import choose, send_and_watch
-from tests.tiny_models import reference_greedy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Dialog, Page
 
-from tests.servers import Server, open_page
+from tests.support.servers import Server, open_page
 from tests.test_ui_browser import BOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -74,7 +74,7 @@ def _default_hf_model() -> Path | None:
     from webui.config import PROJECT_ROOT
 
     # Loaded by path: the `webui` console script does not put the checkout on sys.path.
-    source = PROJECT_ROOT / "tests" / "tiny_models.py"
+    source = PROJECT_ROOT / "tests" / "support" / "tiny_models.py"
     spec = importlib.util.spec_from_file_location("palabre_bench_tiny_models", source)
     if not source.is_file() or spec is None or spec.loader is None:
         return None

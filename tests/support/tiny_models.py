@@ -6,7 +6,7 @@ repeated token), then gptqmodel quantizes it to GPTQ and to AWQ. The build runs 
 transformers on import and needs GPTQMODEL_CPU_WORKERS) and is cached under ~/.cache/palabre-tests/<hash>/, keyed
 by this file's source and the library versions, so only the first run pays (~1 minute on 2 cores).
 
-Run directly to build: ``python -m tests.tiny_models [CACHE_ROOT]``.
+Run directly to build: ``python -m tests.support.tiny_models [CACHE_ROOT]``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def ensure_tiny_models(cache_root: Path | None = None) -> TinyModels:
     )
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "tests.tiny_models", str(staging)],
+            [sys.executable, "-m", "tests.support.tiny_models", str(staging)],
             cwd=staging,
             env=env,
             capture_output=True,

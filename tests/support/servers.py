@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.conftest import make_config
+from tests.support.config import make_config
 from webui.benchmarks.server import stop_process
 from webui.config import PROJECT_ROOT
 from webui.provision import DEFAULT_MODEL_FILE
