@@ -108,7 +108,7 @@ def ensure_tiny_models(cache_root: Path | None = None) -> TinyModels:
         return _folders(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    project = Path(__file__).resolve().parent.parent
+    project = Path(__file__).resolve().parents[2]  # the checkout: tests/support/ is two levels down
     # gptqmodel writes a logs/ folder into the working directory: keep it in the staging folder.
     env = dict(
         os.environ,
