@@ -43,13 +43,12 @@ from webui.api.internal_protocol import (
 from webui.api.serving import Caller, find_entry
 from webui.core.characters import CharacterError
 from webui.core.conversation import chat_settings_for, params_for
-from webui.core.engine import EngineError, LoadedState, QueuedJob, QueueSnapshot
 from webui.core.loader import LoaderError
 from webui.core.models import ModelNotFoundError
 from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
 from webui.core.presets import DEFAULT_PRESET, PresetError
 from webui.core.prompts import ChatMessage
-from webui.core.service import ChatSettings, Service
+from webui.core.service import ChatSettings, EngineError, LoadedState, QueuedJob, QueueSnapshot, Service
 
 T = TypeVar("T")
 
@@ -146,7 +145,7 @@ def _user_errors(fn: Callable[[], T], status: int = 400) -> T:
 def _listed_model(service: Service, name: str, loader: str | None) -> str:
     """The listed model a request names: never a path elsewhere on the machine (``../x.gguf``, ``/tmp/x``).
     A remote loader's models are names on its server, not files, and pass as they are."""
-    if not service.engine.uses_files(name, loader):
+    if not service.uses_files(name, loader):
         return name
     entries = service.models()
     entry = find_entry(entries, name)
@@ -167,7 +166,7 @@ def _turns_on(value: Any) -> bool:
 
 
 def _loaded(service: Service) -> LoadedState:
-    state = service.engine.state
+    state = service.loaded
     if state is None:
         raise InternalApiError(
             409, "No model is loaded. Load one with POST /v1/internal/model/load.", "no_model"
@@ -226,7 +225,7 @@ def chat_request_settings(service: Service, body: ChatPromptRequest) -> tuple[Ch
 
 
 def model_info(service: Service) -> ModelInfo:
-    state = service.engine.state
+    state = service.loaded
     if state is None:
         return ModelInfo(loaded=False)
     detection = service.detection
@@ -360,7 +359,7 @@ def install_internal_routes(app: FastAPI, service: Service) -> None:
     @router.post("/model/unload", response_model=UnloadModelResponse)
     def unload_model(request: Request) -> UnloadModelResponse:
         _require_admin(request)
-        state = service.engine.state
+        state = service.loaded
         _user_errors(service.unload_model)
         return UnloadModelResponse(unloaded=state.entry.name if state else None)
 
@@ -378,7 +377,7 @@ def install_internal_routes(app: FastAPI, service: Service) -> None:
     @router.get("/templates", response_model=TemplateList)
     def templates() -> TemplateList:
         # An idle unload frees the model without the Service forgetting its last detection.
-        detection = service.detection if service.engine.state is not None else None
+        detection = service.detection if service.loaded is not None else None
         return TemplateList(
             templates=service.templates.names(), detected=detection.template.name if detection else None
         )
@@ -397,9 +396,9 @@ def install_internal_routes(app: FastAPI, service: Service) -> None:
     def engine_queue(request: Request) -> QueueResponse:
         """The running generation and the waiting ones, in order; request ids of the caller's own jobs
         (every job's for an admin)."""
-        state = service.engine.state
+        state = service.loaded
         model = state.entry.name if state else None
-        return queue_view(service.engine.queue_snapshot(), model, jobs, Caller.of(request.state))
+        return queue_view(service.queue_snapshot(), model, jobs, Caller.of(request.state))
 
     @router.post("/stop", response_model=StopResponse)
     def stop(request: Request, body: StopRequest | None = None) -> StopResponse:

@@ -45,7 +45,6 @@ from webui.api.serving import (
     warnings_body,
     warnings_headers,
 )
-from webui.core.engine import EngineError, LoadedState
 from webui.core.go_template import convert_go_template
 from webui.core.model_names import decode_model_name
 from webui.core.modelfile import PARAM_TO_OLLAMA, Modelfile, format_modelfile, parameter_lines
@@ -53,6 +52,7 @@ from webui.core.models import ModelEntry, ModelFileError, ModelMetadata, model_m
 from webui.core.params import GenerationParams
 from webui.core.presets import DEFAULT_PRESET
 from webui.core.prompts import ChatMessage
+from webui.core.service import EngineError, LoadedState
 from webui.core.templates import InstructionTemplate, TemplateError
 
 NS = 1_000_000_000

@@ -58,10 +58,10 @@ from webui.api.serving import (
     warnings_body,
     warnings_headers,
 )
-from webui.core.engine import LoadedState
 from webui.core.loader import Chunk, LoaderError
 from webui.core.models import ModelEntry
 from webui.core.params import GenerationParams
+from webui.core.service import LoadedState
 from webui.core.templates import InstructionTemplate, TemplateError
 
 log = logging.getLogger(__name__)

@@ -22,14 +22,13 @@ from pydantic import ValidationError
 
 from webui.core.characters import Character, CharacterError
 from webui.core.conversation import chat_settings_for, params_for
-from webui.core.engine import EngineError, GenerationJob, LoadedState, QueueFull
 from webui.core.idle import IdleUnloader
 from webui.core.loader import Chunk, GenerationStats
 from webui.core.models import ModelEntry
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.presets import DEFAULT_PRESET, PresetError
 from webui.core.prompts import ChatMessage, Mode
-from webui.core.service import ChatSettings, Service
+from webui.core.service import ChatSettings, EngineError, GenerationJob, LoadedState, QueueFull, Service
 from webui.core.templates import InstructionTemplate, TemplateError
 
 DEFAULT_MODEL_NAMES = frozenset(["", "default"])
@@ -414,24 +413,23 @@ class Serving:
         self.idle = IdleUnloader(self._unload_if_idle, self._idle_seconds, idle_unload_s)
 
     def _idle_seconds(self) -> float | None:
-        engine = self.service.engine
-        return None if engine.state is None else engine.idle_seconds()
+        return self.service.idle_seconds()
 
     def _unload_if_idle(self, idle_s: float) -> bool:
         with self._switch:
-            return self.service.engine.unload_if_idle(idle_s)
+            return self.service.unload_if_idle(idle_s)
 
     def entries(self) -> list[ModelEntry]:
         return self.service.models()
 
     def loaded(self) -> LoadedState | None:
-        return self.service.engine.state
+        return self.service.loaded
 
     def find(self, name: str) -> ModelEntry:
         """The model a request names (the loaded one for an empty name); 404 when there is none."""
         state = self.loaded()
         if _normalize(name) in DEFAULT_MODEL_NAMES:
-            unloaded = self.service.engine.status().idle_unload
+            unloaded = self.service.engine_status().idle_unload
             resumable = find_entry(self.entries(), unloaded.model) if state is None and unloaded else None
             if resumable is not None:
                 return resumable  # the model the idle watcher unloaded: _ensure loads it again
@@ -501,7 +499,7 @@ class Serving:
         with self._switch:
             state, load_seconds = self._ensure(model, admin)
             try:
-                with self.service.engine.origin("api", request_id):
+                with self.service.job_origin("api", request_id):
                     runs = submit(state)
             except QueueFull as exc:
                 raise queue_full_error(exc) from exc

@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from webui.core.characters import Character, CharacterStore
 from webui.core.chats import ChatStore
-from webui.core.engine import Engine, EngineError, GenerationJob, LoadedState
+from webui.core.engine import (
+    Engine,
+    EngineError,
+    EngineStatus,
+    GenerationJob,
+    IdleUnload,
+    JobSource,
+    LoadedState,
+    QueuedJob,
+    QueueFull,
+    QueueSnapshot,
+)
 from webui.core.extension_hooks import ChatContext, GenerationKind
 from webui.core.extensions import ExtensionManager
 from webui.core.fit_check import check_before_load, refusal_message
@@ -43,6 +55,23 @@ from webui.core.templates import (
     TemplateStore,
     detect_template,
 )
+
+# What the page and the API use: the Service and the engine's types they see (never the engine itself).
+__all__ = [
+    "ChatSettings",
+    "CompletionStream",
+    "EngineError",
+    "EngineStatus",
+    "GenerationJob",
+    "IdleUnload",
+    "LoadReport",
+    "LoadedState",
+    "QueueFull",
+    "QueueSnapshot",
+    "QueuedJob",
+    "ReplyStream",
+    "Service",
+]
 
 
 @dataclass(frozen=True)
@@ -249,6 +278,46 @@ class Service:
         self._detection: TemplateDetection | None = None
         self._lock = threading.Lock()
         self._resume_lock = threading.Lock()  # one reload after an idle unload, however many ask at once
+
+    # -- what the engine is doing (the page and the API ask here, never the engine itself) ----------------
+
+    @property
+    def loaded(self) -> LoadedState | None:
+        """The loaded model, its loader and settings; None when nothing is loaded."""
+        return self.engine.state
+
+    def engine_status(self) -> EngineStatus:
+        """What is loaded and what runs now (cheap enough to poll)."""
+        return self.engine.status()
+
+    def queue_snapshot(self) -> QueueSnapshot:
+        """The running generation and the waiting ones, in the order they will run."""
+        return self.engine.queue_snapshot()
+
+    def idle_seconds(self) -> float | None:
+        """How long the loaded model has had nothing to do; None while busy or with nothing loaded."""
+        return None if self.engine.state is None else self.engine.idle_seconds()
+
+    def unload_if_idle(self, idle_s: float) -> bool:
+        """Unload the model if it has been idle ``idle_s`` seconds (decided on the engine's worker)."""
+        return self.engine.unload_if_idle(idle_s)
+
+    def job_origin(self, source: JobSource, request_id: str | None = None) -> AbstractContextManager[None]:
+        """Label the generations this thread submits inside the block (the API marks its requests' jobs)."""
+        return self.engine.origin(source, request_id)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes with the loaded model's tokenizer (EngineError with nothing loaded)."""
+        return self.engine.count_tokens(text)
+
+    @property
+    def loaders(self) -> LoaderRegistry:
+        """The loaders that can be chosen (built-in and installed through the entry point)."""
+        return self.engine.registry
+
+    def uses_files(self, name: str, loader: str | None) -> bool:
+        """False when ``name`` would load through a loader whose models are not files (a remote server)."""
+        return self.engine.uses_files(name, loader)
 
     # -- models ---------------------------------------------------------------------------------------------
 

@@ -17,10 +17,9 @@ from webui.core.characters import Character, CharacterError
 from webui.core.chat_records import ChatStoreError, Conversation
 from webui.core.chats import ChatStore
 from webui.core.conversation import Conversations, chat_settings_for, params_for
-from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
 from webui.core.prompts import PromptError
-from webui.core.service import ChatSettings, Service
+from webui.core.service import ChatSettings, EngineError, Service
 from webui.core.templates import TemplateError
 from webui.ui.convert import (
     GENERATING,

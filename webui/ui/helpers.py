@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
 from webui.core.prompts import reply_reserve
-from webui.core.service import ChatSettings, Service
+from webui.core.service import ChatSettings, EngineError, Service
 from webui.core.templates import InstructionTemplate, TemplateError
 from webui.ui.convert import (
     Message,
@@ -23,7 +22,7 @@ from webui.ui.convert import (
 def count_tokens(service: Service, text: str) -> int | None:
     """The loaded model's token count of ``text``; None when no model is loaded."""
     try:
-        return service.engine.count_tokens(text or "")
+        return service.count_tokens(text or "")
     except EngineError:
         return None
 
@@ -33,7 +32,7 @@ def context_meter(
 ) -> str:
     """The context meter's text: the tokens of the next reply's prompt (as the model would see it) out of
     the context size."""
-    state = service.engine.state
+    state = service.loaded
     if state is None:
         return "Context: no model loaded."
     context = effective_context(params.truncation_length, state.model.facts.context_length)
@@ -72,7 +71,7 @@ def template_preview(
     user types); an empty chat renders an example conversation, and the note says so.
     """
     messages, example = preview_messages(history, system_message)
-    state = service.engine.state
+    state = service.loaded
     facts = state.model.facts if state is not None else None
     try:
         template = InstructionTemplate(name or "Edited template", source or "", origin="custom")

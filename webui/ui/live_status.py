@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from webui.core.engine import EngineStatus, IdleUnload
-from webui.core.service import Service
+from webui.core.service import EngineStatus, IdleUnload, Service
 from webui.ui.state import CHAT, DEFAULT, NOTEBOOK, SessionJobs
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ def idle_unload_line(unload: IdleUnload) -> str:
 def page_status(service: Service, status: EngineStatus | None = None) -> str:
     """The page's status line: Service.status_line, or the model being loaded, or why the idle watcher left
     nothing loaded."""
-    status = status or service.engine.status()
+    status = status or service.engine_status()
     if status.activity == "loading" and status.loading:
         return f"Loading {status.loading}…"
     if status.model is None and status.idle_unload is not None:
@@ -111,7 +110,7 @@ class LiveStatus:
         skip = (gr.skip(), gr.skip(), gr.skip())
         if _busy(jobs):  # this session's own reply streams: its status line is the stream's
             return skip
-        status = self.service.engine.status()
+        status = self.service.engine_status()
         key = fingerprint(status)
         if seen is not None and tuple(seen) == key:
             return skip
@@ -128,13 +127,13 @@ class LiveStatus:
 
     def remember(self) -> tuple[Fingerprint, str]:
         """The current fingerprint and loaded model: after the page's own events, which already show them."""
-        status = self.service.engine.status()
+        status = self.service.engine_status()
         return fingerprint(status), loaded_key(status)
 
     def follow_model(self, model: ModelTab) -> list[Any]:
         """The Model tab's widgets (model, loader, its settings) for a model loaded elsewhere; nothing changes
         when no model is loaded, so the last model stays chosen for one click on Load."""
-        if self.service.engine.state is None:
+        if self.service.loaded is None:
             return [gr.skip() for _ in model.refresh_outputs[:-1]]
         return model.refresh()[:-1]  # the last one is the status line, which the tick already set
 

@@ -9,11 +9,10 @@ from typing import Any
 import gradio as gr
 from pydantic import BaseModel
 
-from webui.core.engine import EngineError
 from webui.core.fit_check import fit_line
 from webui.core.loader import LoaderError
 from webui.core.models import ModelFileError, infer_loader
-from webui.core.service import Service
+from webui.core.service import EngineError, Service
 from webui.core.settings import SessionSettings, SettingsFile
 from webui.ui.convert import loader_settings_from_values, setting_kind
 from webui.ui.live_status import page_status
@@ -87,7 +86,7 @@ class ModelTab:
     def pick_model(self, name: str | None) -> list[Any]:
         """A model was chosen: select its loader and show that loader's settings."""
         loader = self.loader_for(name)
-        if loader is None or loader not in self.service.engine.registry.names():
+        if loader is None or loader not in self.service.loaders.names():
             return [gr.skip()] + [gr.skip() for _ in self.panels]
         return [gr.update(value=loader), *self._visibility(loader)]
 
@@ -96,7 +95,7 @@ class ModelTab:
 
     def refresh_models(self) -> Any:
         names = self.model_names()
-        state = self.service.engine.state
+        state = self.service.loaded
         current = state.entry.name if state else None
         return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
 
@@ -129,7 +128,7 @@ class ModelTab:
         except EngineError as exc:
             yield f"⚠️ {exc}\n\n{self.status()}"
             return
-        if loader and not self.service.engine.uses_files(name or "", loader):
+        if loader and not self.service.uses_files(name or "", loader):
             # A server's model is named in the loader settings (empty: the first model it serves).
             name = str((settings or {}).get("model") or "") or "remote"
         if not name:
@@ -146,7 +145,7 @@ class ModelTab:
 
     def remember_loaded(self) -> str:
         """Save the loaded model, its loader and settings to the settings file ('' or a warning to show)."""
-        state = self.service.engine.state
+        state = self.service.loaded
         if self.settings is None or state is None:
             return ""
         try:
@@ -169,7 +168,7 @@ class ModelTab:
                     panel.settings_model, panel.names, values[offset : offset + count]
                 )
             offset += count
-        if loader and loader not in self.service.engine.registry.names():
+        if loader and loader not in self.service.loaders.names():
             raise EngineError(f"Unknown loader {loader!r}.")
         return None
 
@@ -185,14 +184,14 @@ class ModelTab:
 
         With no model loaded, the ``saved`` settings' model, loader and loader settings are shown instead.
         """
-        state = self.service.engine.state
+        state = self.service.loaded
         models = self.refresh_models()
         restore = state is None and saved is not None and saved.model in (models.get("choices") or [])
         if state is not None:
             loader: str | None = state.loader
         elif restore and saved is not None:
             models["value"] = saved.model
-            known = saved.loader in self.service.engine.registry.names()
+            known = saved.loader in self.service.loaders.names()
             loader = saved.loader if known else self.loader_for(saved.model)
         else:
             loader = self.loader_for(models.get("value"))
@@ -220,7 +219,7 @@ class ModelTab:
     # -- layout ----------------------------------------------------------------------------------------
 
     def _build_panels(self, selected: str | None) -> None:
-        registry = self.service.engine.registry
+        registry = self.service.loaders
         for loader in registry.names():
             try:
                 model: type[BaseModel] | None = registry.get(loader).settings_model
@@ -260,7 +259,7 @@ class ModelTab:
         Returns the load and unload events so the page can refresh other tabs after them.
         """
         names = self.model_names()
-        state = self.service.engine.state
+        state = self.service.loaded
         current = state.entry.name if state else (names[0] if names else None)
         selected = state.loader if state else self.loader_for(current)
         with gr.Row():
@@ -275,7 +274,7 @@ class ModelTab:
             )
             refresh = gr.Button("Refresh", size="sm", elem_id="model-refresh", scale=1)
         self.loader = gr.Dropdown(
-            choices=self.service.engine.registry.names(),
+            choices=self.service.loaders.names(),
             value=selected,
             label="Loader",
             info="Chosen from the model's files; change it to load with another backend.",

@@ -90,7 +90,7 @@ class ParametersTab:
 
     def labels(self) -> list[dict[str, Any]]:
         """Label updates marking the fields the loaded model's loader does not use."""
-        state = self.service.engine.state
+        state = self.service.loaded
         loader = state.loader if state else None
         honoured = state.capabilities.honoured_params if state else None
         return [gr.update(label=not_used_label(spec.name, loader, honoured)) for spec in self.specs]

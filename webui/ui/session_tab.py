@@ -79,7 +79,7 @@ class SessionTab:
         changes: dict[str, Any] = {"mode": mode, "template": _template_setting(template), "theme": theme}
         if preset and preset in self.service.presets.names():
             changes["preset"] = preset
-        state = self.service.engine.state
+        state = self.service.loaded
         if state is not None:
             changes.update(
                 model=state.entry.name,

@@ -11,8 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.core.engine import EngineError
-from webui.core.service import Service
+from webui.core.service import EngineError, Service
 from webui.ui.convert import GENERATING, InputError, throttled_text, token_count_text
 from webui.ui.helpers import count_tokens
 from webui.ui.parameters_tab import ParametersTab
