@@ -299,6 +299,19 @@ def test_the_page_still_chats_from_loopback_names(browser: Browser, server: Serv
     assert state(server) == EXPECTED
 
 
+@pytest.mark.browser
+def test_the_page_chats_over_ipv6_loopback(
+    browser: Browser, tmp_path: Path, default_model_path: Path
+) -> None:
+    server = Server(tmp_path, default_model_path, extra_args=["--host", "::1"])
+    server.url = f"http://[::1]:{server.port}/"
+    with server.running(), open_page(browser, server.url) as page:
+        page.wait_for_function("() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')")
+        _, reply = send_and_watch(page, "Say hello.")
+        assert reply
+        assert httpx.get(f"{server.url}v1/models", headers={"Origin": "http://[::1]:1"}).status_code == 403
+
+
 def test_admin_keys_without_a_page_password_refuse_to_start(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "webui", "serve", "--no-model", "--admin-key", "a-key"]
     command += ["--user-data-dir", str(tmp_path / "user_data"), "--port", str(free_port())]
