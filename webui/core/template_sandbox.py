@@ -6,16 +6,29 @@ with extra guards so that a hostile template cannot exhaust memory or spin forev
 amplify data (``*``, ``+``, ``~``, ``%``, ``**``, amplifying filters and ``str`` methods) is checked before it
 allocates, everything the template prints is capped at :data:`MAX_OUTPUT_CHARS`, and loops, calls and
 attribute lookups check a per-render deadline. Any private or dunder attribute is refused outright.
+
+Each render also has a memory budget, :data:`MAX_RENDER_BYTES`: the bytes of every value the render creates and
+still holds (strings, numbers, lists, dicts, namespaces, printed pieces) are counted, so that many values each
+under the per-value cap cannot add up to gigabytes. A value counts when an operation returns it (calls, filters,
+operators, ``~``, slices, list/dict/tuple literals, captured blocks, printed output); it is new when nothing but
+its creator refers to it (its reference count says so), which leaves out data that already existed (the
+conversation, values counted before). Counted values that are no longer referenced anywhere else are given back
+to the budget, so a template that builds and drops values in a loop is charged only for what it keeps.
+Operations that would allocate a lot at once inside C (``*``, ``join``, ``split``, ``|list`` ...) are checked
+against the budget before they run.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Collection, ItemsView, Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import datetime
 from functools import wraps
+from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -24,11 +37,14 @@ from jinja2.ext import Extension
 from jinja2.filters import do_format, do_indent, do_replace, do_wordwrap, sync_do_join
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Namespace, pass_environment, pass_eval_context
+from jinja2.utils import Namespace, pass_context, pass_environment, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
 MAX_OUTPUT_CHARS = 8 * 1024 * 1024  # about 2M tokens: above any real context window, far below harm
 MAX_RENDER_SECONDS = 5.0
+# What the values one render creates may hold at once: dozens of times the text of a long chat (500 kB), far
+# below what hurts a server; a render that needs more is refused.
+MAX_RENDER_BYTES = 64 * 1024 * 1024
 _MAX_INT_BITS = 1 << 20  # big-int arithmetic past this is an attack, not a chat template
 
 
@@ -82,6 +98,132 @@ def _format_estimate(fmt: str, args: Any) -> int:
     return len(fmt) + widths + fields * _size_hint(args, MAX_OUTPUT_CHARS)
 
 
+# -- memory accounting (see the module docstring)
+
+_SLOT = 8  # one reference in a list, tuple or dict
+# A reference in a list that grows by appending (output pieces, a generator collected): the list is reallocated
+# as it grows, and the allocator keeps the blocks it left behind for a while.
+_GROWING_SLOT = 2 * _SLOT
+_HELD_OVERHEAD = 3 * _SLOT  # the budget's own reference to a counted object, its size, and spare capacity
+_SWEEP_EVERY = MAX_RENDER_BYTES // 8  # new bytes between two sweeps: how much dropped data may wait for one
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
+_GONE = object()  # marks a swept entry
+
+
+def _refs_at(items: list[Any], index: int) -> int:
+    """The reference count of ``items[index]``, always read through this same call (see _ONE_HOLDER)."""
+    return sys.getrefcount(items[index])
+
+
+# What _refs_at reads for an object that nothing but ``items`` refers to (2 on CPython 3.11): measured, not
+# assumed, because the temporary references it includes depend on the interpreter.
+_ONE_HOLDER = _refs_at([object()], 0)
+# ... and for an object with exactly one holder besides ``items``: its parent container, or the caller.
+_NEW = _ONE_HOLDER + 1
+
+
+_CONTAINERS = (list, tuple, dict, set, frozenset, Namespace)
+
+
+def _children(obj: Any) -> list[Any]:
+    """The objects a built-in container refers to (a namespace: its dict of attributes)."""
+    if isinstance(obj, list | tuple | set | frozenset):
+        return list(obj)
+    if isinstance(obj, dict):
+        return [*obj, *obj.values()]
+    if isinstance(obj, Namespace):
+        return [object.__getattribute__(obj, "_Namespace__attrs")]
+    return []
+
+
+def _new_objects(box: list[Any]) -> list[Any]:
+    """``box``'s one item, a new container, and inside it, every object that did not exist before, parents
+    before children: an item is new when only its container holds it.
+
+    Data that existed before (the conversation, values already counted) has other holders and is left out. An
+    object held twice inside the new value is taken for an old one (no operation here builds such values).
+    """
+    found: list[Any] = []
+    pending = [box]
+    while pending:
+        candidates = pending.pop()
+        for index in range(len(candidates)):
+            if candidates is box or _refs_at(candidates, index) <= _NEW:
+                found.append(candidates[index])
+                children = _children(candidates[index])
+                if children:
+                    pending.append(children)
+    return found
+
+
+def _width(text: str) -> int:
+    """Bytes per character that ``text`` may take (str.isascii is O(1); other strings count as the widest)."""
+    return 1 if text.isascii() else 4
+
+
+def _copy_bytes(value: Sized, per_item: int = _SLOT) -> int:
+    """Bytes of a list or tuple made from ``value``'s items: its slots, and the objects that iterating creates
+    (one-character strings outside ASCII, integers of a range, dict entries of a mapping)."""
+    if isinstance(value, str) and not value.isascii():
+        per_item += 80
+    elif isinstance(value, range):
+        per_item += 32
+    elif isinstance(value, Mapping):
+        per_item += 100
+    elif isinstance(value, ItemsView):
+        per_item += 64  # a new (key, value) tuple each
+    return 64 + len(value) * per_item
+
+
+def _pieces_bytes(text: str, pieces: int) -> int:
+    """Bytes of a list of ``pieces`` new strings that together hold ``text``'s characters."""
+    return 64 + pieces * (_SLOT + sys.getsizeof("")) + len(text) * _width(text)
+
+
+def _whitespace_runs(text: str) -> int:
+    """At most how many pieces ``text.split()`` returns."""
+    if not text.isascii():
+        return len(text) // 2 + 1  # other alphabets have their own spaces: every other character may be one
+    return sum(text.count(space) for space in " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f") + 1
+
+
+def _str_method_bytes(s: str, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+    """Bytes that ``s.method(...)`` allocates, for the methods that return lists of pieces or bytes."""
+    if method in {"split", "rsplit"}:
+        sep = args[0] if args else kwargs.get("sep")
+        pieces = s.count(sep) + 1 if isinstance(sep, str) and sep else _whitespace_runs(s)
+        return _pieces_bytes(s, pieces)
+    if method == "splitlines":
+        return _pieces_bytes(s, sum(s.count(brk) for brk in _LINE_BREAKS) + 1)
+    if method in {"partition", "rpartition"}:
+        return _pieces_bytes(s, 3)
+    if method == "encode":
+        return 40 + 10 * len(s)  # 'unicode_escape' writes up to 10 bytes for one character
+    return 0
+
+
+# Filters that build a list (or a set) of their input's items in one C call, with what each item costs on top
+# of its slot: a pair (dictsort, groupby), an entry in the set of those seen (unique).
+_MATERIALISING = MappingProxyType(
+    {
+        "list": 0,
+        "sort": 0,
+        "reverse": 0,
+        "join": 0,
+        "slice": 0,
+        "sum": 0,
+        "dictsort": 64,
+        "groupby": 64,
+        "unique": 48,
+    }
+)
+# Filters that cut their text into a list of words or lines before joining it again.
+_SPLITTING = frozenset({"wordcount", "title", "striptags", "urlize", "indent", "wordwrap"})
+_ESCAPING = MappingProxyType({"e": 6, "escape": 6, "forceescape": 6, "xmlattr": 6, "urlencode": 12})  # growth
+_STRINGIFYING = frozenset({"string", "pprint"})
+_INPUT_CHECKED = _MATERIALISING.keys() | _SPLITTING | _ESCAPING.keys() | _STRINGIFYING
+
+
 class _GenerationTag(Extension):
     """Accept HF's ``{% generation %}`` marker (used for training masks) and render its body as is."""
 
@@ -94,7 +236,9 @@ class _GenerationTag(Extension):
 
 
 class _GuardLoopsAndConcat(NodeTransformer):
-    """Route ``for`` iterables and ``~`` through checks on the environment (see Sandbox)."""
+    """Route ``for`` iterables and ``~`` through checks on the environment, and make what Jinja's generated code
+    builds by itself visible to the memory budget: list/tuple/dict literals, slices (copies), ``*args`` and
+    ``**kwargs`` unpacking, and the pieces each output statement adds to a list or to the output (see Sandbox)."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
@@ -106,9 +250,67 @@ class _GuardLoopsAndConcat(NodeTransformer):
         parts = nodes.List(list(node.nodes), lineno=node.lineno)
         return _env_call("checked_concat", [parts], node.lineno)
 
+    def visit_Output(self, node: nodes.Output) -> list[nodes.Node]:
+        self.generic_visit(node)
+        slots = nodes.Const(_GROWING_SLOT * len(node.nodes), lineno=node.lineno)
+        return [nodes.ExprStmt(_internal_filter(slots, "~spend"), lineno=node.lineno), node]
+
+    def visit_List(self, node: nodes.List) -> nodes.Node:
+        self.generic_visit(node)
+        return _internal_filter(node, "~new")
+
+    def visit_Dict(self, node: nodes.Dict) -> nodes.Node:
+        self.generic_visit(node)
+        return _internal_filter(node, "~new")
+
+    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
+        self.generic_visit(node)
+        return _internal_filter(node, "~new") if node.ctx == "load" else node  # not a loop's or set's target
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
+        self.generic_visit(node)
+        # Jinja's code slices directly (environment.getitem never sees it), and a slice is a copy.
+        return _internal_filter(node, "~new") if isinstance(node.arg, nodes.Slice) else node
+
+    def visit_Call(self, node: nodes.Call) -> nodes.Node:
+        self.generic_visit(node)
+        return _check_unpacking(node)
+
+    def visit_Filter(self, node: nodes.Filter) -> nodes.Node:
+        self.generic_visit(node)
+        return _check_unpacking(node)
+
+    def visit_Test(self, node: nodes.Test) -> nodes.Node:
+        self.generic_visit(node)
+        return _check_unpacking(node)
+
 
 def _env_call(method: str, args: list[Any], lineno: int) -> nodes.Call:
     return nodes.Call(nodes.EnvironmentAttribute(method, lineno=lineno), args, [], None, None, lineno=lineno)
+
+
+def _internal_filter(node: nodes.Expr, name: str) -> nodes.Filter:
+    """``node|name`` for one of the Sandbox's internal filters (names that template syntax cannot write)."""
+    return nodes.Filter(node, name, [], [], None, None, lineno=node.lineno)
+
+
+def _check_unpacking(node: nodes.Call | nodes.Filter | nodes.Test) -> nodes.Node:
+    # f(*x) and f(**x) copy x into a new tuple or dict before the call.
+    if node.dyn_args is not None:
+        node.dyn_args = _internal_filter(node.dyn_args, "~star")
+    if node.dyn_kwargs is not None:
+        node.dyn_kwargs = _internal_filter(node.dyn_kwargs, "~star")
+    return node
+
+
+def _pass_marker(decorator: Callable[[Callable[..., Any]], Callable[..., Any]]) -> object:
+    """The marker a Jinja ``pass_*`` decorator sets, to tell what a filter wants as its first argument."""
+    return decorator(lambda: None).jinja_pass_arg  # type: ignore[attr-defined]
+
+
+_PASS_CONTEXT = _pass_marker(pass_context)
+_PASS_EVAL_CONTEXT = _pass_marker(pass_eval_context)
+_PASS_ENVIRONMENT = _pass_marker(pass_environment)
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
@@ -124,13 +326,21 @@ class Sandbox(ImmutableSandboxedEnvironment):
             finalize=self._checked_output,
         )
         self.deadline = deadline
+        # The memory budget of this render (one Sandbox renders once): bytes counted, and the counted objects
+        # (oldest first) with the bytes each was counted for, so that a sweep can give back what was dropped.
+        self._used = 0
+        self._since_sweep = 0
+        self._held: list[Any] = []
+        self._sizes = array("q")
         self.globals.pop("lipsum", None)  # lipsum(n) allocates n paragraphs: no template needs it
         self.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
         # Filters that can grow their input without bound get versions that estimate the size first.
         amplifiers = ("tojson", "replace", "indent", "format", "join", "wordwrap")
         overrides: dict[str, Callable[..., Any]] = {name: getattr(self, f"_{name}") for name in amplifiers}
         for name, original in list(self.filters.items()):
-            self.filters[name] = self._guarded_filter(overrides.get(name, original))
+            self.filters[name] = self._guarded_filter(name, overrides.get(name, original))
+        # Used by the code _GuardLoopsAndConcat inserts; "~" keeps templates from naming them.
+        self.filters.update({"~new": self._new_value, "~spend": self._spend_slots, "~star": self._unpacked})
 
     # -- limits
     def tick(self) -> None:
@@ -139,19 +349,133 @@ class Sandbox(ImmutableSandboxedEnvironment):
             raise LimitExceeded(f"it ran past the time limit of {MAX_RENDER_SECONDS:g} s", too_large=False)
 
     def check_size(self, estimate: int) -> None:
-        """Raise if a value of ``estimate`` characters would pass the output cap."""
+        """Raise if a value of ``estimate`` characters would pass the output cap or the memory budget."""
+        self._check_cap(estimate)
+        self.reserve(estimate)  # a character takes at least a byte
+
+    def _check_cap(self, estimate: int) -> None:
         if estimate > MAX_OUTPUT_CHARS:
             raise LimitExceeded(f"it builds more than {MAX_OUTPUT_CHARS:,} characters", too_large=True)
 
+    # -- memory budget
+    def reserve(self, nbytes: int) -> None:
+        """Raise unless ``nbytes`` more fit the render's memory budget (checked before a big allocation)."""
+        if self._used + nbytes > MAX_RENDER_BYTES:
+            self._sweep()
+            if self._used + nbytes > MAX_RENDER_BYTES:
+                raise self._over_budget()
+
+    def spend(self, nbytes: int) -> None:
+        """Count ``nbytes`` that are never given back (list slots, pieces of output: they are not tracked)."""
+        self._used += nbytes
+        if self._used > MAX_RENDER_BYTES:
+            self._sweep()
+            if self._used > MAX_RENDER_BYTES:
+                raise self._over_budget()
+
+    def _charged(self, value: Any, extra_holders: int = 0) -> Any:
+        """Count what ``value`` newly holds (see _new_objects) and return it.
+
+        Pass the value as a temporary: the parameter must be its only reference, other than ``extra_holders``
+        that the caller knows of.
+        """
+        box = [value]
+        if _refs_at(box, 0) > _NEW + extra_holders:
+            return value  # held elsewhere too: it existed before (the render's input, or counted already)
+        if isinstance(value, _CONTAINERS):
+            found = _new_objects(box)
+            found.reverse()  # children before parents, so that a sweep (newest first) meets a parent first
+            # Sizes through map, not a list: a list of a million sizes would leave a million int objects
+            # scattered among the render's own values when it is freed (memory the allocator cannot return).
+            self._held.extend(found)
+            self._sizes.extend(map(sys.getsizeof, found))
+            total = sum(map(sys.getsizeof, found)) + _HELD_OVERHEAD * len(found)
+        else:
+            size = sys.getsizeof(value)
+            self._held.append(value)
+            self._sizes.append(size)
+            total = size + _HELD_OVERHEAD
+        self._used += total
+        self._since_sweep += total
+        if self._used > MAX_RENDER_BYTES or self._since_sweep > _SWEEP_EVERY:
+            self._sweep()
+            if self._used > MAX_RENDER_BYTES:
+                raise self._over_budget()
+        return value
+
+    def _sweep(self) -> None:
+        """Give back the bytes of counted objects that nothing else refers to any more, and let them go."""
+        held, sizes = self._held, self._sizes
+        freed = 0
+        first = len(held)
+        # Newest first: a dropped container goes before the items that only it held, so they go too.
+        for index in range(len(held) - 1, -1, -1):
+            if _refs_at(held, index) <= _ONE_HOLDER:
+                freed += sizes[index] + _HELD_OVERHEAD
+                held[index] = _GONE
+                first = index
+        # Close the gaps in place (copies of two long sequences would be garbage of their own).
+        keep = first
+        for index in range(first, len(held)):
+            if held[index] is not _GONE:
+                held[keep] = held[index]
+                sizes[keep] = sizes[index]
+                keep += 1
+        del held[keep:]
+        del sizes[keep:]
+        self._used -= freed
+        self._since_sweep = 0
+
+    def _over_budget(self) -> LimitExceeded:
+        limit = f"{MAX_RENDER_BYTES // (1024 * 1024)} MiB"
+        return LimitExceeded(
+            f"its values take more than {limit} of memory (the limit for one render)", too_large=False
+        )
+
+    def release(self) -> None:
+        """Drop the references the budget keeps. Call it once the render is over: a Sandbox sits in reference
+        cycles (its filters refer to it), so without this its values would wait for the garbage collector."""
+        self._held = []
+        self._sizes = array("q")
+        self._used = self._since_sweep = 0
+
+    def _counted(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """``iterable``'s items, counting a list slot for each as it comes (what collecting them costs), so that
+        a generator is stopped before C code has turned all of it into a list."""
+        for index, item in enumerate(iterable):
+            if index % 256 == 0:
+                self.tick()
+            self.spend(_GROWING_SLOT)
+            yield item
+
+    @pass_context  # never run while compiling: Jinja folds filters on constants then (this one, too)
+    def _new_value(self, context: jinja2.runtime.Context, value: Any) -> Any:
+        """``~new``: a value Jinja's generated code built (a literal, a slice), counted."""
+        return self._charged(value, extra_holders=1)  # our parameter holds it too
+
+    @pass_context
+    def _spend_slots(self, context: jinja2.runtime.Context, nbytes: int) -> str:
+        """``~spend``: the references an output statement adds to the output or to a captured block."""
+        self.spend(nbytes)
+        return ""
+
+    @pass_context
+    def _unpacked(self, context: jinja2.runtime.Context, value: Any) -> Any:
+        """``~star``: what ``f(*value)`` or ``f(**value)`` unpacks, checked before Python copies it."""
+        if isinstance(value, Sized):
+            self.reserve(_copy_bytes(value))
+            return value
+        return self._counted(value) if isinstance(value, Iterable) else value
+
     def _check_value(self, value: Any) -> Any:
-        self.check_size(_size_hint(value, MAX_OUTPUT_CHARS))
+        self._check_cap(_size_hint(value, MAX_OUTPUT_CHARS))  # the value exists: _charged counts its memory
         return value
 
     def _check_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         # An integer argument is a width, a count or a repeat factor in every amplifying callable.
         for arg in (*args, *kwargs.values()):
             if isinstance(arg, int) and not isinstance(arg, bool):
-                self.check_size(abs(arg))
+                self._check_cap(abs(arg))
 
     # -- hooks the compiled template calls
     def checked_iter(self, iterable: Any) -> Iterator[Any]:
@@ -162,21 +486,24 @@ class Sandbox(ImmutableSandboxedEnvironment):
             yield item
 
     def checked_concat(self, parts: list[Any]) -> str:
-        """The ``~`` operator, checked before it allocates."""
+        """The ``~`` operator, checked before it allocates (call() counts the result)."""
         self.tick()
         self.check_size(sum(_size_hint(part, MAX_OUTPUT_CHARS) for part in parts))
         return "".join(str(part) for part in parts)
 
-    def concat(self, parts: Any) -> str:
+    def concat(self, parts: Iterable[str]) -> str:
         """Join captured output (macros, ``{% set %}`` blocks, filter blocks), checked before it allocates."""
-        items = list(parts)
+        items = parts if isinstance(parts, list) else list(self._counted(parts))
         self.check_size(sum(len(item) for item in items))
-        return "".join(items)
+        return self._charged("".join(items))
 
     def _checked_output(self, value: Any) -> Any:
-        if not isinstance(value, str):
-            self._check_value(value)
-        return value
+        """Jinja's ``finalize``: what a ``{{ }}`` prints. A value that is not text is turned into text here (Jinja
+        would call str() on it just after), so that the new string is checked and counted."""
+        if isinstance(value, str):
+            return value
+        self.check_size(_size_hint(value, MAX_OUTPUT_CHARS))
+        return self._charged(str(value))
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         """Refuse an unsafe attribute at once; Jinja's default Undefined would print "" and hide the attempt."""
@@ -204,17 +531,21 @@ class Sandbox(ImmutableSandboxedEnvironment):
         sized = (str, list, tuple)
         if operator == "+" and isinstance(left, sized) and isinstance(right, sized):
             self.check_size(len(left) + len(right))
+            if not isinstance(left, str):
+                self.reserve(64 + _SLOT * (len(left) + len(right)))  # a new list: a slot for each item
         elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, sized) and isinstance(times, int):
                     self.check_size(len(seq) * max(times, 0))
+                    if not isinstance(seq, str):
+                        self.reserve(64 + _SLOT * len(seq) * max(times, 0))
             if isinstance(left, int) and isinstance(right, int):
                 self._check_bits(left.bit_length() + right.bit_length())
         elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
             self._check_bits(max(left.bit_length(), 1) * right)
         elif operator == "%" and isinstance(left, str):
             self.check_size(_format_estimate(left, right))
-        return self._check_value(super().call_binop(context, operator, left, right))
+        return self._charged(self._check_value(super().call_binop(context, operator, left, right)))
 
     def _check_bits(self, bits: int) -> None:
         if bits > _MAX_INT_BITS:
@@ -228,20 +559,53 @@ class Sandbox(ImmutableSandboxedEnvironment):
         owner = getattr(target, "__self__", None)
         if isinstance(owner, str):
             method = getattr(target, "__name__", "")
-            if method == "join" and len(args) == 1 and not kwargs:
-                args = (list(args[0]),)  # materialise once so a generator is not consumed by the estimate
+            if method == "join" and len(args) == 1 and not kwargs and not isinstance(args[0], Collection):
+                # Materialise once, counted, so that the estimate does not consume a generator.
+                args = (list(__self._counted(args[0])),)
             __self.check_size(_str_method_estimate(owner, method, args, kwargs))
-        return __self._check_value(super().call(__context, __obj, *args, **kwargs))
+            __self.reserve(_str_method_bytes(owner, method, args, kwargs))
+        return __self._charged(__self._check_value(super().call(__context, __obj, *args, **kwargs)))
 
     # -- filters
-    def _guarded_filter(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        @wraps(func)  # keeps Jinja's pass_context / pass_eval_context markers
-        def guarded(*args: Any, **kwargs: Any) -> Any:
+    def _guarded_filter(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        # What the filter takes first (a context, an eval context, the environment, or nothing).
+        wants = getattr(func, "jinja_pass_arg", None)
+        checks_input = name in _INPUT_CHECKED
+
+        # pass_context, whatever the filter wants: Jinja never runs such a filter while compiling (it would fold
+        # a filter on constants into the code then, outside any render and its budget).
+        @pass_context
+        @wraps(func)
+        def guarded(context: jinja2.runtime.Context, *args: Any, **kwargs: Any) -> Any:
             self.tick()
             self._check_args(args, kwargs)
-            return self._check_value(func(*args, **kwargs))
+            if checks_input and args:
+                args = (self._checked_input(name, args[0]), *args[1:])
+            if wants is _PASS_CONTEXT:
+                args = (context, *args)
+            elif wants is _PASS_EVAL_CONTEXT:
+                args = (context.eval_ctx, *args)
+            elif wants is _PASS_ENVIRONMENT:
+                args = (self, *args)
+            return self._charged(self._check_value(func(*args, **kwargs)))
 
         return guarded
+
+    def _checked_input(self, name: str, value: Any) -> Any:
+        """A filter's input, checked against the budget when the filter turns it into a list in one C call; a
+        generator comes back wrapped, so that it is counted as the filter collects it."""
+        if name in _MATERIALISING:
+            if isinstance(value, Sized):
+                self.reserve(_copy_bytes(value, _SLOT + _MATERIALISING[name]))
+            elif isinstance(value, Iterator):
+                return self._counted(value)
+        elif isinstance(value, str) and name in _SPLITTING:
+            self.reserve(_pieces_bytes(value, len(value) + 1))  # word splits keep the separators too
+        elif name in _ESCAPING:
+            self.reserve(_ESCAPING[name] * _size_hint(value, MAX_OUTPUT_CHARS))
+        elif name in _STRINGIFYING:
+            self.reserve(2 * _size_hint(value, MAX_OUTPUT_CHARS))
+        return value
 
     def _tojson(self, value: Any, indent: int | None = None, **options: Any) -> str:
         # HF's tojson: no HTML escaping (unlike Jinja's), non-ASCII kept; indent bounded as it multiplies.

@@ -2,15 +2,19 @@
 
 Every template (bundled, the user's, one from model metadata, one pasted or sent in a request) is untrusted
 input and renders only in the sandbox of :mod:`webui.core.template_sandbox`, with a time limit
-(:data:`MAX_RENDER_SECONDS`) and an output-size limit; whatever goes wrong becomes a TemplateError that names
-the template.
+(:data:`MAX_RENDER_SECONDS`), an output-size limit and a memory budget; whatever goes wrong becomes a
+TemplateError that names the template, and a failed render gives its memory back at once.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import re
+import sys
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType, MappingProxyType
@@ -29,6 +33,7 @@ from webui.core.template_sandbox import (
 )
 
 MAX_SOURCE_CHARS = 1024 * 1024
+MAX_ERROR_CHARS = 2000  # an error message quotes values (a KeyError its key): never a megabyte of them
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".jinja")  # earlier wins when one folder holds several
 FALLBACK_TEMPLATE = "Alpaca"
 METADATA_CUSTOM_NAME = "Custom (obtained from model metadata)"
@@ -60,14 +65,84 @@ def _compile(name: str, source: str) -> CodeType:
     """Parse ``source``; a syntax error becomes a TemplateError naming the template and the line."""
     if len(source) > MAX_SOURCE_CHARS:
         raise TemplateError(f'Template "{name}" is longer than {MAX_SOURCE_CHARS:,} characters.')
+    env = Sandbox()
     try:
-        return Sandbox().compile(source, name=name)
+        return env.compile(source, name=name)
     except jinja2.TemplateSyntaxError as exc:
         message = f'Template "{name}" has a syntax error on line {exc.lineno}: {exc.message}'
         raise TemplateError(message) from exc
     except (jinja2.TemplateError, RecursionError, MemoryError, SyntaxError, ValueError) as exc:
         # SyntaxError/ValueError: Python's own compiler refusing what Jinja generated (too deeply nested).
         raise TemplateError(f'Template "{name}" could not be parsed: {exc}') from exc
+    finally:
+        env.release()  # what Jinja computed while compiling (it folds expressions on constants)
+
+
+def _render_code(code: CodeType, variables: dict[str, Any]) -> str:
+    """Run compiled template code in a sandbox of its own: its own deadline and memory budget."""
+    env = Sandbox(deadline=time.monotonic() + MAX_RENDER_SECONDS)
+    try:
+        template = env.template_class.from_code(env, code, env.make_globals(None), None)
+        pieces: list[str] = []
+        total = checked = 0
+        wide = False
+        for piece in template.generate(variables):
+            total += len(piece)
+            if total > checked:  # the output cap, and room for the joined text, every 64k characters
+                env.check_size(total)
+                checked = total + 65536
+            wide = wide or not piece.isascii()
+            pieces.append(piece)
+        env.check_size(total)
+        if wide:
+            env.reserve(4 * total)  # the joined text may take four bytes a character
+        return "".join(pieces)
+    finally:
+        env.release()
+
+
+def _failure(name: str, exc: Exception) -> TemplateError:
+    """The TemplateError, naming the template, that a render's exception becomes."""
+    detail = str(exc)
+    if len(detail) > MAX_ERROR_CHARS:
+        detail = detail[:MAX_ERROR_CHARS] + "..."
+    if isinstance(exc, RaisedByTemplate):
+        return TemplateError(f'Template "{name}" refused the conversation: {detail}')
+    if isinstance(exc, LimitExceeded):
+        kind = TemplateOutputTooLargeError if exc.too_large else TemplateError
+        return kind(f'Template "{name}" was stopped: {detail}.')
+    if isinstance(exc, MemoryError):
+        return TemplateOutputTooLargeError(f'Template "{name}" ran out of memory.')
+    if isinstance(exc, RecursionError):
+        return TemplateError(f'Template "{name}" nests or recurses too deeply.')
+    if isinstance(exc, jinja2.sandbox.SecurityError):
+        return TemplateError(f'Template "{name}" tried an unsafe operation: {detail}')
+    # Anything the template's own logic raises (type errors, undefined names, ...).
+    return TemplateError(f'Template "{name}" failed to render: {detail}')
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None (other C libraries, other systems)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def _give_memory_back() -> None:
+    """After a failed render: free what still sits in reference cycles (the sandbox, macros and the error's
+    traceback make some) and hand freed pages back to the system, so the process shrinks now, not later."""
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)  # glibc keeps freed heap memory otherwise, most of all in the threads' arenas
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -96,7 +171,6 @@ class InstructionTemplate:
         **extra: object,
     ) -> str:
         """Render ``messages`` (dicts with role and content) the way HF ``apply_chat_template`` does."""
-        env = Sandbox(deadline=time.monotonic() + MAX_RENDER_SECONDS)
         variables: dict[str, Any] = {"tools": None, **extra}
         variables.update(
             messages=[dict(message) for message in messages],
@@ -104,28 +178,17 @@ class InstructionTemplate:
             bos_token=bos_token,
             eos_token=eos_token,
         )
-        pieces: list[str] = []
-        total = 0
         try:
-            template = env.template_class.from_code(env, self._code, env.make_globals(None), None)
-            for piece in template.generate(variables):
-                total += len(piece)
-                env.check_size(total)
-                pieces.append(piece)
-        except RaisedByTemplate as exc:
-            raise TemplateError(f'Template "{self.name}" refused the conversation: {exc}') from None
-        except LimitExceeded as exc:
-            kind = TemplateOutputTooLargeError if exc.too_large else TemplateError
-            raise kind(f'Template "{self.name}" was stopped: {exc}.') from None
-        except MemoryError:
-            raise TemplateOutputTooLargeError(f'Template "{self.name}" ran out of memory.') from None
-        except RecursionError:
-            raise TemplateError(f'Template "{self.name}" nests or recurses too deeply.') from None
-        except jinja2.sandbox.SecurityError as exc:
-            raise TemplateError(f'Template "{self.name}" tried an unsafe operation: {exc}') from None
-        except Exception as exc:  # anything the template's own logic raises (type errors, undefined, ...)
-            raise TemplateError(f'Template "{self.name}" failed to render: {exc}') from None
-        return "".join(pieces)
+            return _render_code(self._code, variables)
+        except Exception as exc:
+            failure = _failure(self.name, exc)
+            # The traceback holds the render's frames and, through their variables, its values (up to the
+            # memory budget): clear them now rather than whenever the garbage collector gets to them.
+            traceback.clear_frames(exc.__traceback__)
+        # Raised out here, after the except clause, so that the error does not keep ``exc`` (and its frames)
+        # as its context.
+        _give_memory_back()
+        raise failure
 
 
 def _read_template_file(path: Path, origin: Origin) -> InstructionTemplate:
