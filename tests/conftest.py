@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+# Fixtures shared by some test modules, kept with their helpers in tests/support/.
+pytest_plugins = ["tests.support.ui"]
+
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
