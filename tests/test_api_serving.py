@@ -16,7 +16,6 @@ from webui.api.ollama_protocol import ollama_overrides, unloads
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes
 from webui.api.serving import (
-    JSON_OBJECT_GBNF,
     ApiError,
     Run,
     Serving,
@@ -25,9 +24,9 @@ from webui.api.serving import (
     chat_message,
     find_entry,
     follow,
-    json_grammar,
     seeded,
 )
+from webui.core.grammar import JSON_OBJECT_GBNF, json_grammar
 from webui.core.models import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage

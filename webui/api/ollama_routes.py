@@ -40,11 +40,11 @@ from webui.api.serving import (
     chat_settings,
     check_supported,
     follow,
-    json_grammar,
     public_finish_reason,
     warnings_body,
     warnings_headers,
 )
+from webui.core import grammar
 from webui.core.go_template import convert_go_template
 from webui.core.model_names import decode_model_name
 from webui.core.modelfile import PARAM_TO_OLLAMA, Modelfile, format_modelfile, parameter_lines
@@ -153,9 +153,10 @@ def stats_fields(started: Started) -> dict[str, Any]:
 
 def format_grammar(fmt: str | dict[str, Any] | None) -> str | None:
     """Ollama's ``format``: "json" or a JSON schema."""
-    if not fmt:
-        return None
-    return json_grammar(None if fmt == "json" else fmt)  # type: ignore[arg-type]
+    try:
+        return grammar.format_grammar(fmt)
+    except grammar.GrammarError as exc:
+        raise ApiError(400, str(exc), param="response_format") from exc
 
 
 def _ndjson(payload: dict[str, Any]) -> str:

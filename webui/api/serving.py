@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from webui.core import grammar
 from webui.core.characters import Character, CharacterError
 from webui.core.conversation import chat_settings_for, params_for
 from webui.core.idle import IdleUnloader
@@ -34,16 +35,6 @@ from webui.core.templates import InstructionTemplate, TemplateError
 DEFAULT_MODEL_NAMES = frozenset(["", "default"])
 POLL_S = 0.25  # how often a waiting request checks whether its client is still there
 _SEED_LIMIT = 2**32
-
-# A JSON object, after llama.cpp's grammars/json.gbnf; used for JSON mode and when a schema cannot be converted.
-JSON_OBJECT_GBNF = r"""root   ::= object
-value  ::= object | array | string | number | ("true" | "false" | "null") ws
-object ::= "{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws
-array  ::= "[" ws ( value ( "," ws value )* )? "]" ws
-string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\"" ws
-number ::= "-"? ( "0" | [1-9] [0-9]{0,15} ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9]{1,3} )? ws
-ws     ::= | " " | "\n" [ \t]{0,20}
-"""
 
 
 class ApiError(Exception):
@@ -317,20 +308,12 @@ def seeded(params: GenerationParams, index: int) -> GenerationParams:
 
 
 def json_grammar(schema: Mapping[str, Any] | None) -> str:
-    """A GBNF grammar for replies that are a JSON object, following ``schema`` when one is given."""
-    if not schema:
-        return JSON_OBJECT_GBNF
+    """A GBNF grammar for replies that are a JSON object, following ``schema`` when one is given; a schema
+    that cannot be converted is a 400 naming ``response_format``."""
     try:
-        # llama-cpp-python ships llama.cpp's schema converter (pure Python); without it, any JSON object.
-        from llama_cpp.llama_grammar import json_schema_to_gbnf
-    except ImportError:
-        return JSON_OBJECT_GBNF
-    try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
-    except Exception as exc:  # the converter raises plain exceptions for schemas it does not handle
-        raise ApiError(
-            400, f"The JSON schema cannot be turned into a grammar: {exc}", param="response_format"
-        ) from exc
+        return grammar.json_grammar(schema)
+    except grammar.GrammarError as exc:
+        raise ApiError(400, str(exc), param="response_format") from exc
 
 
 def check_supported(state: LoadedState, *, grammar: bool, logprobs: bool, grammar_param: str) -> None:

@@ -1,0 +1,76 @@
+"""JSON schema -> GBNF: grammars that keep a reply to JSON (OpenAI's response_format, Ollama's ``format``, and
+tool calls next), for the loaders whose capabilities honour ``grammar``.
+
+The schema converter is llama.cpp's own (pure Python, shipped in llama-cpp-python), imported when a schema is
+first converted: the core imports without the llama-cpp extra, and llama.cpp's converter knows every schema
+feature its grammar engine can enforce ($ref, anyOf, patterns, formats ...).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# A JSON object, after llama.cpp's grammars/json.gbnf; used for JSON mode and when no converter is installed.
+JSON_OBJECT_GBNF = r"""root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws
+array  ::= "[" ws ( value ( "," ws value )* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\"" ws
+number ::= "-"? ( "0" | [1-9] [0-9]{0,15} ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9]{1,3} )? ws
+ws     ::= | " " | "\n" [ \t]{0,20}
+"""
+
+
+class GrammarError(ValueError):
+    """A JSON schema that cannot be turned into a grammar; the message says why, for the user."""
+
+
+class ConverterMissing(GrammarError):
+    """llama-cpp-python, whose schema converter this module uses, is not installed."""
+
+
+def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
+    """The GBNF grammar of the JSON values ``schema`` allows.
+
+    Raises GrammarError for a schema the converter does not handle, and ConverterMissing when
+    llama-cpp-python is not installed.
+    """
+    try:
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+    except ImportError as exc:
+        raise ConverterMissing(
+            "Turning a JSON schema into a grammar needs llama-cpp-python: install Palabre's llama-cpp extra."
+        ) from exc
+    text = json.dumps(schema)
+    try:
+        return str(json_schema_to_gbnf(text))
+    except Exception as exc:  # the converter raises plain exceptions (assert, KeyError ...) for what it lacks
+        raise GrammarError(f"The JSON schema cannot be turned into a grammar: {exc}") from exc
+
+
+def json_grammar(schema: Mapping[str, Any] | None) -> str:
+    """A grammar for replies that are a JSON object, following ``schema`` when one is given.
+
+    Without a schema (JSON mode), and when no converter is installed (a remote loader without the llama-cpp
+    extra), the grammar allows any JSON object. A schema the converter refuses raises GrammarError.
+    """
+    if not schema:
+        return JSON_OBJECT_GBNF
+    try:
+        return schema_to_gbnf(schema)
+    except ConverterMissing:
+        return JSON_OBJECT_GBNF
+
+
+def format_grammar(fmt: str | Mapping[str, Any] | None) -> str | None:
+    """The grammar of Ollama's ``format``: ``"json"`` for any JSON object, a JSON schema for its shape;
+    None when no format is asked (``""`` or absent)."""
+    if not fmt:
+        return None
+    if isinstance(fmt, str):
+        if fmt != "json":
+            raise GrammarError(f'Unknown format {fmt!r}: use "json" or a JSON schema.')
+        return JSON_OBJECT_GBNF
+    return json_grammar(fmt)
