@@ -19,8 +19,9 @@ from pydantic import BaseModel
 
 from webui.config import PROJECT_ROOT
 from webui.core.characters import Character
+from webui.core.extension_api import ChatContext, ExtensionState, hookimpl
 from webui.core.extension_discovery import Found, discover
-from webui.core.extension_hooks import ChatContext, ExtensionState, hookimpl
+from webui.core.extension_hooks import LIVE_HOOKS, PIPED_ARGUMENT, RESTART_HOOKS, HookSpecs
 from webui.core.extensions import ExtensionError, ExtensionManager
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
@@ -103,9 +104,9 @@ def test_hooks_run_in_the_enabled_order_with_tryfirst_and_trylast_overriding_it(
     manager = manager_of(a, b, first)
     warnings: list[str] = []
     manager.set_enabled(["first", "b", "a"])
-    assert manager.pipe("palabre_modify_input", "", warnings, chat=None) == "baF"
+    assert manager.modify_input("", chat_context(), warnings) == "baF"
     manager.set_enabled(["a", "b"])
-    assert manager.pipe("palabre_modify_input", "", warnings, chat=None) == "ab"
+    assert manager.modify_input("", chat_context(), warnings) == "ab"
     assert warnings == []
 
 
@@ -124,18 +125,9 @@ def test_a_failing_hook_is_named_and_skipped_and_the_others_still_run() -> None:
     manager = manager_of(broken, module("ok", palabre_modify_input=appender("!")))
     manager.set_enabled(["broken", "ok"])
     warnings: list[str] = []
-    assert manager.pipe("palabre_modify_input", "hi", warnings, chat=None) == "hi!"
+    assert manager.modify_input("hi", chat_context(), warnings) == "hi!"
     params = GenerationParams()
-    assert (
-        manager.pipe(
-            "palabre_modify_params",
-            params,
-            warnings,
-            check=lambda v: isinstance(v, GenerationParams),
-            chat=None,
-        )
-        is params
-    )
+    assert manager.modify_params(params, chat_context(), warnings) is params
     assert len(warnings) == 2
     assert warnings[0].startswith('Extension "broken" failed in modify_input: RuntimeError: kaput')
     assert 'Extension "broken" failed in modify_params' in warnings[1] and "str" in warnings[1]
@@ -161,10 +153,10 @@ def test_disabled_extensions_do_not_run_and_setup_teardown_follow_enabling() -> 
             palabre_modify_input=appender("x"),
         )
     )
-    assert manager.pipe("palabre_modify_input", "", [], chat=None) == ""
+    assert manager.modify_input("", chat_context(), []) == ""
     manager.set_enabled(["life"])
     manager.set_enabled(["life"])  # already enabled: no second setup
-    assert manager.pipe("palabre_modify_input", "", [], chat=None) == "x"
+    assert manager.modify_input("", chat_context(), []) == "x"
     manager.close()
     assert calls == ["setup", "teardown ready=True"]
     assert manager.enabled == ()
@@ -220,9 +212,9 @@ def test_settings_are_validated_and_bad_saved_values_fall_back_to_defaults() -> 
         )
     )
     manager.set_enabled(["knobs"])
-    assert manager.pipe("palabre_modify_input", ">", [], chat=None) == ">x1"
+    assert manager.modify_input(">", chat_context(), []) == ">x1"
     manager.update_settings("knobs", {"level": 3})
-    assert manager.pipe("palabre_modify_input", ">", [], chat=None) == ">x3"
+    assert manager.modify_input(">", chat_context(), []) == ">x3"
     with pytest.raises(ExtensionError, match="level"):
         manager.update_settings("knobs", {"level": "high"})
     with pytest.raises(ExtensionError, match="Unknown settings"):
@@ -268,9 +260,7 @@ def lore(messages: list[ChatMessage], character: Character | None = None, **sett
     manager = bundled_manager("lorebook", **settings)
     warnings: list[str] = []
     character = character or Character(name="Ada", character_book=CARD_BOOK)
-    result = manager.pipe(
-        "palabre_modify_history", messages, warnings, chat=chat_context(character=character)
-    )
+    result = manager.modify_history(messages, chat_context(character=character), warnings)
     assert warnings == []
     return "\n".join(f"{m.role}: {m.content}" for m in result)
 
@@ -314,7 +304,7 @@ def test_lorebook_reads_user_lorebooks_and_reports_bad_ones(tmp_path: Path) -> N
     manager = bundled_manager("lorebook", lorebooks=["world"])
     context = chat_context(user_data_dir=tmp_path)
     warnings: list[str] = []
-    result = manager.pipe("palabre_modify_history", [ChatMessage("user", "a wyrm!")], warnings, chat=context)
+    result = manager.modify_history([ChatMessage("user", "a wyrm!")], context, warnings)
     assert result[0] == ChatMessage("system", "Dragons sleep in the north.") and warnings == []
     for name, expected in [
         ("broken", "cannot be read"),
@@ -324,7 +314,7 @@ def test_lorebook_reads_user_lorebooks_and_reports_bad_ones(tmp_path: Path) -> N
         manager.update_settings("lorebook", {"lorebooks": [name]})
         warnings = []
         messages = [ChatMessage("user", "a wyrm!")]
-        assert manager.pipe("palabre_modify_history", messages, warnings, chat=context) == messages
+        assert manager.modify_history(messages, context, warnings) == messages
         assert len(warnings) == 1 and 'Extension "lorebook"' in warnings[0] and expected in warnings[0]
 
 
@@ -346,9 +336,9 @@ def test_authors_note_goes_at_its_depth_below_the_system_message() -> None:
     continuing = history[:3]  # continuing the assistant's reply: the note never goes after it
     assert [m.content for m in insert_note(continuing, note, 0)] == ["S", "1", "NOTE", "2"]
     manager = bundled_manager("authors_note", text="Keep it short.", depth=1, role="user")
-    result = manager.pipe("palabre_modify_history", history, [], chat=chat_context())
+    result = manager.modify_history(history, chat_context(), [])
     assert result[-2] == ChatMessage("user", "Keep it short.")
-    assert bundled_manager("authors_note").pipe("palabre_modify_history", history, [], chat=None) == history
+    assert bundled_manager("authors_note").modify_history(history, chat_context(), []) == history
 
 
 # -- summary memory -----------------------------------------------------------------------------------------
@@ -373,26 +363,24 @@ def test_summary_memory_summarizes_dropped_turns_once_and_keeps_the_prefix_stabl
 
     manager = bundled_manager("summary_memory", block_turns=3, summary_tokens=20)
     context = chat_context(budget=300, generate=generate)
-    assert manager.pipe("palabre_modify_history", conversation(4), [], chat=context) == conversation(
-        4
-    )  # fits
+    assert manager.modify_history(conversation(4), context, []) == conversation(4)  # fits
     assert calls == []
 
-    first = manager.pipe("palabre_modify_history", conversation(8), [], chat=context)
+    first = manager.modify_history(conversation(8), context, [])
     assert first[0].content == "You are Ada.\n\nSummary of the earlier conversation: summary 1"
     assert first[1].content.startswith("question 3 ")  # three turns summarized (one block)
     assert "question 0" in calls[0] and "question 2" in calls[0] and "question 3" not in calls[0]
     assert context.measure(first) <= 300
 
-    again = manager.pipe("palabre_modify_history", conversation(8), [], chat=context)
+    again = manager.modify_history(conversation(8), context, [])
     assert again == first and len(calls) == 1  # cached: not summarized again
     # One more turn needs the next block (turns 3-5) summarized: the old summary is extended, not redone.
-    longer = manager.pipe("palabre_modify_history", conversation(9), [], chat=context)
+    longer = manager.modify_history(conversation(9), context, [])
     assert len(calls) == 2 and "summary 1" in calls[1] and "question 3" in calls[1]
     assert "question 0" not in calls[1] and "question 6" not in calls[1]
     assert longer[0].content.endswith("summary 2") and longer[1].content.startswith("question 6 ")
     # And the turn after that keeps the same start of the prompt (llama.cpp reuses its cache).
-    later = manager.pipe("palabre_modify_history", conversation(10), [], chat=context)
+    later = manager.modify_history(conversation(10), context, [])
     assert later[:7] == longer and len(calls) == 2
 
 
@@ -406,11 +394,11 @@ def test_summary_memory_never_asks_the_model_in_a_preview_and_uses_a_cached_summ
     manager = bundled_manager("summary_memory", block_turns=3, summary_tokens=20)
     context = chat_context(budget=300, generate=generate)
     preview = dataclasses.replace(context, preview=True)
-    assert manager.pipe("palabre_modify_history", conversation(8), [], chat=preview) == conversation(8)
+    assert manager.modify_history(conversation(8), preview, []) == conversation(8)
     assert calls == []  # nothing cached yet: left as it is (the prompt builder truncates)
-    made = manager.pipe("palabre_modify_history", conversation(8), [], chat=context)
+    made = manager.modify_history(conversation(8), context, [])
     assert calls == [20] and "the summary" in made[0].content
-    assert manager.pipe("palabre_modify_history", conversation(8), [], chat=preview) == made
+    assert manager.modify_history(conversation(8), preview, []) == made
     assert calls == [20]
 
 
@@ -422,8 +410,8 @@ def test_the_example_extension_changes_nothing_by_default_and_every_live_hook_wh
     history = [ChatMessage("user", "hi")]
     context = chat_context()
     params = GenerationParams()
-    assert manager.pipe("palabre_modify_history", history, [], chat=context) == history
-    assert manager.pipe("palabre_modify_params", params, [], chat=context) is params
+    assert manager.modify_history(history, context, []) == history
+    assert manager.modify_params(params, context, []) is params
     manager.update_settings(
         "example",
         {
@@ -435,14 +423,14 @@ def test_the_example_extension_changes_nothing_by_default_and_every_live_hook_wh
             "signature": " --ex",
         },
     )
-    assert manager.pipe("palabre_modify_input", "hi", [], chat=context) == "hi!"
-    assert manager.pipe("palabre_modify_history", history, [], chat=context)[0] == ChatMessage("system", "N")
-    assert manager.pipe("palabre_modify_params", params, [], chat=context).max_new_tokens == 7
-    assert manager.pipe("palabre_modify_prompt", "x", [], chat=context) == "P:x"
-    assert manager.pipe("palabre_modify_chunk", "abc", []) == "ABC"
-    assert manager.pipe("palabre_modify_reply", "ABC", [], kind="chat") == "ABC --ex"
+    assert manager.modify_input("hi", context, []) == "hi!"
+    assert manager.modify_history(history, context, [])[0] == ChatMessage("system", "N")
+    assert manager.modify_params(params, context, []).max_new_tokens == 7
+    assert manager.modify_prompt("x", context, []) == "P:x"
+    assert manager.modify_chunk("abc", "chat", []) == "ABC"
+    assert manager.modify_reply("ABC", "chat", []) == "ABC --ex"
     problems: list[str] = []
-    assert "example-ext-note" in manager.collect("palabre_css", ["example"], problems)["example"]
+    assert any("example-ext-note" in css for css in manager.css(problems))
     assert problems == []
 
 
@@ -483,3 +471,83 @@ def test_serve_enables_the_flags_extensions_or_else_the_saved_ones_with_their_sa
     assert saved.enabled == ("authors_note", "example")
     assert saved.settings("authors_note").model_dump() == {"text": "Be brief.", "depth": 3, "role": "system"}
     assert config_from_args(build_parser().parse_args(["serve"])).extensions is None
+
+
+# -- the typed hook surface -------------------------------------------------------------------------------------
+
+
+def test_the_argument_each_pipeline_passes_on_is_read_from_its_specification() -> None:
+    assert PIPED_ARGUMENT == {
+        "palabre_modify_input": "text",
+        "palabre_modify_history": "messages",
+        "palabre_modify_params": "params",
+        "palabre_modify_prompt": "prompt",
+        "palabre_modify_chunk": "text",
+        "palabre_modify_reply": "text",
+        "palabre_modify_completion_params": "params",
+        "palabre_modify_completion_prompt": "prompt",
+    }
+    assert all(hasattr(HookSpecs, hook) for hook in LIVE_HOOKS + RESTART_HOOKS)
+
+
+def test_every_hook_has_a_typed_method_on_the_manager() -> None:
+    methods = {
+        "palabre_ui": "draw_ui",
+        "palabre_routes": "add_routes",
+        "palabre_css": "css",
+        "palabre_js": "js",
+    }
+    for hook in LIVE_HOOKS + RESTART_HOOKS:
+        assert callable(getattr(ExtensionManager, methods.get(hook, hook.removeprefix("palabre_")))), hook
+
+
+def test_the_completion_and_start_up_hooks_run_through_their_typed_methods() -> None:
+    @hookimpl
+    def palabre_modify_completion_params(params: GenerationParams, prompt: str) -> GenerationParams:
+        return params.model_copy(update={"max_new_tokens": len(prompt)})
+
+    @hookimpl
+    def palabre_modify_completion_prompt(prompt: str, params: GenerationParams) -> str:
+        return f"{prompt}[{params.max_new_tokens}]"
+
+    @hookimpl
+    def palabre_routes(router: list[str]) -> None:
+        router.append("/status")
+
+    @hookimpl
+    def palabre_js() -> str:
+        return "() => {}"
+
+    manager = manager_of(
+        module(
+            "done",
+            palabre_modify_completion_params=palabre_modify_completion_params,
+            palabre_modify_completion_prompt=palabre_modify_completion_prompt,
+            palabre_routes=palabre_routes,
+            palabre_js=palabre_js,
+        ),
+        module("other"),
+    )
+    manager.set_enabled(["done", "other"])
+    warnings: list[str] = []
+    params = manager.modify_completion_params(GenerationParams(), "abc", warnings)
+    assert params.max_new_tokens == 3
+    assert manager.modify_completion_prompt("abc", params, warnings) == "abc[3]"
+    router: list[str] = []
+    assert manager.add_routes("done", router, warnings) and router == ["/status"]
+    assert not manager.add_routes("other", router, warnings)
+    assert manager.js(warnings) == ["() => {}"] and manager.css(warnings) == []
+    assert not manager.changes_replies() and warnings == []
+
+
+def test_bundled_extensions_import_palabre_only_through_the_extension_api() -> None:
+    import webui.core.extension_api as api
+
+    assert all(hasattr(api, name) for name in api.__all__)
+    for path in sorted(BUNDLED.rglob("*.py")):
+        imports = [
+            line
+            for line in path.read_text().splitlines()
+            if line.lstrip().startswith(("from webui", "import webui"))
+        ]
+        assert all(line.lstrip().startswith("from webui.core.extension_api import") for line in imports), path

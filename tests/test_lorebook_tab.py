@@ -55,11 +55,8 @@ def entries_of(path: Path) -> list[dict[str, Any]]:
 def lore_for(user_data: Path, book: str, text: str) -> str:
     manager = bundled_manager("lorebook", lorebooks=[book], use_character_book=False)
     warnings: list[str] = []
-    messages = manager.pipe(
-        "palabre_modify_history",
-        [ChatMessage("user", text)],
-        warnings,
-        chat=chat_context(user_data_dir=user_data),
+    messages = manager.modify_history(
+        [ChatMessage("user", text)], chat_context(user_data_dir=user_data), warnings
     )
     assert warnings == []
     return "\n".join(m.content for m in messages)

@@ -11,8 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_hooks import hookimpl
-from webui.core.prompts import ChatMessage
+from webui.core.extension_api import ChatMessage, hookimpl
 
 
 class AuthorsNoteSettings(BaseModel):

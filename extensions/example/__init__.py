@@ -1,8 +1,8 @@
 """Example: shows every hook with the smallest useful body; copy this folder to start a new extension.
 
 Each ``@hookimpl`` function is named after a hook in webui/core/extension_hooks.py and takes only the
-arguments it needs, by name. The ``palabre_modify_*`` hooks return the new value, or None to leave it as it
-is. With the default settings this extension changes nothing; turn its settings on to see each hook work.
+arguments it needs, by name; what an extension uses from Palabre comes from ``webui.core.extension_api``.
+The ``palabre_modify_*`` hooks return the new value, or None to leave it as it is. With the default settings this extension changes nothing; turn its settings on to see each hook work.
 The chunk and reply hooks also run for raw completions (Default / Notebook tabs, /v1/completions): their
 ``kind`` argument says which, so a hook that only suits chat replies (the signature here) can skip the others.
 """
@@ -14,9 +14,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_hooks import ChatContext, ExtensionState, GenerationKind, hookimpl
-from webui.core.params import GenerationParams
-from webui.core.prompts import ChatMessage
+from webui.core.extension_api import (
+    ChatContext,
+    ChatMessage,
+    ExtensionState,
+    GenerationKind,
+    GenerationParams,
+    hookimpl,
+)
 
 
 class ExampleSettings(BaseModel):

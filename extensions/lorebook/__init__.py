@@ -16,8 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_hooks import ChatContext, ExtensionState, hookimpl
-from webui.core.prompts import ChatMessage
+from webui.core.extension_api import ChatContext, ChatMessage, ExtensionState, hookimpl
 
 from .book import Lorebook, LorebookError, load_book, parse_book, select
 

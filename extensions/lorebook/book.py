@@ -11,9 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from webui.core.params import describe_validation_error
-from webui.core.paths import files_by_stem, path_in
-from webui.core.prompts import ChatMessage
+from webui.core.extension_api import ChatMessage, describe_validation_error, files_by_stem, path_in
 
 LOREBOOK_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_hooks import ChatContext, ExtensionState, hookimpl
-from webui.core.prompts import ChatMessage
+from webui.core.extension_api import ChatContext, ChatMessage, ExtensionState, hookimpl
 
 CACHE_SIZE = 64  # summaries remembered (per server run)
 Turn = list[ChatMessage]

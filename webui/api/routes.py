@@ -40,5 +40,5 @@ def install_extension_routes(app: FastAPI, service: Service) -> None:
     problems: list[str] = []
     for name in extensions.enabled:
         router = APIRouter(prefix=f"/v1/extensions/{name}", tags=[f"extension {name}"])
-        if name in extensions.collect("palabre_routes", [name], problems, router=router):
+        if extensions.add_routes(name, router, problems):
             app.include_router(router)

@@ -3,7 +3,8 @@
 An extension is a module (a bundled ``extensions/<name>/`` package, a ``user_data/extensions/<name>/`` folder
 or an installed package's ``palabre.extensions`` entry point) whose functions are marked with ``@hookimpl``
 and named after the specs below. It implements only the hooks it needs, and each implementation takes only
-the arguments it needs (pluggy passes arguments by name).
+the arguments it needs (pluggy passes arguments by name). Extensions import what they use from
+``webui.core.extension_api``; the core calls each hook through a typed ExtensionManager method.
 
 For each chat reply the hooks run in this order: modify_input, modify_params, modify_history (then the prompt
 is built and truncated to fit), modify_prompt; then modify_chunk for each streamed piece and modify_reply at
@@ -20,6 +21,7 @@ with the extension's name, and that hook's effect is skipped; generation goes on
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,23 +37,10 @@ if TYPE_CHECKING:
     from webui.core.characters import Character
 
 PROJECT_NAME = "palabre"
+HOOK_PREFIX = "palabre_"  # every hook's name starts with it; pages and messages show the rest
 ENTRY_POINT_GROUP = "palabre.extensions"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
-
-# The hooks that change how text is generated; they take effect on the next message when an extension is
-# enabled or disabled. The others (ui, routes, css, js) are installed when the server starts.
-LIVE_HOOKS = (
-    "palabre_modify_input",
-    "palabre_modify_history",
-    "palabre_modify_params",
-    "palabre_modify_prompt",
-    "palabre_modify_chunk",
-    "palabre_modify_reply",
-    "palabre_modify_completion_params",
-    "palabre_modify_completion_prompt",
-)
-RESTART_HOOKS = ("palabre_ui", "palabre_routes", "palabre_css", "palabre_js")
 
 # What a reply hook is given: a chat reply, or the continuation of a raw completion's text.
 GenerationKind = Literal["chat", "completion"]
@@ -171,4 +160,37 @@ class HookSpecs:
         """JavaScript run when the page loads."""
 
 
-HOOK_NAMES: tuple[str, ...] = tuple(name for name in vars(HookSpecs) if name.startswith("palabre_"))
+def _names(*specs: Callable[..., Any]) -> tuple[str, ...]:
+    return tuple(spec.__name__ for spec in specs)
+
+
+def _piped_argument(spec: Callable[..., Any]) -> str:
+    """The argument a pipeline hook passes on: the first one after ``self`` in its specification."""
+    return list(inspect.signature(spec).parameters)[1]
+
+
+def short_name(hook: str) -> str:
+    """A hook's name as shown to users: ``palabre_modify_input`` -> ``modify_input``."""
+    return hook.removeprefix(HOOK_PREFIX)
+
+
+HOOK_NAMES: tuple[str, ...] = tuple(name for name in vars(HookSpecs) if name.startswith(HOOK_PREFIX))
+
+# The hooks that change how text is generated; they take effect on the next message when an extension is
+# enabled or disabled. Each is a pipeline (see the module docstring).
+LIVE_HOOKS = _names(
+    HookSpecs.palabre_modify_input,
+    HookSpecs.palabre_modify_history,
+    HookSpecs.palabre_modify_params,
+    HookSpecs.palabre_modify_prompt,
+    HookSpecs.palabre_modify_chunk,
+    HookSpecs.palabre_modify_reply,
+    HookSpecs.palabre_modify_completion_params,
+    HookSpecs.palabre_modify_completion_prompt,
+)
+# Installed when the server starts (a restart applies a change).
+RESTART_HOOKS = _names(
+    HookSpecs.palabre_ui, HookSpecs.palabre_routes, HookSpecs.palabre_css, HookSpecs.palabre_js
+)
+# What each pipeline hook is given and returns, by name: read from its specification, never written twice.
+PIPED_ARGUMENT: dict[str, str] = {hook: _piped_argument(getattr(HookSpecs, hook)) for hook in LIVE_HOOKS}

@@ -1,8 +1,10 @@
 """The plugin manager: which extensions exist, which are enabled, their settings, and running their hooks.
 
 The hook specifications, their order and their arguments are documented in webui.core.extension_hooks;
-discovery (bundled, user and installed extensions) in webui.core.extension_discovery. One ExtensionManager
-belongs to the Service; nothing here is module-level state.
+discovery (bundled, user and installed extensions) in webui.core.extension_discovery; what extension authors
+import in webui.core.extension_api. The core calls each hook through a typed method here (``modify_input``,
+``modify_chunk``, ``add_routes``, ...), never by its name. One ExtensionManager belongs to the Service; nothing
+here is module-level state.
 """
 
 from __future__ import annotations
@@ -21,19 +23,25 @@ from pydantic import BaseModel, ValidationError
 from webui.core.extension_discovery import Found, Source, discover
 from webui.core.extension_hooks import (
     HOOK_NAMES,
-    LIVE_HOOKS,
+    HOOK_PREFIX,
+    PIPED_ARGUMENT,
     PROJECT_NAME,
     RESTART_HOOKS,
+    ChatContext,
     ExtensionState,
+    GenerationKind,
     HookSpecs,
     hookimpl,
     hookspec,
+    short_name,
 )
-from webui.core.params import describe_validation_error
+from webui.core.params import GenerationParams, describe_validation_error
+from webui.core.prompts import ChatMessage
 
 __all__ = ["ExtensionError", "ExtensionInfo", "ExtensionManager", "hookimpl", "hookspec"]
 LOG = logging.getLogger("palabre.extensions")
 T = TypeVar("T")
+_Spec = Callable[..., Any]  # a hook specification: a method of HookSpecs, named after its hook
 
 
 class ExtensionError(ValueError):
@@ -56,7 +64,7 @@ class ExtensionInfo:
     @property
     def needs_restart(self) -> bool:
         """Whether some of its hooks (ui, routes, css, js) only change when the server restarts."""
-        return any(f"palabre_{hook}" in RESTART_HOOKS for hook in self.hooks)
+        return any(HOOK_PREFIX + hook in RESTART_HOOKS for hook in self.hooks)
 
 
 @dataclass
@@ -119,14 +127,13 @@ class ExtensionManager:
                 f"unknown hook(s): {', '.join(sorted(unknown))} (see webui/core/extension_hooks.py)"
             )
             return loaded
-        loaded.hooks = tuple(
-            name.removeprefix("palabre_") for name in HOOK_NAMES if self._impls(name, (found.name,))
-        )
-        for impl in self._impls("palabre_settings_model", (found.name,)):
+        loaded.hooks = tuple(short_name(name) for name in HOOK_NAMES if self._impls(name, (found.name,)))
+        spec = HookSpecs.palabre_settings_model
+        for impl in self._impls(spec.__name__, (found.name,)):
             try:
                 model = impl.function()
                 if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
-                    raise TypeError("palabre_settings_model must return a pydantic BaseModel class")
+                    raise TypeError(f"{spec.__name__} must return a pydantic BaseModel class")
                 loaded.settings_model = model
                 loaded.settings = model() if model is not None else None
             except Exception as exc:
@@ -192,11 +199,11 @@ class ExtensionManager:
             before = self._enabled
             for name in before:
                 if name not in wanted:
-                    self._call_one(name, "palabre_teardown", problems)
+                    self._call_one(name, HookSpecs.palabre_teardown, problems)
             self._enabled = tuple(wanted)
             for name in wanted:
                 if name not in before:
-                    self._call_one(name, "palabre_setup", problems, user_data_dir=self.user_data_dir)
+                    self._call_one(name, HookSpecs.palabre_setup, problems, user_data_dir=self.user_data_dir)
         return problems
 
     def close(self) -> None:
@@ -242,74 +249,139 @@ class ExtensionManager:
 
     def _report(self, name: str, hook: str, exc: BaseException, warnings: list[str]) -> None:
         message = (
-            f'Extension "{name}" failed in {hook.removeprefix("palabre_")}: {type(exc).__name__}: {exc} '
+            f'Extension "{name}" failed in {short_name(hook)}: {type(exc).__name__}: {exc} '
             "(its effect was skipped)."
         )
         LOG.warning(message, exc_info=exc)
         warnings.append(message)
 
-    def _call_one(self, name: str, hook: str, warnings: list[str], **kwargs: Any) -> None:
-        for impl in self._impls(hook, (name,)):
+    def _call_one(self, name: str, spec: _Spec, warnings: list[str], **kwargs: Any) -> None:
+        for impl in self._impls(spec.__name__, (name,)):
             try:
                 self._invoke(impl, kwargs)
             except Exception as exc:
-                self._report(name, hook, exc, warnings)
+                self._report(name, spec.__name__, exc, warnings)
 
     def _invoke(self, impl: Any, kwargs: Mapping[str, Any]) -> Any:
         loaded = self._extensions[impl.plugin_name]
         available = {"settings": loaded.settings, "state": loaded.state, **kwargs}
         return impl.function(*[available[arg] for arg in impl.argnames])
 
-    def has(self, hook: str) -> bool:
-        """Whether an enabled extension implements ``hook``."""
-        return bool(self._impls(hook, self.enabled))
+    def _has(self, spec: _Spec) -> bool:
+        return bool(self._impls(spec.__name__, self.enabled))
 
-    def pipe(
-        self,
-        hook: str,
-        value: T,
-        warnings: list[str],
-        check: Callable[[Any], bool] | None = None,
-        **kwargs: Any,
+    def _pipe(
+        self, spec: _Spec, value: T, warnings: list[str], check: Callable[[Any], bool], **kwargs: Any
     ) -> T:
-        """Pass ``value`` through every enabled extension's ``hook`` in order (see extension_hooks).
+        """Pass ``value`` through every enabled extension's hook ``spec`` in order (see extension_hooks).
 
         ``value`` is given under the hook's first argument name; ``check`` refuses a result of the wrong type.
         """
-        assert hook in LIVE_HOOKS, hook
-        argument = _FIRST_ARGUMENT[hook]
+        hook = spec.__name__
+        argument = PIPED_ARGUMENT[hook]
         for impl in self._impls(hook, self.enabled):
             try:
                 result = self._invoke(impl, {argument: value, **kwargs})
                 if result is None:
                     continue
-                if check is not None and not check(result):
+                if not check(result):
                     raise TypeError(f"it returned {type(result).__name__}, not the {argument} it was given")
                 value = result
             except Exception as exc:
                 self._report(impl.plugin_name, hook, exc, warnings)
         return value
 
-    def collect(self, hook: str, names: Sequence[str], warnings: list[str], **kwargs: Any) -> dict[str, Any]:
-        """Call a start-up hook (ui, routes, css, js) of each of ``names``: their results by name."""
-        assert hook in RESTART_HOOKS, hook
+    def _collect(
+        self, spec: _Spec, names: Sequence[str], warnings: list[str], **kwargs: Any
+    ) -> dict[str, Any]:
+        """Call a start-up hook of each of ``names``: the results of those that implement it, by name."""
         results: dict[str, Any] = {}
         for name in names:
-            for impl in self._impls(hook, (name,)):
+            for impl in self._impls(spec.__name__, (name,)):
                 try:
                     results[name] = self._invoke(impl, kwargs)
                 except Exception as exc:
-                    self._report(name, hook, exc, warnings)
+                    self._report(name, spec.__name__, exc, warnings)
         return results
 
+    # The typed hooks the core calls, in the order they run for a reply (see extension_hooks). Each pipeline
+    # returns its value after every enabled extension (unchanged when none implements the hook); a failing
+    # extension is reported in ``warnings`` and skipped.
 
-_FIRST_ARGUMENT = {
-    "palabre_modify_input": "text",
-    "palabre_modify_history": "messages",
-    "palabre_modify_params": "params",
-    "palabre_modify_prompt": "prompt",
-    "palabre_modify_chunk": "text",
-    "palabre_modify_reply": "text",
-    "palabre_modify_completion_params": "params",
-    "palabre_modify_completion_prompt": "prompt",
-}
+    def modify_input(self, text: str, chat: ChatContext, warnings: list[str]) -> str:
+        """The user's latest message, as the model will see it."""
+        return self._pipe(HookSpecs.palabre_modify_input, text, warnings, _is_str, chat=chat)
+
+    def modify_params(
+        self, params: GenerationParams, chat: ChatContext, warnings: list[str]
+    ) -> GenerationParams:
+        """The sampler parameters of a chat reply."""
+        return self._pipe(HookSpecs.palabre_modify_params, params, warnings, _is_params, chat=chat)
+
+    def modify_history(
+        self, messages: list[ChatMessage], chat: ChatContext, warnings: list[str]
+    ) -> list[ChatMessage]:
+        """The conversation before the prompt is built."""
+        return self._pipe(HookSpecs.palabre_modify_history, messages, warnings, _is_history, chat=chat)
+
+    def modify_prompt(self, prompt: str, chat: ChatContext, warnings: list[str]) -> str:
+        """The rendered prompt text of a chat reply."""
+        return self._pipe(HookSpecs.palabre_modify_prompt, prompt, warnings, _is_str, chat=chat)
+
+    def modify_completion_params(
+        self, params: GenerationParams, prompt: str, warnings: list[str]
+    ) -> GenerationParams:
+        """A raw completion's sampler parameters (``prompt``: its text as sent)."""
+        return self._pipe(
+            HookSpecs.palabre_modify_completion_params, params, warnings, _is_params, prompt=prompt
+        )
+
+    def modify_completion_prompt(self, prompt: str, params: GenerationParams, warnings: list[str]) -> str:
+        """The text a raw completion continues (``params``: the final sampler parameters)."""
+        return self._pipe(
+            HookSpecs.palabre_modify_completion_prompt, prompt, warnings, _is_str, params=params
+        )
+
+    def changes_replies(self) -> bool:
+        """Whether an enabled extension implements modify_chunk or modify_reply (else a stream is left as is)."""
+        return self._has(HookSpecs.palabre_modify_chunk) or self._has(HookSpecs.palabre_modify_reply)
+
+    def modify_chunk(self, text: str, kind: GenerationKind, warnings: list[str]) -> str:
+        """One streamed piece of a reply or a raw completion."""
+        return self._pipe(HookSpecs.palabre_modify_chunk, text, warnings, _is_str, kind=kind)
+
+    def modify_reply(self, text: str, kind: GenerationKind, warnings: list[str]) -> str:
+        """The whole reply (or a raw completion's continuation) once it ends."""
+        return self._pipe(HookSpecs.palabre_modify_reply, text, warnings, _is_str, kind=kind)
+
+    # The start-up hooks (installed when the server starts).
+
+    def draw_ui(self, name: str, gr: Any, warnings: list[str]) -> None:
+        """Draw ``name``'s own tab (inside the ``gr.Tab`` the page opened for it)."""
+        self._collect(HookSpecs.palabre_ui, [name], warnings, gr=gr)
+
+    def add_routes(self, name: str, router: Any, warnings: list[str]) -> bool:
+        """Let ``name`` add its HTTP routes to ``router``; whether it has routes to mount (and did not fail)."""
+        return name in self._collect(HookSpecs.palabre_routes, [name], warnings, router=router)
+
+    def css(self, warnings: list[str]) -> list[str]:
+        """The enabled extensions' CSS, in hook order (empty results left out)."""
+        return [
+            text for text in self._collect(HookSpecs.palabre_css, self.enabled, warnings).values() if text
+        ]
+
+    def js(self, warnings: list[str]) -> list[str]:
+        """The enabled extensions' JavaScript functions, in hook order (empty results left out)."""
+        return [text for text in self._collect(HookSpecs.palabre_js, self.enabled, warnings).values() if text]
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_history(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(message, ChatMessage) for message in value)
+
+
+def _is_params(value: Any) -> bool:
+    return isinstance(value, GenerationParams)

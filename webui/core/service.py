@@ -189,7 +189,7 @@ class CompletionStream:
 
 
 def _extends_replies(extensions: ExtensionManager) -> bool:
-    return extensions.has("palabre_modify_chunk") or extensions.has("palabre_modify_reply")
+    return extensions.changes_replies()
 
 
 def _extend_reply(
@@ -203,7 +203,7 @@ def _extend_reply(
     finished = False
 
     def ending() -> str:
-        final = extensions.pipe("palabre_modify_reply", streamed, warnings, check=_is_str, kind=kind)
+        final = extensions.modify_reply(streamed, kind, warnings)
         if final.startswith(streamed):
             return final[len(streamed) :]
         warnings.append(
@@ -215,7 +215,7 @@ def _extend_reply(
     for chunk in chunks:
         text = chunk.text
         if text:
-            text = extensions.pipe("palabre_modify_chunk", text, warnings, check=_is_str, kind=kind)
+            text = extensions.modify_chunk(text, kind, warnings)
         streamed += text
         if chunk.finish_reason is not None and not finished:
             finished = True
@@ -225,18 +225,6 @@ def _extend_reply(
         extra = ending()
         if extra:
             yield Chunk(text=extra)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_history(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(message, ChatMessage) for message in value)
-
-
-def _is_params(value: Any) -> bool:
-    return isinstance(value, GenerationParams)
 
 
 @dataclass(frozen=True)
@@ -504,15 +492,11 @@ class Service:
             )
             messages = list(history)
             if messages and messages[-1].role == "user" and not (continue_last or impersonate):
-                text = extensions.pipe(
-                    "palabre_modify_input", messages[-1].content, warnings, check=_is_str, chat=chat
-                )
+                text = extensions.modify_input(messages[-1].content, chat, warnings)
                 messages[-1] = ChatMessage("user", text)
-            params = extensions.pipe("palabre_modify_params", params, warnings, check=_is_params, chat=chat)
+            params = extensions.modify_params(params, chat, warnings)
             chat = replace(chat, max_prompt_tokens=self._prompt_budget(params))
-            messages = extensions.pipe(
-                "palabre_modify_history", messages, warnings, check=_is_history, chat=chat
-            )
+            messages = extensions.modify_history(messages, chat, warnings)
             request = replace(request, messages=messages)
         try:
             built = build(
@@ -521,7 +505,7 @@ class Service:
         except (PromptError, TemplateError) as exc:
             raise EngineError(str(exc)) from exc
         if chat is not None:
-            text = extensions.pipe("palabre_modify_prompt", built.text, warnings, check=_is_str, chat=chat)
+            text = extensions.modify_prompt(built.text, chat, warnings)
             if text != built.text:
                 built = replace(built, text=text, prompt_tokens=self.engine.count_tokens(text))
         return replace(built, warnings=tuple(warnings)), params
@@ -578,12 +562,8 @@ class Service:
         warnings: list[str] = []
         if extensions.enabled:
             self.engine.require_model()  # no hook runs for a completion that cannot start
-            params = extensions.pipe(
-                "palabre_modify_completion_params", params, warnings, check=_is_params, prompt=prompt
-            )
-            prompt = extensions.pipe(
-                "palabre_modify_completion_prompt", prompt, warnings, check=_is_str, params=params
-            )
+            params = extensions.modify_completion_params(params, prompt, warnings)
+            prompt = extensions.modify_completion_prompt(prompt, params, warnings)
         job = self.engine.submit(prompt, params)
         return CompletionStream(job, extensions, warnings)
 

@@ -196,16 +196,14 @@ def build_extension_tabs(manager: ExtensionManager, problems: list[str]) -> None
         if "ui" not in next((info.hooks for info in manager.info() if info.name == name), ()):
             continue
         with gr.Tab(name.replace("_", " ").capitalize(), elem_id=f"tab-extension-{name}"):
-            manager.collect("palabre_ui", [name], problems, gr=gr)
+            manager.draw_ui(name, gr, problems)
 
 
 def extension_assets(manager: ExtensionManager) -> tuple[str, str]:
     """The enabled extensions' CSS (joined) and JS (one function calling each), for the page."""
     problems: list[str] = []
-    css = "\n".join(
-        text for text in manager.collect("palabre_css", manager.enabled, problems).values() if text
-    )
-    scripts = [text for text in manager.collect("palabre_js", manager.enabled, problems).values() if text]
+    css = "\n".join(manager.css(problems))
+    scripts = manager.js(problems)
     js = (
         "() => {\n"
         + "\n".join(f"  try {{ ({script})(); }} catch (e) {{ console.error(e); }}" for script in scripts)
