@@ -63,3 +63,28 @@ def test_detected_template_comes_from_the_file_name(service: Service) -> None:
     assert service.detection is not None
     assert (service.detection.template.name, service.detection.reason) == ("ChatML", "file name")
     assert 'template "ChatML"' in service.status_line()
+
+
+def test_the_built_prompt_carries_the_context_and_the_room_kept_for_the_reply(service: Service) -> None:
+    history = [ChatMessage("user", "hello")]
+    built = service.build_chat_prompt(history, ChatSettings(), GenerationParams(max_new_tokens=512))
+    assert (built.context_tokens, built.reply_tokens) == (4096, 512)
+    limited = GenerationParams(truncation_length=1024, max_new_tokens=900)
+    built = service.build_chat_prompt(history, ChatSettings(), limited)
+    assert (built.context_tokens, built.reply_tokens) == (1024, 512)  # at most half the context
+    assert service.prompt_budget(GenerationParams(truncation_length=9999)).context_tokens == 4096
+    assert service.prompt_budget(limited).prompt_tokens == 512
+
+
+def test_a_raw_completion_keeps_its_whitespace_and_the_prompt_as_sent(service: Service) -> None:
+    stream = service.stream_completion("Once", GenerationParams())
+    assert stream.text() == "  Hi,  there\n "
+    assert stream.prompt == "Once" and stream.warnings == [] and stream.finish_reason is not None
+
+
+def test_unloading_forgets_the_detected_template(service: Service) -> None:
+    service.unload_model()
+    assert service.detection is None and service.loaded is None
+    assert service.status_line() == "No model loaded."
+    with pytest.raises(EngineError):
+        service.prompt_budget(GenerationParams())

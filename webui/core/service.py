@@ -1,19 +1,19 @@
 """The core facade the front ends call: load models, detect templates, build prompts, stream replies.
 
 The page, the API and the CLI all go through one Service, so none of them computes a prompt, a sampler value
-or a file path itself.
+or a file path itself. The work is done by one object per job: the ModelManager (webui.core.model_manager:
+load, fit check, idle resume, template detection, status), the PromptBuilder (webui.core.prompt_builder: chat
+and completion prompts with the extension pipeline) and the reply streams (webui.core.reply_streams).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from webui.core.characters import Character, CharacterStore
+from webui.core.characters import CharacterStore
 from webui.core.chats import ChatStore
 from webui.core.engine import (
     Engine,
@@ -27,37 +27,22 @@ from webui.core.engine import (
     QueueFull,
     QueueSnapshot,
 )
-from webui.core.extension_hooks import ChatContext, GenerationKind
 from webui.core.extensions import ExtensionManager
-from webui.core.fit_check import check_before_load, refusal_message
 from webui.core.hardware import MachineSource
-from webui.core.loader import Chunk, GenerationStats, renders_own_template
 from webui.core.machine import MachineProbe
-from webui.core.models import ModelEntry, ModelFileError, discover_models, infer_loader
+from webui.core.model_manager import LoadReport, ModelManager
+from webui.core.models import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetStore
-from webui.core.prompts import (
-    DEFAULT_CHAT_INSTRUCT_COMMAND,
-    BuiltPrompt,
-    ChatMessage,
-    Mode,
-    PromptError,
-    PromptRequest,
-    build_messages,
-    build_prompt,
-    reply_reserve,
-)
+from webui.core.prompt_builder import ChatPrompt, ChatSettings, PromptBudget, PromptBuilder
+from webui.core.prompts import ChatMessage
 from webui.core.registry import LoaderRegistry
-from webui.core.templates import (
-    InstructionTemplate,
-    TemplateDetection,
-    TemplateError,
-    TemplateStore,
-    detect_template,
-)
+from webui.core.reply_streams import CompletionStream, ReplyStream, tidy_reply
+from webui.core.templates import InstructionTemplate, TemplateDetection, TemplateStore
 
 # What the page and the API use: the Service and the engine's types they see (never the engine itself).
 __all__ = [
+    "ChatPrompt",
     "ChatSettings",
     "CompletionStream",
     "EngineError",
@@ -66,6 +51,7 @@ __all__ = [
     "IdleUnload",
     "LoadReport",
     "LoadedState",
+    "PromptBudget",
     "QueueFull",
     "QueueSnapshot",
     "QueuedJob",
@@ -74,174 +60,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ChatSettings:
-    """How a conversation is turned into a prompt (everything but the sampler)."""
-
-    mode: Mode = "instruct"
-    # A template name, a template itself (an API request's own), or None = the one detected for the model.
-    template: str | InstructionTemplate | None = None
-    system_message: str = ""
-    character_name: str = "Assistant"
-    user_name: str = "You"
-    context: str = ""
-    chat_instruct_command: str = DEFAULT_CHAT_INSTRUCT_COMMAND
-    # The personality in use, for extensions (e.g. its card's character_book); the fields above already
-    # carry what the prompt takes from it.
-    character: Character | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass
-class ReplyStream:
-    """A reply being generated: iterate for text deltas; ``job`` holds stats once done.
-
-    ``warnings`` lists the extensions' errors (from building the prompt, then while streaming).
-    """
-
-    prompt: BuiltPrompt
-    job: GenerationJob
-    continuing: bool = False
-    extensions: ExtensionManager | None = None
-    warnings: list[str] = field(default_factory=list)
-    _chunks: Iterator[Chunk] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.warnings.extend(self.prompt.warnings)
-        self._chunks = _tidy_reply(self.job, strip_leading=not self.continuing)
-        extensions = self.extensions
-        if extensions is not None and _extends_replies(extensions):
-            self._chunks = _extend_reply(self._chunks, extensions, self.warnings, "chat")
-
-    def __iter__(self) -> Iterator[Chunk]:
-        return self._chunks
-
-    def cancel(self) -> None:
-        self.job.cancel()
-
-    @property
-    def stats(self) -> GenerationStats | None:
-        return self.job.stats
-
-
-def _tidy_reply(chunks: Iterable[Chunk], *, strip_leading: bool) -> Iterator[Chunk]:
-    """Drop the space after "Name:" that opens a chat reply and the whitespace that ends any reply.
-
-    Trailing whitespace is held back until more text follows, so streaming stays incremental.
-    """
-    started = not strip_leading
-    pending = ""
-    for chunk in chunks:
-        text = chunk.text
-        if not started:
-            text = text.lstrip()
-            started = bool(text)
-        text = pending + text
-        body = text.rstrip()
-        pending = text[len(body) :]
-        if chunk.finish_reason is not None:
-            pending = ""
-        yield replace(chunk, text=body)
-
-
-@dataclass
-class CompletionStream:
-    """A raw completion being generated: iterate for text deltas (the continuation only, whitespace kept).
-
-    ``prompt`` and ``params`` are what the model got, after the extensions' completion hooks; ``warnings``
-    lists the extensions' errors (from those hooks, then while streaming).
-    """
-
-    job: GenerationJob
-    extensions: ExtensionManager | None = None
-    warnings: list[str] = field(default_factory=list)
-    _chunks: Iterator[Chunk] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._chunks = iter(self.job)
-        if self.extensions is not None and _extends_replies(self.extensions):
-            self._chunks = _extend_reply(self._chunks, self.extensions, self.warnings, "completion")
-
-    def __iter__(self) -> Iterator[Chunk]:
-        return self._chunks
-
-    def text(self) -> str:
-        """Run to the end and return the whole continuation (with the extensions' changes)."""
-        return "".join(chunk.text for chunk in self)
-
-    def cancel(self) -> None:
-        self.job.cancel()
-
-    @property
-    def prompt(self) -> str:
-        return self.job.prompt
-
-    @property
-    def params(self) -> GenerationParams:
-        return self.job.params
-
-    @property
-    def stats(self) -> GenerationStats | None:
-        return self.job.stats
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self.job.finish_reason
-
-
-def _extends_replies(extensions: ExtensionManager) -> bool:
-    return extensions.changes_replies()
-
-
-def _extend_reply(
-    chunks: Iterable[Chunk], extensions: ExtensionManager, warnings: list[str], kind: GenerationKind
-) -> Iterator[Chunk]:
-    """Each delta through the extensions' modify_chunk; the whole reply through modify_reply at the end.
-
-    A reply hook can only add text at the end of what has streamed; any other change is reported.
-    """
-    streamed = ""
-    finished = False
-
-    def ending() -> str:
-        final = extensions.modify_reply(streamed, kind, warnings)
-        if final.startswith(streamed):
-            return final[len(streamed) :]
-        warnings.append(
-            "An extension changed the reply's text after it had streamed; only text added at the end can be "
-            "applied, so the change was skipped."
-        )
-        return ""
-
-    for chunk in chunks:
-        text = chunk.text
-        if text:
-            text = extensions.modify_chunk(text, kind, warnings)
-        streamed += text
-        if chunk.finish_reason is not None and not finished:
-            finished = True
-            text += ending()
-        yield replace(chunk, text=text)
-    if not finished:
-        extra = ending()
-        if extra:
-            yield Chunk(text=extra)
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    state: LoadedState
-    detection: TemplateDetection
-
-    @property
-    def message(self) -> str:
-        return (
-            f"Loaded {self.state.entry.name} with {self.state.loader} in {self.state.load_seconds:.1f} s. "
-            f"{self.detection.message()}"
-        )
-
-
 class Service:
-    """One per process: the engine, the preset and template stores, and the current template choice."""
+    """One per process: the engine, the stores, and the objects doing each job (models, prompts, replies)."""
 
     def __init__(
         self,
@@ -258,14 +78,27 @@ class Service:
     ):
         self.engine = Engine(registry, models_dir, max_waiting=max_queue)
         self.extensions = extensions or ExtensionManager(found=())
-        self.machine: MachineSource = machine or MachineProbe()  # measured once, used by the fit checks
         self.presets = presets
         self.templates = templates
         self.chats = chats
         self.characters = characters
-        self._detection: TemplateDetection | None = None
-        self._lock = threading.Lock()
-        self._resume_lock = threading.Lock()  # one reload after an idle unload, however many ask at once
+        self.model_manager = ModelManager(self.engine, templates, machine or MachineProbe())
+        self.prompts = PromptBuilder(
+            self.engine,
+            templates,
+            self.extensions,
+            detected_template=self.model_manager.detected_template,
+            quick_reply=self.quick_reply,
+        )
+
+    @property
+    def machine(self) -> MachineSource:
+        """What the fit checks measure (probed once; a test may set a fake one)."""
+        return self.model_manager.machine
+
+    @machine.setter
+    def machine(self, machine: MachineSource) -> None:
+        self.model_manager.machine = machine
 
     # -- what the engine is doing (the page and the API ask here, never the engine itself) ----------------
 
@@ -307,18 +140,12 @@ class Service:
         """False when ``name`` would load through a loader whose models are not files (a remote server)."""
         return self.engine.uses_files(name, loader)
 
-    # -- models ---------------------------------------------------------------------------------------------
+    # -- models (the ModelManager) --------------------------------------------------------------------------
 
     def models(self) -> list[ModelEntry]:
         """The models folder's models, plus the loaded model when it was loaded by path from elsewhere
         (also while the idle watcher has it unloaded: the next message loads it again)."""
-        entries = discover_models(self.engine.models_dir)
-        state = self.engine.state
-        unloaded = self.engine.status().idle_unload
-        elsewhere = state.entry if state is not None else unloaded.entry if unloaded is not None else None
-        if elsewhere is not None and all(entry.name != elsewhere.name for entry in entries):
-            entries.append(elsewhere)
-        return entries
+        return self.model_manager.models()
 
     def load_model(
         self,
@@ -332,37 +159,11 @@ class Service:
 
         A model estimated not to fit in RAM (+VRAM) is refused unless ``insist``.
         """
-        if not insist:
-            self.check_fit(name, loader, settings)
-        state = self.engine.load(name, loader, settings)
-        detection = self._detect(state, template)
-        with self._lock:
-            self._detection = detection
-        return LoadReport(state, detection)
+        return self.model_manager.load(name, loader, settings, template, insist)
 
     def check_fit(self, name: str, loader: str | None, settings: Mapping[str, Any] | None) -> None:
         """EngineError with the estimate and suggestions when the model would not fit."""
-        if not self.engine.uses_files(name, loader):
-            return  # a server's model uses the server's memory, not this machine's
-        entry = self.engine.resolve(name)
-        try:
-            loader_name = loader or infer_loader(entry)
-        except ModelFileError:
-            return  # the load itself reports unreadable files
-        advice = check_before_load(entry, loader_name, settings, self.machine)
-        if advice is not None and advice.verdict == "does not fit":
-            raise EngineError(refusal_message(advice))
-
-    def _detect(self, state: LoadedState, explicit: str | None) -> TemplateDetection:
-        try:
-            return detect_template(
-                self.templates,
-                model_name=state.entry.name,
-                explicit=explicit,
-                metadata_template=state.model.facts.chat_template,
-            )
-        except TemplateError as exc:
-            raise EngineError(str(exc)) from exc
+        self.model_manager.check_fit(name, loader, settings)
 
     def resume_idle_model(self, name: str | None = None) -> LoadReport | None:
         """Load the model the idle watcher unloaded again, with the loader and settings it had, when nothing
@@ -370,51 +171,30 @@ class Service:
 
         As with Ollama and LM Studio, an idle unload only frees memory: the next message brings the model back.
         """
-        with self._resume_lock:
-            status = self.engine.status()
-            unloaded = status.idle_unload
-            if status.model is not None or unloaded is None or name not in (None, unloaded.model):
-                return None
-            # The fit check already passed for these settings; the user chose them.
-            return self.load_model(unloaded.model, unloaded.loader or None, unloaded.settings, insist=True)
+        return self.model_manager.resume_idle(name)
 
     def unload_model(self) -> None:
-        self.engine.unload()
-        with self._lock:
-            self._detection = None
+        self.model_manager.unload()
 
     @property
     def detection(self) -> TemplateDetection | None:
         """The template detected for the loaded model (None once it is unloaded, also by the idle watcher)."""
-        return self._detection if self.engine.state is not None else None
+        return self.model_manager.detection
 
     def status_line(self) -> str:
         """One line for the page: what is loaded, the template found, and the last reply's speed."""
-        state = self.engine.state
-        if state is None:
-            return "No model loaded."
-        parts = [f"Loaded: {state.entry.name} ({state.loader})."]
-        if self._detection is not None:
-            parts.append(self._detection.message())
-        stats = self.engine.last_stats
-        if stats is not None and stats.new_tokens:
-            parts.append(
-                f"Last reply: {stats.new_tokens} tokens, {stats.tokens_per_second:.1f} tokens/s, "
-                f"first token after {stats.time_to_first_token_s:.2f} s "
-                f"({stats.prompt_tokens} prompt tokens, {stats.reused_prompt_tokens} reused)."
-            )
-        return " ".join(parts)
+        return self.model_manager.status_line()
 
-    # -- prompts and generation -------------------------------------------------------------------------------
+    # -- prompts (the PromptBuilder) ------------------------------------------------------------------------
 
-    def template_for(self, settings: ChatSettings) -> Any:
-        if isinstance(settings.template, InstructionTemplate):
-            return settings.template
-        if settings.template:
-            return self.templates.get(settings.template)
-        if self._detection is not None:
-            return self._detection.template
-        return None
+    def template_for(self, settings: ChatSettings) -> InstructionTemplate | None:
+        """The template ``settings`` asks for, else the one detected for the loaded model (TemplateError)."""
+        return self.prompts.template_for(settings)
+
+    def prompt_budget(self, params: GenerationParams) -> PromptBudget:
+        """The loaded model's context shared between prompt and reply for ``params`` (EngineError with
+        nothing loaded)."""
+        return self.prompts.budget(params)
 
     def build_chat_prompt(
         self,
@@ -425,117 +205,23 @@ class Service:
         continue_last: bool = False,
         impersonate: bool = False,
         preview: bool = False,
-    ) -> BuiltPrompt:
+    ) -> ChatPrompt:
         """The exact prompt text for ``history`` in ``settings.mode``, truncated to fit the context, with the
-        enabled extensions applied. ``preview``: only to be looked at (the context meter), so the extensions
-        skip slow work (ChatContext.preview)."""
-        return self._build_chat_prompt(
+        enabled extensions applied, and the budget it was built within. ``preview``: only to be looked at
+        (the context meter), so the extensions skip slow work (ChatContext.preview)."""
+        return self.prompts.chat(
             history, settings, params, continue_last=continue_last, impersonate=impersonate, preview=preview
         )[0]
 
-    def _build_chat_prompt(
-        self,
-        history: Sequence[ChatMessage],
-        settings: ChatSettings,
-        params: GenerationParams,
-        *,
-        continue_last: bool = False,
-        impersonate: bool = False,
-        preview: bool = False,
-    ) -> tuple[BuiltPrompt, GenerationParams]:
-        """The prompt and the sampler parameters after the extensions' hooks (input, params, history,
-        prompt: in that order)."""
-        state = self.engine.require_model()
-        facts = state.model.facts
-        try:
-            template = self.template_for(settings)
-        except TemplateError as exc:
-            raise EngineError(str(exc)) from exc
-        # A model that applies its own chat template (a server's chat endpoint) gets the messages.
-        build = build_messages if renders_own_template(state.model) else build_prompt
-        request = PromptRequest(
-            messages=list(history),
-            mode=settings.mode,
-            template=template,
-            system_message=settings.system_message,
-            character_name=settings.character_name,
-            user_name=settings.user_name,
-            context=settings.context,
-            chat_instruct_command=settings.chat_instruct_command,
-            continue_last=continue_last,
-            impersonate=impersonate,
-            bos_token=facts.bos_token,
-            eos_token=facts.eos_token,
-        )
-        extensions = self.extensions
-        warnings: list[str] = []
-        chat: ChatContext | None = None
-        if extensions.enabled:
-
-            def measure(messages: Sequence[ChatMessage]) -> int:
-                unlimited = replace(request, messages=list(messages))
-                return build(
-                    unlimited, count_tokens=self.engine.count_tokens, max_prompt_tokens=2**62
-                ).prompt_tokens
-
-            chat = ChatContext(
-                mode=settings.mode,
-                character_name=settings.character_name,
-                user_name=settings.user_name,
-                character=settings.character,
-                max_prompt_tokens=self._prompt_budget(params),
-                count_tokens=self.engine.count_tokens,
-                measure=measure,
-                generate=self.quick_reply,
-                user_data_dir=extensions.user_data_dir,
-                preview=preview,
-            )
-            messages = list(history)
-            if messages and messages[-1].role == "user" and not (continue_last or impersonate):
-                text = extensions.modify_input(messages[-1].content, chat, warnings)
-                messages[-1] = ChatMessage("user", text)
-            params = extensions.modify_params(params, chat, warnings)
-            chat = replace(chat, max_prompt_tokens=self._prompt_budget(params))
-            messages = extensions.modify_history(messages, chat, warnings)
-            request = replace(request, messages=messages)
-        try:
-            built = build(
-                request, count_tokens=self.engine.count_tokens, max_prompt_tokens=self._prompt_budget(params)
-            )
-        except (PromptError, TemplateError) as exc:
-            raise EngineError(str(exc)) from exc
-        if chat is not None:
-            text = extensions.modify_prompt(built.text, chat, warnings)
-            if text != built.text:
-                built = replace(built, text=text, prompt_tokens=self.engine.count_tokens(text))
-        return replace(built, warnings=tuple(warnings)), params
-
-    def _prompt_budget(self, params: GenerationParams) -> int:
-        """Tokens the prompt may take: the context (or truncation_length) minus the room kept for the reply."""
-        facts = self.engine.require_model().model.facts
-        context = min(params.truncation_length or facts.context_length, facts.context_length)
-        return max(1, context - reply_reserve(context, params.max_new_tokens))
+    # -- generation (the reply streams) ---------------------------------------------------------------------
 
     def quick_reply(self, messages: Sequence[ChatMessage], max_new_tokens: int) -> str:
         """A short greedy reply of the loaded model to ``messages`` (for extensions, e.g. summaries), through
         the detected template (a plain transcript when there is none)."""
-        state = self.engine.require_model()
-        template = self._detection.template if self._detection is not None else None
-        request = PromptRequest(
-            messages=list(messages),
-            mode="instruct" if template is not None else "chat",
-            template=template,
-            bos_token=state.model.facts.bos_token,
-            eos_token=state.model.facts.eos_token,
-        )
-        build = build_messages if renders_own_template(state.model) else build_prompt
-        try:
-            built = build(request, count_tokens=self.engine.count_tokens, max_prompt_tokens=2**62)
-        except (PromptError, TemplateError) as exc:
-            raise EngineError(str(exc)) from exc
+        built = self.prompts.quick(messages)
         params = GenerationParams(temperature=0.0, max_new_tokens=max_new_tokens)
         job = self.engine.submit(built.text, params, built.stop_strings, messages=built.messages)
-        return "".join(chunk.text for chunk in _tidy_reply(job, strip_leading=True)).strip()
+        return "".join(chunk.text for chunk in tidy_reply(job, strip_leading=True)).strip()
 
     def stream_chat_reply(
         self,
@@ -548,7 +234,7 @@ class Service:
     ) -> ReplyStream:
         """Start generating the next reply (or the user's next message when impersonating)."""
         self.resume_idle_model()
-        prompt, params = self._build_chat_prompt(
+        prompt, params = self.prompts.chat(
             history, settings, params, continue_last=continue_last, impersonate=impersonate
         )
         job = self.engine.submit(prompt.text, params, prompt.stop_strings, messages=prompt.messages)
@@ -558,14 +244,9 @@ class Service:
         """Start a raw text completion (Default / Notebook tabs, `webui generate`, the APIs' completions),
         with the enabled extensions' completion, chunk and reply hooks applied."""
         self.resume_idle_model()
-        extensions = self.extensions
-        warnings: list[str] = []
-        if extensions.enabled:
-            self.engine.require_model()  # no hook runs for a completion that cannot start
-            params = extensions.modify_completion_params(params, prompt, warnings)
-            prompt = extensions.modify_completion_prompt(prompt, params, warnings)
-        job = self.engine.submit(prompt, params)
-        return CompletionStream(job, extensions, warnings)
+        prepared = self.prompts.completion(prompt, params)
+        job = self.engine.submit(prepared.text, prepared.params)
+        return CompletionStream(job, self.extensions, list(prepared.warnings))
 
     def close(self) -> None:
         try:

@@ -1,0 +1,230 @@
+"""Building what the model is given: a chat prompt (template, truncation to fit the context, the extensions'
+input / params / history / prompt hooks) or a raw completion's text (its completion hooks).
+
+A chat prompt carries the budget it was built within (the context size and the tokens kept for the reply),
+so a front end shows it without computing it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+from webui.core.characters import Character
+from webui.core.engine import Engine, EngineError
+from webui.core.extension_hooks import ChatContext
+from webui.core.extensions import ExtensionManager
+from webui.core.loader import renders_own_template
+from webui.core.params import GenerationParams
+from webui.core.prompts import (
+    DEFAULT_CHAT_INSTRUCT_COMMAND,
+    BuiltPrompt,
+    ChatMessage,
+    Mode,
+    PromptError,
+    PromptRequest,
+    build_messages,
+    build_prompt,
+    reply_reserve,
+)
+from webui.core.templates import InstructionTemplate, TemplateError, TemplateStore
+
+__all__ = ["ChatPrompt", "ChatSettings", "CompletionPrompt", "PromptBudget", "PromptBuilder"]
+
+_UNLIMITED = 2**62  # a token budget nothing reaches: measure or render without truncating
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """How a conversation is turned into a prompt (everything but the sampler)."""
+
+    mode: Mode = "instruct"
+    # A template name, a template itself (an API request's own), or None = the one detected for the model.
+    template: str | InstructionTemplate | None = None
+    system_message: str = ""
+    character_name: str = "Assistant"
+    user_name: str = "You"
+    context: str = ""
+    chat_instruct_command: str = DEFAULT_CHAT_INSTRUCT_COMMAND
+    # The personality in use, for extensions (e.g. its card's character_book); the fields above already
+    # carry what the prompt takes from it.
+    character: Character | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    """How the context is shared between a prompt and its reply, for one set of sampler parameters."""
+
+    context_tokens: (
+        int  # what prompt and reply may use: truncation_length if set, at most the model's context
+    )
+    reply_tokens: int  # kept free for the reply (max_new_tokens, at most half the context)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The most tokens the prompt may take."""
+        return max(1, self.context_tokens - self.reply_tokens)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatPrompt(BuiltPrompt):
+    """A chat prompt as built to fit, with the budget it was built within (the context meter shows it)."""
+
+    context_tokens: int
+    reply_tokens: int
+
+
+@dataclass(frozen=True)
+class CompletionPrompt:
+    """A raw completion's text and sampler parameters after the extensions' completion hooks."""
+
+    text: str
+    params: GenerationParams
+    warnings: tuple[str, ...] = ()
+
+
+class PromptBuilder:
+    """Builds prompts for the loaded model with the enabled extensions (one per Service)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        templates: TemplateStore,
+        extensions: ExtensionManager,
+        *,
+        detected_template: Callable[[], InstructionTemplate | None],
+        quick_reply: Callable[[Sequence[ChatMessage], int], str],
+    ) -> None:
+        self.engine = engine
+        self.templates = templates
+        self.extensions = extensions
+        self._detected_template = detected_template  # the model manager's, read at each build
+        self._quick_reply = quick_reply  # what ChatContext.generate calls
+
+    def template_for(self, settings: ChatSettings) -> InstructionTemplate | None:
+        """The template ``settings`` asks for, else the one detected for the loaded model (TemplateError)."""
+        if isinstance(settings.template, InstructionTemplate):
+            return settings.template
+        if settings.template:
+            return self.templates.get(settings.template)
+        return self._detected_template()
+
+    def budget(self, params: GenerationParams) -> PromptBudget:
+        """The loaded model's context shared out for ``params`` (EngineError with nothing loaded)."""
+        facts = self.engine.require_model().model.facts
+        context = min(params.truncation_length or facts.context_length, facts.context_length)
+        return PromptBudget(context, reply_reserve(context, params.max_new_tokens))
+
+    def chat(
+        self,
+        history: Sequence[ChatMessage],
+        settings: ChatSettings,
+        params: GenerationParams,
+        *,
+        continue_last: bool = False,
+        impersonate: bool = False,
+        preview: bool = False,
+    ) -> tuple[ChatPrompt, GenerationParams]:
+        """The prompt and the sampler parameters after the extensions' hooks (input, params, history,
+        prompt: in that order). EngineError for a template or prompt problem, or with nothing loaded."""
+        state = self.engine.require_model()
+        facts = state.model.facts
+        try:
+            template = self.template_for(settings)
+        except TemplateError as exc:
+            raise EngineError(str(exc)) from exc
+        # A model that applies its own chat template (a server's chat endpoint) gets the messages.
+        build = build_messages if renders_own_template(state.model) else build_prompt
+        request = PromptRequest(
+            messages=list(history),
+            mode=settings.mode,
+            template=template,
+            system_message=settings.system_message,
+            character_name=settings.character_name,
+            user_name=settings.user_name,
+            context=settings.context,
+            chat_instruct_command=settings.chat_instruct_command,
+            continue_last=continue_last,
+            impersonate=impersonate,
+            bos_token=facts.bos_token,
+            eos_token=facts.eos_token,
+        )
+        extensions = self.extensions
+        warnings: list[str] = []
+        chat: ChatContext | None = None
+        if extensions.enabled:
+
+            def measure(messages: Sequence[ChatMessage]) -> int:
+                unlimited = replace(request, messages=list(messages))
+                return build(
+                    unlimited, count_tokens=self.engine.count_tokens, max_prompt_tokens=_UNLIMITED
+                ).prompt_tokens
+
+            chat = ChatContext(
+                mode=settings.mode,
+                character_name=settings.character_name,
+                user_name=settings.user_name,
+                character=settings.character,
+                max_prompt_tokens=self.budget(params).prompt_tokens,
+                count_tokens=self.engine.count_tokens,
+                measure=measure,
+                generate=self._quick_reply,
+                user_data_dir=extensions.user_data_dir,
+                preview=preview,
+            )
+            messages = list(history)
+            if messages and messages[-1].role == "user" and not (continue_last or impersonate):
+                messages[-1] = ChatMessage(
+                    "user", extensions.modify_input(messages[-1].content, chat, warnings)
+                )
+            params = extensions.modify_params(params, chat, warnings)
+            chat = replace(chat, max_prompt_tokens=self.budget(params).prompt_tokens)
+            request = replace(request, messages=extensions.modify_history(messages, chat, warnings))
+        budget = self.budget(params)
+        try:
+            built = build(
+                request, count_tokens=self.engine.count_tokens, max_prompt_tokens=budget.prompt_tokens
+            )
+        except (PromptError, TemplateError) as exc:
+            raise EngineError(str(exc)) from exc
+        if chat is not None:
+            text = extensions.modify_prompt(built.text, chat, warnings)
+            if text != built.text:
+                built = replace(built, text=text, prompt_tokens=self.engine.count_tokens(text))
+        shown = {item.name: getattr(built, item.name) for item in fields(BuiltPrompt)}
+        prompt = ChatPrompt(
+            **{**shown, "warnings": tuple(warnings)},
+            context_tokens=budget.context_tokens,
+            reply_tokens=budget.reply_tokens,
+        )
+        return prompt, params
+
+    def quick(self, messages: Sequence[ChatMessage]) -> BuiltPrompt:
+        """The prompt of a short reply asked for by an extension: through the detected template (a plain
+        transcript when there is none), never truncated, no extension hooks."""
+        state = self.engine.require_model()
+        template = self._detected_template()
+        request = PromptRequest(
+            messages=list(messages),
+            mode="instruct" if template is not None else "chat",
+            template=template,
+            bos_token=state.model.facts.bos_token,
+            eos_token=state.model.facts.eos_token,
+        )
+        build = build_messages if renders_own_template(state.model) else build_prompt
+        try:
+            return build(request, count_tokens=self.engine.count_tokens, max_prompt_tokens=_UNLIMITED)
+        except (PromptError, TemplateError) as exc:
+            raise EngineError(str(exc)) from exc
+
+    def completion(self, prompt: str, params: GenerationParams) -> CompletionPrompt:
+        """A raw completion's text and parameters after the extensions' completion hooks (params, then
+        prompt). EngineError with nothing loaded while an extension is enabled: no hook runs for a
+        completion that cannot start."""
+        extensions = self.extensions
+        warnings: list[str] = []
+        if extensions.enabled:
+            self.engine.require_model()
+            params = extensions.modify_completion_params(params, prompt, warnings)
+            prompt = extensions.modify_completion_prompt(prompt, params, warnings)
+        return CompletionPrompt(prompt, params, tuple(warnings))
