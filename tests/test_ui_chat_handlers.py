@@ -28,7 +28,6 @@ from webui.ui.convert import (
     content_text,
     context_meter_text,
     drop_trailing_replies,
-    effective_context,
     normalize_history,
     open_reply,
     preview_messages,
@@ -331,9 +330,6 @@ def test_preview_messages_use_the_chat_or_an_example() -> None:
 
 
 def test_context_and_token_count_texts() -> None:
-    assert effective_context(0, 2048) == 2048
-    assert effective_context(1024, 2048) == 1024
-    assert effective_context(9999, 2048) == 2048
     text = context_meter_text(512, 2048, 256)
     assert text.startswith("Context: **512 / 2,048** tokens (25%)") and "256 kept for the reply" in text
     assert "the 3 oldest messages no longer fit" in context_meter_text(900, 1024, 100, dropped=3)

@@ -274,11 +274,6 @@ def preview_messages(history: Sequence[Message], system_message: str | None) -> 
 # -- token counts -----------------------------------------------------------------------------------------------
 
 
-def effective_context(truncation_length: int, context_length: int) -> int:
-    """The tokens a prompt and its reply may use: truncation_length if set (at most the model's context)."""
-    return min(truncation_length or context_length, context_length)
-
-
 def context_meter_text(prompt_tokens: int, context: int, reserved: int, dropped: int = 0) -> str:
     """The Chat tab's context meter: prompt tokens used out of the context, and what truncation dropped."""
     share = 100 * prompt_tokens / context if context > 0 else 0.0

@@ -6,13 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from webui.core.params import GenerationParams
-from webui.core.prompts import reply_reserve
 from webui.core.service import ChatSettings, EngineError, Service
 from webui.core.templates import InstructionTemplate, TemplateError
 from webui.ui.convert import (
     Message,
     context_meter_text,
-    effective_context,
     open_reply,
     preview_messages,
     to_chat_messages,
@@ -31,18 +29,17 @@ def context_meter(
     service: Service, history: Sequence[Message], settings: ChatSettings, params: GenerationParams
 ) -> str:
     """The context meter's text: the tokens of the next reply's prompt (as the model would see it) out of
-    the context size."""
-    state = service.loaded
-    if state is None:
+    the context size and the room kept for the reply, as the Service built it."""
+    if service.loaded is None:
         return "Context: no model loaded."
-    context = effective_context(params.truncation_length, state.model.facts.context_length)
     try:
         # A preview: extensions must not stall the meter (e.g. summary_memory asking the model).
         built = service.build_chat_prompt(to_chat_messages(history), settings, params, preview=True)
     except EngineError as exc:
         return f"Context: the prompt cannot be built ({exc})"
-    reserved = reply_reserve(context, params.max_new_tokens)
-    return context_meter_text(built.prompt_tokens, context, reserved, built.dropped_messages)
+    return context_meter_text(
+        built.prompt_tokens, built.context_tokens, built.reply_tokens, built.dropped_messages
+    )
 
 
 def next_reply_prompt(
