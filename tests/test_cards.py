@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
+from tests.support.cards import CARD_FILE, avatar_image, write_card_png
 from webui.config import PROJECT_ROOT
 from webui.core import cards
 from webui.core.characters import Character, CharacterError, CharacterStore
-
-DATA = Path(__file__).parent / "data" / "characters"
-CARD_FILE = DATA / "card_v2_lighthouse.json"
 
 
 @pytest.fixture
@@ -29,20 +27,6 @@ def store(tmp_path: Path) -> CharacterStore:
 
 def original_card() -> dict[str, Any]:
     return json.loads(CARD_FILE.read_text(encoding="utf-8"))
-
-
-def avatar_image() -> Image.Image:
-    """A 24x16 RGBA image whose every pixel differs, so any re-encoding that changes pixels shows."""
-    image = Image.new("RGBA", (24, 16))
-    image.putdata([(x * 10, y * 15, (x * y) % 256, 255 - x) for y in range(16) for x in range(24)])
-    return image
-
-
-def write_card_png(path: Path, card: dict[str, Any], image: Image.Image | None = None) -> None:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "palabre-tests")
-    info.add_text("chara", base64.b64encode(json.dumps(card).encode("utf-8")).decode("ascii"))
-    (image or avatar_image()).save(path, format="PNG", pnginfo=info)
 
 
 def card_from_png(path: Path) -> dict[str, Any]:

@@ -371,7 +371,7 @@ CONFIG_VALUES = st.recursive(
 def test_model_folder_facts_raise_only_model_file_errors(
     folder: Path, config: Any, header: Any, junk: bytes | None
 ) -> None:
-    from tests.test_hardware import FakeMachine, machine
+    from tests.support.machines import FakeMachine, machine
     from webui.core.fit_check import check_before_load
     from webui.core.models import ModelEntry, folder_metadata, infer_loader
 
@@ -423,7 +423,7 @@ ARCH_KEYS = st.lists(
 def test_gguf_facts_and_fit_check_raise_only_model_file_errors(
     folder: Path, tensors: list[tuple[str, list[int], int, int]], keys: list[tuple[str, int]]
 ) -> None:
-    from tests.test_hardware import FakeMachine, machine
+    from tests.support.machines import FakeMachine, machine
     from webui.core.fit_check import check_before_load
     from webui.core.model_facts import gguf_facts
     from webui.core.models import ModelEntry

@@ -12,38 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.config import make_config
+from tests.support.machines import GB, FakeMachine, machine
 from webui.core.engine import EngineError
 from webui.core.hardware import estimate_memory, estimate_speed, fit_advice, memory_verdict, quick_fit
-from webui.core.machine import GpuFacts, MachineFacts, parse_nvidia_smi
+from webui.core.machine import GpuFacts, parse_nvidia_smi
 from webui.core.model_facts import ArchFacts, gguf_facts, name_disagreements
 from webui.core.model_names import decode_model_name
 from webui.provision import DEFAULT_MODEL_FILE
-
-GB = 10**9
-
-
-def machine(available_gb: float = 16.0, gpus: tuple[GpuFacts, ...] = ()) -> MachineFacts:
-    """A made-up machine: no dependence on this one's RAM."""
-    return MachineFacts(
-        total_ram_bytes=int(32 * GB),
-        available_ram_bytes=int(available_gb * GB),
-        cores=8,
-        threads=7,
-        bandwidth_bytes_per_s=20e9,
-        compute_weights_per_s=40e9,
-        dispatch_seconds=1e-6,
-        gpus=gpus,
-    )
-
-
-class FakeMachine:
-    """Stands in for MachineProbe at the Service seam."""
-
-    def __init__(self, facts: MachineFacts) -> None:
-        self._facts = facts
-
-    def facts(self, threads: int | None = None, *, measure_speed: bool = True) -> MachineFacts:
-        return self._facts
 
 
 def synthetic(weight_gb: float = 7.0, layers: int = 32, params: float = 7.2e9) -> ArchFacts:

@@ -458,7 +458,7 @@ def test_yaml_bombs_pasted_in_the_parameters_box_are_refused(case: str) -> None:
     ],
 )
 def test_hostile_safetensors_header_does_not_break_the_fit_check(tmp_path: Path, header: bytes) -> None:
-    from tests.test_hardware import FakeMachine, machine
+    from tests.support.machines import FakeMachine, machine
     from webui.core.fit_check import check_before_load
 
     folder = model_folder(
@@ -471,7 +471,7 @@ def test_hostile_safetensors_header_does_not_break_the_fit_check(tmp_path: Path,
 
 
 def test_gguf_tensor_without_dimensions_does_not_break_the_fit_check(tmp_path: Path) -> None:
-    from tests.test_hardware import FakeMachine, machine
+    from tests.support.machines import FakeMachine, machine
     from webui.core.fit_check import check_before_load
 
     tensor = hostile.gguf_string("token_embd.weight") + struct.pack("<I", 0) + struct.pack("<IQ", 0, 0)

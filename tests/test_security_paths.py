@@ -335,8 +335,8 @@ def test_chat_export_file_names_stay_in_the_export_folder(tmp_path: Path) -> Non
 def test_page_upload_with_traversal_names_in_chromium(
     browser: Browser, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    from tests.support.page import open_character_tab, wait_character_status
     from tests.support.servers import open_page
-    from tests.test_ui_characters_browser import open_character_tab, wait_status
 
     root = tmp_path_factory.mktemp("paths-browser")
     server = Server(root)
@@ -350,7 +350,7 @@ def test_page_upload_with_traversal_names_in_chromium(
             open_character_tab(page)
             status = page.locator("#character-status")
             page.locator("#character-import input[type=file]").set_input_files(str(upload))
-            wait_status(page, "Imported")
+            wait_character_status(page, "Imported")
             assert "escaped" in status.inner_text()
             for name in (
                 "../../escaped",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.support.page import choose, send_and_watch
 from tests.support.servers import Server, open_page
 from webui.benchmarks.browser import BOT
 from webui.provision import DEFAULT_MODEL_FILE
@@ -42,68 +43,6 @@ def page(browser: Browser, server: tuple[str, Path]) -> Iterator[Page]:
         ).click()  # the page shows the last conversation: start each test with a new one
         page.wait_for_function("() => !document.querySelector('#chatbot [data-testid=\"user\"]')")
         yield page
-
-
-def choose(page: Page, dropdown: str, option: str) -> None:
-    """Pick ``option`` in the Gradio dropdown with elem_id ``dropdown``."""
-    page.locator(f"#{dropdown} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
-# Records every text the newest bot message shows (a MutationObserver sees each DOM update, however fast).
-RECORD_BOT_TEXTS = """
-(start) => {
-  window.__botTexts = [];
-  const root = document.querySelector('#chatbot');
-  const record = () => {
-    const bots = root.querySelectorAll('[data-testid="bot"]');
-    if (bots.length <= start) return;
-    const text = bots[bots.length - 1].innerText.trim();
-    const log = window.__botTexts;
-    if (text && log[log.length - 1] !== text) log.push(text);
-  };
-  window.__botObserver?.disconnect();
-  window.__botObserver = new MutationObserver(record);
-  window.__botObserver.observe(root, {subtree: true, childList: true, characterData: true});
-}
-"""
-
-
-def send_and_watch(
-    page: Page, text: str, *, press_enter: bool = False, timeout: float = 120
-) -> tuple[list[str], str]:
-    """Send ``text`` (Send button or Enter); return every text the reply showed while streaming, and the last.
-
-    The reply is over when the status line shows new stats: "Generating…" holds it from Send until then.
-    """
-    status = page.locator("#chat-status")
-    before = status.inner_text()
-    bots = page.locator(BOT)
-    replies_before = bots.count()
-    page.evaluate(RECORD_BOT_TEXTS, replies_before)
-    page.locator("#chat-input textarea").fill(text)
-    if press_enter:
-        page.locator("#chat-input textarea").press("Enter")
-    else:
-        page.locator("#chat-send").click()
-    generating_seen = False
-    deadline = time.monotonic() + timeout
-    while True:
-        now = status.inner_text()
-        generating_seen = generating_seen or now.startswith("Generating")
-        if "tokens/s" in now and (generating_seen or now != before):
-            break
-        assert time.monotonic() < deadline, f"no finished reply after {timeout} s; status {now!r}"
-        time.sleep(0.02)
-    page.wait_for_function(f"() => document.querySelectorAll('{BOT}').length > {replies_before}")
-    final = bots.last.inner_text().strip()
-    while True:  # let the chatbot finish rendering the last update
-        time.sleep(0.2)
-        settled = bots.last.inner_text().strip()
-        if settled == final:
-            break
-        final = settled
-    return page.evaluate("() => window.__botTexts"), final
 
 
 def test_chat_reply_streams_into_the_page(page: Page) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.cards import CARD_FILE
 from tests.support.fakes import ScriptedLoader
 from webui.config import PROJECT_ROOT
 from webui.core.characters import CharacterStore
@@ -21,7 +22,6 @@ from webui.core.templates import TemplateStore
 from webui.ui.character_tab import EDITOR_FIELDS, MODEL_TEMPLATE, CharacterTab, parse_parameters
 
 DATA = Path(__file__).parent / "data" / "characters"
-CARD_FILE = DATA / "card_v2_lighthouse.json"
 MODELFILE = DATA / "Mario.Modelfile"
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.support.cards import CARD_FILE, write_card_png
+from tests.support.page import choose, open_character_tab, wait_character_status
 from tests.support.servers import Server, open_page
-from tests.test_cards import CARD_FILE, write_card_png
-from tests.test_ui_browser import choose
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -38,35 +38,20 @@ def page(browser: Browser, server: str) -> Iterator[Page]:
         yield page
 
 
-def open_character_tab(page: Page) -> None:
-    page.get_by_role("tab", name="Chat", exact=True).wait_for()
-    tab = page.get_by_role("tab", name="Character", exact=True)
-    if tab.count() == 0:
-        pytest.fail("The page has no Character tab: webui/ui/app.py must build CharacterTab.")
-    tab.click()  # Gradio draws a tab when first shown
-    page.locator("#character-dropdown input").wait_for()
-
-
-def wait_status(page: Page, text: str) -> None:
-    page.wait_for_function(
-        "(text) => document.querySelector('#character-status')?.innerText.includes(text)", arg=text
-    )
-
-
 def test_create_save_reload_and_pick_again(page: Page) -> None:
     page.locator("#character-new").click()
-    wait_status(page, "New personality")
+    wait_character_status(page, "New personality")
     page.locator(text_box("character-name")).fill("Ada Browser")
     page.locator(text_box("character-greeting")).fill("Hello {{user}}, I am Ada.")
     page.locator(text_box("character-context")).fill("You are Ada, a careful mathematician.")
     page.locator(text_box("character-parameters")).fill("temperature: 0.3")
     page.locator("#character-save").click()
-    wait_status(page, "Ada Browser saved")
+    wait_character_status(page, "Ada Browser saved")
 
     page.reload()
     open_character_tab(page)
     choose(page, "character-dropdown", "Ada Browser")
-    wait_status(page, "Ada Browser loaded")
+    wait_character_status(page, "Ada Browser loaded")
     assert page.locator(text_box("character-name")).input_value() == "Ada Browser"
     assert page.locator(text_box("character-greeting")).input_value() == "Hello {{user}}, I am Ada."
     assert (
@@ -84,7 +69,9 @@ def test_create_save_reload_and_pick_again(page: Page) -> None:
 
     page.locator(text_box("character-parameters")).fill("temprature: 0.3")
     page.locator("#character-save").click()
-    wait_status(page, "did you mean 'temperature'")  # a clear error, and the fields keep what was typed
+    wait_character_status(
+        page, "did you mean 'temperature'"
+    )  # a clear error, and the fields keep what was typed
     assert page.locator(text_box("character-parameters")).input_value() == "temprature: 0.3"
 
 
@@ -94,7 +81,7 @@ def test_import_a_card_png_and_pick_it(page: Page, tmp_path: Path) -> None:
     png = tmp_path / "mira.png"
     write_card_png(png, card)
     page.locator("#character-import input[type=file]").set_input_files(str(png))
-    wait_status(page, "Imported Mira Png")
+    wait_character_status(page, "Imported Mira Png")
     assert page.locator("#character-dropdown input").input_value() == "Mira Png"
     assert page.locator(text_box("character-name")).input_value() == "Mira Png"
     assert page.locator("#character-avatar img").count() >= 1  # the card's image is the avatar
@@ -104,4 +91,4 @@ def test_import_a_card_png_and_pick_it(page: Page, tmp_path: Path) -> None:
     page.keyboard.press("Escape")
 
     page.locator("#character-import-button").click()  # the same file again: asks before overwriting
-    wait_status(page, "already exists")
+    wait_character_status(page, "already exists")

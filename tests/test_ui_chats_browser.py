@@ -10,12 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.support.page import choose, goto_chat, send_and_watch, set_max_new_tokens
 from tests.support.servers import Server
-from tests.test_ui_browser import (
-    BOT,
-    choose,
-    send_and_watch,
-)
+from webui.benchmarks.browser import BOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,12 +29,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -
         yield server
     finally:
         server.stop()
-
-
-def open_page(page: Page, url: str) -> None:
-    page.goto(url)
-    page.wait_for_selector("#chat-input textarea")
-    page.wait_for_function("() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')")
 
 
 def bot_texts(page: Page) -> list[str]:
@@ -70,14 +61,6 @@ def regenerate_and_wait(page: Page) -> None:
         time.sleep(0.5)
 
 
-def set_max_new_tokens(page: Page, tokens: int) -> None:
-    page.get_by_role("tab", name="Parameters").click()
-    number = page.locator("#param-max_new_tokens input[type=number]")
-    number.fill(str(tokens))
-    number.press("Tab")
-    page.get_by_role("tab", name="Chat").click()
-
-
 def conversation_entry(page: Page, title: str) -> object:
     return page.locator("#chat-conversations label", has_text=title)
 
@@ -86,7 +69,7 @@ def test_conversations_are_stored_switched_and_survive_a_restart(browser: Browse
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(60_000)
-    open_page(page, server.url)
+    goto_chat(page, server.url)
 
     page.get_by_role("tab", name="Parameters").click()
     choose(page, "preset-dropdown", "Deterministic")
@@ -142,7 +125,7 @@ def test_conversations_are_stored_switched_and_survive_a_restart(browser: Browse
     # A server restart on the same user_data: every message is still there.
     server.stop()
     server.start()
-    open_page(page, server.url)
+    goto_chat(page, server.url)
     conversation_entry(page, FIRST[:20]).click()
     page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({FIRST!r})")
     wait_for_bots(page, 2)
@@ -160,7 +143,7 @@ def test_killing_the_server_mid_reply_loses_no_earlier_message(browser: Browser,
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(60_000)
-    open_page(page, server.url)
+    goto_chat(page, server.url)
     choose(page, "chat-personality", "(none)")
     page.locator("#chat-clear").click()
     set_max_new_tokens(page, 24)
@@ -201,7 +184,7 @@ def test_killing_the_server_mid_reply_loses_no_earlier_message(browser: Browser,
     server.start()
     page = context.new_page()
     page.set_default_timeout(60_000)
-    open_page(page, server.url)
+    goto_chat(page, server.url)
     conversation_entry(page, question[:20]).click()
     page.wait_for_function(f"() => document.querySelector('#chatbot')?.innerText.includes({long_question!r})")
     assert user_texts(page) == [question, long_question]

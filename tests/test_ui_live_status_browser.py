@@ -16,8 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.support.fakes import scripted_service
+from tests.support.page import set_max_new_tokens
 from tests.support.servers import Server, open_page
-from tests.test_ui_chats_browser import set_max_new_tokens
 from webui.benchmarks.browser import BOT
 from webui.core.engine import IdleUnload
 from webui.core.service import Service

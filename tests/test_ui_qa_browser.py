@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.support.page import choose, goto_chat
 from tests.support.servers import Server
-from tests.test_ui_browser import choose
-from tests.test_ui_chats_browser import open_page
 
 DATA = Path(__file__).parent / "data"
 
@@ -28,7 +27,7 @@ def page(browser: Browser, server: Server) -> Iterator[Page]:
     try:
         page = context.new_page()
         page.set_default_timeout(60_000)
-        open_page(page, server.url)
+        goto_chat(page, server.url)
         yield page
     finally:
         context.close()
@@ -100,7 +99,7 @@ def test_deleting_a_preset_shows_and_remembers_the_default(page: Page, server: S
     wait_for_text(page, "#chat-context", "512 kept for the reply")
 
     # A reload used to bring back the preset picked before (Deterministic), not the one shown.
-    open_page(page, server.url)
+    goto_chat(page, server.url)
     page.get_by_role("tab", name="Parameters").click()
     page.wait_for_function("() => document.querySelector('#preset-dropdown input')?.value === 'Default'")
     assert (
@@ -132,7 +131,7 @@ def test_on_a_phone_the_chat_comes_first_with_a_full_width_message_box(
     try:
         page = context.new_page()
         page.set_default_timeout(60_000)
-        open_page(page, server.url)
+        goto_chat(page, server.url)
         box = page.locator("#chat-input textarea").bounding_box()
         send = page.locator("#chat-send").bounding_box()
         chat = page.locator("#chatbot").bounding_box()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.support.page import choose, send_and_watch
 from tests.support.servers import Server, open_page
 from tests.support.tiny_models import reference_greedy
-from tests.test_ui_browser import choose, send_and_watch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -22,8 +22,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser
 
+from tests.support.page import send_and_watch
 from tests.support.servers import Server, free_port, open_page
-from tests.test_ui_browser import send_and_watch
 from webui.config import PROJECT_ROOT
 from webui.provision import DEFAULT_MODEL_FILE
 

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Dialog, Page
 
 from tests.support.servers import Server, open_page
-from tests.test_ui_browser import BOT
+from webui.benchmarks.browser import BOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
