@@ -21,6 +21,7 @@ from tests.support import hostile_files as hostile
 from tests.support.servers import Server
 from webui.core import templates as templates_module
 from webui.core.models import gguf_metadata
+from webui.core.template_sandbox import MAX_RENDER_BYTES
 from webui.core.templates import (
     MAX_RENDER_SECONDS,
     InstructionTemplate,
@@ -263,3 +264,67 @@ def test_ollama_go_template_cannot_smuggle_jinja(server: Server, server_root: Pa
         assert refused.status_code == 400, (action, refused.text)
         assert "cannot be used" in refused.json()["error"]
     assert not marker.exists()
+
+
+# -- memory: the per-render budget, through the real server --------------------------------------------------
+
+# Forty strings of 4M characters, each under the per-value cap, kept in variables: 160 MB in all.
+MEMORY_HOG = "".join(f"{{% set v{i} = 'x' * 4000000 ~ {i} %}}" for i in range(40)) + "{{ v0|length }}"
+# Within the budget (40 MB), then an error: what the render held must not outlive the request.
+HOLD_THEN_FAIL = "".join(f"{{% set v{i} = 'x' * 4000000 ~ {i} %}}" for i in range(10)) + "{{ 1 / 0 }}"
+MIB = 2**20
+
+
+def server_memory_mib(server: Server, field: str = "VmRSS") -> float:
+    """The server's resident memory ("VmRSS") or its peak since reset_server_peak ("VmHWM"), in MiB."""
+    assert server.process is not None
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for the server's process")
+
+
+def reset_server_peak(server: Server) -> None:
+    assert server.process is not None
+    Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads the server's memory from /proc")
+def test_a_template_that_holds_too_much_memory_is_refused_and_the_memory_comes_back(server: Server) -> None:
+    assert load(server, DEFAULT_MODEL_FILE).status_code == 200
+    budget = MAX_RENDER_BYTES / MIB
+    for _ in range(2):  # warm up: code paths, the allocator's arenas in the request threads
+        chat(server, "Hello", instruction_template_str=MEMORY_HOG, mode="instruct")
+        assert chat(server, "Hello", instruction_template_str="{{ messages[0].content }}").status_code == 200
+    start = server_memory_mib(server)
+
+    reset_server_peak(server)
+    response = chat(server, "Hello", instruction_template_str=MEMORY_HOG, mode="instruct")
+    peak, after = server_memory_mib(server, "VmHWM") - start, server_memory_mib(server) - start
+    print(f"\nserver at {start:.0f} MiB; one request: +{peak:.1f} MiB at the peak, {after:+.1f} MiB after")
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert 'Template "instruction_template_str"' in message and f"{budget:g} MiB" in message, message
+    assert peak <= budget + 32  # the budget, plus what the allocator and one value's pre-check let through
+    assert after <= 8  # given back at once, not at the next garbage collection
+
+    reset_server_peak(server)
+    for _ in range(20):
+        response = chat(server, "Hello", instruction_template_str=MEMORY_HOG, mode="instruct")
+        assert response.status_code == 400, response.text
+    peak, after = server_memory_mib(server, "VmHWM") - start, server_memory_mib(server) - start
+    print(f"20 requests in a row: +{peak:.1f} MiB at the peak, {after:+.1f} MiB after")
+    assert peak <= budget + 32  # requests one after another do not stack up
+    assert after <= 16
+
+    for _ in range(20):
+        response = chat(server, "Hello", instruction_template_str=HOLD_THEN_FAIL, mode="instruct")
+        assert response.status_code == 400 and "division by zero" in response.text, response.text
+    after = server_memory_mib(server) - start
+    print(f"20 renders that hold 40 MB then fail: {after:+.1f} MiB after")
+    assert after <= 16
+    fine = chat(
+        server, "Hello", instruction_template_str="{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+    assert fine.status_code == 200, fine.text
