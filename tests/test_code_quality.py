@@ -26,5 +26,5 @@ def test_ruff_format() -> None:
 
 
 def test_mypy_core_and_api() -> None:
-    result = run("mypy", "webui/core", "webui/api")
+    result = run("mypy", "webui/core", "webui/api", "webui/ui")
     assert result.returncode == 0, result.stdout + result.stderr

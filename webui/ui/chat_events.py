@@ -129,7 +129,7 @@ class ChatHandlers:
             persona,
             mode=base.mode,
             user_name=user,
-            template=base.template,
+            template=base.template if isinstance(base.template, str) else None,  # the page names templates
             chat_instruct_command=base.chat_instruct_command,
         )
         return settings, params_for(persona, params)

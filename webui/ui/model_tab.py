@@ -18,6 +18,8 @@ from webui.ui.convert import loader_settings_from_values, setting_kind
 from webui.ui.live_status import page_status
 
 _PER_ROW = 4
+# The widgets a loader setting is drawn as (a union, not Component: the events such as .input are theirs).
+SettingWidget = gr.Checkbox | gr.Number | gr.Dropdown | gr.Textbox
 
 
 @dataclass
@@ -27,7 +29,7 @@ class LoaderPanel:
     loader: str
     settings_model: type[BaseModel] | None
     names: list[str]
-    widgets: list[gr.components.Component]
+    widgets: list[SettingWidget]
     group: Any = None
 
 
@@ -35,7 +37,7 @@ def _elem_id(loader: str, name: str) -> str:
     return "setting-" + "".join(c if c.isalnum() or c == "_" else "-" for c in f"{loader}-{name}")
 
 
-def setting_widget(loader: str, name: str, model: type[BaseModel]) -> gr.components.Component:
+def setting_widget(loader: str, name: str, model: type[BaseModel]) -> SettingWidget:
     """A widget for one loader setting: numbers, checkboxes, text, or a dropdown for fixed choices."""
     info = model.model_fields[name]
     kind, _optional, choices = setting_kind(info)
@@ -230,20 +232,18 @@ class ModelTab:
                 if model is None:
                     gr.Markdown(f"⚠️ {error}")
                     names: list[str] = []
-                    widgets: list[gr.components.Component] = []
+                    widgets: list[SettingWidget] = []
                 else:
                     names, widgets = self._draw_settings(loader, model)
             self.panels.append(LoaderPanel(loader, model, names, widgets, group))
 
     @staticmethod
-    def _draw_settings(
-        loader: str, model: type[BaseModel]
-    ) -> tuple[list[str], list[gr.components.Component]]:
+    def _draw_settings(loader: str, model: type[BaseModel]) -> tuple[list[str], list[SettingWidget]]:
         """Value settings in rows of four, then the on/off settings in one row."""
         fields = list(model.model_fields)
         switches = [n for n in fields if setting_kind(model.model_fields[n])[0] == "bool"]
         values = [n for n in fields if n not in switches]
-        drawn: dict[str, gr.components.Component] = {}
+        drawn: dict[str, SettingWidget] = {}
         for start in range(0, len(values), _PER_ROW):
             with gr.Row(equal_height=True):
                 for name in values[start : start + _PER_ROW]:

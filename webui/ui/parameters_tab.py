@@ -24,6 +24,8 @@ from webui.ui.convert import (
 from webui.ui.template_editor import TemplateEditor
 
 _MAX_SLIDER_STEPS = 100_000
+# The widgets a sampler field is drawn as (a union, not Component: the events such as .change are theirs).
+ParamWidget = gr.Slider | gr.Number | gr.Checkbox | gr.Textbox
 _EXTRA_INFO = {
     "list": " A JSON list, or one item per line.",
     "mapping": ' A JSON object, e.g. {"50256": -100}.',
@@ -38,7 +40,7 @@ def _is_slider(spec: FieldSpec) -> bool:
     return (spec.maximum - spec.minimum) / spec.step <= _MAX_SLIDER_STEPS
 
 
-def param_widget(spec: FieldSpec, value: Any) -> gr.components.Component:
+def param_widget(spec: FieldSpec, value: Any) -> ParamWidget:
     """The widget for one sampler field, drawn from its schema entry (bounds, step, description)."""
     info = spec.description + _EXTRA_INFO.get(spec.kind, "")
     common: dict[str, Any] = {"label": spec.name, "info": info, "elem_id": f"param-{spec.name}"}
@@ -76,7 +78,7 @@ class ParametersTab:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.specs: list[FieldSpec] = field_specs()
-        self.components: list[gr.components.Component] = []
+        self.components: list[ParamWidget] = []
         self.editor = TemplateEditor(service)
 
     # -- pure handlers (no widgets needed) -------------------------------------------------------------
@@ -194,7 +196,7 @@ class ParametersTab:
 
         groups = _group_order(self.specs)
         total = len(self.specs)
-        by_name: dict[str, gr.components.Component] = {}
+        by_name: dict[str, ParamWidget] = {}
         with gr.Row():
             column_items = 0
             columns = [gr.Column(), gr.Column()]
