@@ -118,8 +118,17 @@ def _refs_at(items: list[Any], index: int) -> int:
 # What _refs_at reads for an object that nothing but ``items`` refers to (2 on CPython 3.11): measured, not
 # assumed, because the temporary references it includes depend on the interpreter.
 _ONE_HOLDER = _refs_at([object()], 0)
-# ... and for an object with exactly one holder besides ``items``: its parent container, or the caller.
+# ... and for an object with exactly one holder besides ``items``: its parent container.
 _NEW = _ONE_HOLDER + 1
+
+
+def _refs_of(value: Any) -> int:
+    """The reference count of an argument, the way Sandbox._charged reads it (see _ARGUMENT_ONLY)."""
+    return sys.getrefcount(value)
+
+
+# What a function reads for an argument that nobody else refers to: a new object passed as a temporary.
+_ARGUMENT_ONLY = _refs_of(object())
 
 
 _CONTAINERS = (list, tuple, dict, set, frozenset, Namespace)
@@ -379,11 +388,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
         Pass the value as a temporary: the parameter must be its only reference, other than ``extra_holders``
         that the caller knows of.
         """
-        box = [value]
-        if _refs_at(box, 0) > _NEW + extra_holders:
+        if sys.getrefcount(value) > _ARGUMENT_ONLY + extra_holders:
             return value  # held elsewhere too: it existed before (the render's input, or counted already)
         if isinstance(value, _CONTAINERS):
-            found = _new_objects(box)
+            found = _new_objects([value])
             found.reverse()  # children before parents, so that a sweep (newest first) meets a parent first
             # Sizes through map, not a list: a list of a million sizes would leave a million int objects
             # scattered among the render's own values when it is freed (memory the allocator cannot return).
