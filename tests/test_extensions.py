@@ -172,7 +172,7 @@ def test_unknown_and_broken_extensions_are_reported_not_raised(tmp_path: Path) -
         (
             user_dir,
             "typo",
-            "from webui.core.extension_hooks import hookimpl\n\n@hookimpl\ndef palabre_modfy_input(text):\n    return text\n",
+            "from webui.core.extension_api import hookimpl\n\n@hookimpl\ndef palabre_modfy_input(text):\n    return text\n",
         ),
         (user_dir, "bad-name", ""),
     ]:
