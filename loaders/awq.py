@@ -1,15 +1,15 @@
 """AWQ loader: AWQ checkpoints through transformers' own AWQ integration, backed by gptqmodel (CPU or CUDA).
 
-Everything but the checkpoint check and the kernel choice is the transformers loader's.
+Everything but the kernel choice is shared with the GPTQ loader (``loaders.quantized``) and transformers.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from loaders.gptq import QuantizedLoader
+from loaders.quantized import QuantizedLoader
 from loaders.transformers import HfSettings
 
 # transformers' AwqBackend values a user may force; "auto" lets gptqmodel pick (a torch kernel on CPU).
@@ -35,15 +35,16 @@ class AwqSettings(HfSettings):
     )
 
 
-class AwqLoader(QuantizedLoader):
+class AwqLoader(QuantizedLoader[AwqSettings]):
     """AWQ-quantized Transformers folders (quantization_config.quant_method == "awq")."""
 
     name: ClassVar[str] = "awq"
     method: ClassVar[str] = "awq"
-    settings_model: ClassVar[type[BaseModel]] = AwqSettings
+    settings_model = AwqSettings
 
-    def quantization_kwargs(self, settings: BaseModel, config: dict[str, Any], device: str) -> dict[str, Any]:
-        assert isinstance(settings, AwqSettings)
+    def quantization_kwargs(
+        self, settings: AwqSettings, config: dict[str, Any], device: str
+    ) -> dict[str, Any]:
         if settings.backend == "auto":
             return {}
         from transformers import AwqConfig
@@ -58,8 +59,5 @@ class AwqLoader(QuantizedLoader):
             )
         }
 
-    def default_dtype(self, device: str) -> str:
-        return "auto"
-
-    def describe(self, settings: BaseModel) -> dict[str, str]:
-        return {"backend": str(getattr(settings, "backend", "auto"))}
+    def describe(self, settings: AwqSettings) -> dict[str, str]:
+        return {"backend": settings.backend}

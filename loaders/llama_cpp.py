@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
+from webui.core.loader import (
+    CancelToken,
+    Chunk,
+    Claim,
+    FinishReason,
+    Loader,
+    LoaderCapabilities,
+    LoaderError,
+    ModelFacts,
+    PromptUsage,
+)
+from webui.core.models import ModelEntry, loader_for_path
 from webui.core.params import PARAM_NAMES, GenerationParams
 
 if TYPE_CHECKING:
@@ -91,19 +102,21 @@ class LlamaCppSettings(BaseModel):
 ENGINE_FIELDS = frozenset({"max_new_tokens", "stop", "truncation_length"})
 
 
-class LlamaCppLoader:
+class LlamaCppLoader(Loader[LlamaCppSettings]):
     """GGUF files through llama-cpp-python."""
 
     name: ClassVar[str] = "llama.cpp"
     capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
         honoured_params=frozenset(PARAM_NAMES), streams_logprobs=False, can_tokenize=True, parallel=False
     )
-    settings_model: ClassVar[type[BaseModel]] = LlamaCppSettings
+    settings_model = LlamaCppSettings
 
-    def load(self, path: Path, settings: BaseModel) -> LlamaCppModel:
+    @classmethod
+    def claims(cls, entry: ModelEntry) -> int:
+        return Claim.MADE_FOR if entry.kind == "gguf" else Claim.NONE
+
+    def load(self, path: Path, settings: LlamaCppSettings) -> LlamaCppModel:
         """Load ``path`` (a .gguf file, part 1 of a split file) with ``settings``; LoaderError on failure."""
-        if not isinstance(settings, LlamaCppSettings):
-            settings = LlamaCppSettings.model_validate(settings.model_dump())
         try:
             import llama_cpp
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -111,9 +124,10 @@ class LlamaCppLoader:
                 "The llama.cpp loader needs llama-cpp-python: pip install 'palabre[llama-cpp]'."
             ) from exc
         if path.is_dir():
+            better = loader_for_path(path)
             raise LoaderError(
-                f"The llama.cpp loader loads .gguf files, but {path.name} is a model folder: "
-                "pick the transformers loader (or gptq/awq for quantized folders)."
+                f"The llama.cpp loader loads .gguf files, but {path.name} is a model folder"
+                + (f": pick the {better} loader." if better else ".")
             )
         if not path.is_file():
             raise LoaderError(f"{path} does not exist.")
@@ -191,6 +205,7 @@ class LlamaCppModel:
     ):
         self._llm: Any = llm
         self._settings = settings
+        self.capabilities = LlamaCppLoader.capabilities
         vocab = llm._model.vocab
         self._vocab = vocab
         self._eog_tokens: tuple[int, ...] | None = None
@@ -276,7 +291,8 @@ class LlamaCppModel:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         special = not params.skip_special_tokens
         produced = 0
-        finish = "length"
+        finish: FinishReason = "length"
+        usage = PromptUsage(len(tokens), reused)
         try:
             llm.eval(tokens[reused:])
             while True:
@@ -290,18 +306,12 @@ class LlamaCppModel:
                 produced += 1
                 piece = decoder.decode(bytes(llm.detokenize([token], special=special)))
                 # Hand the token out before evaluating it: the reader sees it one decode step sooner.
-                yield Chunk(text=piece, tokens=1, prompt_tokens=len(tokens), reused_prompt_tokens=reused)
+                yield Chunk(piece, tokens=1, prompt=usage)
                 if produced >= budget:
                     break
                 llm.eval([token])
             tail = decoder.decode(b"", final=True)
-            yield Chunk(
-                text=tail,
-                tokens=0,
-                finish_reason=finish,
-                prompt_tokens=len(tokens),
-                reused_prompt_tokens=reused,
-            )
+            yield Chunk(tail, finish_reason=finish, prompt=usage)
         finally:
             sampler.free()
 

@@ -29,7 +29,18 @@ from loaders.remote_server import (
     probe,
     server_root,
 )
-from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
+from webui.core.loader import (
+    CancelToken,
+    Chunk,
+    Claim,
+    FinishReason,
+    Loader,
+    LoaderCapabilities,
+    LoaderError,
+    ModelFacts,
+    PromptUsage,
+)
+from webui.core.models import ModelEntry
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.prompts import ChatMessage
 
@@ -166,24 +177,27 @@ def request_fields(params: GenerationParams, *, send_extras: bool) -> tuple[dict
 # -- the loader --------------------------------------------------------------------------------------------
 
 
-class RemoteLoader:
+class RemoteLoader(Loader[RemoteSettings]):
     """Any OpenAI-compatible server; the model name is the server's."""
 
     name: ClassVar[str] = "remote"
     capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
         honoured_params=HONOURED, streams_logprobs=False, can_tokenize=True, parallel=True, needs_files=False
     )
-    settings_model: ClassVar[type[BaseModel]] = RemoteSettings
+    settings_model = RemoteSettings
 
-    def load(self, path: Path, settings: BaseModel) -> RemoteModel:
+    @classmethod
+    def claims(cls, entry: ModelEntry) -> int:
+        """A server's model (listed while it is loaded); files are never the server's."""
+        return Claim.MADE_FOR if entry.kind == "remote" else Claim.NONE
+
+    def load(self, path: Path, settings: RemoteSettings) -> RemoteModel:
         """Connect: check the server answers and serves the model; LoaderError with the reason if not.
 
         ``path`` carries the name the user gave (the engine passes names for remote loaders): it picks
         the server's model when the server serves one of that name; otherwise the ``model`` setting
         does, else the first model the server lists. A ``model`` setting the server lacks is an error.
         """
-        if not isinstance(settings, RemoteSettings):
-            settings = RemoteSettings.model_validate(settings.model_dump())
         try:
             import httpx
             import openai
@@ -229,7 +243,7 @@ class RemoteModel:
         self._describe = describe
         self._root = server_root(settings.base_url)
         self.renders_chat_template = settings.endpoint == "chat"
-        self.capabilities = RemoteLoader.capabilities
+        self.capabilities: LoaderCapabilities = RemoteLoader.capabilities
         if server.route is None:
             # Counting still works (approximately), but the ids are not the model's.
             self.capabilities = LoaderCapabilities(
@@ -366,7 +380,7 @@ class RemoteModel:
         except openai.OpenAIError as exc:
             raise self._describe.openai_error(exc, model) from exc
         counted = 0
-        finish = "length"
+        finish: FinishReason = "length"
         usage: Any = None
         try:
             for event in stream:
@@ -380,7 +394,7 @@ class RemoteModel:
                     text = (delta.content if delta is not None else getattr(choice, "text", None)) or ""
                     if text:
                         counted += 1  # servers send one event per token (or per few): usage corrects it
-                        yield Chunk(text=text, tokens=1)
+                        yield Chunk(text, tokens=1)
                     if choice.finish_reason:
                         finish = "length" if choice.finish_reason == "length" else "stop"
         except openai.OpenAIError as exc:
@@ -394,8 +408,5 @@ class RemoteModel:
         if not prompt_tokens and finish != "cancelled":
             prompt_tokens = count_prompt()
         yield Chunk(
-            text="",
-            tokens=max(0, completion - counted),
-            finish_reason=finish,
-            prompt_tokens=prompt_tokens,
+            tokens=max(0, completion - counted), finish_reason=finish, prompt=PromptUsage(prompt_tokens)
         )

@@ -2,8 +2,9 @@
 
 ``torch`` and ``transformers`` are imported only inside ``load`` and the model's methods, so listing loaders or
 drawing the page never pays for them. Generation runs transformers' own ``generate()`` in a thread and streams
-through its TextIteratorStreamer; the sampler chain is built by ``loaders.hf_sampling``. The GPTQ and AWQ loaders
-subclass this one and change only the checkpoint check, the settings and the quantization arguments. The KV cache of
+through its TextIteratorStreamer; the sampler chain is built by ``loaders.hf_sampling``. ``HfLoader`` is what every
+transformers-based loader shares; the GPTQ and AWQ loaders (``loaders.quantized``) change only the checkpoint
+check, the settings and the quantization arguments. The KV cache of
 the last generation is kept (``loaders.hf_cache``), so the next prompt evaluates only what follows the prefix it
 shares with the last prompt and reply - a chat's new turn, not its whole history.
 """
@@ -19,19 +20,29 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from loaders.hf_cache import PrefixCache
 from loaders.llama_cpp import automatic_threads
-from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
+from webui.core.loader import (
+    CancelToken,
+    Chunk,
+    Claim,
+    FinishReason,
+    Loader,
+    LoaderCapabilities,
+    LoaderError,
+    ModelFacts,
+    PromptUsage,
+)
+from webui.core.models import ModelEntry, config_quant_method, loader_for_path
 from webui.core.params import PARAM_NAMES, GenerationParams
 
 # Mirostat and GBNF grammars are not implemented for transformers (see loaders.hf_sampling).
 HF_HONOURED_PARAMS = frozenset(PARAM_NAMES - {"mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar"})
 FALLBACK_CONTEXT = 2048  # for configs that do not say how long their context is
-QUANT_LOADERS = {"gptq": "a GPTQ", "awq": "an AWQ"}  # quant_method in config.json -> how a message names it
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # torch.load-style weights: unpickling runs code
 
 
@@ -95,69 +106,54 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def quant_method(config: dict[str, Any]) -> str | None:
     """The quantization_config's quant_method, lower-cased, or None for an unquantized checkpoint."""
-    quant = config.get("quantization_config")
-    method = quant.get("quant_method") if isinstance(quant, dict) else None
-    return str(method).lower() if method else None
+    return config_quant_method(config)
 
 
-class TransformersLoader:
-    """Transformers model folders (safetensors / bin), optionally a GGUF file read by transformers."""
+def quantized_checkpoint(method: str) -> str:
+    """How a message names a checkpoint quantized with ``method``: "a GPTQ checkpoint", "an AWQ checkpoint"."""
+    label = method.upper()
+    return f"{'an' if label[:1] in set('AEFHILMNORSX') else 'a'} {label} checkpoint"
 
-    name: ClassVar[str] = "transformers"
+
+HfSettingsT = TypeVar("HfSettingsT", bound=HfSettings)
+
+
+class HfLoader(Loader[HfSettingsT]):
+    """What every transformers-based loader shares: finding, checking and loading the checkpoint.
+
+    Subclasses name themselves, choose their settings, claim their files and may override the hooks below.
+    """
+
     capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
         honoured_params=HF_HONOURED_PARAMS, streams_logprobs=False, can_tokenize=True, parallel=False
     )
-    settings_model: ClassVar[type[BaseModel]] = TransformersSettings
 
-    # -- hooks the quantized loaders override ------------------------------------------------------------
+    # -- hooks ---------------------------------------------------------------------------------------------
 
-    def check_checkpoint(self, name: str, config: dict[str, Any], gguf_file: str | None) -> None:
+    def check_checkpoint(self, path: Path, config: dict[str, Any], gguf_file: str | None) -> None:
         """Refuse checkpoints another loader should take, naming that loader."""
-        method = quant_method(config)
-        if method in QUANT_LOADERS:
-            raise LoaderError(f"{name} is {QUANT_LOADERS[method]} checkpoint: pick the {method} loader.")
 
-    def quantization_kwargs(self, settings: BaseModel, config: dict[str, Any], device: str) -> dict[str, Any]:
-        """Extra from_pretrained arguments for quantization (bitsandbytes here)."""
-        assert isinstance(settings, TransformersSettings)
-        if not (settings.load_in_8bit or settings.load_in_4bit):
-            return {}
-        if settings.load_in_8bit and settings.load_in_4bit:
-            raise LoaderError("Pick one of load_in_8bit and load_in_4bit, not both.")
-        import importlib.util
-
-        if device != "cuda":
-            raise LoaderError(
-                "load_in_8bit / load_in_4bit need a CUDA GPU (bitsandbytes); none is available."
-            )
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise LoaderError("load_in_8bit / load_in_4bit need bitsandbytes: pip install bitsandbytes.")
-        from transformers import BitsAndBytesConfig
-
-        return {
-            "quantization_config": BitsAndBytesConfig(
-                load_in_8bit=settings.load_in_8bit, load_in_4bit=settings.load_in_4bit
-            )
-        }
+    def quantization_kwargs(
+        self, settings: HfSettingsT, config: dict[str, Any], device: str
+    ) -> dict[str, Any]:
+        """Extra from_pretrained arguments for quantization."""
+        return {}
 
     def default_dtype(self, device: str) -> str:
         """The dtype "auto" means: float32 on CPU (fast and exact there), the checkpoint's own on a GPU."""
         return "auto" if device == "cuda" else "float32"
 
-    def describe(self, settings: BaseModel) -> dict[str, str]:
+    def describe(self, settings: HfSettingsT) -> dict[str, str]:
         """Extra facts shown on the Model tab."""
         return {}
 
     # -- loading -----------------------------------------------------------------------------------------
 
-    def load(self, path: Path, settings: BaseModel) -> HfModel:
+    def load(self, path: Path, settings: HfSettingsT) -> HfModel:
         """Load the folder (or GGUF file) at ``path``; LoaderError with a readable reason on failure."""
-        if not isinstance(settings, self.settings_model):
-            settings = self.settings_model.model_validate(settings.model_dump())
-        assert isinstance(settings, HfSettings)
         folder, gguf_file = self._locate(path, settings)
         config = read_config(folder) if gguf_file is None else {}
-        self.check_checkpoint(path.name, config, gguf_file)
+        self.check_checkpoint(path, config, gguf_file)
         if gguf_file is None:
             self._check_weights(path.name, folder, settings)
         try:
@@ -200,7 +196,14 @@ class TransformersLoader:
             extra["n_threads"] = str(threads)
         extra.update(self.describe(settings))
         return HfModel(
-            model, tokenizer, path, self.name, settings.max_context, extra, prompt_cache=settings.prompt_cache
+            model,
+            tokenizer,
+            path,
+            self.name,
+            settings.max_context,
+            extra,
+            capabilities=self.capabilities,
+            prompt_cache=settings.prompt_cache,
         )
 
     @staticmethod
@@ -277,6 +280,50 @@ class TransformersLoader:
         return f"{self.name} could not load {name}: {text}"
 
 
+class TransformersLoader(HfLoader[TransformersSettings]):
+    """Transformers model folders (safetensors / bin), optionally a GGUF file read by transformers."""
+
+    name: ClassVar[str] = "transformers"
+    settings_model = TransformersSettings
+
+    @classmethod
+    def claims(cls, entry: ModelEntry) -> int:
+        if entry.kind == "folder":
+            return Claim.MADE_FOR
+        return Claim.CAN_OPEN if entry.kind == "gguf" else Claim.NONE
+
+    def check_checkpoint(self, path: Path, config: dict[str, Any], gguf_file: str | None) -> None:
+        """Refuse a quantized checkpoint that another installed loader claims more strongly, naming it."""
+        method = quant_method(config)
+        better = loader_for_path(path) if method else None
+        if method and better and better != self.name:
+            raise LoaderError(f"{path.name} is {quantized_checkpoint(method)}: pick the {better} loader.")
+
+    def quantization_kwargs(
+        self, settings: TransformersSettings, config: dict[str, Any], device: str
+    ) -> dict[str, Any]:
+        """bitsandbytes quantization while loading."""
+        if not (settings.load_in_8bit or settings.load_in_4bit):
+            return {}
+        if settings.load_in_8bit and settings.load_in_4bit:
+            raise LoaderError("Pick one of load_in_8bit and load_in_4bit, not both.")
+        import importlib.util
+
+        if device != "cuda":
+            raise LoaderError(
+                "load_in_8bit / load_in_4bit need a CUDA GPU (bitsandbytes); none is available."
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise LoaderError("load_in_8bit / load_in_4bit need bitsandbytes: pip install bitsandbytes.")
+        from transformers import BitsAndBytesConfig
+
+        return {
+            "quantization_config": BitsAndBytesConfig(
+                load_in_8bit=settings.load_in_8bit, load_in_4bit=settings.load_in_4bit
+            )
+        }
+
+
 class HfModel:
     """A transformers model in memory; each generation runs generate() in its own thread."""
 
@@ -289,8 +336,10 @@ class HfModel:
         max_context: int,
         extra: dict[str, str],
         *,
+        capabilities: LoaderCapabilities = HfLoader.capabilities,
         prompt_cache: bool = True,
     ) -> None:
+        self.capabilities = capabilities
         self._model: Any = model
         self._tokenizer = tokenizer
         # One KV cache at most, from the last generation; unload() drops it with the model.
@@ -427,34 +476,24 @@ class HfModel:
         del cache
         thread.start()
         reported = 0
-        prompt_tokens = len(ids)
+        usage = PromptUsage(len(ids), reused)
         try:
             for text in streamer:
                 produced = streamer.generated
                 if text or produced > reported:
-                    yield Chunk(
-                        text=text,
-                        tokens=produced - reported,
-                        prompt_tokens=prompt_tokens,
-                        reused_prompt_tokens=reused,
-                    )
+                    yield Chunk(text, tokens=produced - reported, prompt=usage)
                     reported = produced
             thread.join()
             if failure:
                 raise LoaderError(f"Generation failed: {failure[0]}") from failure[0]
+            finish: FinishReason
             if streamer.last_token in self._eos_ids:
                 finish = "stop"
             elif cancel.cancelled:
                 finish = "cancelled"
             else:
                 finish = "length"
-            yield Chunk(
-                text="",
-                tokens=streamer.generated - reported,
-                finish_reason=finish,
-                prompt_tokens=prompt_tokens,
-                reused_prompt_tokens=reused,
-            )
+            yield Chunk(tokens=streamer.generated - reported, finish_reason=finish, prompt=usage)
         finally:
             # A reader that stops early (closed generator, exception) must not leave generate() running.
             abandoned.set()

@@ -51,12 +51,13 @@ class Reply:
 
 def reply_of(chunks: list[Chunk]) -> Reply:
     last = chunks[-1]
+    assert last.prompt is not None
     return Reply(
         text="".join(chunk.text for chunk in chunks),
         tokens=sum(chunk.tokens for chunk in chunks),
         finish=last.finish_reason,
-        prompt_tokens=last.prompt_tokens,
-        reused=last.reused_prompt_tokens,
+        prompt_tokens=last.prompt.tokens,
+        reused=last.prompt.reused,
     )
 
 

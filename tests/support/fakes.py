@@ -10,11 +10,23 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel
 
-from webui.core.loader import CancelToken, Chunk, LoaderCapabilities, LoaderError, ModelFacts
+from webui.core.loader import (
+    CancelToken,
+    Chunk,
+    Claim,
+    Loader,
+    LoaderCapabilities,
+    LoaderError,
+    ModelFacts,
+    PromptUsage,
+)
 from webui.core.params import GenerationParams
 
 if TYPE_CHECKING:
+    from webui.core.models import ModelEntry
     from webui.core.service import Service
+
+SCRIPTED_CAPABILITIES = LoaderCapabilities(honoured_params=frozenset({"max_new_tokens"}))
 
 
 class ScriptedSettings(BaseModel):
@@ -27,6 +39,7 @@ class ScriptedModel:
     def __init__(self, path: Path) -> None:
         self.pieces = path.read_text().split("|")
         self.facts = ModelFacts(name=path.name, path=path, loader="scripted", context_length=4096)
+        self.capabilities = SCRIPTED_CAPABILITIES
         self.unloaded = False
         self.gate: threading.Event | None = None
         self.delay = 0.0  # seconds per token, to let a reader act mid-stream
@@ -34,18 +47,19 @@ class ScriptedModel:
 
     def stream(self, prompt: str, params: GenerationParams, cancel: CancelToken) -> Iterator[Chunk]:
         self.prompts.append(prompt)
+        usage = PromptUsage(len(prompt.split()))
         for count, piece in enumerate(self.pieces[: params.max_new_tokens], start=1):
             if self.gate is not None:
                 self.gate.wait(timeout=10)
             time.sleep(self.delay)
             if cancel.cancelled:
-                yield Chunk("", finish_reason="cancelled", prompt_tokens=len(prompt.split()))
+                yield Chunk(finish_reason="cancelled", prompt=usage)
                 return
-            yield Chunk(piece, tokens=1, prompt_tokens=len(prompt.split()))
+            yield Chunk(piece, tokens=1, prompt=usage)
             if count == len(self.pieces):
-                yield Chunk("", finish_reason="stop", prompt_tokens=len(prompt.split()))
+                yield Chunk(finish_reason="stop", prompt=usage)
                 return
-        yield Chunk("", finish_reason="length", prompt_tokens=len(prompt.split()))
+        yield Chunk(finish_reason="length", prompt=usage)
 
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
         return list(range(len(text.split())))
@@ -57,15 +71,19 @@ class ScriptedModel:
         self.unloaded = True
 
 
-class ScriptedLoader:
-    name: ClassVar[str] = "scripted"
-    capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
-        honoured_params=frozenset({"max_new_tokens"})
-    )
-    settings_model: ClassVar[type[BaseModel]] = ScriptedSettings
+class ScriptedLoader(Loader[ScriptedSettings]):
+    """Opens "GGUF" files that hold the pieces to stream (text, not a real GGUF)."""
 
-    def load(self, path: Path, settings: BaseModel) -> ScriptedModel:
-        if isinstance(settings, ScriptedSettings) and settings.fail:
+    name: ClassVar[str] = "scripted"
+    capabilities: ClassVar[LoaderCapabilities] = SCRIPTED_CAPABILITIES
+    settings_model = ScriptedSettings
+
+    @classmethod
+    def claims(cls, entry: ModelEntry) -> int:
+        return Claim.MADE_FOR if entry.kind == "gguf" else Claim.NONE
+
+    def load(self, path: Path, settings: ScriptedSettings) -> ScriptedModel:
+        if settings.fail:
             raise LoaderError(f"{path.name} is broken")
         return ScriptedModel(path)
 

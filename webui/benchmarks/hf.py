@@ -84,7 +84,7 @@ def turn_palabre(model: Any, number: int) -> dict[str, float]:
     start = time.perf_counter()
     reused = 0
     for chunk in model.stream(_next_turn(_history(number)), params, CancelToken()):
-        reused = max(reused, chunk.reused_prompt_tokens)
+        reused = max(reused, chunk.prompt.reused if chunk.prompt else 0)
         if chunk.tokens:
             break
     return {"ttft_s": time.perf_counter() - start, "reused_tokens": float(reused)}

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +22,12 @@ from pydantic import BaseModel, ValidationError
 from webui.core.loader import (
     CancelToken,
     Chunk,
+    FinishReason,
     GenerationStats,
     LoadedModel,
     LoaderCapabilities,
     LoaderError,
+    PromptUsage,
     renders_own_template,
 )
 from webui.core.models import ModelEntry, ModelFileError, ModelNotFoundError, find_model, infer_loader
@@ -143,7 +145,7 @@ class GenerationJob:
         self.token = CancelToken()
         self._chunks: queue.SimpleQueue[Chunk | BaseException | object] = queue.SimpleQueue()
         self.stats: GenerationStats | None = None
-        self.finish_reason: str | None = None
+        self.finish_reason: FinishReason | None = None
 
     def cancel(self) -> None:
         self.token.cancel()
@@ -244,7 +246,10 @@ class Engine:
         return self._state
 
     def settings_for(self, loader: str, settings: Mapping[str, Any] | None) -> BaseModel:
-        """Validate loader settings (strings from the CLI are accepted); EngineError with each bad field."""
+        """Validate loader settings (strings from the CLI are accepted); EngineError with each bad field.
+
+        The one validation: the loader receives the validated model and never checks it again.
+        """
         settings_model = self.registry.get(loader).settings_model
         try:
             return settings_model.model_validate(dict(settings or {}))
@@ -259,7 +264,7 @@ class Engine:
         if state is None and unloaded is not None and unloaded.entry is not None and name == unloaded.model:
             return unloaded.entry  # the same, unloaded while idle: the next message loads it again
         try:
-            return find_model(self.models_dir, name)
+            return find_model(self.models_dir, name, self.registry)
         except ModelNotFoundError as exc:
             raise EngineError(str(exc)) from exc
 
@@ -289,7 +294,7 @@ class Engine:
         if loader is None:
             entry = self.resolve(name)
             try:
-                loader = infer_loader(entry)
+                loader = infer_loader(entry, self.registry)
             except ModelFileError as exc:
                 raise EngineError(str(exc)) from exc
         loader_name = loader
@@ -319,15 +324,12 @@ class Engine:
             if previous is not None:
                 self._unload_now()
             loaded_entry = entry or ModelEntry(model.facts.name, model.facts.path, "remote", 0)
-            # A loaded model may narrow its loader's capabilities (e.g. no tokenizer on that server).
-            capabilities = getattr(model, "capabilities", None)
             self._state = LoadedState(
                 entry=loaded_entry,
                 loader=loader_name,
                 settings=validated,
-                capabilities=capabilities
-                if isinstance(capabilities, LoaderCapabilities)
-                else loader_cls.capabilities,
+                # A loaded model may narrow its loader's capabilities (e.g. no tokenizer on that server).
+                capabilities=model.capabilities,
                 model=model,
                 load_seconds=time.perf_counter() - started,
             )
@@ -523,8 +525,8 @@ class Engine:
         started = time.perf_counter()
         first_token_at: float | None = None
         new_tokens = 0
-        finish = "length"
-        prompt_tokens = reused = 0
+        finish: FinishReason = "length"
+        prompt = PromptUsage(0)
         if job.messages is not None and renders_own_template(model):
             stream = model.stream_chat(job.messages, job.params, job.token)
         else:
@@ -534,18 +536,19 @@ class Engine:
                 if chunk.tokens and first_token_at is None:
                     first_token_at = time.perf_counter()
                 new_tokens += chunk.tokens
-                prompt_tokens = max(prompt_tokens, chunk.prompt_tokens)
-                reused = max(reused, chunk.reused_prompt_tokens)
+                prompt = chunk.prompt or prompt
+                # Stop strings end the answer text only; reasoning and tool-call parts pass as they come.
                 visible = matcher.feed(chunk.text)
                 if chunk.finish_reason is not None:
                     finish = chunk.finish_reason
+                other_parts = bool(chunk.reasoning or chunk.tool_calls)
                 if matcher.stopped:
                     finish = "stop"
-                    if visible:
-                        job._put(Chunk(text=visible, tokens=chunk.tokens))
+                    if visible or other_parts:
+                        job._put(_delta(chunk, visible))
                     break
-                if visible or chunk.tokens:
-                    job._put(Chunk(text=visible, tokens=chunk.tokens))
+                if visible or chunk.tokens or other_parts:
+                    job._put(_delta(chunk, visible))
         finally:
             stream_close = getattr(stream, "close", None)
             if stream_close is not None:
@@ -553,13 +556,17 @@ class Engine:
         tail = matcher.flush()
         total = time.perf_counter() - started
         stats = GenerationStats(
-            prompt_tokens=prompt_tokens,
+            prompt=prompt,
             new_tokens=new_tokens,
-            reused_prompt_tokens=reused,
             time_to_first_token_s=(first_token_at - started) if first_token_at else total,
             total_s=total,
         )
         job.stats = stats
         job.finish_reason = finish
         self.last_stats = stats
-        job._put(replace(Chunk(text=tail), finish_reason=finish, stats=stats))
+        job._put(Chunk(tail, finish_reason=finish, stats=stats))
+
+
+def _delta(chunk: Chunk, visible: str) -> Chunk:
+    """What the reader gets of a loader's chunk: the text that stop strings let through, the other parts."""
+    return Chunk(visible, tokens=chunk.tokens, reasoning=chunk.reasoning, tool_calls=chunk.tool_calls)

@@ -7,11 +7,11 @@ from dataclasses import asdict
 from typing import Any
 
 from webui.core.hardware import FitAdvice, MachineSource, advice_dict, estimate_speed, fit_advice
+from webui.core.loader import LoaderError
 from webui.core.model_facts import entry_facts, format_count, name_disagreements
 from webui.core.model_names import decode_model_name
 from webui.core.models import ModelEntry, ModelFileError, infer_loader
-
-CHECKED_LOADERS = frozenset({"llama.cpp", "transformers", "gptq", "awq"})
+from webui.core.registry import LoaderRegistry
 
 
 def _setting(settings: Mapping[str, Any] | None, key: str) -> int | None:
@@ -23,20 +23,33 @@ def _setting(settings: Mapping[str, Any] | None, key: str) -> int | None:
         return None
 
 
-def load_settings_layout(loader: str, settings: Mapping[str, Any] | None) -> tuple[int | None, int | None]:
-    """(n_ctx, n_gpu_layers) the load will use; other loaders than llama.cpp may use every GPU (-1)."""
-    n_ctx = _setting(settings, "n_ctx")
-    if loader == "llama.cpp":
-        ngl = _setting(settings, "n_gpu_layers")
-        return n_ctx, -1 if ngl is None else ngl  # -1 is the llama.cpp loader's default
-    return n_ctx, -1
+def load_settings_layout(settings: Mapping[str, Any] | None) -> tuple[int | None, int | None]:
+    """(n_ctx, n_gpu_layers) the load will use, from the settings that name them; without n_gpu_layers a
+    loader may use every GPU (-1, also the llama.cpp loader's default)."""
+    ngl = _setting(settings, "n_gpu_layers")
+    return _setting(settings, "n_ctx"), -1 if ngl is None else ngl
+
+
+def _runs_here(loader: str, registry: LoaderRegistry | None) -> bool:
+    """Whether ``loader`` loads the model's files into this machine's memory (not a server's model)."""
+    try:
+        return (registry or LoaderRegistry.from_entry_points()).get(loader).capabilities.needs_files
+    except LoaderError:
+        return False  # an unknown loader: the load itself says so
 
 
 def check_before_load(
-    entry: ModelEntry, loader: str, settings: Mapping[str, Any] | None, machine: MachineSource
+    entry: ModelEntry,
+    loader: str,
+    settings: Mapping[str, Any] | None,
+    machine: MachineSource,
+    registry: LoaderRegistry | None = None,
 ) -> FitAdvice | None:
-    """The fit advice for this load, or None when it cannot be judged (remote models, unknown formats)."""
-    if loader not in CHECKED_LOADERS or entry.kind not in ("gguf", "folder"):
+    """The fit advice for this load, or None when it cannot be judged (remote models, unknown formats).
+
+    ``registry`` holds ``loader`` (default: the installed loaders).
+    """
+    if entry.kind not in ("gguf", "folder") or not _runs_here(loader, registry):
         return None
     try:
         facts = entry_facts(entry)
@@ -44,7 +57,7 @@ def check_before_load(
         return None  # the loader reports unreadable files with its own, better message
     if not facts.weight_bytes:
         return None
-    n_ctx, ngl = load_settings_layout(loader, settings)
+    n_ctx, ngl = load_settings_layout(settings)
     return fit_advice(
         facts, machine.facts(measure_speed=False), name=entry.name, n_ctx=n_ctx, n_gpu_layers=ngl
     )
@@ -94,14 +107,18 @@ def model_report(
 
 
 def fit_line(
-    entry: ModelEntry, loader: str | None, settings: Mapping[str, Any] | None, machine: MachineSource
+    entry: ModelEntry,
+    loader: str | None,
+    settings: Mapping[str, Any] | None,
+    machine: MachineSource,
+    registry: LoaderRegistry | None = None,
 ) -> str:
     """One markdown line for the page: the verdict and the numbers, or '' when there is nothing to say."""
     try:
-        loader_name = loader or infer_loader(entry)
+        loader_name = loader or infer_loader(entry, registry)
     except ModelFileError:
         return ""
-    advice = check_before_load(entry, loader_name, settings, machine)
+    advice = check_before_load(entry, loader_name, settings, machine, registry)
     if advice is None:
         return ""
     icon = {"fits": "✅", "tight": "⚠️", "does not fit": "⛔"}[advice.verdict]

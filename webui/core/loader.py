@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
+from enum import IntEnum
 from pathlib import Path
-from typing import ClassVar, Protocol, TypeGuard, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
+
+if TYPE_CHECKING:
+    from webui.core.models import ModelEntry
+
+# Why a generation ended. The API names "cancelled" "stop" (only a client that left ever sees it).
+FinishReason = Literal["stop", "length", "cancelled"]
 
 
 class LoaderError(RuntimeError):
@@ -33,14 +40,30 @@ class CancelToken:
 
 
 @dataclass(frozen=True)
+class PromptUsage:
+    """The prompt of one generation as the loader counted it: its tokens, and how many were reused from the
+    cache of the previous generation instead of evaluated again."""
+
+    tokens: int
+    reused: int = 0
+
+
+@dataclass(frozen=True)
 class GenerationStats:
     """Timing and counts of one finished generation."""
 
-    prompt_tokens: int
+    prompt: PromptUsage
     new_tokens: int
-    reused_prompt_tokens: int
     time_to_first_token_s: float
     total_s: float
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prompt.tokens
+
+    @property
+    def reused_prompt_tokens(self) -> int:
+        return self.prompt.reused
 
     @property
     def tokens_per_second(self) -> float:
@@ -52,22 +75,39 @@ class GenerationStats:
 
     @property
     def prompt_tokens_per_second(self) -> float:
-        evaluated = self.prompt_tokens - self.reused_prompt_tokens
+        evaluated = self.prompt.tokens - self.prompt.reused
         if evaluated <= 0 or self.time_to_first_token_s <= 0:
             return 0.0
         return evaluated / self.time_to_first_token_s
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """One piece of a streamed generation: a text delta, never the cumulative string."""
+class ToolCallDelta:
+    """A piece of one tool call as it streams: its first piece names it, later ones add to its arguments."""
 
-    text: str
+    index: int  # which call of the reply it belongs to (a reply may make several)
+    id: str = ""
+    name: str = ""
+    arguments: str = ""  # the next piece of the JSON arguments text
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed generation: deltas, never the cumulative string.
+
+    ``text`` is the answer, ``reasoning`` a thinking model's reasoning and ``tool_calls`` the tool calls, each
+    a delta of its own part. Loaders set ``prompt`` once they know it (the last one given counts); the engine
+    puts the ``stats`` on the last chunk, which also carries the ``finish_reason``.
+    """
+
+    text: str = ""
+    _: KW_ONLY
     tokens: int = 0
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled" on the last chunk
-    stats: GenerationStats | None = None  # on the last chunk
-    prompt_tokens: int = 0  # set by loaders on the last chunk
-    reused_prompt_tokens: int = 0
+    finish_reason: FinishReason | None = None
+    reasoning: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    prompt: PromptUsage | None = None
+    stats: GenerationStats | None = None
 
 
 @dataclass(frozen=True)
@@ -98,12 +138,16 @@ class ModelFacts:
 
 @runtime_checkable
 class LoadedModel(Protocol):
-    """A model in memory, ready to generate."""
+    """A model in memory, ready to generate.
+
+    ``capabilities`` are its loader's, or narrower ones (e.g. a server without a tokenizer endpoint).
+    """
 
     facts: ModelFacts
+    capabilities: LoaderCapabilities
 
     def stream(self, prompt: str, params: GenerationParams, cancel: CancelToken) -> Iterator[Chunk]:
-        """Generate from ``prompt``; the last chunk carries finish_reason and prompt token counts."""
+        """Generate from ``prompt``; the last chunk carries the finish_reason."""
         ...
 
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]: ...
@@ -136,16 +180,36 @@ def renders_own_template(model: LoadedModel) -> TypeGuard[ChatTemplatedModel]:
     return isinstance(model, ChatTemplatedModel) and bool(model.renders_chat_template)
 
 
-class Loader(Protocol):
-    """A backend: declares capabilities and settings, and turns a path into a LoadedModel.
+class Claim(IntEnum):
+    """How well a loader fits a model's files (``Loader.claims``): the highest claim wins, NONE never.
 
-    A loader whose capabilities say ``needs_files=False`` receives ``Path(name)`` with the name the user
-    gave (possibly empty); the loaded model's ``facts.name`` then names it. A loaded model may carry a
-    ``capabilities`` attribute of its own that narrows its loader's (e.g. a server without /tokenize).
+    Loaders may answer any number in between (e.g. 25 to beat a format's own loader but not a narrower one).
+    """
+
+    NONE = 0
+    CAN_OPEN = 10  # it reads these files, but a loader made for them should win
+    MADE_FOR = 20  # the format it is made for (GGUF files for llama.cpp, model folders for transformers)
+    NARROWER = 30  # a narrower case of a format (a GPTQ folder among Transformers folders)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+class Loader(Protocol[SettingsT]):
+    """A backend: declares capabilities and settings, says which files it opens, turns a path into a model.
+
+    The engine validates the settings against ``settings_model`` once and passes the validated model to
+    ``load``. A loader whose capabilities say ``needs_files=False`` receives ``Path(name)`` with the name the
+    user gave (possibly empty); the loaded model's ``facts.name`` then names it.
     """
 
     name: ClassVar[str]
     capabilities: ClassVar[LoaderCapabilities]
-    settings_model: ClassVar[type[BaseModel]]
+    settings_model: type[SettingsT]
 
-    def load(self, path: Path, settings: BaseModel) -> LoadedModel: ...
+    @classmethod
+    def claims(cls, entry: ModelEntry) -> int:
+        """How well this loader fits ``entry``'s files (a ``Claim``); ModelFileError if they cannot be read."""
+        ...
+
+    def load(self, path: Path, settings: SettingsT) -> LoadedModel: ...

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from webui.core.gguf_header import GGUFHeaderError, SkippedArray, TensorInfo, read_gguf_tensors
 from webui.core.model_names import FILE_TYPES, GGML_TYPES, DecodedName, decode_model_name, parse_size_label
-from webui.core.models import ModelEntry, ModelFileError, _read_config, _split_parts
+from webui.core.models import ModelEntry, ModelFileError, _split_parts, read_model_config
 from webui.core.safe_load import load_json
 
 _DTYPE_BYTES = {
@@ -177,7 +177,7 @@ def _safetensors_params(path: Path) -> int:
 
 def folder_facts(folder: Path) -> ArchFacts:
     """Facts from a Transformers folder's config.json and weight files; ModelFileError if unreadable."""
-    config = _read_config(folder)
+    config = read_model_config(folder)
     text = config.get("text_config")
     if isinstance(text, dict):  # multimodal configs keep the language model's shape here
         config = {**config, **text}

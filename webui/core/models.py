@@ -1,4 +1,8 @@
-"""Model discovery in user_data/models, metadata without loading weights, and loader inference."""
+"""Model discovery in user_data/models, metadata without loading weights, and loader inference.
+
+Which loader opens a model is the loaders' own answer (``Loader.claims``), asked through the registry: GGUF
+files and Transformers folders are found here, and any other file is listed when an installed loader claims it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from webui.core.gguf_header import GGUFHeaderError, SkippedArray, read_gguf_header
+from webui.core.registry import LoaderRegistry
 from webui.core.safe_load import load_json
 
 _SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<total>\d{5})\.gguf$", re.IGNORECASE)
@@ -28,7 +33,9 @@ class ModelEntry:
 
     name: str
     path: Path
-    kind: str  # "gguf" | "folder" | "remote" (a server's model: path is only its name)
+    # "gguf" | "folder" | "remote" (a server's model: path is only its name) | "file" (another format,
+    # listed because an installed loader claims it)
+    kind: str
     size_bytes: int
     parts: int = 1
 
@@ -63,68 +70,117 @@ def _is_model_folder(folder: Path) -> bool:
     return any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir())
 
 
-def discover_models(models_dir: Path) -> list[ModelEntry]:
-    """Every model in ``models_dir``: GGUF files (split files shown once, by part 1) and model folders."""
+def _gguf_entry(path: Path, name: str) -> ModelEntry | None:
+    """The entry of a GGUF file (None for parts 2, 3, ... of a split one: part 1 stands for them)."""
+    match = _SPLIT_GGUF.match(path.name)
+    if match and int(match["part"]) != 1:
+        return None
+    parts = _split_parts(path)
+    size = sum(p.stat().st_size for p in parts if p.exists())
+    return ModelEntry(name, path, "gguf", size, len(parts))
+
+
+class _Claims:
+    """Asks the registry whether some loader claims a file of another format (built on the first such file)."""
+
+    def __init__(self, registry: LoaderRegistry | None) -> None:
+        self._registry = registry
+
+    def entry(self, path: Path, name: str) -> ModelEntry | None:
+        if path.name.startswith("."):
+            return None
+        if self._registry is None:
+            self._registry = LoaderRegistry.from_entry_points()
+        entry = ModelEntry(name, path, "file", path.stat().st_size)
+        try:
+            return entry if self._registry.claimant(entry) is not None else None
+        except ModelFileError:
+            return None  # not listed, as a file no loader knows
+
+
+def discover_models(models_dir: Path, registry: LoaderRegistry | None = None) -> list[ModelEntry]:
+    """Every model in ``models_dir``: GGUF files (split files shown once, by part 1), model folders, and files
+    of other formats that a loader of ``registry`` (default: the installed ones) claims."""
     if not models_dir.is_dir():
         return []
+    claims = _Claims(registry)
     entries: list[ModelEntry] = []
     for path in sorted(models_dir.iterdir(), key=lambda p: p.name.lower()):
         if path.name.startswith("."):
             continue
-        if path.is_file() and path.suffix.lower() == ".gguf":
-            match = _SPLIT_GGUF.match(path.name)
-            if match and int(match["part"]) != 1:
-                continue
-            parts = _split_parts(path)
-            size = sum(p.stat().st_size for p in parts if p.exists())
-            entries.append(ModelEntry(path.name, path, "gguf", size, len(parts)))
+        if path.is_file():
+            found = (
+                _gguf_entry(path, path.name)
+                if path.suffix.lower() == ".gguf"
+                else claims.entry(path, path.name)
+            )
+            entries.extend([found] if found else [])
         elif path.is_dir():
             if _is_model_folder(path):
                 entries.append(ModelEntry(path.name, path, "folder", _folder_size(path)))
-            else:
-                # A folder holding GGUF files, as the Hub's repositories are laid out when downloaded.
-                for gguf in sorted(path.glob("*.gguf")):
-                    match = _SPLIT_GGUF.match(gguf.name)
-                    if match and int(match["part"]) != 1:
-                        continue
-                    parts = _split_parts(gguf)
-                    size = sum(p.stat().st_size for p in parts if p.exists())
-                    entries.append(ModelEntry(f"{path.name}/{gguf.name}", gguf, "gguf", size, len(parts)))
+                continue
+            # A folder holding model files, as the Hub's repositories are laid out when downloaded.
+            for inner in sorted(path.iterdir(), key=lambda p: p.name):
+                if not inner.is_file():
+                    continue
+                name = f"{path.name}/{inner.name}"
+                found = _gguf_entry(inner, name) if inner.suffix == ".gguf" else claims.entry(inner, name)
+                entries.extend([found] if found else [])
     return entries
 
 
-def find_model(models_dir: Path, name: str) -> ModelEntry:
+def entry_at(path: Path) -> ModelEntry | None:
+    """The model at ``path`` (a GGUF file, a model folder or another file), None when nothing is there."""
+    if path.is_file():
+        kind = "gguf" if path.suffix.lower() == ".gguf" else "file"
+        return ModelEntry(path.name, path.resolve(), kind, path.stat().st_size)
+    if path.is_dir() and (path / "config.json").is_file():
+        return ModelEntry(path.name, path.resolve(), "folder", _folder_size(path))
+    return None
+
+
+def find_model(models_dir: Path, name: str, registry: LoaderRegistry | None = None) -> ModelEntry:
     """The model called ``name`` (or an existing path to a model file/folder); ModelNotFoundError if none."""
-    for entry in discover_models(models_dir):
+    for entry in discover_models(models_dir, registry):
         if name in (entry.name, entry.path.name):
             return entry
     try:  # a path given on the command line (a name from an API request never gets here: see the API)
-        candidate = Path(name).expanduser()
-        if candidate.is_file() and candidate.suffix.lower() == ".gguf":
-            return ModelEntry(candidate.name, candidate.resolve(), "gguf", candidate.stat().st_size)
-        if candidate.is_dir() and (candidate / "config.json").is_file():
-            return ModelEntry(candidate.name, candidate.resolve(), "folder", _folder_size(candidate))
-    except (OSError, ValueError, RuntimeError):
+        found = entry_at(Path(name).expanduser())
+        if found is not None and (found.kind != "file" or _claimed(found, registry)):
+            return found
+    except (OSError, ValueError, RuntimeError, ModelFileError):
         pass  # a name too long for a path, with a NUL byte, an unknown ~user: not a model either
-    known = [e.name for e in discover_models(models_dir)]
+    known = [e.name for e in discover_models(models_dir, registry)]
     listing = ", ".join(known) if known else f"none (put models in {models_dir})"
     raise ModelNotFoundError(f"Model {name!r} not found. Available models: {listing}.")
 
 
-def infer_loader(entry: ModelEntry) -> str:
-    """The loader the files call for: GGUF -> llama.cpp; a quantization_config -> gptq/awq; else transformers."""
-    if entry.kind == "gguf":
-        return "llama.cpp"
-    if entry.kind == "remote":  # a model on an OpenAI-compatible server (listed while it is loaded)
-        return "remote"
-    quant = _read_config(entry.path).get("quantization_config")
-    method = quant.get("quant_method") if isinstance(quant, dict) else None
-    if method in ("gptq", "awq"):
-        return str(method)
-    return "transformers"
+def _claimed(entry: ModelEntry, registry: LoaderRegistry | None) -> bool:
+    return (registry or LoaderRegistry.from_entry_points()).claimant(entry) is not None
 
 
-def _read_config(folder: Path) -> dict[str, object]:
+def infer_loader(entry: ModelEntry, registry: LoaderRegistry | None = None) -> str:
+    """The loader that claims the files most strongly, of ``registry`` (default: the installed loaders).
+
+    ModelFileError when the files cannot be read or no loader opens them.
+    """
+    name = (registry or LoaderRegistry.from_entry_points()).claimant(entry)
+    if name is None:
+        raise ModelFileError(f"No installed loader opens {entry.name}.")
+    return name
+
+
+def loader_for_path(path: Path) -> str | None:
+    """The installed loader that claims the model at ``path`` (for a "pick the X loader" message), or None."""
+    try:
+        entry = entry_at(path)
+        return LoaderRegistry.from_entry_points().claimant(entry) if entry is not None else None
+    except (OSError, ModelFileError):
+        return None
+
+
+def read_model_config(folder: Path) -> dict[str, object]:
+    """A model folder's config.json as a dict ({} when absent); ModelFileError when it cannot be read."""
     try:
         data = load_json((folder / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -132,6 +188,13 @@ def _read_config(folder: Path) -> dict[str, object]:
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{folder.name}/config.json cannot be read: {exc}") from exc
     return data if isinstance(data, dict) else {}
+
+
+def config_quant_method(config: dict[str, object]) -> str | None:
+    """The quantization_config's quant_method, lower-cased, or None for an unquantized checkpoint."""
+    quant = config.get("quantization_config")
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    return str(method).lower() if method else None
 
 
 def _text(value: object) -> str | None:
@@ -162,7 +225,7 @@ def gguf_metadata(path: Path) -> ModelMetadata:
 
 def folder_metadata(folder: Path) -> ModelMetadata:
     """Metadata from a Transformers folder: config.json plus the chat template in its usual places."""
-    config = _read_config(folder)
+    config = read_model_config(folder)
     architectures = config.get("architectures")
     quant = config.get("quantization_config")
     return ModelMetadata(
@@ -198,5 +261,9 @@ def _folder_chat_template(folder: Path) -> str | None:
 
 
 def model_metadata(entry: ModelEntry) -> ModelMetadata:
-    """Metadata for any model entry."""
-    return gguf_metadata(entry.path) if entry.kind == "gguf" else folder_metadata(entry.path)
+    """Metadata for any model entry (only its name for formats Palabre cannot read itself)."""
+    if entry.kind == "gguf":
+        return gguf_metadata(entry.path)
+    if entry.kind == "folder":
+        return folder_metadata(entry.path)
+    return ModelMetadata(architecture=None, display_name=entry.name, context_length=None, chat_template=None)

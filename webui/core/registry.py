@@ -5,18 +5,24 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
-from webui.core.loader import Loader, LoaderError
+from webui.core.loader import Claim, Loader, LoaderError
+
+if TYPE_CHECKING:
+    from webui.core.models import ModelEntry
 
 ENTRY_POINT_GROUP = "palabre.loaders"
+
+AnyLoader = type[Loader[Any]]
 
 
 class LoaderRegistry:
     """Maps loader names to import strings ("package.module:Class") and resolves them lazily."""
 
-    def __init__(self, targets: Mapping[str, str | type[Loader]]) -> None:
+    def __init__(self, targets: Mapping[str, str | AnyLoader]) -> None:
         self._targets = dict(targets)
-        self._resolved: dict[str, type[Loader]] = {}
+        self._resolved: dict[str, AnyLoader] = {}
 
     @classmethod
     def from_entry_points(cls) -> LoaderRegistry:
@@ -26,7 +32,7 @@ class LoaderRegistry:
     def names(self) -> list[str]:
         return sorted(self._targets)
 
-    def get(self, name: str) -> type[Loader]:
+    def get(self, name: str) -> AnyLoader:
         """The loader class called ``name``; a clear LoaderError if unknown or broken."""
         if name in self._resolved:
             return self._resolved[name]
@@ -44,3 +50,19 @@ class LoaderRegistry:
             loaded = target
         self._resolved[name] = loaded
         return loaded
+
+    def claimant(self, entry: ModelEntry) -> str | None:
+        """The loader that claims ``entry``'s files most strongly (ties: the first name), or None.
+
+        A loader that cannot be imported claims nothing; ModelFileError when the files cannot be read.
+        """
+        best, best_claim = None, int(Claim.NONE)
+        for name in self.names():
+            try:
+                loader = self.get(name)
+            except LoaderError:
+                continue  # a broken package must not hide the models the other loaders open
+            claim = int(loader.claims(entry))
+            if claim > best_claim:
+                best, best_claim = name, claim
+        return best
