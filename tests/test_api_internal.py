@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.servers import Server
-from webui.api.internal_routes import ApiJobs
+from webui.api.jobs import ApiJobs
 from webui.core.conversation import chat_settings_for, params_for
 from webui.core.presets import DEFAULT_PRESET
 from webui.core.service import ChatSettings, Service

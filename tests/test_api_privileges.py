@@ -19,9 +19,10 @@ import pytest
 
 from tests.support.servers import Server
 from webui.api.auth import client_id
-from webui.api.internal_routes import ApiJobs, queue_view
+from webui.api.errors import ApiError
+from webui.api.internal_serving import queue_view
+from webui.api.jobs import ApiJobs, Caller
 from webui.api.ollama_protocol import KEEP_ALIVE_NEEDS_ADMIN, allowed_keep_alive
-from webui.api.serving import ApiError, Caller
 from webui.core.engine import QueuedJob, QueueSnapshot
 from webui.provision import DEFAULT_MODEL_FILE
 

@@ -12,20 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from tests.support.fakes import ScriptedModel, scripted_service
+from webui.api.core_requests import apply_overrides, chat_message
+from webui.api.errors import ApiError
 from webui.api.ollama_protocol import ollama_overrides, unloads
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes
-from webui.api.serving import (
-    ApiError,
-    Run,
-    Serving,
-    Started,
-    apply_overrides,
-    chat_message,
-    find_entry,
-    follow,
-    seeded,
-)
+from webui.api.serving import Serving, find_entry, seeded
+from webui.api.streams import Run, Started, follow
 from webui.core.grammar import JSON_OBJECT_GBNF, json_grammar
 from webui.core.models import ModelEntry
 from webui.core.params import GenerationParams

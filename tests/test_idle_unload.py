@@ -16,10 +16,11 @@ from fastapi.testclient import TestClient
 
 from tests.support.fakes import scripted_service
 from tests.support.servers import Server
+from webui.api.errors import ApiError
 from webui.api.ollama_protocol import keep_alive_seconds, unloads
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes
-from webui.api.serving import ApiError, Serving
+from webui.api.serving import Serving
 from webui.cli import build_parser, config_from_args
 from webui.core.engine import EngineError
 from webui.core.idle import IdleUnloader

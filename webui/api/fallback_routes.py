@@ -9,10 +9,11 @@ route): each gets a sentence saying what happened, 404 or 405. Installed last, a
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.routing import Match, Mount
 
-from webui.api.serving import ApiError
+from webui.api.errors import ApiError
+from webui.api.http import ollama_error, openai_error
 
 # Methods the fallback answers; OPTIONS is left to the CORS layer (a preflight is not an API call).
 CATCH_ALL = ("/v1/{path:path}", "/api/{path:path}")
@@ -81,12 +82,10 @@ def install_fallback_routes(app: FastAPI) -> None:
     """Catch-all routes under ``/v1`` (OpenAI's error shape) and ``/api`` (Ollama's)."""
 
     async def openai_fallback(request: Request) -> Response:
-        error = fallback_error(app, request)
-        return JSONResponse(error.openai_body(), status_code=error.status, headers=error.headers)
+        return openai_error(fallback_error(app, request))
 
     async def ollama_fallback(request: Request) -> Response:
-        error = fallback_error(app, request)
-        return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+        return ollama_error(fallback_error(app, request))
 
     options = {"methods": METHODS, "include_in_schema": False}
     openai_path, ollama_path = CATCH_ALL

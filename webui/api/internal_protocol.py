@@ -1,12 +1,22 @@
-"""Wire models of the internal endpoints (``/v1/internal/*``): tokens, the chat prompt, the model, lists, stop."""
+"""Wire models of the internal endpoints (``/v1/internal/*``): tokens, the chat prompt, the model, lists, stop;
+and the chat-prompt request's conversion into the core's (``to_chat_request``)."""
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from webui.core.prompts import Mode
+from webui.api.core_requests import CoreChatRequest
+from webui.api.errors import InternalApiError, user_errors
+from webui.core.characters import Character
+from webui.core.conversation import chat_settings_for, params_for
+from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
+from webui.core.presets import DEFAULT_PRESET
+from webui.core.prompts import ChatMessage, Mode
+from webui.core.service import ChatSettings, Service
 
 
 class TokenizeRequest(BaseModel):
@@ -69,6 +79,53 @@ class ChatPromptRequest(BaseModel):
     continue_last: bool = Field(default=False, description="extend the last assistant message")
     impersonate: bool = Field(default=False, description="write the user's next message instead")
     preset: str | None = Field(default=None, description="sampler preset (default: Default)")
+
+    def to_chat_request(self, service: Service) -> CoreChatRequest:
+        """What the Chat tab would use for these fields: a personality shapes the prompt as on the page, and
+        explicitly given prompt fields win. Each sampler value comes from the first of: the personality, this
+        request's field, the preset (``preset``, else Default), GenerationParams' default (unlike OpenAI's
+        requests, the personality's own sampler settings win here: kept as it was answered before)."""
+        character = self._character(service)
+        base = ChatSettings()
+        settings = chat_settings_for(
+            character,
+            mode=self.mode,
+            user_name=self.user_name,
+            template=self.instruction_template,
+            chat_instruct_command=self.chat_instruct_command or base.chat_instruct_command,
+        )
+        if self.system_message is not None:
+            settings = replace(settings, system_message=self.system_message)
+        if character is None and self.character_name is not None:
+            settings = replace(settings, character_name=self.character_name)
+        if character is None and self.context is not None:
+            settings = replace(settings, context=self.context)
+        params = request_params(service, self.preset, dict(self.model_extra or {}))
+        history = [ChatMessage(m.role, m.text()) for m in self.messages]
+        return CoreChatRequest(history, settings, params_for(character, params))
+
+    def _character(self, service: Service) -> Character | None:
+        if not self.character:
+            return None
+        store = service.characters
+        if store is None:
+            raise InternalApiError(400, "Personalities are not available in this server.")
+        name = self.character
+        return user_errors(lambda: store.load(name), status=404)
+
+
+def request_params(service: Service, preset: str | None, extras: dict[str, Any]) -> GenerationParams:
+    """The preset's values with the sampler fields the request names; unknown names are refused."""
+    unknown = sorted(set(extras) - PARAM_NAMES)
+    if unknown:
+        hints = [difflib.get_close_matches(name, sorted(PARAM_NAMES), n=1) for name in unknown]
+        hint = "".join(f" (did you mean {h[0]!r}?)" for h in hints if h)
+        raise InternalApiError(400, f"Unknown field(s): {', '.join(unknown)}{hint}.")
+    base = user_errors(lambda: service.presets.load(preset or DEFAULT_PRESET).params)
+    try:
+        return base.overlay(extras)
+    except ValidationError as exc:
+        raise InternalApiError(400, f"Invalid sampler parameters: {describe_validation_error(exc)}") from exc
 
 
 class ChatPromptResponse(BaseModel):

@@ -1,4 +1,5 @@
-"""Ollama wire models, and Ollama's ``options`` mapped onto GenerationParams through the Modelfile PARAMETER table.
+"""Ollama wire models, Ollama's ``options`` mapped onto GenerationParams through the Modelfile PARAMETER table,
+and the requests' conversion into the core's (``to_chat_request``, ``to_core_request``).
 
 Ollama ignores fields it does not know, so the request models do too (``think``, ``context``, ...). Option names
 are Ollama's (``num_predict``, ``repeat_penalty`` ...) or GenerationParams' own (``dry_multiplier`` ...).
@@ -12,10 +13,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from webui.api.protocol import null_means_default
-from webui.api.serving import ApiError
+from webui.api import core_requests
+from webui.api.errors import ApiError
+from webui.api.openai_protocol import null_means_default
+from webui.core import grammar
+from webui.core.go_template import convert_go_template
 from webui.core.modelfile import OLLAMA_TO_LOADER, OLLAMA_TO_PARAM, OLLAMA_UNMAPPED
-from webui.core.params import PARAM_NAMES
+from webui.core.params import PARAM_NAMES, GenerationParams
+from webui.core.prompts import ChatMessage
+from webui.core.service import Service
+from webui.core.templates import InstructionTemplate, TemplateError
 
 # The Ollama API version these routes follow; clients check /api/version before using newer fields.
 OLLAMA_VERSION = "0.12.0"
@@ -55,6 +62,21 @@ class OllamaRequest(BaseModel):
 
     _nulls = null_means_default("stream")
 
+    def sampler_params(self, service: Service) -> GenerationParams:
+        """The sampler values, each from the first of: this request's ``options``, the Default preset,
+        GenerationParams' default; constrained by ``format`` ("json" or a JSON schema) when given."""
+        overrides, sources = ollama_overrides(self.options)
+        params = core_requests.resolve_params(service, overrides, sources)
+        try:
+            rules = grammar.format_grammar(self.format)
+        except grammar.GrammarError as exc:
+            raise ApiError(400, str(exc), param="response_format") from exc
+        return core_requests.with_grammar(params, rules)
+
+
+# What a loader must support for an Ollama request: a grammar when ``format`` asks for one; no logprobs.
+OLLAMA_NEEDS = core_requests.Needs(grammar_param="format")
+
 
 class GenerateRequest(OllamaRequest):
     prompt: str | None = None
@@ -66,10 +88,44 @@ class GenerateRequest(OllamaRequest):
 
     _generate_nulls = null_means_default("raw")
 
+    def refuse_unsupported(self) -> None:
+        """400 for images and fill-in-the-middle, which Palabre does not do."""
+        if self.images:
+            raise ApiError(400, "Images are not supported.", param="images")
+        if self.suffix:
+            raise ApiError(400, "suffix (fill in the middle) is not supported.", param="suffix")
+
+    def to_core_request(self, service: Service) -> core_requests.CoreRequest:
+        """``prompt`` as the user's message through the model's template (or ``template``), after
+        ``system``; with ``raw``, the prompt as it is. Sampler values as in ``sampler_params``."""
+        params = self.sampler_params(service)
+        prompt = self.prompt or ""
+        if self.raw:
+            return core_requests.CoreCompletionRequest(prompt, params, needs=OLLAMA_NEEDS)
+        template = request_template(self.template) if self.template else None
+        settings = core_requests.chat_settings(service, mode="instruct", character=None, template=template)
+        history = [ChatMessage("system", self.system)] if self.system else []
+        history.append(ChatMessage("user", prompt))
+        return core_requests.CoreChatRequest(history, settings, params, needs=OLLAMA_NEEDS)
+
 
 class ChatRequest(OllamaRequest):
     messages: list[OllamaMessage] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
+
+    def history(self) -> list[ChatMessage]:
+        """The conversation as the core's messages; 400 for tools and images, which Palabre does not do."""
+        if self.tools:
+            raise ApiError(400, "Tools (function calling) are not supported.", param="tools")
+        if any(message.images for message in self.messages):
+            raise ApiError(400, "Images are not supported.", param="images")
+        return [core_requests.chat_message(message.role, message.content) for message in self.messages]
+
+    def to_chat_request(self, service: Service, history: list[ChatMessage]) -> core_requests.CoreChatRequest:
+        """A reply to ``history`` through the model's template; sampler values as in ``sampler_params``."""
+        params = self.sampler_params(service)
+        settings = core_requests.chat_settings(service, mode="instruct", character=None, template=None)
+        return core_requests.CoreChatRequest(history, settings, params, needs=OLLAMA_NEEDS)
 
 
 class ShowRequest(BaseModel):
@@ -144,3 +200,14 @@ def ollama_overrides(options: dict[str, Any] | None) -> tuple[dict[str, Any], di
         overrides[target] = value
         sources[target] = name
     return overrides, sources
+
+
+def request_template(source: str) -> InstructionTemplate:
+    """A request's own Go template, converted to the Jinja the prompt builder renders."""
+    conversion = convert_go_template(source)
+    if conversion.jinja is None:
+        raise ApiError(400, f"The template cannot be used: {conversion.problem}", param="template")
+    try:
+        return InstructionTemplate("request template", conversion.jinja)
+    except TemplateError as exc:
+        raise ApiError(400, f"The template cannot be used: {exc}", param="template") from exc

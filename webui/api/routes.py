@@ -12,23 +12,22 @@ if TYPE_CHECKING:
 
 
 def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
-    """Add the OpenAI-compatible, Ollama-compatible and internal routers to ``app``."""
-    from webui.api.internal_routes import install_internal_routes  # /v1/internal/*, app.state.api_jobs
-
-    install_internal_routes(app, service)
-    from webui.api.ollama_routes import install_ollama_routes  # /api/* (Ollama)
-    from webui.api.openai_routes import install_openai_routes  # /v1/models, completions, chat (OpenAI)
+    """Add the internal, OpenAI-compatible and Ollama-compatible routers to ``app``, each with its serving
+    object built here once on one shared Serving (the Service, models by name, the API's running requests)."""
+    from webui.api.fallback_routes import install_fallback_routes
+    from webui.api.internal_routes import install_internal_routes
+    from webui.api.ollama_routes import install_ollama_routes
+    from webui.api.openai_routes import install_openai_routes
     from webui.api.serving import Serving
 
     idle_s = config.idle_unload_minutes * 60 if config.idle_unload_minutes else None
     serving = Serving(service, idle_s)
     app.state.idle_unloader = serving.idle  # create_app starts it, run_server stops it
-    install_openai_routes(app, serving)
-    install_ollama_routes(app, serving)
+    install_internal_routes(app, serving)  # /v1/internal/*
+    install_openai_routes(app, serving)  # /v1/models, /v1/completions, /v1/chat/completions
+    install_ollama_routes(app, serving)  # /api/*
     install_extension_routes(app, service)
-    from webui.api.fallback_routes import install_fallback_routes  # last: what no route above takes
-
-    install_fallback_routes(app)
+    install_fallback_routes(app)  # last: what no route above takes
 
 
 def install_extension_routes(app: FastAPI, service: Service) -> None:

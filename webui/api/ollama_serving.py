@@ -1,0 +1,199 @@
+"""Ollama's endpoints over the serving base: each method returns a body, or an async stream of Ollama's
+events (the router frames them as NDJSON; the last has ``done: true``, ``done_reason`` and the counts and
+durations in nanoseconds)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from anyio import to_thread
+
+from webui import __version__
+from webui.api import ollama_models
+from webui.api.errors import ApiError
+from webui.api.ollama_protocol import (
+    OLLAMA_VERSION,
+    ChatRequest,
+    GenerateRequest,
+    OllamaRequest,
+    ShowRequest,
+    allowed_keep_alive,
+    unloads,
+)
+from webui.api.serving import RequestContext, Serving
+from webui.api.streams import EventStream, Piece, Reply, Started, public_finish_reason, warnings_body
+from webui.core.service import EngineError
+
+NS = 1_000_000_000
+OllamaEvent = dict[str, Any]
+# Shapes a text delta as the endpoint's own field: /api/generate's "response", /api/chat's "message".
+Shape = Callable[[str], dict[str, Any]]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def stats_fields(started: Started) -> dict[str, Any]:
+    """Ollama's counts and durations (ns) for the request's one run."""
+    run = started.runs[0] if started.runs else None
+    stats = run.stats if run else None
+    load_ns = int(started.load_seconds * NS)
+    fields: dict[str, Any] = {
+        "total_duration": int((time.perf_counter() - started.started_at) * NS) + load_ns,
+        "load_duration": load_ns,
+    }
+    if stats is not None:
+        fields.update(
+            prompt_eval_count=stats.prompt_tokens,
+            prompt_eval_duration=int(stats.time_to_first_token_s * NS),
+            eval_count=stats.new_tokens,
+            eval_duration=int(max(stats.total_s - stats.time_to_first_token_s, 0.0) * NS),
+        )
+    return fields
+
+
+class _Answer:
+    """How one request's generation is answered in Ollama's shapes: whole, or one event a delta."""
+
+    def __init__(self, started: Started, shape: Shape) -> None:
+        self.started = started
+        self.shape = shape
+
+    def _final(self, text: str) -> OllamaEvent:
+        return {
+            "model": self.started.model,
+            "created_at": _now(),
+            **self.shape(text),
+            "done": True,
+            "done_reason": public_finish_reason(self.started.runs[0].job.finish_reason),
+            **stats_fields(self.started),
+        }
+
+    def whole(self, texts: dict[int, str]) -> Reply:
+        # The extensions' errors are complete once the reply is done.
+        return Reply(self._final("".join(texts.values())), self.started.warnings())
+
+    async def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[OllamaEvent]:
+        async for _run, chunk in pieces:
+            if chunk.text:
+                yield {
+                    "model": self.started.model,
+                    "created_at": _now(),
+                    **self.shape(chunk.text),
+                    "done": False,
+                }
+        yield self._final("") | warnings_body(self.started.warnings())
+
+
+class OllamaServing:
+    """/api/version, /api/tags, /api/ps, /api/show, /api/generate and /api/chat through ``serving``."""
+
+    def __init__(self, serving: Serving) -> None:
+        self.serving = serving
+        self.service = serving.service
+
+    def version(self) -> dict[str, str]:
+        return {"version": OLLAMA_VERSION, "palabre": __version__}
+
+    def tags(self) -> dict[str, Any]:
+        return {"models": [ollama_models.tag(entry) for entry in self.serving.entries()]}
+
+    def ps(self) -> dict[str, Any]:
+        state = self.serving.loaded()
+        if state is None:
+            return {"models": []}
+        return {"models": [ollama_models.running_model(state, self.serving.idle.expires_in())]}
+
+    def show(self, body: ShowRequest) -> dict[str, Any]:
+        name = body.model or body.name
+        if not name:
+            raise ApiError(400, "model is required.", param="model")
+        try:
+            entry = self.serving.find(name)
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ApiError(404, f"model '{name}' not found") from exc
+            raise
+        return ollama_models.show(entry, self.serving.loaded())
+
+    async def generate(
+        self, body: GenerateRequest, context: RequestContext
+    ) -> Reply | EventStream[OllamaEvent]:
+        """Complete ``prompt``; an empty prompt loads the model (or unloads it with keep_alive 0)."""
+        body.refuse_unsupported()
+        admin = context.caller.admin
+
+        def start(request_id: str) -> Started | str:
+            if not body.prompt:
+                return self._load_or_unload(body.model, body.keep_alive, admin)
+            return self.serving.start_request(
+                body.model, admin, body.to_core_request(self.service), request_id
+            )
+
+        return await self._answer(body, context, start, lambda text: {"response": text})
+
+    async def chat(self, body: ChatRequest, context: RequestContext) -> Reply | EventStream[OllamaEvent]:
+        """Reply to ``messages``; no messages loads the model (or unloads it with keep_alive 0)."""
+        history = body.history()
+        admin = context.caller.admin
+
+        def start(request_id: str) -> Started | str:
+            if not history:
+                return self._load_or_unload(body.model, body.keep_alive, admin)
+            request = body.to_chat_request(self.service, history)
+            return self.serving.start_request(body.model, admin, request, request_id)
+
+        return await self._answer(
+            body, context, start, lambda text: {"message": {"role": "assistant", "content": text}}
+        )
+
+    async def _answer(
+        self,
+        body: OllamaRequest,
+        context: RequestContext,
+        start: Callable[[str], Started | str],
+        shape: Shape,
+    ) -> Reply | EventStream[OllamaEvent]:
+        """Run ``start`` off the event loop, then answer whole or streamed; ``shape`` shapes a delta."""
+        # Refused (403 for a non-admin, 400 for a bad value) before anything starts or loads.
+        keep_alive = allowed_keep_alive(body.keep_alive, context.caller.admin)
+        request_id = f"ollama-{uuid.uuid4().hex[:24]}"
+        outcome = await to_thread.run_sync(start, request_id)
+        if outcome != "unload":
+            self.serving.idle.keep_alive(keep_alive)  # the idle time after this request, as in Ollama
+        if isinstance(outcome, str):  # a load or an unload, no generation (Ollama's empty prompt)
+            done = {
+                "model": body.model,
+                "created_at": _now(),
+                **shape(""),
+                "done": True,
+                "done_reason": outcome,
+            }
+            return Reply(done)
+        generation = self.serving.follow(outcome, context, request_id)
+        answer = _Answer(outcome, shape)
+        return await generation.answer(
+            stream=body.stream, reply=answer.whole, events=answer.events, error=ApiError.ollama_body
+        )
+
+    def _load_or_unload(self, model: str, keep_alive: float | str | None, admin: bool) -> str:
+        """Ollama's empty request: load the model (another one only for an admin), or unload it when
+        keep_alive is 0 (only an admin: _answer refuses anybody else's keep_alive first)."""
+        if unloads(keep_alive):
+            entry = self.serving.find(model)
+            state = self.serving.loaded()
+            if state is not None and state.entry == entry:
+                if not admin:  # unreachable through _answer; kept so that no other caller can unload
+                    raise ApiError(403, "Unloading the model needs an admin key.", kind="permission_error")
+                try:
+                    self.service.unload_model()
+                except EngineError as exc:
+                    raise ApiError(500, str(exc), kind="server_error") from exc
+            return "unload"
+        self.serving.start(model, admin, lambda state: [])
+        return "load"

@@ -1,0 +1,200 @@
+"""OpenAI's endpoints over the serving base: each method returns a response model, or an async stream of
+OpenAI's chunk events (the router frames them as server-sent events ending in ``data: [DONE]``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from anyio import to_thread
+from pydantic import BaseModel
+
+from webui.api.core_requests import CoreRequest
+from webui.api.errors import ApiError
+from webui.api.openai_protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatMessageOut,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    GenerationRequest,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from webui.api.serving import RequestContext, Serving
+from webui.api.streams import EventStream, Piece, Reply, Started, public_finish_reason, warnings_body
+from webui.core.models import ModelEntry
+from webui.core.service import LoadedState, Service
+
+# An event of the stream: a chunk model, or a chunk as a dict where it carries more than the model says.
+OpenAIEvent = BaseModel | dict[str, Any]
+
+
+def model_card(entry: ModelEntry, loaded: LoadedState | None) -> ModelCard:
+    try:
+        created = int(entry.path.stat().st_mtime)
+    except OSError:
+        created = 0  # a remote server's model has no file
+    return ModelCard(id=entry.name, created=created, loaded=loaded is not None and loaded.entry == entry)
+
+
+def usage_of(started: Started) -> Usage:
+    prompt, completion = started.usage()
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def error_event(error: ApiError) -> OpenAIEvent:
+    """A failure after the stream began, as OpenAI's error body in its own event."""
+    return error.openai_body()
+
+
+class _Answer(ABC):
+    """How one request's generation is answered in OpenAI's shapes: whole, or as chunk events."""
+
+    def __init__(self, request_id: str, started: Started, include_usage: bool) -> None:
+        self.started = started
+        self.include_usage = include_usage
+        # The fields every response and chunk of the request starts with.
+        self.envelope: dict[str, Any] = {
+            "id": request_id,
+            "created": int(time.time()),
+            "model": started.model,
+        }
+
+    def whole(self, texts: dict[int, str]) -> Reply:
+        runs = self.started.runs
+        choices = [
+            self.choice(run.index, texts[run.index], public_finish_reason(run.job.finish_reason))
+            for run in runs
+        ]
+        # The extensions' errors, also in the server log.
+        return Reply(self.response(choices, usage_of(self.started)), self.started.warnings())
+
+    @abstractmethod
+    def choice(self, index: int, text: str, finish_reason: str) -> BaseModel:
+        """One whole choice."""
+
+    @abstractmethod
+    def response(self, choices: list[Any], usage: Usage) -> BaseModel:
+        """The whole response."""
+
+    @abstractmethod
+    def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[OpenAIEvent]:
+        """The chunk events of the pieces, in order."""
+
+
+class _CompletionAnswer(_Answer):
+    def choice(self, index: int, text: str, finish_reason: str) -> BaseModel:
+        return CompletionChoice(index=index, text=text, finish_reason=finish_reason)
+
+    def response(self, choices: list[Any], usage: Usage | None) -> BaseModel:
+        return CompletionResponse(**self.envelope, choices=choices, usage=usage)
+
+    async def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[OpenAIEvent]:
+        begun: set[int] = set()
+        async for run, piece in pieces:
+            text = piece.text
+            if run.index not in begun:
+                begun.add(run.index)
+                text = run.prefix + text
+            finish = public_finish_reason(piece.finish_reason) if piece.finish_reason else None
+            if text or finish:
+                choice = CompletionChoice(index=run.index, text=text, finish_reason=finish)
+                chunk = CompletionResponse(**self.envelope, choices=[choice])
+                # The choice's last chunk carries the extensions' errors (complete by now).
+                warnings = run.warnings if finish else ()
+                yield chunk.model_dump() | warnings_body(warnings) if warnings else chunk
+        if self.include_usage:
+            yield self.response([], usage_of(self.started))
+
+
+class _ChatAnswer(_Answer):
+    def choice(self, index: int, text: str, finish_reason: str) -> BaseModel:
+        return ChatChoice(index=index, message=ChatMessageOut(content=text), finish_reason=finish_reason)
+
+    def response(self, choices: list[Any], usage: Usage) -> BaseModel:
+        return ChatCompletionResponse(**self.envelope, choices=choices, usage=usage)
+
+    def _chunk(
+        self, choices: list[ChatChunkChoice], usage: Usage | None = None, warnings: Sequence[str] = ()
+    ) -> OpenAIEvent:
+        payload = ChatCompletionChunk(**self.envelope, choices=choices, usage=usage).model_dump()
+        for choice in payload["choices"]:  # a delta carries only what changed, as OpenAI's do
+            choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        return payload | warnings_body(warnings)
+
+    async def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[OpenAIEvent]:
+        begun: set[int] = set()
+        async for run, piece in pieces:
+            if run.index not in begun:
+                begun.add(run.index)
+                opening = ChatDelta(role="assistant", content="")
+                yield self._chunk([ChatChunkChoice(index=run.index, delta=opening)])
+            if piece.text:
+                yield self._chunk([ChatChunkChoice(index=run.index, delta=ChatDelta(content=piece.text))])
+            if piece.finish_reason:
+                finish = public_finish_reason(piece.finish_reason)
+                # The choice's last chunk carries the extensions' errors (complete by now).
+                last = ChatChunkChoice(index=run.index, delta=ChatDelta(), finish_reason=finish)
+                yield self._chunk([last], warnings=run.warnings)
+        if self.include_usage:
+            yield self._chunk([], usage_of(self.started))
+
+
+class OpenAIServing:
+    """/v1/models, /v1/completions and /v1/chat/completions, translated to the core through ``serving``."""
+
+    def __init__(self, serving: Serving) -> None:
+        self.serving = serving
+        self.service = serving.service
+
+    def list_models(self) -> ModelList:
+        loaded = self.serving.loaded()
+        return ModelList(data=[model_card(entry, loaded) for entry in self.serving.entries()])
+
+    def get_model(self, model_id: str) -> ModelCard:
+        return model_card(self.serving.find(model_id), self.serving.loaded())
+
+    async def create_completion(
+        self, body: CompletionRequest, context: RequestContext
+    ) -> Reply | EventStream[OpenAIEvent]:
+        """Continue raw text: a whole CompletionResponse, or its chunks."""
+        return await self._generate(body, context, "cmpl", body.to_completion_request, _CompletionAnswer)
+
+    async def create_chat_completion(
+        self, body: ChatCompletionRequest, context: RequestContext
+    ) -> Reply | EventStream[OpenAIEvent]:
+        """Reply to a conversation: a whole ChatCompletionResponse, or its chunks."""
+        return await self._generate(body, context, "chatcmpl", body.to_chat_request, _ChatAnswer)
+
+    async def _generate(
+        self,
+        body: GenerationRequest,
+        context: RequestContext,
+        id_prefix: str,
+        convert: Callable[[Service], CoreRequest],
+        answer: type[_Answer],
+    ) -> Reply | EventStream[OpenAIEvent]:
+        """Convert and start off the event loop (a load takes seconds), then answer whole or streamed."""
+        request_id = f"{id_prefix}-{uuid.uuid4().hex[:24]}"
+
+        def start() -> Started:
+            return self.serving.start_request(
+                body.model, context.caller.admin, convert(self.service), request_id
+            )
+
+        started = await to_thread.run_sync(start)
+        generation = self.serving.follow(started, context, request_id)
+        shape = answer(request_id, started, bool(body.stream_options and body.stream_options.include_usage))
+        return await generation.answer(
+            stream=body.stream, reply=shape.whole, events=shape.events, error=error_event
+        )
