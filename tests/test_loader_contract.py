@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from webui.core.engine import Engine, EngineError
+from webui.core.loader import LoaderCapabilities
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.registry import LoaderRegistry
 
@@ -81,6 +82,14 @@ def test_loads_and_describes_itself(loaded: Engine) -> None:
     assert state.loader == loaded.case.loader  # type: ignore[attr-defined]
     assert state.model.facts.loader == state.loader
     assert state.model.facts.context_length > 0
+
+
+def test_claims_its_files_and_gets_its_settings_validated(loaded: Engine) -> None:
+    state = loaded.require_model()
+    loader = loaded.registry.get(state.loader)
+    assert loaded.registry.claimant(state.entry) == state.loader  # what it would infer for these files
+    assert type(state.settings) is loader.settings_model
+    assert isinstance(state.model.capabilities, LoaderCapabilities)
 
 
 def test_streams_deltas_and_ends_with_a_reason(loaded: Engine) -> None:
