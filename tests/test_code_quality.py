@@ -1,4 +1,4 @@
-"""ruff (lint + format) and mypy on the core and the API, as part of the suite."""
+"""ruff (lint + format) and mypy on the core, the API, the page and the loaders, as part of the suite."""
 
 from __future__ import annotations
 
@@ -26,5 +26,5 @@ def test_ruff_format() -> None:
 
 
 def test_mypy_core_and_api() -> None:
-    result = run("mypy", "webui/core", "webui/api", "webui/ui")
+    result = run("mypy", "webui/core", "webui/api", "webui/ui", "loaders")
     assert result.returncode == 0, result.stdout + result.stderr
