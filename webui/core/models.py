@@ -86,9 +86,13 @@ class _Claims:
     def __init__(self, registry: LoaderRegistry | None) -> None:
         self._registry = registry
 
-    def entry(self, path: Path, name: str) -> ModelEntry | None:
+    def entry(self, path: Path, name: str, *, any_case: bool = True) -> ModelEntry | None:
+        """The entry of the file at ``path``: a GGUF file, or another format a loader claims (else None)."""
         if path.name.startswith("."):
             return None
+        suffix = path.suffix.lower() if any_case else path.suffix
+        if suffix == ".gguf":
+            return _gguf_entry(path, name)
         if self._registry is None:
             self._registry = LoaderRegistry.from_entry_points()
         entry = ModelEntry(name, path, "file", path.stat().st_size)
@@ -104,29 +108,19 @@ def discover_models(models_dir: Path, registry: LoaderRegistry | None = None) ->
     if not models_dir.is_dir():
         return []
     claims = _Claims(registry)
-    entries: list[ModelEntry] = []
+    found: list[ModelEntry | None] = []
     for path in sorted(models_dir.iterdir(), key=lambda p: p.name.lower()):
         if path.name.startswith("."):
             continue
         if path.is_file():
-            found = (
-                _gguf_entry(path, path.name)
-                if path.suffix.lower() == ".gguf"
-                else claims.entry(path, path.name)
-            )
-            entries.extend([found] if found else [])
+            found.append(claims.entry(path, path.name))
+        elif _is_model_folder(path):
+            found.append(ModelEntry(path.name, path, "folder", _folder_size(path)))
         elif path.is_dir():
-            if _is_model_folder(path):
-                entries.append(ModelEntry(path.name, path, "folder", _folder_size(path)))
-                continue
             # A folder holding model files, as the Hub's repositories are laid out when downloaded.
-            for inner in sorted(path.iterdir(), key=lambda p: p.name):
-                if not inner.is_file():
-                    continue
-                name = f"{path.name}/{inner.name}"
-                found = _gguf_entry(inner, name) if inner.suffix == ".gguf" else claims.entry(inner, name)
-                entries.extend([found] if found else [])
-    return entries
+            inner = sorted((p for p in path.iterdir() if p.is_file()), key=lambda p: p.name)
+            found.extend(claims.entry(p, f"{path.name}/{p.name}", any_case=False) for p in inner)
+    return [entry for entry in found if entry is not None]
 
 
 def entry_at(path: Path) -> ModelEntry | None:
