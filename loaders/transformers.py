@@ -336,7 +336,7 @@ class HfModel:
         max_context: int,
         extra: dict[str, str],
         *,
-        capabilities: LoaderCapabilities = HfLoader.capabilities,
+        capabilities: LoaderCapabilities,
         prompt_cache: bool = True,
     ) -> None:
         self.capabilities = capabilities
