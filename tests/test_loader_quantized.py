@@ -63,7 +63,8 @@ def test_greedy_stream_equals_transformers_generate(model: HfModel, folder: Path
     assert len(expected) > 10
     assert sum(chunk.tokens for chunk in chunks) == expected_tokens
     assert chunks[-1].finish_reason in ("stop", "length")
-    assert chunks[-1].prompt_tokens == len(model.tokenize(prompt, add_bos=True))
+    prompt_usage = chunks[-1].prompt
+    assert prompt_usage is not None and prompt_usage.tokens == len(model.tokenize(prompt, add_bos=True))
 
 
 def test_runs_quantized_kernels_on_cpu(model: HfModel, method: str) -> None:

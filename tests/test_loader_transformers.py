@@ -55,7 +55,7 @@ def test_greedy_stream_equals_transformers_generate(
     assert sum(chunk.tokens for chunk in chunks) == expected_tokens
     last = chunks[-1]
     assert last.finish_reason == ("length" if expected_tokens == GREEDY.max_new_tokens else "stop")
-    assert last.prompt_tokens == len(model.tokenize(prompt, add_bos=True))
+    assert last.prompt is not None and last.prompt.tokens == len(model.tokenize(prompt, add_bos=True))
     assert all(chunk.finish_reason is None for chunk in chunks[:-1])
 
 
@@ -166,7 +166,8 @@ def test_max_context_setting_and_prompt_too_long(tiny_llama_dir: Path) -> None:
             run(loaded, STORY_PROMPT * 10, GREEDY)
         chunks = run(loaded, STORY_PROMPT, GREEDY.overlay({"ban_eos_token": True}))
         assert chunks[-1].finish_reason == "length"
-        assert sum(chunk.tokens for chunk in chunks) == 16 - chunks[-1].prompt_tokens
+        prompt = chunks[-1].prompt
+        assert prompt is not None and sum(chunk.tokens for chunk in chunks) == 16 - prompt.tokens
     finally:
         loaded.unload()
 
