@@ -17,16 +17,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from tests.support.extensions import BUNDLED, bundled, bundled_manager, chat_context
 from webui.config import PROJECT_ROOT
 from webui.core.characters import Character
-from webui.core.extension_api import ChatContext, ExtensionState, hookimpl
-from webui.core.extension_discovery import Found, discover
+from webui.core.extension_api import ExtensionState, hookimpl
+from webui.core.extension_discovery import Found
 from webui.core.extension_hooks import LIVE_HOOKS, PIPED_ARGUMENT, RESTART_HOOKS, HookSpecs
 from webui.core.extensions import ExtensionError, ExtensionManager
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
-
-BUNDLED = PROJECT_ROOT / "extensions"
 
 
 def module(name: str, doc: str = "", **hooks: Callable[..., Any]) -> ModuleType:
@@ -40,50 +39,6 @@ def module(name: str, doc: str = "", **hooks: Callable[..., Any]) -> ModuleType:
 
 def manager_of(*modules: ModuleType) -> ExtensionManager:
     return ExtensionManager(found=[Found(m.__name__, "user", "test", m) for m in modules])
-
-
-def words(text: str) -> int:
-    return len(text.split())
-
-
-def chat_context(
-    *,
-    budget: int = 10_000,
-    character: Character | None = None,
-    generate: Callable[[Sequence[ChatMessage], int], str] | None = None,
-    user_data_dir: Path | None = None,
-) -> ChatContext:
-    """A ChatContext counting words as tokens; ``measure`` counts the words of all messages."""
-    return ChatContext(
-        mode="instruct",
-        character_name="Ada",
-        user_name="You",
-        character=character,
-        max_prompt_tokens=budget,
-        count_tokens=words,
-        measure=lambda messages: sum(words(m.content) + 2 for m in messages),
-        generate=generate or (lambda messages, n: "summary"),
-        user_data_dir=user_data_dir,
-    )
-
-
-def bundled(name: str) -> ModuleType:
-    found = {item.name: item for item in discover(BUNDLED, None)}
-    assert found[name].error is None, found[name].error
-    assert found[name].module is not None
-    return found[name].module
-
-
-def bundled_manager(name: str, **settings: Any) -> ExtensionManager:
-    manager = manager_of_found(next(item for item in discover(BUNDLED, None) if item.name == name))
-    assert manager.set_enabled([name]) == []
-    if settings:
-        manager.update_settings(name, settings)
-    return manager
-
-
-def manager_of_found(found: Found) -> ExtensionManager:
-    return ExtensionManager(found=[found])
 
 
 # -- order and isolation ----------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ from loaders.awq import AwqLoader, AwqSettings
 from loaders.gptq import GptqLoader, GptqSettings
 from loaders.transformers import HfModel, TransformersLoader
 from tests.support.config import make_config
-from tests.support.tiny_models import CHATML_TEMPLATE, reference_greedy
-from tests.test_loader_transformers import (
+from tests.support.generation import (
     CHAT_PROMPT,
     GREEDY,
     SAMPLING,
@@ -23,6 +22,7 @@ from tests.test_loader_transformers import (
     run,
     text_of,
 )
+from tests.support.tiny_models import CHATML_TEMPLATE, reference_greedy
 from webui.app import build_service
 from webui.core.loader import CancelToken, LoaderError
 from webui.core.params import GenerationParams

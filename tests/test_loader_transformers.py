@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -15,18 +13,13 @@ import pytest
 
 from loaders.transformers import HfModel, TransformersLoader, TransformersSettings
 from tests.support.config import make_config
+from tests.support.generation import CHAT_PROMPT, GREEDY, SAMPLING, STORY_PROMPT, cli_generate, run, text_of
 from tests.support.tiny_models import CHATML_TEMPLATE, reference_greedy
 from webui.app import build_service
-from webui.config import PROJECT_ROOT
-from webui.core.loader import CancelToken, Chunk, LoaderError
+from webui.core.loader import CancelToken, LoaderError
 from webui.core.params import GenerationParams
 
 pytestmark = pytest.mark.slow
-
-CHAT_PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
-STORY_PROMPT = "Once upon a time"
-GREEDY = GenerationParams(temperature=0, max_new_tokens=20)
-SAMPLING = GenerationParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, max_new_tokens=30, seed=1234)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +27,6 @@ def model(tiny_llama_dir: Path) -> Iterator[HfModel]:
     loaded = TransformersLoader().load(tiny_llama_dir, TransformersSettings())
     yield loaded
     loaded.unload()
-
-
-def run(model: HfModel, prompt: str, params: GenerationParams) -> list[Chunk]:
-    return list(model.stream(prompt, params, CancelToken()))
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(chunk.text for chunk in chunks)
 
 
 @pytest.mark.parametrize("prompt", [CHAT_PROMPT, STORY_PROMPT])
@@ -226,23 +211,6 @@ def test_service_detects_chatml_and_answers(tmp_path: Path, tiny_llama_dir: Path
         assert "Paris" in service.stream_completion(CHAT_PROMPT, GREEDY).text()
     finally:
         service.close()
-
-
-def cli_generate(model_dir: Path, loader: str, prompt: str, user_data: Path) -> str:
-    """``webui generate`` in a fresh process, the way a user runs it; returns its stdout."""
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "webui", "generate", "--model", str(model_dir), "--loader", loader),
-            *("--prompt", prompt, "--temperature", "0", "--max-new-tokens", "20"),
-            *("--user-data-dir", str(user_data)),
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_cli_generate_prints_transformers_greedy_text(tmp_path: Path, tiny_llama_dir: Path) -> None:

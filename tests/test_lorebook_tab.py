@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_extensions import bundled, bundled_manager, chat_context
+from tests.support.extensions import bundled, bundled_manager, chat_context
 from webui.core.prompts import ChatMessage
 
 DATA = Path(__file__).parent / "data" / "extensions"
