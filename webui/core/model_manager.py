@@ -54,7 +54,7 @@ class ModelManager:
     def models(self) -> list[ModelEntry]:
         """The models folder's models, plus the loaded model when it was loaded by path from elsewhere
         (also while the idle watcher has it unloaded: the next message loads it again)."""
-        entries = discover_models(self.engine.models_dir)
+        entries = discover_models(self.engine.models_dir, self.engine.registry)
         state = self.engine.state
         unloaded = self.engine.status().idle_unload
         elsewhere = state.entry if state is not None else unloaded.entry if unloaded is not None else None
@@ -88,10 +88,10 @@ class ModelManager:
             return  # a server's model uses the server's memory, not this machine's
         entry = self.engine.resolve(name)
         try:
-            loader_name = loader or infer_loader(entry)
+            loader_name = loader or infer_loader(entry, self.engine.registry)
         except ModelFileError:
             return  # the load itself reports unreadable files
-        advice = check_before_load(entry, loader_name, settings, self.machine)
+        advice = check_before_load(entry, loader_name, settings, self.machine, self.engine.registry)
         if advice is not None and advice.verdict == "does not fit":
             raise EngineError(refusal_message(advice))
 

@@ -77,7 +77,7 @@ class ModelTab:
         for entry in self.service.models():
             if entry.name == name:
                 try:
-                    return infer_loader(entry)
+                    return infer_loader(entry, self.service.loaders)
                 except ModelFileError:
                     return None
         return None
@@ -113,12 +113,16 @@ class ModelTab:
             settings = self.settings_for(loader, values)
         except EngineError:
             settings = None
-        return fit_line(entry, loader or None, settings, self.service.machine)
+        return fit_line(entry, loader or None, settings, self.service.machine, self.service.loaders)
 
     def initial_fit_text(self, name: str | None, loader: str | None) -> str:
         """The fit line when the page is drawn (the loader's default settings)."""
         entry = next((e for e in self.service.models() if e.name == name), None)
-        return fit_line(entry, loader, None, self.service.machine) if entry is not None else ""
+        return (
+            fit_line(entry, loader, None, self.service.machine, self.service.loaders)
+            if entry is not None
+            else ""
+        )
 
     def load(self, name: str | None, loader: str | None, *values: Any, insist: bool = False) -> Iterator[str]:
         """Load the chosen model with the chosen loader and settings; errors leave the previous model loaded.
@@ -215,7 +219,11 @@ class ModelTab:
                 shown = dict(saved.loader_settings)
         name = models.get("value")
         entry = next((e for e in self.service.models() if e.name == name), None)
-        fit = fit_line(entry, loader, shown, self.service.machine) if entry is not None else ""
+        fit = (
+            fit_line(entry, loader, shown, self.service.machine, self.service.loaders)
+            if entry is not None
+            else ""
+        )
         return [models, gr.update(value=loader), *self._visibility(loader), *values, fit, self.status()]
 
     # -- layout ----------------------------------------------------------------------------------------
