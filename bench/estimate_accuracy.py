@@ -18,9 +18,9 @@ from pathlib import Path
 
 from webui.app import build_service
 from webui.config import PROJECT_ROOT, AppConfig
-from webui.core.hardware import estimate_speed
-from webui.core.machine import MachineProbe
-from webui.core.model_facts import gguf_facts
+from webui.core.hardware.estimates import estimate_speed
+from webui.core.hardware.machine import MachineProbe
+from webui.core.models.facts import gguf_facts
 from webui.core.params import GenerationParams
 from webui.core.service import Service
 from webui.provision import provision_default_model

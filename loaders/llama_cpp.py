@@ -30,7 +30,7 @@ from webui.core.loader import (
     ModelFacts,
     PromptUsage,
 )
-from webui.core.models import ModelEntry, loader_for_path
+from webui.core.models.discovery import ModelEntry, loader_for_path
 from webui.core.params import PARAM_NAMES, GenerationParams
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
             )
         if not path.is_file():
             raise LoaderError(f"{path} does not exist.")
-        from webui.core.models import ModelFileError, gguf_metadata
+        from webui.core.models.discovery import ModelFileError, gguf_metadata
 
         try:
             metadata = gguf_metadata(path)
@@ -185,7 +185,7 @@ def _inert_metadata_templates(llama_cpp: Any) -> Iterator[None]:
     ``Llama()`` compiles every ``tokenizer.chat_template*`` of the file with Jinja, whose compiler folds constant
     expressions: a template holding ``{{ 9 ** (9 ** 9) }}`` or ``{{ 'a' * 10**10 }}`` hangs or exhausts memory
     right there, and one that does not parse makes the file unloadable. Palabre never uses those handlers: it
-    renders the template itself in its guarded sandbox (webui.core.templates).
+    renders the template itself in its guarded sandbox (webui.core.templates.store).
     """
     module = llama_cpp.llama_chat_format
     with _FORMATTER_SWAP:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 from loaders.transformers import HfLoader, HfSettings, quant_method, quantized_checkpoint
 from webui.core.loader import Claim, LoaderError
-from webui.core.models import ModelEntry, config_quant_method, loader_for_path, read_model_config
+from webui.core.models.discovery import ModelEntry, config_quant_method, loader_for_path, read_model_config
 
 QuantizedSettingsT = TypeVar("QuantizedSettingsT", bound=HfSettings)
 

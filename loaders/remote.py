@@ -40,7 +40,7 @@ from webui.core.loader import (
     ModelFacts,
     PromptUsage,
 )
-from webui.core.models import ModelEntry
+from webui.core.models.discovery import ModelEntry
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.prompts import ChatMessage
 

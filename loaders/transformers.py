@@ -37,7 +37,7 @@ from webui.core.loader import (
     ModelFacts,
     PromptUsage,
 )
-from webui.core.models import ModelEntry, config_quant_method, loader_for_path
+from webui.core.models.discovery import ModelEntry, config_quant_method, loader_for_path
 from webui.core.params import PARAM_NAMES, GenerationParams
 
 # Mirostat and GBNF grammars are not implemented for transformers (see loaders.hf_sampling).

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.servers import Server
 from webui.api.jobs import ApiJobs
-from webui.core.conversation import chat_settings_for, params_for
+from webui.core.chats.conversation import chat_settings_for, params_for
 from webui.core.presets import DEFAULT_PRESET
 from webui.core.service import ChatSettings, Service
 from webui.provision import DEFAULT_MODEL_FILE

@@ -20,7 +20,7 @@ from webui.api.openai_routes import install_openai_routes
 from webui.api.serving import Serving, find_entry, seeded
 from webui.api.streams import Run, Started, follow
 from webui.core.grammar import JSON_OBJECT_GBNF, json_grammar
-from webui.core.models import ModelEntry
+from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, Service

@@ -16,8 +16,8 @@ from PIL import Image
 
 from tests.support.cards import CARD_FILE, avatar_image, write_card_png
 from webui.config import PROJECT_ROOT
-from webui.core import cards
-from webui.core.characters import Character, CharacterError, CharacterStore
+from webui.core.characters import cards
+from webui.core.characters.store import Character, CharacterError, CharacterStore
 
 
 @pytest.fixture

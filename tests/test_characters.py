@@ -11,7 +11,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from webui.config import PROJECT_ROOT, AppConfig
-from webui.core.characters import Character, CharacterError, CharacterStore, fill_placeholders
+from webui.core.characters.store import Character, CharacterError, CharacterStore, fill_placeholders
 from webui.core.params import GenerationParams
 
 

@@ -18,7 +18,7 @@ from typing import IO, Any
 import pytest
 
 from tests.support.chat_writer import content_for, stream_text
-from webui.core.chats import (
+from webui.core.chats.store import (
     DEFAULT_TITLE,
     MODES,
     ChatStore,
@@ -29,7 +29,7 @@ from webui.core.chats import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-WRITER = Path(__file__).with_name("chat_writer.py")
+WRITER = Path(__file__).parent / "support" / "chat_writer.py"
 TGW_HISTORY = Path(__file__).with_name("data") / "tgw_history.json"
 
 
@@ -671,7 +671,7 @@ def test_several_processes_create_the_database_at_once(db: Path) -> None:
 
 
 def test_a_database_locked_too_long_is_a_readable_error(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import webui.core.chats as chats
+    import webui.core.chats.store as chats
 
     monkeypatch.setattr(chats, "BUSY_TIMEOUT_S", 0.2)
     with ChatStore(db) as store:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from webui.core.modelfile import parse_modelfile
+from webui.core.characters.modelfile import parse_modelfile
 
 DATA = Path(__file__).parent / "data" / "characters"
 

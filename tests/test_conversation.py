@@ -14,15 +14,15 @@ import pytest
 
 from tests.support.fakes import ScriptedLoader, ScriptedModel
 from webui.config import PROJECT_ROOT
-from webui.core.characters import Character, CharacterStore
-from webui.core.chats import ChatStore
-from webui.core.conversation import Conversations, chat_settings_for, params_for
+from webui.core.characters.store import Character, CharacterStore
+from webui.core.chats.conversation import Conversations, chat_settings_for, params_for
+from webui.core.chats.store import ChatStore
 from webui.core.engine import EngineError
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetStore
 from webui.core.registry import LoaderRegistry
 from webui.core.service import ChatSettings, Service
-from webui.core.templates import TemplateStore
+from webui.core.templates.store import TemplateStore
 
 PARAMS = GenerationParams()
 CHATML = ChatSettings(mode="instruct")
@@ -116,9 +116,9 @@ import sys
 from pathlib import Path
 from webui.app import build_service
 from webui.config import AppConfig
-from webui.core.characters import Character, CharacterStore
-from webui.core.chats import ChatStore
-from webui.core.conversation import Conversations, chat_settings_for, params_for
+from webui.core.characters.store import Character, CharacterStore
+from webui.core.chats.store import ChatStore
+from webui.core.chats.conversation import Conversations, chat_settings_for, params_for
 from webui.core.params import GenerationParams
 from webui.core.service import ChatSettings
 

@@ -26,7 +26,7 @@ import pytest
 from gradio_client import Client
 
 from tests.support.servers import Server
-from webui.core.chats import ChatStore
+from webui.core.chats.store import ChatStore
 from webui.core.settings import SETTINGS_FILE, load_settings
 from webui.provision import DEFAULT_MODEL_FILE
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_hub import FakeHub, gguf_like, standard_hub
-from webui.core import download as dl
-from webui.core import hub_cache
-from webui.core.hardware import FitVerdict
+from webui.core.hardware.estimates import FitVerdict
+from webui.core.hub import cache as hub_cache
+from webui.core.hub import download as dl
 from webui.core.loader import CancelToken
-from webui.core.models import discover_models, infer_loader
+from webui.core.models.discovery import discover_models, infer_loader
 
 GGUF = "palabre-test/tiny-GGUF"
 TRANSFORMERS = "palabre-test/tiny-transformers"

@@ -19,11 +19,11 @@ from pydantic import BaseModel
 
 from tests.support.extensions import BUNDLED, bundled, bundled_manager, chat_context
 from webui.config import PROJECT_ROOT
-from webui.core.characters import Character
-from webui.core.extension_api import ExtensionState, hookimpl
-from webui.core.extension_discovery import Found
-from webui.core.extension_hooks import LIVE_HOOKS, PIPED_ARGUMENT, RESTART_HOOKS, HookSpecs
-from webui.core.extensions import ExtensionError, ExtensionManager
+from webui.core.characters.store import Character
+from webui.core.extensions.api import ExtensionState, hookimpl
+from webui.core.extensions.discovery import Found
+from webui.core.extensions.hooks import LIVE_HOOKS, PIPED_ARGUMENT, RESTART_HOOKS, HookSpecs
+from webui.core.extensions.manager import ExtensionError, ExtensionManager
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
 
@@ -127,7 +127,7 @@ def test_unknown_and_broken_extensions_are_reported_not_raised(tmp_path: Path) -
         (
             user_dir,
             "typo",
-            "from webui.core.extension_api import hookimpl\n\n@hookimpl\ndef palabre_modfy_input(text):\n    return text\n",
+            "from webui.core.extensions.api import hookimpl\n\n@hookimpl\ndef palabre_modfy_input(text):\n    return text\n",
         ),
         (user_dir, "bad-name", ""),
     ]:
@@ -496,7 +496,7 @@ def test_the_completion_and_start_up_hooks_run_through_their_typed_methods() -> 
 
 
 def test_bundled_extensions_import_palabre_only_through_the_extension_api() -> None:
-    import webui.core.extension_api as api
+    import webui.core.extensions.api as api
 
     assert all(hasattr(api, name) for name in api.__all__)
     for path in sorted(BUNDLED.rglob("*.py")):
@@ -505,4 +505,6 @@ def test_bundled_extensions_import_palabre_only_through_the_extension_api() -> N
             for line in path.read_text().splitlines()
             if line.lstrip().startswith(("from webui", "import webui"))
         ]
-        assert all(line.lstrip().startswith("from webui.core.extension_api import") for line in imports), path
+        assert all(line.lstrip().startswith("from webui.core.extensions.api import") for line in imports), (
+            path
+        )

@@ -36,7 +36,7 @@ FAILED = 'Extension "completer" failed in modify_completion_params: RuntimeError
 # A second user extension: rewrites a completion's text once it has streamed (which cannot be applied).
 REWRITER = '''
 """Rewriter: lower-cases a completion after it streamed."""
-from webui.core.extension_api import hookimpl
+from webui.core.extensions.api import hookimpl
 
 
 @hookimpl

@@ -23,16 +23,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webui.config import PROJECT_ROOT
-from webui.core import cards
-from webui.core.characters import CharacterError, CharacterStore
-from webui.core.chat_records import ChatStoreError
-from webui.core.chats import ChatStore
-from webui.core.gguf_header import GGUFHeaderError, read_gguf_header
-from webui.core.modelfile import INSTRUCTIONS, ModelfileError, parse_modelfile
-from webui.core.models import ModelFileError, gguf_metadata
+from webui.core.characters import cards
+from webui.core.characters.modelfile import INSTRUCTIONS, ModelfileError, parse_modelfile
+from webui.core.characters.store import CharacterError, CharacterStore
+from webui.core.chats.records import ChatStoreError
+from webui.core.chats.store import ChatStore
+from webui.core.models.discovery import ModelFileError, gguf_metadata
+from webui.core.models.gguf_header import GGUFHeaderError, read_gguf_header
 from webui.core.params import PARAM_NAMES
 from webui.core.presets import PresetError, PresetStore
-from webui.core.templates import TemplateError, TemplateStore
+from webui.core.templates.store import TemplateError, TemplateStore
 
 # Per test: a few seconds each on a 2-core machine. PALABRE_FUZZ_EXAMPLES=5000 fuzzes longer (by hand).
 EXAMPLES = int(os.environ.get("PALABRE_FUZZ_EXAMPLES", "150"))
@@ -372,8 +372,8 @@ def test_model_folder_facts_raise_only_model_file_errors(
     folder: Path, config: Any, header: Any, junk: bytes | None
 ) -> None:
     from tests.support.machines import FakeMachine, machine
-    from webui.core.fit_check import check_before_load
-    from webui.core.models import ModelEntry, folder_metadata, infer_loader
+    from webui.core.hardware.fit import check_before_load
+    from webui.core.models.discovery import ModelEntry, folder_metadata, infer_loader
 
     model = folder / "model"
     model.mkdir(exist_ok=True)
@@ -424,9 +424,9 @@ def test_gguf_facts_and_fit_check_raise_only_model_file_errors(
     folder: Path, tensors: list[tuple[str, list[int], int, int]], keys: list[tuple[str, int]]
 ) -> None:
     from tests.support.machines import FakeMachine, machine
-    from webui.core.fit_check import check_before_load
-    from webui.core.model_facts import gguf_facts
-    from webui.core.models import ModelEntry
+    from webui.core.hardware.fit import check_before_load
+    from webui.core.models.discovery import ModelEntry
+    from webui.core.models.facts import gguf_facts
 
     entries = [("general.architecture", 8, struct.pack("<Q", 5) + b"llama")]
     entries += [(key, 10, struct.pack("<Q", value)) for key, value in keys]

@@ -14,10 +14,16 @@ import pytest
 from tests.support.config import make_config
 from tests.support.machines import GB, FakeMachine, machine
 from webui.core.engine import EngineError
-from webui.core.hardware import estimate_memory, estimate_speed, fit_advice, memory_verdict, quick_fit
-from webui.core.machine import GpuFacts, parse_nvidia_smi
-from webui.core.model_facts import ArchFacts, gguf_facts, name_disagreements
-from webui.core.model_names import decode_model_name
+from webui.core.hardware.estimates import (
+    estimate_memory,
+    estimate_speed,
+    fit_advice,
+    memory_verdict,
+    quick_fit,
+)
+from webui.core.hardware.machine import GpuFacts, parse_nvidia_smi
+from webui.core.models.facts import ArchFacts, gguf_facts, name_disagreements
+from webui.core.models.names import decode_model_name
 from webui.provision import DEFAULT_MODEL_FILE
 
 
@@ -269,7 +275,7 @@ def test_cli_inspect_prints_json_for_the_default_model(tmp_path: Path, default_m
 def _estimate_vs_measured(tmp_path: Path, model: Path, runs: int = 5) -> float:
     """Median over runs of (estimate with the machine measured just before / measured tokens/s)."""
     from webui.app import build_service
-    from webui.core.machine import MachineProbe
+    from webui.core.hardware.machine import MachineProbe
     from webui.core.params import GenerationParams
 
     service = build_service(make_config(tmp_path / model.stem, model))

@@ -16,7 +16,7 @@ from tests.support.servers import Server, open_page
 from tests.support.toy_loader import LOADER_NAME, PACKAGE, install_toy_loader
 from webui.config import PROJECT_ROOT
 from webui.core.engine import Engine
-from webui.core.models import discover_models, infer_loader
+from webui.core.models.discovery import discover_models, infer_loader
 from webui.core.params import GenerationParams
 from webui.core.registry import LoaderRegistry
 

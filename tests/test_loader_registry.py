@@ -16,7 +16,8 @@ from pydantic import BaseModel, field_validator
 
 from loaders.llama_cpp import LlamaCppLoader, LlamaCppSettings
 from webui.core.engine import Engine
-from webui.core.fit_check import check_before_load
+from webui.core.hardware.fit import check_before_load
+from webui.core.hardware.machine import MachineFacts
 from webui.core.loader import (
     CancelToken,
     Chunk,
@@ -29,8 +30,7 @@ from webui.core.loader import (
     PromptUsage,
     ToolCallDelta,
 )
-from webui.core.machine import MachineFacts
-from webui.core.models import ModelEntry, ModelFileError, infer_loader
+from webui.core.models.discovery import ModelEntry, ModelFileError, infer_loader
 from webui.core.params import GenerationParams
 from webui.core.registry import LoaderRegistry
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from webui.config import PROJECT_ROOT
-from webui.core.characters import CharacterError, CharacterStore
-from webui.core.go_template import convert_go_template
-from webui.core.modelfile import Modelfile, format_modelfile, parse_modelfile
+from webui.core.characters.go_template import convert_go_template
+from webui.core.characters.modelfile import Modelfile, format_modelfile, parse_modelfile
+from webui.core.characters.store import CharacterError, CharacterStore
 from webui.core.params import GenerationParams
-from webui.core.templates import InstructionTemplate, TemplateStore
+from webui.core.templates.store import InstructionTemplate, TemplateStore
 
 DATA = Path(__file__).parent / "data" / "characters"
 MARIO = DATA / "Mario.Modelfile"
@@ -242,7 +242,7 @@ def test_exporting_a_native_personality(store: CharacterStore, tmp_path: Path) -
 
 
 def test_settings_without_an_ollama_parameter_become_comments(store: CharacterStore, tmp_path: Path) -> None:
-    from webui.core.characters import Character
+    from webui.core.characters.store import Character
 
     store.save(Character(name="Dry", context="x", parameters={"dry_multiplier": 0.8, "min_p": 0.1}))
     text = store.export("Dry", "modelfile", tmp_path / "d").read_text("utf-8")
@@ -296,7 +296,7 @@ def test_writer_quotes_values_so_they_read_back_unchanged() -> None:
 
 
 def test_values_with_three_quotes_cannot_be_written(store: CharacterStore, tmp_path: Path) -> None:
-    from webui.core.characters import Character
+    from webui.core.characters.store import Character
 
     store.save(Character(name="Q", context='He wrote """ in the middle.'))
     with pytest.raises(CharacterError, match="three double quotes"):

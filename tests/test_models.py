@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from webui.core.gguf_header import GGUFHeaderError, read_gguf_header
-from webui.core.models import (
+from webui.core.models.discovery import (
     ModelFileError,
     ModelNotFoundError,
     discover_models,
@@ -16,6 +15,7 @@ from webui.core.models import (
     infer_loader,
     model_metadata,
 )
+from webui.core.models.gguf_header import GGUFHeaderError, read_gguf_header
 
 
 def _string(value: str) -> bytes:

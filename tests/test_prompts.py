@@ -18,7 +18,7 @@ from webui.core.prompts import (
     PromptTooLongError,
     build_prompt,
 )
-from webui.core.templates import InstructionTemplate, TemplateStore
+from webui.core.templates.store import InstructionTemplate, TemplateStore
 
 BUNDLED = Path(__file__).resolve().parent.parent / "instruction-templates"
 HISTORY = [

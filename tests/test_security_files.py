@@ -23,17 +23,23 @@ from gguf import GGUFWriter
 from tests.support import hostile_files as hostile
 from tests.support.servers import Server
 from webui.config import PROJECT_ROOT
-from webui.core import cards
-from webui.core.characters import CharacterError, CharacterStore
-from webui.core.characters import _check_param as check_param
-from webui.core.characters import _field_types as field_types
-from webui.core.gguf_header import GGUFHeaderError, read_gguf_header, read_gguf_tensors
+from webui.core.characters import cards
+from webui.core.characters.modelfile import ModelfileError, import_fields, parse_modelfile
+from webui.core.characters.store import CharacterError, CharacterStore
+from webui.core.characters.store import _check_param as check_param
+from webui.core.characters.store import _field_types as field_types
 from webui.core.loader import LoaderError
-from webui.core.modelfile import ModelfileError, import_fields, parse_modelfile
-from webui.core.models import ModelEntry, ModelFileError, folder_metadata, gguf_metadata, infer_loader
+from webui.core.models.discovery import (
+    ModelEntry,
+    ModelFileError,
+    folder_metadata,
+    gguf_metadata,
+    infer_loader,
+)
+from webui.core.models.gguf_header import GGUFHeaderError, read_gguf_header, read_gguf_tensors
 from webui.core.presets import PresetError, PresetStore
 from webui.core.safe_load import UnsafeDocumentError, load_json, load_yaml
-from webui.core.templates import TemplateError, TemplateStore
+from webui.core.templates.store import TemplateError, TemplateStore
 from webui.provision import DEFAULT_MODEL_FILE
 
 MB = 1024 * 1024
@@ -459,7 +465,7 @@ def test_yaml_bombs_pasted_in_the_parameters_box_are_refused(case: str) -> None:
 )
 def test_hostile_safetensors_header_does_not_break_the_fit_check(tmp_path: Path, header: bytes) -> None:
     from tests.support.machines import FakeMachine, machine
-    from webui.core.fit_check import check_before_load
+    from webui.core.hardware.fit import check_before_load
 
     folder = model_folder(
         tmp_path, "st", LLAMA_CONFIG, {"model.safetensors": struct.pack("<Q", len(header)) + header}
@@ -472,7 +478,7 @@ def test_hostile_safetensors_header_does_not_break_the_fit_check(tmp_path: Path,
 
 def test_gguf_tensor_without_dimensions_does_not_break_the_fit_check(tmp_path: Path) -> None:
     from tests.support.machines import FakeMachine, machine
-    from webui.core.fit_check import check_before_load
+    from webui.core.hardware.fit import check_before_load
 
     tensor = hostile.gguf_string("token_embd.weight") + struct.pack("<I", 0) + struct.pack("<IQ", 0, 0)
     tensor += hostile.gguf_string("output.weight") + struct.pack("<IQ", 1, 4) + struct.pack("<IQ", 0, 0)

@@ -26,14 +26,14 @@ from tests.support.fakes import ScriptedLoader
 from tests.support.servers import Server
 from webui.cli import EXIT_USAGE, main
 from webui.config import PROJECT_ROOT
-from webui.core.characters import Character, CharacterError, CharacterStore
-from webui.core.models import ModelNotFoundError, discover_models, find_model
+from webui.core.characters.store import Character, CharacterError, CharacterStore
+from webui.core.models.discovery import ModelNotFoundError, discover_models, find_model
 from webui.core.params import GenerationParams
 from webui.core.paths import InvalidNameError, path_in, validate_name
 from webui.core.presets import PresetError, PresetStore
 from webui.core.registry import LoaderRegistry
 from webui.core.service import Service
-from webui.core.templates import TemplateError, TemplateStore
+from webui.core.templates.store import TemplateError, TemplateStore
 from webui.provision import DEFAULT_MODEL_FILE
 
 NAMES = hostile.TRAVERSAL_NAMES

@@ -19,10 +19,10 @@ from gguf import GGUFWriter
 
 from tests.support import hostile_files as hostile
 from tests.support.servers import Server
-from webui.core import templates as templates_module
-from webui.core.models import gguf_metadata
-from webui.core.template_sandbox import MAX_RENDER_BYTES
-from webui.core.templates import (
+from webui.core.models.discovery import gguf_metadata
+from webui.core.templates import store as templates_module
+from webui.core.templates.sandbox import MAX_RENDER_BYTES
+from webui.core.templates.store import (
     MAX_RENDER_SECONDS,
     InstructionTemplate,
     TemplateError,

@@ -15,7 +15,7 @@ from webui.core.presets import PresetStore
 from webui.core.prompts import ChatMessage
 from webui.core.registry import LoaderRegistry
 from webui.core.service import ChatSettings, Service
-from webui.core.templates import TemplateStore
+from webui.core.templates.store import TemplateStore
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from webui.core import template_sandbox
-from webui.core.template_sandbox import MAX_RENDER_BYTES, LimitExceeded, Sandbox
-from webui.core.templates import (
+from webui.core.templates import sandbox as template_sandbox
+from webui.core.templates.sandbox import MAX_RENDER_BYTES, LimitExceeded, Sandbox
+from webui.core.templates.store import (
     InstructionTemplate,
     TemplateError,
     TemplateOutputTooLargeError,

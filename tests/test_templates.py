@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-import webui.core.templates as templates_module
+import webui.core.templates.store as templates_module
 from webui.core.paths import InvalidNameError
-from webui.core.templates import (
+from webui.core.templates.store import (
     FALLBACK_TEMPLATE,
     METADATA_CUSTOM_NAME,
     InstructionTemplate,

@@ -14,11 +14,11 @@ import yaml
 from tests.support.cards import CARD_FILE
 from tests.support.fakes import ScriptedLoader
 from webui.config import PROJECT_ROOT
-from webui.core.characters import CharacterStore
+from webui.core.characters.store import CharacterStore
 from webui.core.presets import PresetStore
 from webui.core.registry import LoaderRegistry
 from webui.core.service import Service
-from webui.core.templates import TemplateStore
+from webui.core.templates.store import TemplateStore
 from webui.ui.character_tab import EDITOR_FIELDS, MODEL_TEMPLATE, CharacterTab, parse_parameters
 
 DATA = Path(__file__).parent / "data" / "characters"

@@ -138,7 +138,7 @@ def test_conversations_are_stored_switched_and_survive_a_restart(browser: Browse
 
 
 def test_killing_the_server_mid_reply_loses_no_earlier_message(browser: Browser, server: Server) -> None:
-    from webui.core.chats import ChatStore
+    from webui.core.chats.store import ChatStore
 
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()

@@ -310,7 +310,7 @@ class FakeJob:
 
 
 def test_conversation_label_shows_the_time_today_else_the_date() -> None:
-    from webui.core.chat_records import ConversationSummary
+    from webui.core.chats.records import ConversationSummary
 
     summary = ConversationSummary(1, "Title", "Coder", "chat", 0.0, 1_700_000_000.0, 2)
     assert conversation_label(summary, 1_700_000_100.0).startswith("Title · ")

@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.support.fake_hub import FakeHub, standard_hub
 from tests.support.servers import Server
-from webui.core.hardware import quick_fit
+from webui.core.hardware.estimates import quick_fit
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub) -> Iterator[S
     try:
         quick_fit(1_000_000)
     except NotImplementedError:
-        pytest.skip("webui.core.hardware.quick_fit is not implemented yet")
+        pytest.skip("webui.core.hardware.estimates.quick_fit is not implemented yet")
     root = tmp_path_factory.mktemp("download-browser")
     server = Server(root)
     server.env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(root / "hf-home"))

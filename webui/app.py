@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 
 from webui.config import AppConfig
-from webui.core.characters import CharacterStore
-from webui.core.chats import ChatStore
-from webui.core.extensions import ExtensionManager
+from webui.core.characters.store import CharacterStore
+from webui.core.chats.store import ChatStore
+from webui.core.extensions.manager import ExtensionManager
 from webui.core.presets import PresetStore
 from webui.core.registry import LoaderRegistry
 from webui.core.service import Service
-from webui.core.templates import TemplateStore
+from webui.core.templates.store import TemplateStore
 
 
 def build_templates(config: AppConfig) -> TemplateStore:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from webui.app import build_characters, build_service
 from webui.cli import CliError, params_from_args
 from webui.config import AppConfig
-from webui.core.characters import CharacterError
+from webui.core.characters.store import CharacterError
 from webui.core.engine import EngineError
 from webui.core.loader import LoaderError
 from webui.core.params import GenerationParams
@@ -17,11 +17,11 @@ from webui.core.presets import PresetError
 from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, LoadReport, Service
 from webui.core.settings import SETTINGS_FILE, load_settings
-from webui.core.templates import TemplateError
+from webui.core.templates.store import TemplateError
 from webui.provision import DEFAULT_MODEL_FILE, ProvisionError, provision_default_model
 
 if TYPE_CHECKING:
-    from webui.core.download import RepoListing
+    from webui.core.hub.download import RepoListing
 
 USER_ERRORS = (EngineError, PresetError, TemplateError, ProvisionError, OSError)
 
@@ -173,7 +173,7 @@ def list_models(config: AppConfig) -> int:
         if not entries:
             print(f"No models in {config.models_dir}.")
             return 0
-        from webui.core.models import infer_loader
+        from webui.core.models.discovery import infer_loader
 
         width = max(len(e.name) for e in entries)
         for entry in entries:
@@ -189,10 +189,10 @@ def inspect_model(config: AppConfig, args: argparse.Namespace) -> int:
     import json
 
     from webui.app import build_templates
-    from webui.core.fit_check import model_report
-    from webui.core.machine import MachineProbe
-    from webui.core.models import ModelFileError, ModelNotFoundError, find_model, model_metadata
-    from webui.core.templates import detect_template
+    from webui.core.hardware.fit import model_report
+    from webui.core.hardware.machine import MachineProbe
+    from webui.core.models.discovery import ModelFileError, ModelNotFoundError, find_model, model_metadata
+    from webui.core.templates.store import detect_template
 
     if args.n_ctx is not None and args.n_ctx < 0:
         raise CliError("--n-ctx must be 0 (automatic) or more.")
@@ -290,7 +290,7 @@ def characters(config: AppConfig, args: argparse.Namespace) -> int:
 
 def hub(config: AppConfig, args: argparse.Namespace) -> int:
     """``webui models files REPO`` and ``webui models download REPO [--file F ...]`` (Hugging Face Hub)."""
-    from webui.core import download as dl
+    from webui.core.hub import download as dl
 
     try:
         listing = dl.list_files(args.repo, args.revision, args.token)
@@ -319,7 +319,7 @@ def hub(config: AppConfig, args: argparse.Namespace) -> int:
 
 
 def _print_listing(listing: RepoListing) -> None:
-    from webui.core.hub_refs import format_size
+    from webui.core.hub.refs import format_size
 
     print(f"{listing.ref.label}: {listing.kind} repository, {len(listing.files)} files")
     width = max(len(f.path) for f in listing.files)
@@ -343,7 +343,7 @@ class _TerminalProgress:
     def __call__(self, done: int, total: int, name: str) -> None:
         import time
 
-        from webui.core.hub_refs import format_size
+        from webui.core.hub.refs import format_size
 
         now = time.monotonic()
         self.started = self.started or now

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_api import ChatMessage, hookimpl
+from webui.core.extensions.api import ChatMessage, hookimpl
 
 
 class AuthorsNoteSettings(BaseModel):

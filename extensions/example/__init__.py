@@ -1,7 +1,7 @@
 """Example: shows every hook with the smallest useful body; copy this folder to start a new extension.
 
-Each ``@hookimpl`` function is named after a hook in webui/core/extension_hooks.py and takes only the
-arguments it needs, by name; what an extension uses from Palabre comes from ``webui.core.extension_api``.
+Each ``@hookimpl`` function is named after a hook in webui/core/extensions/hooks.py and takes only the
+arguments it needs, by name; what an extension uses from Palabre comes from ``webui.core.extensions.api``.
 The ``palabre_modify_*`` hooks return the new value, or None to leave it as it is. With the default settings this extension changes nothing; turn its settings on to see each hook work.
 The chunk and reply hooks also run for raw completions (Default / Notebook tabs, /v1/completions): their
 ``kind`` argument says which, so a hook that only suits chat replies (the signature here) can skip the others.
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_api import (
+from webui.core.extensions.api import (
     ChatContext,
     ChatMessage,
     ExtensionState,

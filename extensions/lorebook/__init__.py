@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_api import ChatContext, ChatMessage, ExtensionState, hookimpl
+from webui.core.extensions.api import ChatContext, ChatMessage, ExtensionState, hookimpl
 
 from .book import Lorebook, LorebookError, load_book, parse_book, select
 

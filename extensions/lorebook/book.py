@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from webui.core.extension_api import ChatMessage, describe_validation_error, files_by_stem, path_in
+from webui.core.extensions.api import ChatMessage, describe_validation_error, files_by_stem, path_in
 
 LOREBOOK_SUFFIXES = (".yaml", ".yml", ".json")
 

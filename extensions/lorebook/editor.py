@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from webui.core.extension_api import InvalidNameError, atomic_write_text, load_json, load_yaml, path_in
+from webui.core.extensions.api import InvalidNameError, atomic_write_text, load_json, load_yaml, path_in
 
 from .book import LOREBOOK_SUFFIXES, Entry, Lorebook, LorebookError, parse_book
 

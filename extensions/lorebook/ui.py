@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.core.extension_api import InvalidNameError
+from webui.core.extensions.api import InvalidNameError
 
 from .book import LorebookError, available_books, parse_book
 from .editor import (

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from webui.core.extension_api import ChatContext, ChatMessage, ExtensionState, hookimpl
+from webui.core.extensions.api import ChatContext, ChatMessage, ExtensionState, hookimpl
 
 CACHE_SIZE = 64  # summaries remembered (per server run)
 Turn = list[ChatMessage]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from webui.core.chats import ChatStore
+from webui.core.chats.store import ChatStore
 
 _WORDS = [
     "the",

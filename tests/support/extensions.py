@@ -8,10 +8,10 @@ from types import ModuleType
 from typing import Any
 
 from webui.config import PROJECT_ROOT
-from webui.core.characters import Character
-from webui.core.extension_api import ChatContext
-from webui.core.extension_discovery import Found, discover
-from webui.core.extensions import ExtensionManager
+from webui.core.characters.store import Character
+from webui.core.extensions.api import ChatContext
+from webui.core.extensions.discovery import Found, discover
+from webui.core.extensions.manager import ExtensionManager
 from webui.core.prompts import ChatMessage
 
 BUNDLED = PROJECT_ROOT / "extensions"

@@ -23,7 +23,7 @@ from webui.core.loader import (
 from webui.core.params import GenerationParams
 
 if TYPE_CHECKING:
-    from webui.core.models import ModelEntry
+    from webui.core.models.discovery import ModelEntry
     from webui.core.service import Service
 
 SCRIPTED_CAPABILITIES = LoaderCapabilities(honoured_params=frozenset({"max_new_tokens"}))
@@ -95,7 +95,7 @@ def scripted_service(root: Path, models: dict[str, str]) -> Service:
     from webui.core.presets import PresetStore
     from webui.core.registry import LoaderRegistry
     from webui.core.service import Service
-    from webui.core.templates import TemplateStore
+    from webui.core.templates.store import TemplateStore
 
     folder = root / "models"
     folder.mkdir()

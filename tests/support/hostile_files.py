@@ -153,7 +153,7 @@ def retemplate_gguf(source: Path, target: Path, template: str) -> None:
     The tensor data stays byte-identical: the new template is padded (inside a Jinja comment) so that the
     header grows by a multiple of the file's alignment, which keeps every tensor offset valid.
     """
-    from webui.core.gguf_header import read_gguf_header
+    from webui.core.models.gguf_header import read_gguf_header
 
     header = read_gguf_header(source)
     alignment = int(header.get("general.alignment", 32))  # type: ignore[call-overload]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webui.core.machine import GpuFacts, MachineFacts
+from webui.core.hardware.machine import GpuFacts, MachineFacts
 
 GB = 10**9
 

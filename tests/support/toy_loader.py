@@ -33,7 +33,7 @@ from webui.core.loader import (
     ModelFacts,
     PromptUsage,
 )
-from webui.core.models import ModelEntry
+from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
 
 CAPABILITIES = LoaderCapabilities(honoured_params=frozenset({"max_new_tokens", "stop"}))

@@ -17,14 +17,14 @@ from pydantic import ValidationError
 
 from webui.api.errors import ApiError
 from webui.core import grammar
-from webui.core.characters import Character, CharacterError
-from webui.core.conversation import chat_settings_for, params_for
+from webui.core.characters.store import Character, CharacterError
+from webui.core.chats.conversation import chat_settings_for, params_for
 from webui.core.loader import LoaderError
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.presets import DEFAULT_PRESET, PresetError
 from webui.core.prompts import ChatMessage, Mode
 from webui.core.service import ChatSettings, LoadedState, Service
-from webui.core.templates import InstructionTemplate, TemplateError
+from webui.core.templates.store import InstructionTemplate, TemplateError
 
 CompletionPrompt = str | list[str] | list[int] | list[list[int]]
 

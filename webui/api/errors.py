@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from webui.core.characters import CharacterError
+from webui.core.characters.store import CharacterError
 from webui.core.loader import LoaderError
-from webui.core.models import ModelNotFoundError
+from webui.core.models.discovery import ModelNotFoundError
 from webui.core.presets import PresetError
 from webui.core.service import EngineError, QueueFull
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webui.api.core_requests import CoreChatRequest
 from webui.api.errors import InternalApiError, user_errors
-from webui.core.characters import Character
-from webui.core.conversation import chat_settings_for, params_for
+from webui.core.characters.store import Character
+from webui.core.chats.conversation import chat_settings_for, params_for
 from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
 from webui.core.presets import DEFAULT_PRESET
 from webui.core.prompts import ChatMessage, Mode

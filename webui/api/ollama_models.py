@@ -6,9 +6,9 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from webui.core.model_names import decode_model_name
-from webui.core.modelfile import PARAM_TO_OLLAMA, Modelfile, format_modelfile, parameter_lines
-from webui.core.models import ModelEntry, ModelFileError, ModelMetadata, model_metadata
+from webui.core.characters.modelfile import PARAM_TO_OLLAMA, Modelfile, format_modelfile, parameter_lines
+from webui.core.models.discovery import ModelEntry, ModelFileError, ModelMetadata, model_metadata
+from webui.core.models.names import decode_model_name
 from webui.core.params import GenerationParams
 from webui.core.presets import DEFAULT_PRESET
 from webui.core.service import LoadedState

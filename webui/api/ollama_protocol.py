@@ -17,12 +17,12 @@ from webui.api import core_requests
 from webui.api.errors import ApiError
 from webui.api.openai_protocol import null_means_default
 from webui.core import grammar
-from webui.core.go_template import convert_go_template
-from webui.core.modelfile import OLLAMA_TO_LOADER, OLLAMA_TO_PARAM, OLLAMA_UNMAPPED
+from webui.core.characters.go_template import convert_go_template
+from webui.core.characters.modelfile import OLLAMA_TO_LOADER, OLLAMA_TO_PARAM, OLLAMA_UNMAPPED
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.prompts import ChatMessage
 from webui.core.service import Service
-from webui.core.templates import InstructionTemplate, TemplateError
+from webui.core.templates.store import InstructionTemplate, TemplateError
 
 # The Ollama API version these routes follow; clients check /api/version before using newer fields.
 OLLAMA_VERSION = "0.12.0"

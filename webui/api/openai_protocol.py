@@ -26,11 +26,11 @@ from webui.api.core_requests import (
     with_grammar,
 )
 from webui.api.errors import ApiError
-from webui.core.characters import Character
+from webui.core.characters.store import Character
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage, Mode
 from webui.core.service import Service
-from webui.core.templates import InstructionTemplate, TemplateError
+from webui.core.templates.store import InstructionTemplate, TemplateError
 
 MAX_CHOICES = (
     16  # n > 1 runs the generations one after another: keep a request from holding the engine for long

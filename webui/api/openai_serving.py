@@ -32,7 +32,7 @@ from webui.api.openai_protocol import (
 )
 from webui.api.serving import RequestContext, Serving
 from webui.api.streams import EventStream, Piece, Reply, Started, public_finish_reason, warnings_body
-from webui.core.models import ModelEntry
+from webui.core.models.discovery import ModelEntry
 from webui.core.service import LoadedState, Service
 
 # An event of the stream: a chunk model, or a chunk as a dict where it carries more than the model says.

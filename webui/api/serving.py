@@ -14,7 +14,7 @@ from webui.api.errors import ApiError, queue_full_error
 from webui.api.jobs import ApiJobs, Caller
 from webui.api.streams import Generation, Run, Started
 from webui.core.idle import IdleUnloader
-from webui.core.models import ModelEntry
+from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, EngineError, LoadedState, QueueFull, Service

@@ -30,7 +30,13 @@ from webui.core.loader import (
     PromptUsage,
     renders_own_template,
 )
-from webui.core.models import ModelEntry, ModelFileError, ModelNotFoundError, find_model, infer_loader
+from webui.core.models.discovery import (
+    ModelEntry,
+    ModelFileError,
+    ModelNotFoundError,
+    find_model,
+    infer_loader,
+)
 from webui.core.params import GenerationParams, describe_validation_error
 from webui.core.prompts import ChatMessage
 from webui.core.registry import LoaderRegistry

@@ -15,7 +15,7 @@ from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
 
 if TYPE_CHECKING:
-    from webui.core.models import ModelEntry
+    from webui.core.models.discovery import ModelEntry
 
 # Why a generation ended. The API names "cancelled" "stop" (only a client that left ever sees it).
 FinishReason = Literal["stop", "length", "cancelled"]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from webui.core.engine import Engine, EngineError, LoadedState
-from webui.core.fit_check import check_before_load, refusal_message
-from webui.core.hardware import MachineSource
-from webui.core.models import ModelEntry, ModelFileError, discover_models, infer_loader
-from webui.core.templates import (
+from webui.core.hardware.estimates import MachineSource
+from webui.core.hardware.fit import check_before_load, refusal_message
+from webui.core.models.discovery import ModelEntry, ModelFileError, discover_models, infer_loader
+from webui.core.templates.store import (
     InstructionTemplate,
     TemplateDetection,
     TemplateError,

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 
-from webui.core.characters import Character
+from webui.core.characters.store import Character
 from webui.core.engine import Engine, EngineError
-from webui.core.extension_hooks import ChatContext
-from webui.core.extensions import ExtensionManager
+from webui.core.extensions.hooks import ChatContext
+from webui.core.extensions.manager import ExtensionManager
 from webui.core.loader import renders_own_template
 from webui.core.params import GenerationParams
 from webui.core.prompts import (
@@ -27,7 +27,7 @@ from webui.core.prompts import (
     build_prompt,
     reply_reserve,
 )
-from webui.core.templates import InstructionTemplate, TemplateError, TemplateStore
+from webui.core.templates.store import InstructionTemplate, TemplateError, TemplateStore
 
 __all__ = ["ChatPrompt", "ChatSettings", "CompletionPrompt", "PromptBudget", "PromptBuilder"]
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from webui.core.templates import InstructionTemplate, TemplateOutputTooLargeError
+from webui.core.templates.store import InstructionTemplate, TemplateOutputTooLargeError
 
 Mode = Literal["instruct", "chat", "chat-instruct"]
 Role = Literal["system", "user", "assistant"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from webui.core.loader import Claim, Loader, LoaderError
 
 if TYPE_CHECKING:
-    from webui.core.models import ModelEntry
+    from webui.core.models.discovery import ModelEntry
 
 ENTRY_POINT_GROUP = "palabre.loaders"
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from webui.core.engine import GenerationJob
-from webui.core.extension_hooks import GenerationKind
-from webui.core.extensions import ExtensionManager
+from webui.core.extensions.hooks import GenerationKind
+from webui.core.extensions.manager import ExtensionManager
 from webui.core.loader import Chunk, GenerationStats
 from webui.core.params import GenerationParams
 from webui.core.prompts import BuiltPrompt

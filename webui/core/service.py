@@ -13,8 +13,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from webui.core.characters import CharacterStore
-from webui.core.chats import ChatStore
+from webui.core.characters.store import CharacterStore
+from webui.core.chats.store import ChatStore
 from webui.core.engine import (
     Engine,
     EngineError,
@@ -27,18 +27,18 @@ from webui.core.engine import (
     QueueFull,
     QueueSnapshot,
 )
-from webui.core.extensions import ExtensionManager
-from webui.core.hardware import MachineSource
-from webui.core.machine import MachineProbe
+from webui.core.extensions.manager import ExtensionManager
+from webui.core.hardware.estimates import MachineSource
+from webui.core.hardware.machine import MachineProbe
 from webui.core.model_manager import LoadReport, ModelManager
-from webui.core.models import ModelEntry
+from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetStore
 from webui.core.prompt_builder import ChatPrompt, ChatSettings, PromptBudget, PromptBuilder
 from webui.core.prompts import ChatMessage
 from webui.core.registry import LoaderRegistry
 from webui.core.reply_streams import CompletionStream, ReplyStream, tidy_reply
-from webui.core.templates import InstructionTemplate, TemplateDetection, TemplateStore
+from webui.core.templates.store import InstructionTemplate, TemplateDetection, TemplateStore
 
 # What the page and the API use: the Service and the engine's types they see (never the engine itself).
 __all__ = [

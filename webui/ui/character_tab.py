@@ -19,7 +19,13 @@ import yaml
 from PIL import Image
 from pydantic import ValidationError
 
-from webui.core.characters import EXPORT_FORMATS, Character, CharacterError, CharacterStore, ExportFormat
+from webui.core.characters.store import (
+    EXPORT_FORMATS,
+    Character,
+    CharacterError,
+    CharacterStore,
+    ExportFormat,
+)
 from webui.core.params import describe_validation_error
 from webui.core.safe_load import load_yaml
 from webui.core.service import Service

@@ -1,4 +1,4 @@
-"""The Chat tab's event handlers over stored conversations (webui.core.conversation).
+"""The Chat tab's event handlers over stored conversations (webui.core.chats.conversation).
 
 The per-session state holds the id of the conversation shown; the messages live in the conversation store, so
 the user's message is saved as soon as it is sent and the reply while it streams. Stop cancels only this
@@ -13,14 +13,14 @@ from typing import Any
 
 import gradio as gr
 
-from webui.core.characters import Character, CharacterError
-from webui.core.chat_records import ChatStoreError, Conversation
-from webui.core.chats import ChatStore
-from webui.core.conversation import Conversations, chat_settings_for, params_for
+from webui.core.characters.store import Character, CharacterError
+from webui.core.chats.conversation import Conversations, chat_settings_for, params_for
+from webui.core.chats.records import ChatStoreError, Conversation
+from webui.core.chats.store import ChatStore
 from webui.core.params import GenerationParams
 from webui.core.prompts import PromptError
 from webui.core.service import ChatSettings, EngineError, Service
-from webui.core.templates import TemplateError
+from webui.core.templates.store import TemplateError
 from webui.ui.convert import (
     GENERATING,
     InputError,

@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.core.chat_records import ChatStoreError, Conversation
+from webui.core.chats.records import ChatStoreError, Conversation
 from webui.core.safe_load import load_json
 from webui.core.settings import SettingsFile
 from webui.ui.chat_events import ERRORS, ChatHandlers, Update, status_only, warn

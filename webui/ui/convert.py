@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from webui.core.chat_records import Conversation, ConversationSummary, StoredMessage
+from webui.core.chats.records import Conversation, ConversationSummary, StoredMessage
 from webui.core.loader import Chunk
 from webui.core.params import FieldSpec, GenerationParams, describe_validation_error
 from webui.core.prompts import ChatMessage, Role

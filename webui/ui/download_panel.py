@@ -1,7 +1,7 @@
 """Download panel (Model tab): list a Hugging Face repository's files, download the chosen ones with a progress
 bar, cancel and resume; use models already in the Hugging Face cache.
 
-The work is done by ``webui.core.download``; this module only draws widgets and turns its progress callbacks into
+The work is done by ``webui.core.hub.download``; this module only draws widgets and turns its progress callbacks into
 page updates. ``DownloadPanel(models_dir).build()`` draws the panel and returns the Download event, so the page can
 chain ``.then(...)`` to refresh the model list after a download.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import gradio as gr
 
-from webui.core import download as dl
-from webui.core import hub_cache
+from webui.core.hub import cache as hub_cache
+from webui.core.hub import download as dl
 from webui.core.loader import CancelToken
 
 POLL_S = 0.2  # how often the progress bar is redrawn while a download runs

@@ -15,7 +15,7 @@ import gradio as gr
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from webui.core.extensions import ExtensionError, ExtensionInfo, ExtensionManager
+from webui.core.extensions.manager import ExtensionError, ExtensionInfo, ExtensionManager
 from webui.core.settings import SettingsFile
 
 

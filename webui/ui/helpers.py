@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from webui.core.params import GenerationParams
 from webui.core.service import ChatSettings, EngineError, Service
-from webui.core.templates import InstructionTemplate, TemplateError
+from webui.core.templates.store import InstructionTemplate, TemplateError
 from webui.ui.convert import (
     Message,
     context_meter_text,

@@ -9,9 +9,9 @@ from typing import Any
 import gradio as gr
 from pydantic import BaseModel
 
-from webui.core.fit_check import fit_line
+from webui.core.hardware.fit import fit_line
 from webui.core.loader import LoaderError
-from webui.core.models import ModelFileError, infer_loader
+from webui.core.models.discovery import ModelFileError, infer_loader
 from webui.core.service import EngineError, Service
 from webui.core.settings import SessionSettings, SettingsFile
 from webui.ui.convert import loader_settings_from_values, setting_kind

@@ -9,7 +9,7 @@ import gradio as gr
 
 from webui.core.paths import InvalidNameError
 from webui.core.service import Service
-from webui.core.templates import TemplateError
+from webui.core.templates.store import TemplateError
 from webui.ui.convert import DETECTED_TEMPLATE, normalize_history
 from webui.ui.helpers import template_preview
 

@@ -6,7 +6,7 @@ makes its params hook fail (the completion must still complete, with a warning n
 
 from __future__ import annotations
 
-from webui.core.extension_hooks import GenerationKind, hookimpl
+from webui.core.extensions.hooks import GenerationKind, hookimpl
 from webui.core.params import GenerationParams
 
 MACRO = "{{capital}}"

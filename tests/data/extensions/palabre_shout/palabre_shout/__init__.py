@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webui.core.extension_hooks import hookimpl
+from webui.core.extensions.hooks import hookimpl
 
 MARK = "[shout-extension-was-here]"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
-from webui.core.extension_hooks import ENTRY_POINT_GROUP
+from webui.core.extensions.hooks import ENTRY_POINT_GROUP
 from webui.core.paths import InvalidNameError, validate_name
 
 Source = Literal["bundled", "user", "package"]

@@ -1,7 +1,7 @@
 """Hub references and file names: parse ``org/model`` or a Hub address, read quantization labels and split
 GGUF parts from file names, and write byte sizes for the user.
 
-Pure text work (no network, no huggingface_hub): ``webui.core.download`` lists and fetches what these name.
+Pure text work (no network, no huggingface_hub): ``webui.core.hub.download`` lists and fetches what these name.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ the Hub's sha256 (LFS files) or git blob id (small files) before it gets its rea
 is there, they move into ``<models_dir>/<org>_<model>/`` together, so the model list never shows half a model.
 
 References and file names (``parse_reference``, ``gguf_quant``, ``split_part``, ``format_size``) are parsed in
-``webui.core.hub_refs``; they are importable from here too.
+``webui.core.hub.refs``; they are importable from here too.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from webui.core.hardware import FitVerdict, quick_fit
-from webui.core.hub_refs import (
+from webui.core.hardware.estimates import FitVerdict, quick_fit
+from webui.core.hub.refs import (
     DownloadError,
     RepoRef,
     format_size,

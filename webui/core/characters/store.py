@@ -3,7 +3,7 @@ Character Card V2 JSON/PNG, Ollama Modelfile) and export them.
 
 A personality file is YAML (or JSON) in ``characters/`` (bundled, never written) or ``user_data/characters/``
 (the user's; a user file overrides a bundled one of the same name). What a personality holds and how it maps to
-a card or a Modelfile is in webui.core.character_model (re-exported here).
+a card or a Modelfile is in webui.core.characters.model (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
-from webui.core import cards, modelfile
-from webui.core.character_model import (
+from webui.core.characters import cards, modelfile
+from webui.core.characters.go_template import convert_go_template
+from webui.core.characters.model import (
     AVATAR_SUFFIXES,
     DEFAULT_CHARACTER,
     DEFAULT_USER_NAME,
@@ -30,7 +31,6 @@ from webui.core.character_model import (
     character_yaml,
     fill_placeholders,
 )
-from webui.core.go_template import convert_go_template
 from webui.core.params import GenerationParams, describe_validation_error
 from webui.core.paths import (
     InvalidNameError,
@@ -41,7 +41,7 @@ from webui.core.paths import (
     validate_name,
 )
 from webui.core.safe_load import load_json, load_yaml
-from webui.core.templates import TemplateError, TemplateStore
+from webui.core.templates.store import TemplateError, TemplateStore
 
 __all__ = [
     "AVATAR_SUFFIXES",

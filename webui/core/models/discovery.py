@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from webui.core.gguf_header import GGUFHeaderError, SkippedArray, read_gguf_header
+from webui.core.models.gguf_header import GGUFHeaderError, SkippedArray, read_gguf_header
 from webui.core.registry import LoaderRegistry
 from webui.core.safe_load import load_json
 

@@ -1,8 +1,8 @@
 """The plugin manager: which extensions exist, which are enabled, their settings, and running their hooks.
 
-The hook specifications, their order and their arguments are documented in webui.core.extension_hooks;
-discovery (bundled, user and installed extensions) in webui.core.extension_discovery; what extension authors
-import in webui.core.extension_api. The core calls each hook through a typed method here (``modify_input``,
+The hook specifications, their order and their arguments are documented in webui.core.extensions.hooks;
+discovery (bundled, user and installed extensions) in webui.core.extensions.discovery; what extension authors
+import in webui.core.extensions.api. The core calls each hook through a typed method here (``modify_input``,
 ``modify_chunk``, ``add_routes``, ...), never by its name. One ExtensionManager belongs to the Service; nothing
 here is module-level state.
 """
@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import pluggy
 from pydantic import BaseModel, ValidationError
 
-from webui.core.extension_discovery import Found, Source, discover
-from webui.core.extension_hooks import (
+from webui.core.extensions.discovery import Found, Source, discover
+from webui.core.extensions.hooks import (
     HOOK_NAMES,
     HOOK_PREFIX,
     PIPED_ARGUMENT,
@@ -124,7 +124,7 @@ class ExtensionManager:
         if unknown:
             self._pm.unregister(name=found.name)
             loaded.error = (
-                f"unknown hook(s): {', '.join(sorted(unknown))} (see webui/core/extension_hooks.py)"
+                f"unknown hook(s): {', '.join(sorted(unknown))} (see webui/core/extensions/hooks.py)"
             )
             return loaded
         loaded.hooks = tuple(short_name(name) for name in HOOK_NAMES if self._impls(name, (found.name,)))

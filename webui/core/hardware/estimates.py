@@ -1,6 +1,6 @@
 """Will it fit, and how fast will it run: memory and speed estimates for a model on this machine.
 
-The model's shape comes from webui/core/model_facts.py, the machine's figures from webui/core/machine.py.
+The model's shape comes from webui/core/models/facts.py, the machine's figures from webui/core/hardware/machine.py.
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
 
-from webui.core.machine import MachineFacts
-from webui.core.model_facts import ArchFacts
-from webui.core.model_names import BITS_PER_WEIGHT, SUGGESTED_QUANTS
+from webui.core.hardware.machine import MachineFacts
+from webui.core.models.facts import ArchFacts
+from webui.core.models.names import BITS_PER_WEIGHT, SUGGESTED_QUANTS
 
 Verdict = Literal["fits", "tight", "does not fit"]
 
@@ -327,7 +327,7 @@ def quick_fit(file_size_bytes: int, *, context_length: int | None = None) -> Fit
     Without the header, the KV cache is guessed from the size: a 4-bit 7B model (~4 GB) with grouped-query
     attention keeps about 128 KB per context token, and that grows roughly with the square root of the size.
     """
-    from webui.core.machine import query_gpus, read_meminfo
+    from webui.core.hardware.machine import query_gpus, read_meminfo
 
     if file_size_bytes < 0:
         raise ValueError("A file size cannot be negative.")

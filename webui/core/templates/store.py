@@ -1,7 +1,7 @@
 """Instruction templates: the template store, rendering, and detection for a loaded model.
 
 Every template (bundled, the user's, one from model metadata, one pasted or sent in a request) is untrusted
-input and renders only in the sandbox of :mod:`webui.core.template_sandbox`, with a time limit
+input and renders only in the sandbox of :mod:`webui.core.templates.sandbox`, with a time limit
 (:data:`MAX_RENDER_SECONDS`), an output-size limit and a memory budget; whatever goes wrong becomes a
 TemplateError that names the template, and a failed render gives its memory back at once.
 """
@@ -25,7 +25,7 @@ import yaml
 
 from webui.core.paths import atomic_write_text, files_by_stem, path_in
 from webui.core.safe_load import load_yaml
-from webui.core.template_sandbox import (
+from webui.core.templates.sandbox import (
     MAX_RENDER_SECONDS,
     LimitExceeded,
     RaisedByTemplate,

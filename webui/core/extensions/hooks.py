@@ -4,7 +4,7 @@ An extension is a module (a bundled ``extensions/<name>/`` package, a ``user_dat
 or an installed package's ``palabre.extensions`` entry point) whose functions are marked with ``@hookimpl``
 and named after the specs below. It implements only the hooks it needs, and each implementation takes only
 the arguments it needs (pluggy passes arguments by name). Extensions import what they use from
-``webui.core.extension_api``; the core calls each hook through a typed ExtensionManager method.
+``webui.core.extensions.api``; the core calls each hook through a typed ExtensionManager method.
 
 For each chat reply the hooks run in this order: modify_input, modify_params, modify_history (then the prompt
 is built and truncated to fit), modify_prompt; then modify_chunk for each streamed piece and modify_reply at
@@ -34,7 +34,7 @@ from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage, Mode
 
 if TYPE_CHECKING:
-    from webui.core.characters import Character
+    from webui.core.characters.store import Character
 
 PROJECT_NAME = "palabre"
 HOOK_PREFIX = "palabre_"  # every hook's name starts with it; pages and messages show the rest

@@ -9,7 +9,7 @@ from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
-from webui.core.chat_records import (
+from webui.core.chats.records import (
     ROLES,
     TGW_GREETING_MARK,
     AlternativeRecord,

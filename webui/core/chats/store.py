@@ -33,8 +33,8 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-from webui.core.chat_import import number_or_none, palabre_messages, tgw_messages
-from webui.core.chat_records import (
+from webui.core.chats.imports import number_or_none, palabre_messages, tgw_messages
+from webui.core.chats.records import (
     DEFAULT_TITLE,
     EXPORT_FORMAT,
     EXPORT_VERSION,

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from webui.core.hardware import FitAdvice, MachineSource, advice_dict, estimate_speed, fit_advice
+from webui.core.hardware.estimates import FitAdvice, MachineSource, advice_dict, estimate_speed, fit_advice
 from webui.core.loader import LoaderError
-from webui.core.model_facts import entry_facts, format_count, name_disagreements
-from webui.core.model_names import decode_model_name
-from webui.core.models import ModelEntry, ModelFileError, infer_loader
+from webui.core.models.discovery import ModelEntry, ModelFileError, infer_loader
+from webui.core.models.facts import entry_facts, format_count, name_disagreements
+from webui.core.models.names import decode_model_name
 from webui.core.registry import LoaderRegistry
 
 

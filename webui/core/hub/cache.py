@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from webui.core.hub_refs import DownloadError, format_size, split_part
+from webui.core.hub.refs import DownloadError, format_size, split_part
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webui.core.gguf_header import GGUFHeaderError, SkippedArray, TensorInfo, read_gguf_tensors
-from webui.core.model_names import FILE_TYPES, GGML_TYPES, DecodedName, decode_model_name, parse_size_label
-from webui.core.models import ModelEntry, ModelFileError, _split_parts, read_model_config
+from webui.core.models.discovery import ModelEntry, ModelFileError, _split_parts, read_model_config
+from webui.core.models.gguf_header import GGUFHeaderError, SkippedArray, TensorInfo, read_gguf_tensors
+from webui.core.models.names import FILE_TYPES, GGML_TYPES, DecodedName, decode_model_name, parse_size_label
 from webui.core.safe_load import load_json
 
 _DTYPE_BYTES = {

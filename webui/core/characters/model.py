@@ -1,5 +1,5 @@
 """A personality ("character"): the Character model, its file form, and its conversion to and from a
-Character Card V2 and an Ollama Modelfile. Stored, imported and exported by webui.core.characters.
+Character Card V2 and an Ollama Modelfile. Stored, imported and exported by webui.core.characters.store.
 
 A personality file is YAML (or JSON) in ``characters/`` (bundled, never written) or ``user_data/characters/``
 (the user's; a user file overrides a bundled one of the same name)::
@@ -38,7 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from webui.core import cards, modelfile
+from webui.core.characters import cards, modelfile
 from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
 from webui.core.paths import validate_name
 

@@ -1,4 +1,4 @@
-"""The Jinja sandbox every instruction template renders in (see webui.core.templates).
+"""The Jinja sandbox every instruction template renders in (see webui.core.templates.store).
 
 A template can come from a GGUF file or from anything a user pastes, so it is untrusted input. It is rendered
 in Jinja's ``ImmutableSandboxedEnvironment`` (no attribute access to internals, no mutation of lists/dicts),

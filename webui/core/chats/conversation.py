@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from webui.core.characters import DEFAULT_USER_NAME, Character, CharacterError
-from webui.core.chats import ChatStore, Conversation, StoredMessage
+from webui.core.characters.store import DEFAULT_USER_NAME, Character, CharacterError
+from webui.core.chats.store import ChatStore, Conversation, StoredMessage
 from webui.core.engine import EngineError
 from webui.core.loader import Chunk, GenerationStats
 from webui.core.params import GenerationParams

@@ -1,0 +1,1 @@
+"""Conversations: the SQLite store, its records and their validation, imports, and chats saved as they happen."""

@@ -1,0 +1,1 @@
+"""Extensions: pluggy hook specifications, discovery, the manager that calls them, and the API for their authors."""

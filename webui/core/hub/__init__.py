@@ -1,0 +1,1 @@
+"""The Hugging Face Hub: references and file names, resumable verified downloads, the local Hub cache."""

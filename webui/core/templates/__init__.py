@@ -1,0 +1,1 @@
+"""Instruction templates: the store, detection for a loaded model, and the sandbox every template renders in."""
