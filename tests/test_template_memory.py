@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from webui.core.templates import sandbox as template_sandbox
+from webui.core.templates import budget
 from webui.core.templates.sandbox import MAX_RENDER_BYTES, LimitExceeded, Sandbox
 from webui.core.templates.store import (
     InstructionTemplate,
@@ -387,9 +387,9 @@ def test_the_accounting_follows_the_real_allocations() -> None:
 def test_refcount_reading_is_calibrated() -> None:
     # The premise of "new": an object held by one list reads _ONE_HOLDER, one held by two reads one more.
     only = [object()]
-    assert template_sandbox._refs_at(only, 0) == template_sandbox._ONE_HOLDER
+    assert budget.refs_at(only, 0) == budget.ONE_HOLDER
     twice = [only[0]]
-    assert template_sandbox._refs_at(twice, 0) == template_sandbox._NEW
+    assert budget.refs_at(twice, 0) == budget.NEW
     assert sys.getrefcount(only[0]) > 0
 
 

@@ -25,10 +25,9 @@ import re
 import sys
 import time
 from array import array
-from collections.abc import Callable, Collection, ItemsView, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import datetime
 from functools import wraps
-from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -40,11 +39,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, pass_context, pass_environment, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
+from webui.core.templates import budget
+from webui.core.templates.budget import MAX_RENDER_BYTES
+
 MAX_OUTPUT_CHARS = 8 * 1024 * 1024  # about 2M tokens: above any real context window, far below harm
 MAX_RENDER_SECONDS = 5.0
 # What the values one render creates may hold at once: dozens of times the text of a long chat (500 kB), far
 # below what hurts a server; a render that needs more is refused.
-MAX_RENDER_BYTES = 64 * 1024 * 1024
 _MAX_INT_BITS = 1 << 20  # big-int arithmetic past this is an attack, not a chat template
 
 
@@ -98,141 +99,6 @@ def _format_estimate(fmt: str, args: Any) -> int:
     return len(fmt) + widths + fields * _size_hint(args, MAX_OUTPUT_CHARS)
 
 
-# -- memory accounting (see the module docstring)
-
-_SLOT = 8  # one reference in a list, tuple or dict
-# A reference in a list that grows by appending (output pieces, a generator collected): the list is reallocated
-# as it grows, and the allocator keeps the blocks it left behind for a while.
-_GROWING_SLOT = 2 * _SLOT
-_HELD_OVERHEAD = 3 * _SLOT  # the budget's own reference to a counted object, its size, and spare capacity
-_SWEEP_EVERY = MAX_RENDER_BYTES // 8  # new bytes between two sweeps: how much dropped data may wait for one
-_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
-_GONE = object()  # marks a swept entry
-
-
-def _refs_at(items: list[Any], index: int) -> int:
-    """The reference count of ``items[index]``, always read through this same call (see _ONE_HOLDER)."""
-    return sys.getrefcount(items[index])
-
-
-# What _refs_at reads for an object that nothing but ``items`` refers to (2 on CPython 3.11): measured, not
-# assumed, because the temporary references it includes depend on the interpreter.
-_ONE_HOLDER = _refs_at([object()], 0)
-# ... and for an object with exactly one holder besides ``items``: its parent container.
-_NEW = _ONE_HOLDER + 1
-
-
-def _refs_of(value: Any) -> int:
-    """The reference count of an argument, the way Sandbox._charged reads it (see _ARGUMENT_ONLY)."""
-    return sys.getrefcount(value)
-
-
-# What a function reads for an argument that nobody else refers to: a new object passed as a temporary.
-_ARGUMENT_ONLY = _refs_of(object())
-
-
-_CONTAINERS = (list, tuple, dict, set, frozenset, Namespace)
-
-
-def _children(obj: Any) -> list[Any]:
-    """The objects a built-in container refers to (a namespace: its dict of attributes)."""
-    if isinstance(obj, list | tuple | set | frozenset):
-        return list(obj)
-    if isinstance(obj, dict):
-        return [*obj, *obj.values()]
-    if isinstance(obj, Namespace):
-        return [object.__getattribute__(obj, "_Namespace__attrs")]
-    return []
-
-
-def _new_objects(box: list[Any]) -> list[Any]:
-    """``box``'s one item, a new container, and inside it, every object that did not exist before, parents
-    before children: an item is new when only its container holds it.
-
-    Data that existed before (the conversation, values already counted) has other holders and is left out. An
-    object held twice inside the new value is taken for an old one (no operation here builds such values).
-    """
-    found: list[Any] = []
-    pending = [box]
-    while pending:
-        candidates = pending.pop()
-        for index in range(len(candidates)):
-            if candidates is box or _refs_at(candidates, index) <= _NEW:
-                found.append(candidates[index])
-                children = _children(candidates[index])
-                if children:
-                    pending.append(children)
-    return found
-
-
-def _width(text: str) -> int:
-    """Bytes per character that ``text`` may take (str.isascii is O(1); other strings count as the widest)."""
-    return 1 if text.isascii() else 4
-
-
-def _copy_bytes(value: Sized, per_item: int = _SLOT) -> int:
-    """Bytes of a list or tuple made from ``value``'s items: its slots, and the objects that iterating creates
-    (one-character strings outside ASCII, integers of a range, dict entries of a mapping)."""
-    if isinstance(value, str) and not value.isascii():
-        per_item += 80
-    elif isinstance(value, range):
-        per_item += 32
-    elif isinstance(value, Mapping):
-        per_item += 100
-    elif isinstance(value, ItemsView):
-        per_item += 64  # a new (key, value) tuple each
-    return 64 + len(value) * per_item
-
-
-def _pieces_bytes(text: str, pieces: int) -> int:
-    """Bytes of a list of ``pieces`` new strings that together hold ``text``'s characters."""
-    return 64 + pieces * (_SLOT + sys.getsizeof("")) + len(text) * _width(text)
-
-
-def _whitespace_runs(text: str) -> int:
-    """At most how many pieces ``text.split()`` returns."""
-    if not text.isascii():
-        return len(text) // 2 + 1  # other alphabets have their own spaces: every other character may be one
-    return sum(text.count(space) for space in " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f") + 1
-
-
-def _str_method_bytes(s: str, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
-    """Bytes that ``s.method(...)`` allocates, for the methods that return lists of pieces or bytes."""
-    if method in {"split", "rsplit"}:
-        sep = args[0] if args else kwargs.get("sep")
-        pieces = s.count(sep) + 1 if isinstance(sep, str) and sep else _whitespace_runs(s)
-        return _pieces_bytes(s, pieces)
-    if method == "splitlines":
-        return _pieces_bytes(s, sum(s.count(brk) for brk in _LINE_BREAKS) + 1)
-    if method in {"partition", "rpartition"}:
-        return _pieces_bytes(s, 3)
-    if method == "encode":
-        return 40 + 10 * len(s)  # 'unicode_escape' writes up to 10 bytes for one character
-    return 0
-
-
-# Filters that build a list (or a set) of their input's items in one C call, with what each item costs on top
-# of its slot: a pair (dictsort, groupby), an entry in the set of those seen (unique).
-_MATERIALISING = MappingProxyType(
-    {
-        "list": 0,
-        "sort": 0,
-        "reverse": 0,
-        "join": 0,
-        "slice": 0,
-        "sum": 0,
-        "dictsort": 64,
-        "groupby": 64,
-        "unique": 48,
-    }
-)
-# Filters that cut their text into a list of words or lines before joining it again.
-_SPLITTING = frozenset({"wordcount", "title", "striptags", "urlize", "indent", "wordwrap"})
-_ESCAPING = MappingProxyType({"e": 6, "escape": 6, "forceescape": 6, "xmlattr": 6, "urlencode": 12})  # growth
-_STRINGIFYING = frozenset({"string", "pprint"})
-_INPUT_CHECKED = _MATERIALISING.keys() | _SPLITTING | _ESCAPING.keys() | _STRINGIFYING
-
-
 class _GenerationTag(Extension):
     """Accept HF's ``{% generation %}`` marker (used for training masks) and render its body as is."""
 
@@ -261,7 +127,7 @@ class _GuardLoopsAndConcat(NodeTransformer):
 
     def visit_Output(self, node: nodes.Output) -> list[nodes.Node]:
         self.generic_visit(node)
-        slots = nodes.Const(_GROWING_SLOT * len(node.nodes), lineno=node.lineno)
+        slots = nodes.Const(budget.GROWING_SLOT * len(node.nodes), lineno=node.lineno)
         return [nodes.ExprStmt(_internal_filter(slots, "~spend"), lineno=node.lineno), node]
 
     def visit_List(self, node: nodes.List) -> nodes.Node:
@@ -383,29 +249,29 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 raise self._over_budget()
 
     def _charged(self, value: Any, extra_holders: int = 0) -> Any:
-        """Count what ``value`` newly holds (see _new_objects) and return it.
+        """Count what ``value`` newly holds (see budget.new_objects) and return it.
 
         Pass the value as a temporary: the parameter must be its only reference, other than ``extra_holders``
         that the caller knows of.
         """
-        if sys.getrefcount(value) > _ARGUMENT_ONLY + extra_holders:
+        if sys.getrefcount(value) > budget.ARGUMENT_ONLY + extra_holders:
             return value  # held elsewhere too: it existed before (the render's input, or counted already)
-        if isinstance(value, _CONTAINERS):
-            found = _new_objects([value])
+        if isinstance(value, budget.CONTAINERS):
+            found = budget.new_objects([value])
             found.reverse()  # children before parents, so that a sweep (newest first) meets a parent first
             # Sizes through map, not a list: a list of a million sizes would leave a million int objects
             # scattered among the render's own values when it is freed (memory the allocator cannot return).
             self._held.extend(found)
             self._sizes.extend(map(sys.getsizeof, found))
-            total = sum(map(sys.getsizeof, found)) + _HELD_OVERHEAD * len(found)
+            total = sum(map(sys.getsizeof, found)) + budget.HELD_OVERHEAD * len(found)
         else:
             size = sys.getsizeof(value)
             self._held.append(value)
             self._sizes.append(size)
-            total = size + _HELD_OVERHEAD
+            total = size + budget.HELD_OVERHEAD
         self._used += total
         self._since_sweep += total
-        if self._used > MAX_RENDER_BYTES or self._since_sweep > _SWEEP_EVERY:
+        if self._used > MAX_RENDER_BYTES or self._since_sweep > budget.SWEEP_EVERY:
             self._sweep()
             if self._used > MAX_RENDER_BYTES:
                 raise self._over_budget()
@@ -418,14 +284,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
         first = len(held)
         # Newest first: a dropped container goes before the items that only it held, so they go too.
         for index in range(len(held) - 1, -1, -1):
-            if _refs_at(held, index) <= _ONE_HOLDER:
-                freed += sizes[index] + _HELD_OVERHEAD
-                held[index] = _GONE
+            if budget.refs_at(held, index) <= budget.ONE_HOLDER:
+                freed += sizes[index] + budget.HELD_OVERHEAD
+                held[index] = budget.GONE
                 first = index
         # Close the gaps in place (copies of two long sequences would be garbage of their own).
         keep = first
         for index in range(first, len(held)):
-            if held[index] is not _GONE:
+            if held[index] is not budget.GONE:
                 held[keep] = held[index]
                 sizes[keep] = sizes[index]
                 keep += 1
@@ -453,7 +319,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         for index, item in enumerate(iterable):
             if index % 256 == 0:
                 self.tick()
-            self.spend(_GROWING_SLOT)
+            self.spend(budget.GROWING_SLOT)
             yield item
 
     @pass_context  # never run while compiling: Jinja folds filters on constants then (this one, too)
@@ -471,7 +337,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def _unpacked(self, context: jinja2.runtime.Context, value: Any) -> Any:
         """``~star``: what ``f(*value)`` or ``f(**value)`` unpacks, checked before Python copies it."""
         if isinstance(value, Sized):
-            self.reserve(_copy_bytes(value))
+            self.reserve(budget.copy_bytes(value))
             return value
         return self._counted(value) if isinstance(value, Iterable) else value
 
@@ -540,13 +406,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if operator == "+" and isinstance(left, sized) and isinstance(right, sized):
             self.check_size(len(left) + len(right))
             if not isinstance(left, str):
-                self.reserve(64 + _SLOT * (len(left) + len(right)))  # a new list: a slot for each item
+                self.reserve(64 + budget.SLOT * (len(left) + len(right)))  # a new list: a slot for each item
         elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, sized) and isinstance(times, int):
                     self.check_size(len(seq) * max(times, 0))
                     if not isinstance(seq, str):
-                        self.reserve(64 + _SLOT * len(seq) * max(times, 0))
+                        self.reserve(64 + budget.SLOT * len(seq) * max(times, 0))
             if isinstance(left, int) and isinstance(right, int):
                 self._check_bits(left.bit_length() + right.bit_length())
         elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
@@ -571,14 +437,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 # Materialise once, counted, so that the estimate does not consume a generator.
                 args = (list(__self._counted(args[0])),)
             __self.check_size(_str_method_estimate(owner, method, args, kwargs))
-            __self.reserve(_str_method_bytes(owner, method, args, kwargs))
+            __self.reserve(budget.str_method_bytes(owner, method, args, kwargs))
         return __self._charged(__self._check_value(super().call(__context, __obj, *args, **kwargs)))
 
     # -- filters
     def _guarded_filter(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         # What the filter takes first (a context, an eval context, the environment, or nothing).
         wants = getattr(func, "jinja_pass_arg", None)
-        checks_input = name in _INPUT_CHECKED
+        checks_input = name in budget.INPUT_CHECKED
 
         # pass_context, whatever the filter wants: Jinja never runs such a filter while compiling (it would fold
         # a filter on constants into the code then, outside any render and its budget).
@@ -602,16 +468,16 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def _checked_input(self, name: str, value: Any) -> Any:
         """A filter's input, checked against the budget when the filter turns it into a list in one C call; a
         generator comes back wrapped, so that it is counted as the filter collects it."""
-        if name in _MATERIALISING:
+        if name in budget.MATERIALISING:
             if isinstance(value, Sized):
-                self.reserve(_copy_bytes(value, _SLOT + _MATERIALISING[name]))
+                self.reserve(budget.copy_bytes(value, budget.SLOT + budget.MATERIALISING[name]))
             elif isinstance(value, Iterator):
                 return self._counted(value)
-        elif isinstance(value, str) and name in _SPLITTING:
-            self.reserve(_pieces_bytes(value, len(value) + 1))  # word splits keep the separators too
-        elif name in _ESCAPING:
-            self.reserve(_ESCAPING[name] * _size_hint(value, MAX_OUTPUT_CHARS))
-        elif name in _STRINGIFYING:
+        elif isinstance(value, str) and name in budget.SPLITTING:
+            self.reserve(budget.pieces_bytes(value, len(value) + 1))  # word splits keep the separators too
+        elif name in budget.ESCAPING:
+            self.reserve(budget.ESCAPING[name] * _size_hint(value, MAX_OUTPUT_CHARS))
+        elif name in budget.STRINGIFYING:
             self.reserve(2 * _size_hint(value, MAX_OUTPUT_CHARS))
         return value
 
