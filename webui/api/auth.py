@@ -191,6 +191,13 @@ def _basic_credentials(authorization: str | None) -> str | None:
         return None
 
 
+def request_headers(scope: Scope) -> dict[str, str]:
+    """An ASGI request's headers by lower-case name (a repeated header: its last value)."""
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())
+    }
+
+
 def presented_key(headers: dict[str, str]) -> str | None:
     """The key a request carries: ``Authorization: Bearer KEY``, else ``x-api-key: KEY``."""
     scheme, _, value = headers.get("authorization", "").partition(" ")
@@ -243,10 +250,7 @@ class AccessControl:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope.get("headers", ())
-        }
+        headers = request_headers(scope)
         key = presented_key(headers)
         state = scope.setdefault("state", {})
         state["admin"] = self.policy.is_admin(key)

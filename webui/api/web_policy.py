@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from webui.api.auth import ASGIApp, Receive, Scope, Send, is_loopback, path_kind
+from webui.api.auth import ASGIApp, Receive, Scope, Send, is_loopback, path_kind, request_headers
 
 if TYPE_CHECKING:
     from webui.config import AppConfig
@@ -228,10 +228,7 @@ class WebPolicyMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope.get("headers", ())
-        }
+        headers = request_headers(scope)
         path = scope.get("path", "")
         problem = self._problem(scope, headers, path)
         if problem is not None:
