@@ -17,6 +17,7 @@ from webui.core.reasoning import (
     detect_reasoning_format,
     initial_phase,
     split_reasoning,
+    split_stream,
 )
 
 
@@ -127,6 +128,20 @@ CASES = [
         '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>',
         "Need the weather tool.",
         '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Paris"}<|call|>',
+    ),
+    Case(
+        "gpt-oss-missing-end",
+        "harmony",
+        "<|channel|>analysis<|message|>Quick check.<|start|>assistant<|channel|>final<|message|>All good.<|return|>",
+        "Quick check.",
+        "All good.",
+    ),
+    Case(
+        "gpt-oss-final-only",
+        "harmony",
+        "<|channel|>final<|message|>Straight to the answer.<|return|>",
+        "",
+        "Straight to the answer.",
     ),
     Case(
         "gpt-oss-unterminated",
@@ -474,3 +489,11 @@ def test_phase_can_be_given() -> None:
     splitter = ReasoningSplitter(fmt, phase=Phase.REASONING)
     assert splitter.feed("pondering</think>done") == Split("pondering", "done")
     assert splitter.reasoning_seen
+
+
+def test_split_stream() -> None:
+    """The generator form yields the non-empty steps; in the answer a "<" is not held (no marker ends thinking)."""
+    steps = list(split_stream(["<thi", "nk>Hm", "m</th", "ink>Ok <", "thi"], FORMATS["think"]))
+    assert steps == [Split("Hm", ""), Split("m", ""), Split("", "Ok <"), Split("", "thi")]
+    held = list(split_stream(["<think>a <", "/thin"], FORMATS["think"]))
+    assert held == [Split("a", ""), Split(" </thin", "")]

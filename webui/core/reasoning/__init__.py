@@ -7,7 +7,7 @@ from webui.core.reasoning.formats import (
     detect_reasoning_format,
     initial_phase,
 )
-from webui.core.reasoning.splitter import ReasoningSplitter, Split, split_reasoning
+from webui.core.reasoning.splitter import ReasoningSplitter, Split, split_reasoning, split_stream
 
 __all__ = [
     "FORMATS",
@@ -18,4 +18,5 @@ __all__ = [
     "detect_reasoning_format",
     "initial_phase",
     "split_reasoning",
+    "split_stream",
 ]

@@ -40,7 +40,8 @@ HARMONY = ReasoningFormat(
     "harmony",
     # A later analysis message arrives with its own header; matching it whole keeps <|start|>assistant out.
     ("<|channel|>analysis<|message|>", "<|start|>assistant<|channel|>analysis<|message|>"),
-    ("<|end|>",),
+    # A final header straight after analysis ends it too: gpt-oss sometimes skips <|end|> (llama.cpp #15789).
+    ("<|end|>", "<|start|>assistant<|channel|>final<|message|>", "<|channel|>final<|message|>"),
     # The full header first: a bare <|start|>assistant is kept, since a tool call's header follows it.
     ("<|start|>assistant<|channel|>final<|message|>", "<|channel|>final<|message|>", "<|return|>", "<|end|>"),
     reopens=True,

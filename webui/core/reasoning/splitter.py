@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from webui.core.reasoning.formats import Phase, ReasoningFormat, initial_phase
@@ -167,3 +168,15 @@ def split_reasoning(text: str, fmt: ReasoningFormat, prompt: str = "") -> Split:
     first = splitter.feed(text)
     last = splitter.flush()
     return Split(first.reasoning + last.reasoning, first.answer + last.answer)
+
+
+def split_stream(deltas: Iterable[str], fmt: ReasoningFormat, prompt: str = "") -> Iterator[Split]:
+    """Split a stream of text deltas, yielding only the non-empty steps, the held tail flushed at the end."""
+    splitter = ReasoningSplitter(fmt, prompt)
+    for delta in deltas:
+        out = splitter.feed(delta)
+        if out.reasoning or out.answer:
+            yield out
+    out = splitter.flush()
+    if out.reasoning or out.answer:
+        yield out
