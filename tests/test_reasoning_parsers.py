@@ -90,6 +90,20 @@ CASES = [
         "Use 2 < 3 and the tag <thin",
     ),
     Case(
+        "answer-before-think-tag",
+        "think",
+        "Sure. <think>is literal here</think> ok",
+        "",
+        "Sure. <think>is literal here</think> ok",
+    ),
+    Case(
+        "granite-3.3-answer-then-tag",
+        "granite-3.3",
+        "Plain answer, then <response>x</response>",
+        "",
+        "Plain answer, then x",
+    ),
+    Case(
         "unterminated-think",
         "think",
         "<think>\nLet me count: 1, 2, 3\n",

@@ -78,8 +78,14 @@ class ReasoningSplitter:
             hold = len(self._buffer) if final else _hold_start(self._buffer, markers)
             if hit is not None and hit[0] < hold:
                 at, marker = hit
+                before = self.phase
                 self._emit(self._buffer[:at])
-                self._buffer = self._buffer[at + len(marker) :]
+                self._buffer = self._buffer[at:]
+                if self.phase is not before:
+                    # Answer text came first, so the marker must be read again by the answer's rules: the
+                    # outcome may not depend on whether the text and the marker arrived in one delta.
+                    continue
+                self._buffer = self._buffer[len(marker) :]
                 target = markers[marker]
                 if target is not None:
                     self._switch(target)
