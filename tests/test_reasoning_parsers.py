@@ -3,6 +3,7 @@ split at every character and one character at a time; formats detected from real
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -296,6 +297,20 @@ def test_one_character_at_a_time(case: Case) -> None:
     for a in range(0, len(text) + 1, step):
         for b in range(a, len(text) + 1, step):
             assert _run(case, [text[:a], text[a:b], text[b:]]) == expected, (a, b)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_random_chunkings(case: Case) -> None:
+    """Many random chunkings (sizes 0 to 12, as a tokenizer's pieces vary) all give the same parts."""
+    expected = Split(case.reasoning, case.answer)
+    rng = random.Random(case.id)
+    for _ in range(50):
+        pieces, at = [], 0
+        while at < len(case.output):
+            size = rng.randint(0, 12)
+            pieces.append(case.output[at : at + size])
+            at += size
+        assert _run(case, pieces) == expected, pieces
 
 
 def test_nothing_held_beyond_a_possible_marker() -> None:
