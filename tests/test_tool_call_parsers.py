@@ -233,6 +233,24 @@ CASES: dict[str, Case] = {
         "Hm.",
         [("get_weather", W)],
     ),
+    "generic_named_json": (
+        "generic",
+        'Here is the result:\n[TOOL_REQUEST]\nlist_directory {"path": "/home"}\n[TOOL_REQUEST_END]',
+        "Here is the result:\n",
+        [("list_directory", {"path": "/home"})],
+    ),
+    "function_gemma_spaced": (
+        "function_gemma",
+        "<start_function_call>call:get_weather{city:<escape>New York<escape>, days: 3}<end_function_call>",
+        "",
+        [("get_weather", {"city": "New York", "days": 3})],
+    ),
+    "hermes_unicode_nested": (
+        "hermes",
+        '<tool_call>\n{"name": "note", "arguments": {"text": "café } ] \\" <tool_call>", "tags": [{"a": [1, 2]}]}}\n</tool_call>',
+        "",
+        [("note", {"text": 'café } ] " <tool_call>', "tags": [{"a": [1, 2]}]})],
+    ),
     "generic_plain_json_answer": (
         "generic",
         '{"answer": 42}',
@@ -416,3 +434,41 @@ def test_feed_after_flush_raises() -> None:
     parser.flush()
     with pytest.raises(RuntimeError):
         parser.feed("x")
+
+
+def _long_call(fmt: str, code: str) -> str:
+    """A call whose one argument is a whole file, in the family's syntax."""
+    args = json.dumps({"content": code})
+    if fmt == "qwen3_coder":
+        return f"<tool_call>\n<function=write_file>\n<parameter=content>\n{code}\n</parameter>\n</function>\n</tool_call>"
+    if fmt == "mistral":
+        return f"[TOOL_CALLS]write_file[ARGS]{args}"
+    return (
+        "<tool_call>\n"
+        + json.dumps({"name": "write_file", "arguments": {"content": code}})
+        + "\n</tool_call>"
+    )
+
+
+@pytest.mark.parametrize("fmt", ["hermes", "mistral", "qwen3_coder"])
+def test_long_call_streams_in_linear_time(fmt: str) -> None:
+    """A call carrying a whole file, fed token by token, is not re-read from its start on every token."""
+    import time
+
+    code = "def f(x):\n    return {'a': [x, (x + 1)]}  # \"q\" <b>\n" * 2000
+    text = _long_call(fmt, code)
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "write_file", "parameters": {"properties": {"content": {"type": "string"}}}},
+        }
+    ]
+    parser = ToolCallParser(fmt, tools=tools)
+    started = time.perf_counter()
+    parts = [parser.feed(text[i : i + 4]) for i in range(0, len(text), 4)] + [parser.flush()]
+    elapsed = time.perf_counter() - started
+    content, calls = accumulate(parts)
+    assert content == ""
+    assert [c.name for c in calls] == ["write_file"]
+    assert json.loads(calls[0].arguments) == {"content": code}
+    assert elapsed < 5.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import random
+import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class Schemas:
     """Parameter types per tool name, so tag formats with unquoted values read ``"42"`` as the string it is."""
 
     types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Where unfinished bracket scans stopped, by start index; the parser clears it whenever its buffer moves.
+    scans: dict[int, Any] = field(default_factory=dict)
 
     @classmethod
     def from_tools(cls, tools: Sequence[Mapping[str, Any]] | None) -> Schemas:
@@ -98,38 +101,51 @@ def is_mistral_id(value: str) -> bool:
     return len(value) == 9 and all(c in _ALNUM for c in value)
 
 
-def bracket_end(text: str, start: int) -> int | None:
+_STRUCTURE = re.compile(r"""[{}\[\]()"']""")
+_IN_STRING = {'"': re.compile(r'[\\"]'), "'": re.compile(r"[\\']")}
+
+
+def bracket_end(text: str, start: int, scans: dict[int, Any] | None = None) -> int | None:
     """End of the bracketed value at ``start`` ({ or [ or ( ), skipping quoted strings; None if unfinished.
 
     Returns -1 when ``start`` does not open a bracket. Both quote kinds count, so pythonic calls scan too.
+    With ``scans`` (the parser's, for a buffer that only grows) an unfinished scan resumes where it stopped,
+    so a long call fed token by token costs linear time.
     """
     if start >= len(text):
         return None
     if text[start] not in "{[(":
         return -1
     closing = {"{": "}", "[": "]", "(": ")"}
-    stack: list[str] = []
-    quote = ""
-    i = start
-    while i < len(text):
-        c = text[i]
+    pos, stack, quote = start, [], ""
+    if scans is not None and start in scans and scans[start][0] <= len(text):
+        pos, saved, quote = scans[start]
+        stack = list(saved)
+    while True:
         if quote:
-            if c == "\\":
-                i += 2
-                continue
-            if c == quote:
+            found = _IN_STRING[quote].search(text, pos)
+            if found is None or (found.group() == "\\" and found.end() >= len(text)):
+                pos = len(text) if found is None else found.start()
+                break
+            pos = found.end() + (1 if found.group() == "\\" else 0)
+            if found.group() == quote:
                 quote = ""
-        elif c in "\"'":
-            # An apostrophe outside a JSON string is not legal JSON, but pythonic calls quote with it.
+            continue
+        found = _STRUCTURE.search(text, pos)
+        if found is None:
+            pos = len(text)
+            break
+        c, pos = found.group(), found.end()
+        if c in "\"'":
             quote = c
         elif c in closing:
             stack.append(closing[c])
-        elif c in ")]}":
-            if not stack or stack.pop() != c:
-                return -1
-            if not stack:
-                return i + 1
-        i += 1
+        elif not stack or stack.pop() != c:
+            return -1
+        elif not stack:
+            return pos
+    if scans is not None:
+        scans[start] = (pos, tuple(stack), quote)
     return None
 
 

@@ -14,6 +14,7 @@ from webui.core.tools.readers import (
     list_reader,
     loose_call_reader,
     mistral_reader,
+    named_json_body,
     python_tag_body,
     pythonic_or_json_body,
     tool_call_tag_reader,
@@ -109,7 +110,10 @@ FORMATS: dict[str, ToolFormat] = {
         "generic",
         (
             _HERMES,
-            Marker("[TOOL_REQUEST]", until_reader("[TOOL_REQUEST]", ("[END_TOOL_REQUEST]",), json_body)),
+            Marker(
+                "[TOOL_REQUEST]",
+                until_reader("[TOOL_REQUEST]", ("[END_TOOL_REQUEST]", "[TOOL_REQUEST_END]"), named_json_body),
+            ),
             _JSON_AT_START,
             _LIST_AT_START,
         ),

@@ -48,7 +48,7 @@ def json_reader(marker: str, suffix: str = "", prefix: str = "") -> Reader:
             start += len(prefix)
         if start >= len(buf):
             return FAIL if final else None
-        end = bracket_end(buf, start)
+        end = bracket_end(buf, start, schemas.scans)
         if end is None:
             return FAIL if final else None
         if end < 0:
@@ -86,6 +86,24 @@ def until_reader(
 def json_body(text: str, schemas: Schemas) -> tuple[RawCall, ...] | None:
     """A body that is JSON: one call object or a list of them."""
     return calls_from_json(text.strip())
+
+
+_NAMED_JSON = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(\{.*\})\s*", re.S)
+
+
+def named_json_body(text: str, schemas: Schemas) -> tuple[RawCall, ...] | None:
+    """JSON calls, or the bare ``name {...}`` that prompted models (Gemma 3 via LM Studio) often write."""
+    calls = calls_from_json(text.strip())
+    if calls:
+        return calls
+    named = _NAMED_JSON.fullmatch(text)
+    if named is None:
+        return None
+    try:
+        args = args_text(json.loads(named.group(2)))
+    except ValueError:
+        return None
+    return None if args is None else (RawCall(named.group(1), args),)
 
 
 def pythonic_or_json_body(text: str, schemas: Schemas) -> tuple[RawCall, ...] | None:
@@ -177,7 +195,7 @@ def mistral_reader(buf: str, final: bool, schemas: Schemas) -> Match | None:
     if not name:
         return FAIL
     args_start = skip_ws(buf, i + len("[ARGS]"))
-    end = bracket_end(buf, args_start)
+    end = bracket_end(buf, args_start, schemas.scans)
     if end is None:
         return FAIL if final else None
     if end < 0:
@@ -331,7 +349,7 @@ def python_tag_body(text: str, schemas: Schemas) -> tuple[RawCall, ...] | None:
 
 def list_reader(buf: str, final: bool, schemas: Schemas) -> Match | None:
     """A bracketed list of calls, pythonic or JSON, as the whole of a reply's opening."""
-    end = bracket_end(buf, 0)
+    end = bracket_end(buf, 0, schemas.scans)
     if end is None:
         return FAIL if final else None
     if end < 0:

@@ -11,6 +11,11 @@ from webui.core.loader import ToolCallDelta
 from webui.core.tools.base import FAIL, Marker, RawCall, Schemas, ToolFormat, is_mistral_id, new_call_id
 from webui.core.tools.formats import get_tool_format
 
+# Every marker's closing tag and every bracketed value end in one of these; anything else cannot finish a call.
+_SETTLING = frozenset("}])>|｜")
+# Near the marker a reader may still reject the text at any character (a wrong prefix), so it reads each time.
+_EAGER_CHARS = 64
+
 
 @dataclass(frozen=True)
 class ToolParseDelta:
@@ -50,6 +55,7 @@ class ToolCallParser:
         self._spoken = False  # real text was said: markers that only open a reply no longer count
         self._count = 0
         self._finished = False
+        self._checked = 0  # buffer length at the last inconclusive read of the pending call
 
     @property
     def call_count(self) -> int:
@@ -75,9 +81,12 @@ class ToolCallParser:
         calls: list[ToolCallDelta] = []
         while True:
             if self._inside is not None:
+                if not final and self._nothing_new():
+                    break
                 match = self._inside.read(self._buf, final, self._schemas)
                 if match is None:
                     if not final:
+                        self._checked = len(self._buf)
                         break
                     match = FAIL
                 if match is FAIL:
@@ -90,6 +99,8 @@ class ToolCallParser:
                         calls.extend(self._deltas(call))
                     self._buf = self._buf[match.end :]
                 self._inside = None
+                self._checked = 0
+                self._schemas.scans.clear()
                 continue
             pos, marker = self._find_marker()
             if marker is not None:
@@ -102,6 +113,16 @@ class ToolCallParser:
             self._buf = self._buf[len(self._buf) - keep :]
             break
         return ToolParseDelta("".join(content), tuple(calls))
+
+    def _nothing_new(self) -> bool:
+        """Whether a pending call can be left alone: past its opening, only a closing character can settle it.
+
+        Readers give the same answer on any longer text once they have one, so skipping them is safe; it keeps
+        a long call (a whole file as an argument) from being re-read on every token.
+        """
+        if self._checked < _EAGER_CHARS:
+            return False
+        return not any(c in _SETTLING for c in self._buf[self._checked :])
 
     def _say(self, content: list[str], text: str) -> None:
         """Pass text on as content, noting whether it was more than whitespace."""
