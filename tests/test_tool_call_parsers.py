@@ -221,6 +221,18 @@ CASES: dict[str, Case] = {
         "Checking.Done.",
         [("get_weather", W), ("get_time", T)],
     ),
+    "lfm2_json": (
+        "lfm2",
+        f'<|tool_call_start|>[{{"name": "get_weather", "arguments": {WJ}, "id": "c1"}}]<|tool_call_end|>',
+        "",
+        [("get_weather", W)],
+    ),
+    "gemma4_nested": (
+        "gemma4",
+        '<|tool_call>call:book{guests:[{age:30,name:<|"|>Ann, \\"A\\"<|"|>}],when:{day:<|"|>Mon<|"|>}}<tool_call|>Booked?',
+        "Booked?",
+        [("book", {"guests": [{"age": 30, "name": 'Ann, \\"A\\"'}], "when": {"day": "Mon"}})],
+    ),
     "generic_wrapped": (
         "generic",
         f'{{"tool_call": {{"name": "get_weather", "arguments": {WJ}}}}}',
@@ -321,6 +333,21 @@ def test_family_whole_and_every_split(case: str) -> None:
     """Every family: one call, parallel calls, text around them; streamed split anywhere gives the same."""
     fmt, text, content, expected = CASES[case]
     _check(fmt, text, content, expected)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_family_random_chunkings(case: str) -> None:
+    """Many random chunkings (as a tokenizer would cut) give the whole parse too."""
+    fmt, text, content, _ = CASES[case]
+    whole_content, whole_calls = parse_tool_calls(text, fmt)
+    assert whole_content == content
+    rng = random.Random(case)
+    for _ in range(30):
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(2, 12))))
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        got_content, got_calls, _ = _stream(fmt, pieces)
+        assert got_content == whole_content
+        assert [(c.name, c.arguments) for c in got_calls] == [(c.name, c.arguments) for c in whole_calls]
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
