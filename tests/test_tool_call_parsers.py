@@ -499,3 +499,15 @@ def test_long_call_streams_in_linear_time(fmt: str) -> None:
     assert [c.name for c in calls] == ["write_file"]
     assert json.loads(calls[0].arguments) == {"content": code}
     assert elapsed < 5.0
+
+
+def test_bracket_opening_that_is_prose_streams_at_once() -> None:
+    """A reply opening with "[" that is no call list is let go as soon as its first words show it."""
+    parser = ToolCallParser("llama3")
+    assert parser.feed("[Note] it").content == "[Note] it"
+    assert parser.feed("'s fine").content == "'s fine"
+    parser = ToolCallParser("llama3")
+    assert parser.feed("[get_wea").content == ""
+    assert parser.feed("ther, x").content == "[get_weather, x"
+    parser = ToolCallParser("llama3")
+    assert parser.feed("{x} is a set; it's").content == "{x} is a set; it's"

@@ -48,6 +48,10 @@ def json_reader(marker: str, suffix: str = "", prefix: str = "") -> Reader:
             start += len(prefix)
         if start >= len(buf):
             return FAIL if final else None
+        # Calls are objects with quoted keys: prose such as "{name: x}..." is let go at once, not at its end.
+        inner = skip_ws(buf, start + 1)
+        if inner < len(buf) and buf[inner] not in ('"' if buf[start] == "{" else '{"'):
+            return FAIL
         end = bracket_end(buf, start, schemas.scans)
         if end is None:
             return FAIL if final else None
@@ -347,8 +351,16 @@ def python_tag_body(text: str, schemas: Schemas) -> tuple[RawCall, ...] | None:
     return (RawCall("python", json.dumps({"code": stripped}, ensure_ascii=False)),)
 
 
+_LIST_OPENING = re.compile(r"\[\s*(?:\{|[A-Za-z_][\w.]*\s*\()")
+_LIST_OPENING_SO_FAR = re.compile(r"\[\s*(?:[A-Za-z_][\w.]*\s*)?")
+
+
 def list_reader(buf: str, final: bool, schemas: Schemas) -> Match | None:
     """A bracketed list of calls, pythonic or JSON, as the whole of a reply's opening."""
+    # Decide from the first characters: a reply that opens with "[Note] it's..." must not wait for its end.
+    if not _LIST_OPENING.match(buf):
+        so_far = _LIST_OPENING_SO_FAR.match(buf)
+        return None if not final and so_far and so_far.end() == len(buf) else FAIL
     end = bracket_end(buf, 0, schemas.scans)
     if end is None:
         return FAIL if final else None
