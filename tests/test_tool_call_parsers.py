@@ -233,6 +233,18 @@ CASES: dict[str, Case] = {
         "Booked?",
         [("book", {"guests": [{"age": 30, "name": 'Ann, \\"A\\"'}], "when": {"day": "Mon"}})],
     ),
+    "hermes_string_arguments": (
+        "hermes",
+        '<tool_call>\n{"name": "get_time", "arguments": "{\\"tz\\": \\"Europe/Paris\\"}"}\n</tool_call>',
+        "",
+        [("get_time", T)],
+    ),
+    "llama3_typed_json": (
+        "llama3",
+        f'\n{{"type": "function", "name": "get_weather", "parameters": {WJ}}}',
+        "\n",
+        [("get_weather", W)],
+    ),
     "generic_wrapped": (
         "generic",
         f'{{"tool_call": {{"name": "get_weather", "arguments": {WJ}}}}}',
