@@ -1,5 +1,6 @@
 """Telling a thinking model's reasoning from its answer, for every family's markers, while the reply streams."""
 
+from webui.core.reasoning.controls import ThinkingControls, thinking_controls
 from webui.core.reasoning.formats import (
     FORMATS,
     Phase,
@@ -15,8 +16,10 @@ __all__ = [
     "ReasoningFormat",
     "ReasoningSplitter",
     "Split",
+    "ThinkingControls",
     "detect_reasoning_format",
     "initial_phase",
     "split_reasoning",
     "split_stream",
+    "thinking_controls",
 ]
