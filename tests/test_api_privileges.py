@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from tests.support.servers import Server
+from tests.support.waiting import eventually
 from webui.api.auth import client_id
 from webui.api.errors import ApiError
 from webui.api.internal_serving import queue_view
@@ -67,17 +68,6 @@ def ollama_client(server: Server, key: str) -> ollama.Client:
 
 def openai_client(server: Server, key: str) -> openai.OpenAI:
     return openai.OpenAI(api_key=key, base_url=f"{server.url}v1", max_retries=0)
-
-
-def eventually(check: Callable[[], Any], what: str, within: float = 60) -> Any:
-    """``check()``'s first truthy value, polled for a bounded time."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
 
 
 # -- keep_alive ---------------------------------------------------------------------------------------------

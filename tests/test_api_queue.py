@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.servers import Server
+from tests.support.waiting import eventually
 from webui.provision import DEFAULT_MODEL_FILE
 
 LONG = {"model": DEFAULT_MODEL_FILE, "prompt": "Once upon a time", "max_tokens": 1500, "stream": True}
@@ -24,17 +23,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -
     running.start()
     yield running
     running.stop()
-
-
-def eventually(check: Callable[[], Any], what: str, within: float = 60) -> Any:
-    """``check()``'s first truthy value, polled for a bounded time."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
 
 
 def stream_completion(url: str, seen: list[str], done: threading.Event) -> None:

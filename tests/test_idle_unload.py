@@ -3,8 +3,7 @@ the model (scripted loader), and `webui serve --idle-unload` with the real defau
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.fakes import scripted_service
 from tests.support.servers import Server
+from tests.support.waiting import eventually
 from webui.api.errors import ApiError
 from webui.api.ollama_protocol import keep_alive_seconds, unloads
 from webui.api.ollama_routes import install_ollama_routes
@@ -28,17 +28,6 @@ from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, Service
 from webui.provision import DEFAULT_MODEL_FILE
-
-
-def eventually(check: Callable[[], Any], what: str, within: float = 60) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
-
 
 # -- the watcher's decisions, with a fake idle clock -----------------------------------------------------------
 

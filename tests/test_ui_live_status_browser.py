@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 import httpx
@@ -18,6 +17,7 @@ from playwright.sync_api import Browser, Page
 from tests.support.fakes import scripted_service
 from tests.support.page import set_max_new_tokens
 from tests.support.servers import Server, open_page
+from tests.support.waiting import eventually
 from webui.benchmarks.browser import BOT
 from webui.core.engine import IdleUnload
 from webui.core.service import Service
@@ -28,15 +28,6 @@ from webui.ui.state import CHAT, SessionJobs
 IDLE_MINUTES = "0.05"  # 3 seconds: longer than one tick, so the page's own load is seen before the unload
 MODEL_STATUS = "#model-status"
 CHAT_STATUS = "#chat-status"
-
-
-def eventually(check: Callable[[], Any], what: str, within: float = 30) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
 
 
 # -- the engine's status and the timer's decisions (scripted loader) -------------------------------------------
