@@ -31,7 +31,9 @@ from transformers import (
 from webui.core.params import PARAM_NAMES, GenerationParams
 
 # Mirostat and GBNF grammars have no transformers implementation here: the page marks them as not applicable.
-UNSUPPORTED_PARAMS = frozenset({"mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar"})
+UNSUPPORTED_PARAMS = frozenset(
+    {"mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar", "grammar_triggers"}
+)
 HONOURED_PARAMS = frozenset(PARAM_NAMES - UNSUPPORTED_PARAMS)
 
 # DRY: longer matches are capped so base ** length cannot overflow (text-generation-webui uses the same cap).

@@ -375,7 +375,7 @@ class _SamplerChain:
             self._prime(dry, recent)
             self._add(dry)
         if params.grammar.strip():
-            grammar = lib.llama_sampler_init_grammar(vocab, params.grammar.encode("utf-8"), b"root")
+            grammar = self._grammar(lib, vocab, params)
             if not grammar:
                 self.free()
                 raise LoaderError("The grammar is not valid GBNF (llama.cpp could not parse it).")
@@ -416,6 +416,19 @@ class _SamplerChain:
         else:
             self._add(lib.llama_sampler_init_temp(params.temperature))
         self._add(lib.llama_sampler_init_dist(seed))
+
+    def _grammar(self, lib: Any, vocab: Any, params: GenerationParams) -> Any:
+        """The grammar sampler: lazy when trigger patterns are given (it engages where one first matches)."""
+        text = params.grammar.encode("utf-8")
+        if not params.grammar_triggers:
+            return lib.llama_sampler_init_grammar(vocab, text, b"root")
+        patterns = [pattern.encode("utf-8") for pattern in params.grammar_triggers]
+        array = (ctypes.c_char_p * len(patterns))(*patterns)
+        no_tokens = (lib.llama_token * 1)()
+        self._keep.extend((array, no_tokens))
+        return lib.llama_sampler_init_grammar_lazy_patterns(
+            vocab, text, b"root", array, len(patterns), no_tokens, 0
+        )
 
     def _add(self, sampler: Any) -> None:
         self._lib.llama_sampler_chain_add(self._chain, sampler)

@@ -41,7 +41,9 @@ from webui.core.models.discovery import ModelEntry, config_quant_method, loader_
 from webui.core.params import PARAM_NAMES, GenerationParams
 
 # Mirostat and GBNF grammars are not implemented for transformers (see loaders.hf_sampling).
-HF_HONOURED_PARAMS = frozenset(PARAM_NAMES - {"mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar"})
+HF_HONOURED_PARAMS = frozenset(
+    PARAM_NAMES - {"mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar", "grammar_triggers"}
+)
 FALLBACK_CONTEXT = 2048  # for configs that do not say how long their context is
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # torch.load-style weights: unpickling runs code
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from webui.core.loader import (
     CancelToken,
+    ChatTemplatedModel,
     Chunk,
     FinishReason,
     GenerationStats,
@@ -40,7 +41,8 @@ from webui.core.models.discovery import (
 from webui.core.params import GenerationParams, describe_validation_error
 from webui.core.prompts import ChatMessage
 from webui.core.registry import LoaderRegistry
-from webui.core.stops import StopStringMatcher
+from webui.core.reply_reader import ReplyFormat, ReplyReader
+from webui.core.tools.request import ToolRequest
 
 _END = object()
 
@@ -134,6 +136,9 @@ class GenerationJob:
         stops: Sequence[str],
         messages: Sequence[ChatMessage] | None = None,
         *,
+        reply_format: ReplyFormat | None = None,
+        tools: ToolRequest | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
         job_id: str = "",
         source: JobSource = "page",
         request_id: str | None = None,
@@ -146,6 +151,10 @@ class GenerationJob:
         self._withdraw = withdraw  # the engine's: a job cancelled while queued leaves the queue at once
         self.prompt = prompt
         self.messages = tuple(messages) if messages is not None else None  # for a model with its own template
+        self.reply_format = reply_format  # how to tell reasoning and tool calls from the answer (None: plain)
+        # For a model with its own template: the tools and template variables its server gets.
+        self.tools = tools
+        self.template_kwargs = dict(template_kwargs or {})
         self.params = params
         self.stops = tuple(s for s in (*params.stop, *stops) if s)
         self.token = CancelToken()
@@ -450,11 +459,15 @@ class Engine:
         stops: Sequence[str] = (),
         *,
         messages: Sequence[ChatMessage] | None = None,
+        reply_format: ReplyFormat | None = None,
+        tools: ToolRequest | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> GenerationJob:
         """Queue a generation; iterate the returned job for its chunks.
 
         With ``messages`` the conversation goes to a model that applies its own chat template, and
-        ``prompt`` is only its readable rendering.
+        ``prompt`` is only its readable rendering. ``reply_format`` says how to read the reply's reasoning
+        and tool calls (see ``ReplyReader``).
         """
         state = self.require_model()
         if messages is not None and not renders_own_template(state.model):
@@ -466,6 +479,9 @@ class Engine:
             params,
             stops,
             messages,
+            reply_format=reply_format,
+            tools=tools,
+            template_kwargs=template_kwargs,
             job_id=f"job-{next(self._job_numbers)}",
             source=source,
             request_id=request_id,
@@ -527,42 +543,73 @@ class Engine:
             job._put(_END)
 
     def _stream_into(self, job: GenerationJob, model: LoadedModel) -> None:
-        matcher = StopStringMatcher(job.stops)
+        reader = ReplyReader(job.reply_format, job.prompt, job.stops)
+        params = job.params
+        if reader.format.parses and params.skip_special_tokens:
+            # Thinking and tool-call markers are often special tokens: the reader needs them, never shows them.
+            params = params.model_copy(update={"skip_special_tokens": False})
+        own_template = job.messages is not None and renders_own_template(model)
+        # A thinking budget is enforced here for rendered prompts (a chat endpoint gets it as a parameter):
+        # when it runs out, the closing marker is appended and the model continues from there.
+        budget = params.thinking_budget if not own_template else -1
         started = time.perf_counter()
         first_token_at: float | None = None
         new_tokens = 0
         finish: FinishReason = "length"
-        prompt = PromptUsage(0)
-        if job.messages is not None and renders_own_template(model):
-            stream = model.stream_chat(job.messages, job.params, job.token)
-        else:
-            stream = model.stream(job.prompt, job.params, job.token)
-        try:
-            for chunk in stream:
-                if chunk.tokens and first_token_at is None:
-                    first_token_at = time.perf_counter()
-                new_tokens += chunk.tokens
-                prompt = chunk.prompt or prompt
-                # Stop strings end the answer text only; reasoning and tool-call parts pass as they come.
-                visible = matcher.feed(chunk.text)
-                if chunk.finish_reason is not None:
-                    finish = chunk.finish_reason
-                other_parts = bool(chunk.reasoning or chunk.tool_calls)
-                if matcher.stopped:
-                    finish = "stop"
-                    if visible or other_parts:
-                        job._put(_delta(chunk, visible))
-                    break
-                if visible or chunk.tokens or other_parts:
-                    job._put(_delta(chunk, visible))
-        finally:
-            stream_close = getattr(stream, "close", None)
-            if stream_close is not None:
-                stream_close()  # a generator's finally blocks free its sampler at once
-        tail = matcher.flush()
+        prompt: PromptUsage | None = None
+        text = job.prompt
+        while True:
+            if budget >= 0 and reader.in_reasoning and reader.reasoning_tokens >= budget:
+                text = job.prompt + reader.raw + reader.force_close()
+            left = params.max_new_tokens - new_tokens
+            if left <= 0:
+                break
+            run_params = (
+                params
+                if left == params.max_new_tokens
+                else params.model_copy(update={"max_new_tokens": left})
+            )
+            if own_template and job.messages is not None and isinstance(model, ChatTemplatedModel):
+                stream = model.stream_chat(
+                    job.messages, run_params, job.token, tools=job.tools, template_kwargs=job.template_kwargs
+                )
+            else:
+                stream = model.stream(text, run_params, job.token)
+            over_budget = False
+            try:
+                for chunk in stream:
+                    if chunk.tokens and first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    new_tokens += chunk.tokens
+                    if prompt is None or text is job.prompt:
+                        prompt = chunk.prompt or prompt  # the request's prompt, not a budget continuation's
+                    if chunk.finish_reason is not None:
+                        finish = chunk.finish_reason
+                    out = reader.feed(chunk)
+                    parts = bool(out.text or out.reasoning or out.tool_calls)
+                    if reader.stopped:
+                        finish = "stop"
+                        if parts:
+                            job._put(out)
+                        break
+                    if parts or chunk.tokens:
+                        job._put(out)
+                    if budget >= 0 and reader.in_reasoning and reader.reasoning_tokens >= budget:
+                        over_budget = chunk.finish_reason is None
+                        if over_budget:
+                            break
+            finally:
+                stream_close = getattr(stream, "close", None)
+                if stream_close is not None:
+                    stream_close()  # a generator's finally blocks free its sampler at once
+            if not over_budget or job.token.cancelled:
+                break
+        tail = reader.finish()
+        if finish == "stop" and reader.calls_made:
+            finish = "tool_calls"
         total = time.perf_counter() - started
         stats = GenerationStats(
-            prompt=prompt,
+            prompt=prompt or PromptUsage(0),
             new_tokens=new_tokens,
             time_to_first_token_s=(first_token_at - started) if first_token_at else total,
             total_s=total,
@@ -570,9 +617,12 @@ class Engine:
         job.stats = stats
         job.finish_reason = finish
         self.last_stats = stats
-        job._put(Chunk(tail, finish_reason=finish, stats=stats))
-
-
-def _delta(chunk: Chunk, visible: str) -> Chunk:
-    """What the reader gets of a loader's chunk: the text that stop strings let through, the other parts."""
-    return Chunk(visible, tokens=chunk.tokens, reasoning=chunk.reasoning, tool_calls=chunk.tool_calls)
+        job._put(
+            Chunk(
+                tail.text,
+                reasoning=tail.reasoning,
+                tool_calls=tail.tool_calls,
+                finish_reason=finish,
+                stats=stats,
+            )
+        )

@@ -50,6 +50,27 @@ def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
         raise GrammarError(f"The JSON schema cannot be turned into a grammar: {exc}") from exc
 
 
+def schema_rules(schemas: Mapping[str, Mapping[str, Any]]) -> str:
+    """GBNF rules for several JSON schemas at once, each named by its key (no ``root``: the caller writes it).
+
+    Keys must be GBNF rule names (letters, digits and dashes). Raises as ``schema_to_gbnf``.
+    """
+    try:
+        from llama_cpp.llama_grammar import SchemaConverter
+    except ImportError as exc:
+        raise ConverterMissing(
+            "Turning a JSON schema into a grammar needs llama-cpp-python: install Palabre's llama-cpp extra."
+        ) from exc
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    try:
+        for name, schema in schemas.items():
+            resolved = converter.resolve_refs(json.loads(json.dumps(schema)), name)
+            converter.visit(resolved, name)
+        return str(converter.format_grammar())
+    except Exception as exc:  # the converter raises plain exceptions (assert, KeyError ...) for what it lacks
+        raise GrammarError(f"A tool's JSON schema cannot be turned into a grammar: {exc}") from exc
+
+
 def json_grammar(schema: Mapping[str, Any] | None) -> str:
     """A grammar for replies that are a JSON object, following ``schema`` when one is given.
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, TypeGuard, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -16,9 +16,11 @@ from webui.core.prompts import ChatMessage
 
 if TYPE_CHECKING:
     from webui.core.models.discovery import ModelEntry
+    from webui.core.tools.request import ToolRequest
 
-# Why a generation ended. The API names "cancelled" "stop" (only a client that left ever sees it).
-FinishReason = Literal["stop", "length", "cancelled"]
+# Why a generation ended. The API names "cancelled" "stop" (only a client that left ever sees it);
+# "tool_calls": the reply ended after calling tools (the engine's reader sets it, or a server's chat endpoint).
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 class LoaderError(RuntimeError):
@@ -169,9 +171,16 @@ class ChatTemplatedModel(LoadedModel, Protocol):
     renders_chat_template: bool
 
     def stream_chat(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: CancelToken,
+        *,
+        tools: ToolRequest | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> Iterator[Chunk]:
-        """Generate the reply to ``messages``; chunks as from ``stream``."""
+        """Generate the reply to ``messages``; chunks as from ``stream``, with the reply's reasoning and tool
+        calls in their own parts. ``tools`` and ``template_kwargs`` go to the server's template."""
         ...
 
 

@@ -212,6 +212,32 @@ class GenerationParams(BaseModel):
         "", description="GBNF grammar the reply must follow. Empty = none.", json_schema_extra=_ui("Control")
     )
 
+    grammar_triggers: list[str] = Field(
+        default_factory=list,
+        description="With a grammar: regular expressions; the grammar applies only from where one first "
+        "matches the reply (a lazy grammar, as for tool calls). Empty = from the start.",
+        json_schema_extra=_ui("Control"),
+    )
+    enable_thinking: bool = Field(
+        True,
+        description="Let a thinking model reason before it answers (for templates with a thinking switch).",
+        json_schema_extra=_ui("Thinking"),
+    )
+    reasoning_effort: str = Field(
+        "",
+        max_length=16,
+        pattern=r"^[a-z]*$",
+        description="How hard a model that takes levels thinks (e.g. low, medium, high). Empty = its default.",
+        json_schema_extra=_ui("Thinking"),
+    )
+    thinking_budget: int = Field(
+        -1,
+        ge=-1,
+        le=32768,
+        description="Most reasoning tokens before the answer is made to begin. -1 = no limit.",
+        json_schema_extra=_ui("Thinking", 64),
+    )
+
     @field_validator("stop", "dry_sequence_breakers")
     @classmethod
     def _no_empty_strings(cls, value: list[str]) -> list[str]:

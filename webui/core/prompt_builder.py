@@ -7,14 +7,18 @@ so a front end shows it without computing it again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
+from webui.core.abilities import TemplateAbilities, abilities_of
 from webui.core.characters.store import Character
 from webui.core.engine import Engine, EngineError
 from webui.core.extensions.hooks import ChatContext
 from webui.core.extensions.manager import ExtensionManager
-from webui.core.loader import renders_own_template
+from webui.core.grammar import GrammarError
+from webui.core.loader import LoaderCapabilities, renders_own_template
 from webui.core.params import GenerationParams
 from webui.core.prompts import (
     DEFAULT_CHAT_INSTRUCT_COMMAND,
@@ -27,7 +31,12 @@ from webui.core.prompts import (
     build_prompt,
     reply_reserve,
 )
+from webui.core.reasoning.formats import Phase, initial_phase
+from webui.core.reply_reader import ReplyFormat
 from webui.core.templates.store import InstructionTemplate, TemplateError, TemplateStore
+from webui.core.tools.formats import get_tool_format
+from webui.core.tools.grammar import tool_call_grammar
+from webui.core.tools.request import ToolRequest
 
 __all__ = ["ChatPrompt", "ChatSettings", "CompletionPrompt", "PromptBudget", "PromptBuilder"]
 
@@ -72,6 +81,8 @@ class ChatPrompt(BuiltPrompt):
 
     context_tokens: int
     reply_tokens: int
+    # How to read the reply: its reasoning and tool calls (plain text when the template has neither).
+    reply_format: ReplyFormat = field(default_factory=ReplyFormat)
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,17 @@ class PromptBuilder:
         self.extensions = extensions
         self._detected_template = detected_template  # the model manager's, read at each build
         self._quick_reply = quick_reply  # what ChatContext.generate calls
+        self._abilities: dict[str, TemplateAbilities] = {}  # by template source: reading one parses it
+
+    def abilities(self, template: InstructionTemplate | None) -> TemplateAbilities:
+        """What ``template`` lets the model do (thinking format and controls, tool-call family)."""
+        source = template.source if template is not None else ""
+        found = self._abilities.get(source)
+        if found is None:
+            if len(self._abilities) > 32:
+                self._abilities.clear()  # API requests may bring templates of their own: keep this small
+            found = self._abilities[source] = abilities_of(source)
+        return found
 
     def template_for(self, settings: ChatSettings) -> InstructionTemplate | None:
         """The template ``settings`` asks for, else the one detected for the loaded model (TemplateError)."""
@@ -124,9 +146,15 @@ class PromptBuilder:
         continue_last: bool = False,
         impersonate: bool = False,
         preview: bool = False,
+        tools: ToolRequest | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> tuple[ChatPrompt, GenerationParams]:
         """The prompt and the sampler parameters after the extensions' hooks (input, params, history,
-        prompt: in that order). EngineError for a template or prompt problem, or with nothing loaded."""
+        prompt: in that order). EngineError for a template or prompt problem, or with nothing loaded.
+
+        ``tools`` are shown to the model through its template (and, for ``required`` or a named function, a
+        grammar makes its call valid where the loader takes one); ``template_kwargs`` are more template
+        variables (a request's chat_template_kwargs), after the thinking controls taken from ``params``."""
         state = self.engine.require_model()
         facts = state.model.facts
         try:
@@ -135,11 +163,21 @@ class PromptBuilder:
             raise EngineError(str(exc)) from exc
         # A model that applies its own chat template (a server's chat endpoint) gets the messages.
         build = build_messages if renders_own_template(state.model) else build_prompt
+        system_message = settings.system_message
+        if (
+            tools is not None
+            and tools.offered
+            and template is not None
+            and not self.abilities(template).tools
+        ):
+            # The template cannot show tools (the default model's ChatML): describe them in the system message,
+            # as llama.cpp's generic handler does, in the <tool_call> form the generic reader reads.
+            system_message = "\n\n".join(part for part in (system_message, describe_tools(tools)) if part)
         request = PromptRequest(
             messages=list(history),
             mode=settings.mode,
             template=template,
-            system_message=settings.system_message,
+            system_message=system_message,
             character_name=settings.character_name,
             user_name=settings.user_name,
             context=settings.context,
@@ -148,6 +186,8 @@ class PromptBuilder:
             impersonate=impersonate,
             bos_token=facts.bos_token,
             eos_token=facts.eos_token,
+            tools=tools.offered if tools is not None else (),
+            template_kwargs={**thinking_variables(params), **(template_kwargs or {})},
         )
         extensions = self.extensions
         warnings: list[str] = []
@@ -191,13 +231,64 @@ class PromptBuilder:
             text = extensions.modify_prompt(built.text, chat, warnings)
             if text != built.text:
                 built = replace(built, text=text, prompt_tokens=self.engine.count_tokens(text))
+        own_template = built.messages is not None
+        abilities = self.abilities(template if settings.mode != "chat" and not own_template else None)
+        reasoning = abilities.reasoning
+        if (
+            reasoning.thinks
+            and not params.enable_thinking
+            and initial_phase(reasoning, built.text) is Phase.REASONING
+        ):
+            # A template that always opens the reasoning (DeepSeek-R1's) has no switch: close it, as llama.cpp does.
+            closed = built.text + reasoning.forced_close
+            built = replace(built, text=closed, prompt_tokens=self.engine.count_tokens(closed))
+        reply_format = ReplyFormat(reasoning=reasoning)
+        if tools is not None and tools.choice != "none" and not own_template:
+            reply_format, params = self._tool_reading(
+                tools, abilities, built.text, params, state.capabilities
+            )
         shown = {item.name: getattr(built, item.name) for item in fields(BuiltPrompt)}
         prompt = ChatPrompt(
             **{**shown, "warnings": tuple(warnings)},
             context_tokens=budget.context_tokens,
             reply_tokens=budget.reply_tokens,
+            reply_format=reply_format,
         )
         return prompt, params
+
+    def _tool_reading(
+        self,
+        tools: ToolRequest,
+        abilities: TemplateAbilities,
+        prompt: str,
+        params: GenerationParams,
+        capabilities: LoaderCapabilities,
+    ) -> tuple[ReplyFormat, GenerationParams]:
+        """How the reply's calls are read, and the sampler parameters with the calls' grammar when the loader
+        takes grammars (the user's own grammar wins)."""
+        family = abilities.tool_format
+        fmt = ReplyFormat(abilities.reasoning, get_tool_format(family), tools.definitions)
+        honoured = capabilities.honoured_params
+        if "grammar" not in honoured or params.grammar.strip():
+            return fmt, params
+        lazy_ok = "grammar_triggers" in honoured
+        if not tools.forced and not lazy_ok:
+            return fmt, params
+        try:
+            grammar = tool_call_grammar(
+                family,
+                tools,
+                reasoning=abilities.reasoning,
+                starts_in_reasoning=initial_phase(abilities.reasoning, prompt) is Phase.REASONING,
+            )
+        except GrammarError as exc:
+            raise EngineError(str(exc)) from exc
+        if grammar is None:
+            return fmt, params
+        fmt = replace(fmt, tools=grammar.parse_format)
+        return fmt, params.model_copy(
+            update={"grammar": grammar.gbnf, "grammar_triggers": list(grammar.triggers)}
+        )
 
     def quick(self, messages: Sequence[ChatMessage]) -> BuiltPrompt:
         """The prompt of a short reply asked for by an extension: through the detected template (a plain
@@ -228,3 +319,27 @@ class PromptBuilder:
             params = extensions.modify_completion_params(params, prompt, warnings)
             prompt = extensions.modify_completion_prompt(prompt, params, warnings)
         return CompletionPrompt(prompt, params, tuple(warnings))
+
+
+def thinking_variables(params: GenerationParams) -> dict[str, Any]:
+    """The thinking controls as the template variables families read (Qwen3, Granite, gpt-oss, Seed ...)."""
+    variables: dict[str, Any] = {
+        "enable_thinking": params.enable_thinking,
+        "thinking": params.enable_thinking,
+        "thinking_budget": params.thinking_budget if params.enable_thinking else 0,
+    }
+    if params.reasoning_effort:
+        variables["reasoning_effort"] = params.reasoning_effort
+    return variables
+
+
+def describe_tools(tools: ToolRequest) -> str:
+    """A system-message text that offers ``tools`` to a model whose template has no place for them."""
+    listing = "\n".join(json.dumps(tool["function"], ensure_ascii=False) for tool in tools.offered)
+    must = "You must call one of them." if tools.forced else "Call one only when it helps answer."
+    return (
+        "You can call these tools (JSON schemas):\n"
+        f"{listing}\n"
+        f"{must} To call a tool, reply with exactly:\n"
+        '<tool_call>\n{"name": "<tool name>", "arguments": {<arguments as JSON>}}\n</tool_call>'
+    )

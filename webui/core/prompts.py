@@ -16,15 +16,16 @@ turn at a time would shift the prefix, and re-evaluate the whole history, on eve
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
-from webui.core.templates.store import InstructionTemplate, TemplateOutputTooLargeError
+from webui.core.templates.store import InstructionTemplate, TemplateError, TemplateOutputTooLargeError
 
 Mode = Literal["instruct", "chat", "chat-instruct"]
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 MODES: tuple[Mode, ...] = ("instruct", "chat", "chat-instruct")
 DEFAULT_CHAT_INSTRUCT_COMMAND = (
     'Continue the chat dialogue below. Write a single reply for the character "<|character|>".\n\n<|prompt|>'
@@ -44,11 +45,36 @@ class PromptTooLongError(PromptError):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A tool call an assistant message made: ``arguments`` is a JSON object text (as OpenAI's API carries it)."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def arguments_object(self) -> Any:
+        """The arguments as a value (a dict for any well-formed call); the text itself if it is not JSON."""
+        try:
+            return json.loads(self.arguments or "{}")
+        except ValueError:
+            return self.arguments
+
+
+@dataclass(frozen=True)
 class ChatMessage:
-    """One message of a conversation."""
+    """One message of a conversation.
+
+    ``reasoning`` is a thinking model's reasoning before ``content`` (kept apart: it is shown, not sent back on
+    later turns); ``tool_calls`` are an assistant's calls; a ``tool`` message answers the call ``tool_call_id``
+    of the tool ``name``.
+    """
 
     role: Role
     content: str
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,11 @@ class PromptRequest:
     impersonate: bool = False  # write the user's next message instead of the character's
     bos_token: str = ""  # passed to the template; chat mode leaves BOS to the tokenizer
     eos_token: str = ""
+    # OpenAI-shaped tool definitions ({type: function, function: {name, description, parameters}}), given to
+    # the template as ``tools`` (instruct mode).
+    tools: tuple[Mapping[str, Any], ...] = ()
+    # More template variables: the thinking controls, then a request's chat_template_kwargs.
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -281,8 +312,67 @@ def _flatten(turns: list[Turn]) -> list[ChatMessage]:
     return [message for turn in turns for message in turn]
 
 
-def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    return [{"role": message.role, "content": message.content} for message in messages]
+def _as_dicts(messages: Sequence[ChatMessage], *, string_arguments: bool = False) -> list[dict[str, Any]]:
+    """Messages as chat templates read them (HF's shape).
+
+    Reasoning goes back only for the assistant messages after the last user message: within a tool loop
+    (gpt-oss needs its analysis there, Qwen3 keeps it); earlier turns' reasoning is never sent again.
+    Tool-call arguments are objects (what most templates iterate or ``tojson``), or their JSON text.
+    """
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    out: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.reasoning and message.role == "assistant" and index > last_user:
+            item["reasoning_content"] = message.reasoning
+            item["thinking"] = message.reasoning
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {
+                        "name": call.name,
+                        "arguments": call.arguments if string_arguments else call.arguments_object(),
+                    },
+                }
+                for call in message.tool_calls
+            ]
+        if message.role == "tool":
+            item["tool_call_id"] = message.tool_call_id
+            if message.name:
+                item["name"] = message.name
+        out.append(item)
+    return out
+
+
+def _render(
+    template: InstructionTemplate,
+    messages: Sequence[ChatMessage],
+    request: PromptRequest,
+    *,
+    add_generation_prompt: bool,
+) -> str:
+    """Render through ``template`` with the request's tools and variables.
+
+    Tool-call arguments go in as objects; a template that fails on them (one that parses the JSON text
+    itself) gets the text instead, so each template receives the form it expects.
+    """
+    variables: dict[str, Any] = {**request.template_kwargs}
+    if request.tools:
+        variables["tools"] = [dict(tool) for tool in request.tools]
+    variables.update(bos_token=request.bos_token, eos_token=request.eos_token)
+    has_calls = any(message.tool_calls for message in messages)
+    try:
+        return template.render(_as_dicts(messages), add_generation_prompt=add_generation_prompt, **variables)
+    except TemplateOutputTooLargeError:
+        raise
+    except TemplateError:
+        if not has_calls:
+            raise
+    return template.render(
+        _as_dicts(messages, string_arguments=True), add_generation_prompt=add_generation_prompt, **variables
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -294,15 +384,14 @@ def _instruct_renderer(request: PromptRequest, system: str) -> Callable[[list[Tu
     assert template is not None  # checked by _validate
     system_text = "\n\n".join(part for part in (request.system_message, system) if part)
     head = [ChatMessage("system", system_text)] if system_text else []
-    tokens = {"bos_token": request.bos_token, "eos_token": request.eos_token}
 
     def render(turns: list[Turn]) -> str:
         messages = head + _flatten(turns)
         if request.continue_last:
-            return _render_open_reply(template, messages, tokens)
+            return _render_open_reply(template, messages, request)
         if request.impersonate:
-            rendered = template.render(
-                _as_dicts([*messages, ChatMessage("user", _CUT)]), add_generation_prompt=False, **tokens
+            rendered = _render(
+                template, [*messages, ChatMessage("user", _CUT)], request, add_generation_prompt=False
             )
             cut = rendered.rfind(_CUT)
             if cut < 0:
@@ -310,23 +399,23 @@ def _instruct_renderer(request: PromptRequest, system: str) -> Callable[[list[Tu
                     f'Template "{template.name}" does not show user messages; cannot impersonate.'
                 )
             return rendered[:cut]
-        return template.render(_as_dicts(messages), add_generation_prompt=True, **tokens)
+        return _render(template, messages, request, add_generation_prompt=True)
 
     return render
 
 
 def _render_open_reply(
-    template: InstructionTemplate, messages: list[ChatMessage], tokens: dict[str, str]
+    template: InstructionTemplate, messages: list[ChatMessage], request: PromptRequest
 ) -> str:
     """Render with the last (assistant) message left open: the text ends right after its content."""
     last = messages[-1]
-    marked = [*messages[:-1], ChatMessage(last.role, last.content + _CUT)]
-    rendered = template.render(_as_dicts(marked), add_generation_prompt=False, **tokens)
+    marked = [*messages[:-1], replace(last, content=last.content + _CUT)]
+    rendered = _render(template, marked, request, add_generation_prompt=False)
     cut = rendered.rfind(_CUT)
     if cut >= 0:
         return rendered[:cut]
     # The template drops the last reply (some strip assistant turns): open a new reply and put the text in.
-    return template.render(_as_dicts(messages[:-1]), add_generation_prompt=True, **tokens) + last.content
+    return _render(template, messages[:-1], request, add_generation_prompt=True) + last.content
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -392,7 +481,6 @@ def _chat_instruct_renderer(request: PromptRequest, system: str) -> Callable[[li
     head = [ChatMessage("system", request.system_message)] if request.system_message else []
     block = _context_block(request, system)
     speaker = request.user_name if request.impersonate else request.character_name
-    tokens = {"bos_token": request.bos_token, "eos_token": request.eos_token}
 
     def render(turns: list[Turn]) -> str:
         messages = _flatten(turns)
@@ -400,8 +488,8 @@ def _chat_instruct_renderer(request: PromptRequest, system: str) -> Callable[[li
         if request.continue_last:
             messages, partial = messages[:-1], messages[-1].content
         command = _chat_instruct_command(request, block, messages, speaker)
-        rendered = template.render(
-            _as_dicts([*head, ChatMessage("user", command)]), add_generation_prompt=True, **tokens
+        rendered = _render(
+            template, [*head, ChatMessage("user", command)], request, add_generation_prompt=True
         )
         return rendered + (f"{speaker}: {partial}" if partial else f"{speaker}:")
 

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from webui.core.abilities import TemplateAbilities
 from webui.core.characters.store import CharacterStore
 from webui.core.chats.store import ChatStore
 from webui.core.engine import (
@@ -34,14 +35,22 @@ from webui.core.model_manager import LoadReport, ModelManager
 from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.presets import PresetStore
-from webui.core.prompt_builder import ChatPrompt, ChatSettings, PromptBudget, PromptBuilder
-from webui.core.prompts import ChatMessage
+from webui.core.prompt_builder import (
+    ChatPrompt,
+    ChatSettings,
+    PromptBudget,
+    PromptBuilder,
+    thinking_variables,
+)
+from webui.core.prompts import ChatMessage, ToolCall
 from webui.core.registry import LoaderRegistry
 from webui.core.reply_streams import CompletionStream, ReplyStream, tidy_reply
 from webui.core.templates.store import InstructionTemplate, TemplateDetection, TemplateStore
+from webui.core.tools.request import ToolRequest, ToolRequestError
 
 # What the page and the API use: the Service and the engine's types they see (never the engine itself).
 __all__ = [
+    "ChatMessage",
     "ChatPrompt",
     "ChatSettings",
     "CompletionStream",
@@ -57,6 +66,10 @@ __all__ = [
     "QueuedJob",
     "ReplyStream",
     "Service",
+    "TemplateAbilities",
+    "ToolCall",
+    "ToolRequest",
+    "ToolRequestError",
 ]
 
 
@@ -191,6 +204,11 @@ class Service:
         """The template ``settings`` asks for, else the one detected for the loaded model (TemplateError)."""
         return self.prompts.template_for(settings)
 
+    def abilities(self, settings: ChatSettings | None = None) -> TemplateAbilities:
+        """What the template ``settings`` pick (default: the loaded model's) lets the model do: its thinking
+        format and controls (the page's Think switch), its tool-call family (TemplateError for a bad name)."""
+        return self.prompts.abilities(self.prompts.template_for(settings or ChatSettings()))
+
     def prompt_budget(self, params: GenerationParams) -> PromptBudget:
         """The loaded model's context shared between prompt and reply for ``params`` (EngineError with
         nothing loaded)."""
@@ -231,13 +249,36 @@ class Service:
         *,
         continue_last: bool = False,
         impersonate: bool = False,
+        tools: ToolRequest | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> ReplyStream:
-        """Start generating the next reply (or the user's next message when impersonating)."""
+        """Start generating the next reply (or the user's next message when impersonating).
+
+        The stream's chunks carry the answer, the reasoning and the tool calls apart (``Chunk.text``,
+        ``.reasoning``, ``.tool_calls``); ``tools`` and ``template_kwargs`` as in ``PromptBuilder.chat``."""
         self.resume_idle_model()
         prompt, params = self.prompts.chat(
-            history, settings, params, continue_last=continue_last, impersonate=impersonate
+            history,
+            settings,
+            params,
+            continue_last=continue_last,
+            impersonate=impersonate,
+            tools=tools,
+            template_kwargs=template_kwargs,
         )
-        job = self.engine.submit(prompt.text, params, prompt.stop_strings, messages=prompt.messages)
+        job = self.engine.submit(
+            prompt.text,
+            params,
+            prompt.stop_strings,
+            messages=prompt.messages,
+            reply_format=prompt.reply_format,
+            tools=tools if prompt.messages is not None else None,
+            template_kwargs=(
+                {**thinking_variables(params), **(template_kwargs or {})}
+                if prompt.messages is not None
+                else None
+            ),
+        )
         return ReplyStream(prompt, job, continuing=continue_last, extensions=self.extensions)
 
     def stream_completion(self, prompt: str, params: GenerationParams) -> CompletionStream:

@@ -27,6 +27,8 @@ class ReasoningFormat:
     # gpt-oss may open several analysis messages in one reply; for the other families an opening tag after the
     # answer began is literal text the model chose to write.
     reopens: bool = False
+    # What ends the reasoning when a thinking budget runs out: appended to the text so far, the answer follows.
+    forced_close: str = ""
 
     @property
     def thinks(self) -> bool:
@@ -35,7 +37,7 @@ class ReasoningFormat:
 
 
 NONE = ReasoningFormat("none")
-THINK = ReasoningFormat("think", ("<think>",), ("</think>",))
+THINK = ReasoningFormat("think", ("<think>",), ("</think>",), forced_close="\n</think>\n\n")
 HARMONY = ReasoningFormat(
     "harmony",
     # A later analysis message arrives with its own header; matching it whole keeps <|start|>assistant out.
@@ -45,18 +47,31 @@ HARMONY = ReasoningFormat(
     # The full header first: a bare <|start|>assistant is kept, since a tool call's header follows it.
     ("<|start|>assistant<|channel|>final<|message|>", "<|channel|>final<|message|>", "<|return|>", "<|end|>"),
     reopens=True,
+    forced_close="<|end|><|start|>assistant<|channel|>final<|message|>",
 )
-MISTRAL = ReasoningFormat("mistral", ("[THINK]",), ("[/THINK]",))
-SEED = ReasoningFormat("seed", ("<seed:think>",), ("</seed:think>",))
-GRANITE_32 = ReasoningFormat("granite-3.2", ("Here is my thought process:",), ("Here is my response:",))
-GRANITE_33 = ReasoningFormat("granite-3.3", ("<think>",), ("</think>",), ("<response>", "</response>"))
+MISTRAL = ReasoningFormat("mistral", ("[THINK]",), ("[/THINK]",), forced_close="[/THINK]")
+SEED = ReasoningFormat("seed", ("<seed:think>",), ("</seed:think>",), forced_close="</seed:think>\n\n")
+GRANITE_32 = ReasoningFormat(
+    "granite-3.2",
+    ("Here is my thought process:",),
+    ("Here is my response:",),
+    forced_close="\n\nHere is my response:\n",
+)
+GRANITE_33 = ReasoningFormat(
+    "granite-3.3",
+    ("<think>",),
+    ("</think>",),
+    ("<response>", "</response>"),
+    forced_close="</think>\n<response>",
+)
 COMMAND = ReasoningFormat(
     "command",
     ("<|START_THINKING|>",),
     ("<|END_THINKING|>",),
     ("<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_TEXT|>", "<|END_TEXT|>"),
+    forced_close="<|END_THINKING|><|START_RESPONSE|>",
 )
-GEMMA4 = ReasoningFormat("gemma4", ("<|channel>thought",), ("<channel|>",))
+GEMMA4 = ReasoningFormat("gemma4", ("<|channel>thought",), ("<channel|>",), forced_close="<channel|>")
 
 FORMATS: dict[str, ReasoningFormat] = {
     f.name: f for f in (NONE, THINK, HARMONY, MISTRAL, SEED, GRANITE_32, GRANITE_33, COMMAND, GEMMA4)
