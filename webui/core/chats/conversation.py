@@ -3,6 +3,9 @@
 The user's message is saved before its reply is read; the reply is saved while it streams (at most every
 SAVE_INTERVAL_S) and once more when it ends or is stopped. A crash or ``kill -9`` therefore loses no earlier
 message and at most the last half second of the reply being written.
+
+A thinking model's reasoning is saved apart from its answer, with how long the model thought (from its first
+reasoning to the first answer text); the prompt builder never sends an earlier turn's reasoning back.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ SAVE_INTERVAL_S = 0.5
 
 
 def history_of(conversation: Conversation) -> list[ChatMessage]:
-    """The shown version of every message, as the prompt builder takes them."""
-    return [ChatMessage(m.role, m.content) for m in conversation.messages]  # type: ignore[arg-type]
+    """The shown version of every message (its reasoning apart), as the prompt builder takes them."""
+    return [
+        ChatMessage(m.role, m.content, reasoning=m.reasoning)  # type: ignore[arg-type]
+        for m in conversation.messages
+    ]
 
 
 def chat_settings_for(
@@ -62,44 +68,109 @@ def params_for(character: Character | None, base: GenerationParams) -> Generatio
     return base.overlay(character.params_overlay()) if character is not None else base
 
 
+@dataclass(frozen=True)
+class ReplyParts:
+    """What a reply has written so far: the answer, the reasoning, and how long it thought (None: no
+    reasoning, or still thinking)."""
+
+    text: str
+    reasoning: str = ""
+    reasoning_seconds: float | None = None
+
+
+# Creates the reply's message, or updates it (by id); both return the message as saved.
+CreateReply = Callable[[ReplyParts], StoredMessage]
+UpdateReply = Callable[[int, ReplyParts], StoredMessage]
+
+
 class SavedReply:
-    """A reply streaming into the store: iterate for text deltas; ``message`` is the saved message."""
+    """A reply streaming into the store: iterate for its chunks; ``message`` is the saved message.
+
+    The answer (``text``) and the reasoning (``reasoning``) are kept apart; ``thinking`` is True while the
+    model reasons and has not begun its answer, and ``reasoning_seconds`` says how long it thought once it has
+    stopped. ``prefix`` and ``reasoning_prefix`` are what the reply continues (Continue, Start reply with).
+    """
 
     def __init__(
         self,
         stream: ReplyStream,
-        create: Callable[[str], StoredMessage],
-        update: Callable[[int, str], StoredMessage],
+        create: CreateReply,
+        update: UpdateReply,
         prefix: str = "",
+        *,
+        reasoning_prefix: str = "",
+        seconds_before: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stream = stream
         self._create = create
         self._update = update
         self._prefix = prefix
+        self._reasoning_prefix = reasoning_prefix
+        self._seconds_before = seconds_before
+        self._clock = clock
         self.text = ""
+        self.reasoning = ""
         self.message: StoredMessage | None = None
-        self._saved = ""
+        self._saved: ReplyParts | None = None
+        self._thinking_since: float | None = None  # when the first reasoning came
+        self._thought_for: float | None = None  # set once the reasoning is over
+        self._finished = False
+
+    @property
+    def thinking(self) -> bool:
+        """The model is reasoning and has not begun its answer."""
+        return self._thinking_since is not None and self._thought_for is None and not self._finished
+
+    @property
+    def reasoning_seconds(self) -> float | None:
+        """How long the model thought (with what the continued reply had thought before); None while it is
+        still thinking, or when it did not think at all."""
+        if self._thought_for is None:
+            return self._seconds_before
+        return (self._seconds_before or 0.0) + self._thought_for
+
+    @property
+    def full_reasoning(self) -> str:
+        """The reasoning as shown (with the reasoning of the reply it continues)."""
+        return self._reasoning_prefix + self.reasoning
+
+    def parts(self) -> ReplyParts:
+        """The reply as it would be saved now (the reasoning trimmed)."""
+        return ReplyParts(self.full_text, self.full_reasoning.strip(), self.reasoning_seconds)
+
+    def _stop_thinking(self) -> None:
+        if self._thinking_since is not None and self._thought_for is None:
+            self._thought_for = max(0.0, self._clock() - self._thinking_since)
 
     def _save(self) -> None:
-        full = self._prefix + self.text
-        if full == self._saved or not full.strip():
+        parts = self.parts()
+        if parts == self._saved or not (parts.text.strip() or parts.reasoning):
             return
         if self.message is None:
-            self.message = self._create(full)
+            self.message = self._create(parts)
         else:
-            self.message = self._update(self.message.id, full)
-        self._saved = full
+            self.message = self._update(self.message.id, parts)
+        self._saved = parts
 
     def __iter__(self) -> Iterator[Chunk]:
-        last_save = time.monotonic()
+        last_save = self._clock()
         try:
             for chunk in self.stream:
+                if chunk.reasoning:
+                    if self._thinking_since is None:
+                        self._thinking_since = self._clock()
+                    self.reasoning += chunk.reasoning
+                if chunk.text or chunk.tool_calls:
+                    self._stop_thinking()  # the answer has begun
                 self.text += chunk.text
-                if chunk.text and time.monotonic() - last_save >= SAVE_INTERVAL_S:
+                if (chunk.text or chunk.reasoning) and self._clock() - last_save >= SAVE_INTERVAL_S:
                     self._save()
-                    last_save = time.monotonic()
+                    last_save = self._clock()
                 yield chunk
         finally:
+            self._stop_thinking()
+            self._finished = True
             self._save()  # also when stopped or when the reader went away
 
     def cancel(self) -> None:
@@ -177,11 +248,23 @@ class Conversations:
         stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
         self.store.append(conversation_id, "user", text)
         model = self._model_name()
-        return SavedReply(
-            stream,
-            lambda full: self.store.append(conversation_id, "assistant", full, model=model),
-            self.store.set_content,
-            prefix=start_with,
+
+        def create(parts: ReplyParts) -> StoredMessage:
+            return self.store.append(
+                conversation_id,
+                "assistant",
+                parts.text,
+                model=model,
+                reasoning=parts.reasoning,
+                reasoning_seconds=parts.reasoning_seconds,
+            )
+
+        return SavedReply(stream, create, self._update, prefix=start_with)
+
+    def _update(self, message_id: int, parts: ReplyParts) -> StoredMessage:
+        """Save what a streaming reply has written so far: its answer, reasoning and thinking time."""
+        return self.store.set_content(
+            message_id, parts.text, reasoning=parts.reasoning, reasoning_seconds=parts.reasoning_seconds
         )
 
     def _last_reply(self, conversation: Conversation) -> StoredMessage:
@@ -206,12 +289,17 @@ class Conversations:
             history.append(ChatMessage("assistant", start_with))
         stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
         model = self._model_name()
-        return SavedReply(
-            stream,
-            lambda full: self.store.add_alternative(last.id, full, model=model),
-            self.store.set_content,
-            prefix=start_with,
-        )
+
+        def create(parts: ReplyParts) -> StoredMessage:
+            return self.store.add_alternative(
+                last.id,
+                parts.text,
+                model=model,
+                reasoning=parts.reasoning,
+                reasoning_seconds=parts.reasoning_seconds,
+            )
+
+        return SavedReply(stream, create, self._update, prefix=start_with)
 
     def continue_last(
         self, conversation_id: int, settings: ChatSettings, params: GenerationParams
@@ -224,9 +312,11 @@ class Conversations:
         )
         return SavedReply(
             stream,
-            lambda full: self.store.set_content(last.id, full),
-            self.store.set_content,
+            lambda parts: self._update(last.id, parts),
+            self._update,
             prefix=last.content,
+            reasoning_prefix=last.reasoning,
+            seconds_before=last.reasoning_seconds,
         )
 
     def impersonate(

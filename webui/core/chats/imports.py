@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import time
 from collections.abc import Mapping
 from contextlib import suppress
@@ -21,6 +22,39 @@ from webui.core.chats.records import (
 
 def number_or_none(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def export_alternative(alternative: AlternativeRecord) -> dict[str, Any]:
+    """One alternative in Palabre's chat JSON (its reasoning only when it has some)."""
+    item: dict[str, Any] = {
+        "content": alternative.content,
+        "model": alternative.model,
+        "created_at": alternative.created_at,
+    }
+    if alternative.reasoning:
+        item["reasoning"] = alternative.reasoning
+        item["reasoning_seconds"] = alternative.reasoning_seconds
+    return item
+
+
+def _reasoning_of(alternative: Mapping[str, Any], where: str) -> tuple[str, float | None]:
+    reasoning = alternative.get("reasoning", "")
+    if not isinstance(reasoning, str):
+        raise ChatStoreError(f"{where} has a reasoning that is not text.")
+    seconds = number_or_none(alternative.get("reasoning_seconds"))
+    return reasoning, seconds if seconds is not None and 0 <= seconds < float("inf") else None
+
+
+# text-generation-webui keeps a thinking model's reasoning in the reply's text, in a leading <think> block.
+_TGW_THINKING = re.compile(r"\A\s*<think>(.*?)</think>\s*", re.DOTALL)
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """(answer, reasoning) of a reply that opens with a ``<think>...</think>`` block; (text, "") otherwise."""
+    found = _TGW_THINKING.match(text)
+    if found is None:
+        return text, ""
+    return text[found.end() :], found.group(1).strip()
 
 
 def palabre_messages(raw: object) -> list[MessageRecord]:
@@ -48,9 +82,14 @@ def palabre_messages(raw: object) -> list[MessageRecord]:
             model = alternative.get("model")
             if model is not None and not isinstance(model, str):
                 raise ChatStoreError(f"{where} names its model with {model!r}, which is not text.")
+            reasoning, seconds = _reasoning_of(alternative, where)
             alternatives.append(
                 AlternativeRecord(
-                    alternative["content"], model, number_or_none(alternative.get("created_at")) or now
+                    alternative["content"],
+                    model,
+                    number_or_none(alternative.get("created_at")) or now,
+                    reasoning,
+                    seconds,
                 )
             )
         active = item.get("active", 0)
@@ -98,9 +137,12 @@ def tgw_message(role: str, text: str, meta: object, now: float) -> MessageRecord
                 chosen = meta.get("current_version_index")
                 if isinstance(chosen, int) and 0 <= chosen < len(contents) and contents[chosen] == text:
                     active = chosen
-    return MessageRecord(
-        role, tuple(AlternativeRecord(a, None, created_at) for a in alternatives), active, created_at
-    )
+    if role == "assistant":  # the reasoning goes apart from the answer, as Palabre keeps it
+        parts = [split_thinking(text) for text in alternatives]
+        records = tuple(AlternativeRecord(answer, None, created_at, reasoning) for answer, reasoning in parts)
+    else:
+        records = tuple(AlternativeRecord(text, None, created_at) for text in alternatives)
+    return MessageRecord(role, records, active, created_at)
 
 
 def tgw_messages(data: Mapping[str, Any]) -> list[MessageRecord]:

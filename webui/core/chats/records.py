@@ -27,6 +27,10 @@ class StoredMessage:
     active: int
     model: str | None  # the model that wrote the active alternative
     created_at: float
+    # A thinking model's reasoning before the active alternative's answer (``content`` is the answer alone),
+    # and how long it thought (None: not measured).
+    reasoning: str = ""
+    reasoning_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class AlternativeRecord:
     content: str
     model: str | None
     created_at: float
+    reasoning: str = ""
+    reasoning_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class MessageRecord:
             self.active,
             shown.model,
             self.created_at,
+            shown.reasoning,
+            shown.reasoning_seconds,
         )
 
 

@@ -1,7 +1,9 @@
 """The conversation store: every chat in one SQLite database (``user_data/palabre.db``), never lost.
 
 Model: a conversation holds messages in positions 0, 1, 2, ...; a message keeps every alternative (the
-regenerated replies, or "swipes") and which one is shown. A branch is a new conversation holding copies of the
+regenerated replies, or "swipes") and which one is shown; an alternative written by a thinking model keeps its
+reasoning (and how long it took) apart from its answer, so the answer alone is what is edited, copied and sent
+back to the model. A branch is a new conversation holding copies of the
 messages up to the one it was branched from, and remembers where it came from.
 
 Durability: the database runs in WAL mode with ``synchronous=FULL`` and every write is one transaction. WAL with
@@ -33,7 +35,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-from webui.core.chats.imports import number_or_none, palabre_messages, tgw_messages
+from webui.core.chats.imports import export_alternative, number_or_none, palabre_messages, tgw_messages
 from webui.core.chats.records import (
     DEFAULT_TITLE,
     EXPORT_FORMAT,
@@ -105,8 +107,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (message_id, alt_index)
         ) WITHOUT ROWID""",
     ),
+    (  # 2: a thinking model's reasoning, kept apart from the answer, and how long it thought
+        "ALTER TABLE alternatives ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''",
+        # NULL: not measured (no reasoning, or reasoning imported without its duration)
+        "ALTER TABLE alternatives ADD COLUMN reasoning_seconds REAL",
+    ),
 )
 
+
+_ALTERNATIVE_COLUMNS = "(message_id, alt_index, content, model, created_at, reasoning, reasoning_seconds)"
 
 _SUMMARY_SQL = """SELECT c.id, c.title, c.character, c.mode, c.created_at, c.updated_at,
     (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), c.parent_id, c.branched_from_message
@@ -127,6 +136,15 @@ def _check_text(text: object, what: str) -> str:
     if not isinstance(text, str):
         raise ChatStoreError(f"The {what} must be text, not {type(text).__name__}.")
     return text
+
+
+def _check_seconds(seconds: object) -> float | None:
+    """A reasoning duration: a number of seconds from 0, or None (not measured)."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < float("inf"):
+        raise ChatStoreError(f"A reasoning duration is a number of seconds from 0, not {seconds!r}.")
+    return float(seconds)
 
 
 class ChatStore:
@@ -213,8 +231,8 @@ class ChatStore:
     @staticmethod
     def _messages(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[MessageRecord]:
         rows = conn.execute(
-            f"""SELECT m.id, m.position, m.role, m.active, m.created_at, a.content, a.model, a.created_at
-            FROM messages m JOIN alternatives a ON a.message_id = m.id
+            f"""SELECT m.id, m.position, m.role, m.active, m.created_at, a.content, a.model, a.created_at,
+            a.reasoning, a.reasoning_seconds FROM messages m JOIN alternatives a ON a.message_id = m.id
             WHERE {where} ORDER BY m.position, a.alt_index""",
             args,
         ).fetchall()
@@ -282,8 +300,11 @@ class ChatStore:
         message_id = cursor.lastrowid
         assert message_id is not None
         conn.executemany(
-            "INSERT INTO alternatives (message_id, alt_index, content, model, created_at) VALUES (?, ?, ?, ?, ?)",
-            [(message_id, i, a.content, a.model, a.created_at) for i, a in enumerate(message.alternatives)],
+            f"INSERT INTO alternatives {_ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (message_id, i, a.content, a.model, a.created_at, a.reasoning, a.reasoning_seconds)
+                for i, a in enumerate(message.alternatives)
+            ],
         )
         text = message.alternatives[message.active].content
         if message.role == "user" and text.strip():  # the first user message names an untitled conversation
@@ -395,43 +416,79 @@ class ChatStore:
     # -- messages ------------------------------------------------------------------------------------------
 
     def append(
-        self, conversation_id: int, role: str, content: str, *, model: str | None = None
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        *,
+        model: str | None = None,
+        reasoning: str = "",
+        reasoning_seconds: float | None = None,
     ) -> StoredMessage:
-        """Add a message at the end of the conversation."""
+        """Add a message at the end of the conversation (a reply with the reasoning before its answer)."""
         role, content = check_choice(role, ROLES, "message role"), _check_text(content, "message")
+        reasoning, seconds = _check_text(reasoning, "reasoning"), _check_seconds(reasoning_seconds)
         now = time.time()
         with self._transaction() as conn:
             self._summary(conn, conversation_id)
-            message = MessageRecord(role, (AlternativeRecord(content, model, now),), 0, now)
+            alternative = AlternativeRecord(content, model, now, reasoning, seconds)
+            message = MessageRecord(role, (alternative,), 0, now)
             message_id = self._insert_message(conn, conversation_id, message)
             self._touch(conn, conversation_id)
             return self._message(conn, message_id)
 
-    def add_alternative(self, message_id: int, content: str, *, model: str | None = None) -> StoredMessage:
-        """Keep a new version of the message (a regenerated reply) and show it."""
+    def add_alternative(
+        self,
+        message_id: int,
+        content: str,
+        *,
+        model: str | None = None,
+        reasoning: str = "",
+        reasoning_seconds: float | None = None,
+    ) -> StoredMessage:
+        """Keep a new version of the message (a regenerated reply, with its own reasoning) and show it."""
         content = _check_text(content, "message")
+        reasoning, seconds = _check_text(reasoning, "reasoning"), _check_seconds(reasoning_seconds)
         with self._transaction() as conn:
             conversation_id, _ = self._owner(conn, message_id)
             index = conn.execute(
                 "SELECT max(alt_index) + 1 FROM alternatives WHERE message_id = ?", (message_id,)
             ).fetchone()[0]
             conn.execute(
-                "INSERT INTO alternatives (message_id, alt_index, content, model, created_at) VALUES (?, ?, ?, ?, ?)",
-                (message_id, index, content, model, time.time()),
+                f"INSERT INTO alternatives {_ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (message_id, index, content, model, time.time(), reasoning, seconds),
             )
             conn.execute("UPDATE messages SET active = ? WHERE id = ?", (index, message_id))
             self._touch(conn, conversation_id)
             return self._message(conn, message_id)
 
-    def set_content(self, message_id: int, content: str) -> StoredMessage:
-        """Replace the text of the shown alternative (an edit, or a streamed reply saved so far)."""
+    def set_content(
+        self,
+        message_id: int,
+        content: str,
+        *,
+        reasoning: str | None = None,
+        reasoning_seconds: float | None = None,
+    ) -> StoredMessage:
+        """Replace the text of the shown alternative (an edit, or a streamed reply saved so far).
+
+        The answer alone changes unless ``reasoning`` is given: then the reasoning and its duration are
+        replaced too (a streamed reply saving what it has thought so far)."""
         content = _check_text(content, "message")
+        seconds = _check_seconds(reasoning_seconds)
         with self._transaction() as conn:
             conversation_id, active = self._owner(conn, message_id)
-            conn.execute(
-                "UPDATE alternatives SET content = ? WHERE message_id = ? AND alt_index = ?",
-                (content, message_id, active),
-            )
+            if reasoning is None:
+                conn.execute(
+                    "UPDATE alternatives SET content = ? WHERE message_id = ? AND alt_index = ?",
+                    (content, message_id, active),
+                )
+            else:
+                conn.execute(
+                    """UPDATE alternatives SET content = ?, reasoning = ?, reasoning_seconds = ?
+                    WHERE message_id = ? AND alt_index = ?""",
+                    (content, _check_text(reasoning, "reasoning"), seconds, message_id, active),
+                )
             self._touch(conn, conversation_id)
             return self._message(conn, message_id)
 
@@ -481,10 +538,7 @@ class ChatStore:
                     "role": m.role,
                     "created_at": m.created_at,
                     "active": m.active,
-                    "alternatives": [
-                        {"content": a.content, "model": a.model, "created_at": a.created_at}
-                        for a in m.alternatives
-                    ],
+                    "alternatives": [export_alternative(a) for a in m.alternatives],
                 }
                 for m in messages
             ],
