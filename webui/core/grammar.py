@@ -9,6 +9,7 @@ feature its grammar engine can enforce ($ref, anyOf, patterns, formats ...).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,11 +44,40 @@ def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
         raise ConverterMissing(
             "Turning a JSON schema into a grammar needs llama-cpp-python: install Palabre's llama-cpp extra."
         ) from exc
-    text = json.dumps(schema)
+    text = json.dumps(_with_integer_ranges(json.loads(json.dumps(schema))))
     try:
         return str(json_schema_to_gbnf(text))
     except Exception as exc:  # the converter raises plain exceptions (assert, KeyError ...) for what it lacks
         raise GrammarError(f"The JSON schema cannot be turned into a grammar: {exc}") from exc
+
+
+# Integer ranges up to this size are written out as an enum; the converter ignores minimum and maximum.
+_MAX_ENUMERATED_RANGE = 1024
+
+
+def _with_integer_ranges(schema: Any) -> Any:
+    """The schema with each small bounded integer range turned into the enum of its values.
+
+    llama-cpp-python's converter drops ``minimum`` / ``maximum``, so ``{"type": "integer", "minimum": 1,
+    "maximum": 7}`` would allow any integer; as an enum the grammar allows exactly 1 to 7.
+    """
+    if isinstance(schema, list):
+        return [_with_integer_ranges(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _with_integer_ranges(value) for key, value in schema.items()}
+    if out.get("type") == "integer" and "enum" not in out:
+        low = out.get("minimum")
+        high = out.get("maximum")
+        if isinstance(out.get("exclusiveMinimum"), int) and not isinstance(out.get("exclusiveMinimum"), bool):
+            low = out["exclusiveMinimum"] + 1
+        if isinstance(out.get("exclusiveMaximum"), int) and not isinstance(out.get("exclusiveMaximum"), bool):
+            high = out["exclusiveMaximum"] - 1
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+            first, last = math.ceil(low), math.floor(high)
+            if 0 <= last - first < _MAX_ENUMERATED_RANGE:
+                out["enum"] = list(range(first, last + 1))
+    return out
 
 
 def schema_rules(schemas: Mapping[str, Mapping[str, Any]]) -> str:
@@ -64,7 +94,7 @@ def schema_rules(schemas: Mapping[str, Mapping[str, Any]]) -> str:
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     try:
         for name, schema in schemas.items():
-            resolved = converter.resolve_refs(json.loads(json.dumps(schema)), name)
+            resolved = converter.resolve_refs(_with_integer_ranges(json.loads(json.dumps(schema))), name)
             converter.visit(resolved, name)
         return str(converter.format_grammar())
     except Exception as exc:  # the converter raises plain exceptions (assert, KeyError ...) for what it lacks

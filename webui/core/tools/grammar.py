@@ -19,7 +19,11 @@ from webui.core.tools.base import ToolFormat
 from webui.core.tools.formats import FORMATS
 from webui.core.tools.request import ToolRequest
 
-__all__ = ["ToolGrammar", "tool_call_grammar"]
+__all__ = ["MAX_PARALLEL_CALLS", "ToolGrammar", "tool_call_grammar"]
+
+# The most calls a grammar lets one reply make: a small model told it may call several tends to repeat the same
+# call until the token limit, and a bound lets the grammar end the reply instead.
+MAX_PARALLEL_CALLS = 4
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,10 @@ def tool_call_grammar(
         item = f"{_lit(shape.open)} call {_lit(shape.close)}" if shape.open else "call"
         lines.append(f"item ::= {item}")
         separator = _lit(shape.separator) if shape.separator else ""
-        body = f"item ({separator} item)*" if repeat else "item"
+        body = f"item ({separator} item){{0,{MAX_PARALLEL_CALLS - 1}}}" if repeat else "item"
     else:
-        body = f"{_lit(shape.open)} call ({_lit(shape.separator)} call)* {_lit(shape.close)}"
+        more = f"({_lit(shape.separator)} call){{0,{MAX_PARALLEL_CALLS - 1}}}"
+        body = f"{_lit(shape.open)} call {more} {_lit(shape.close)}"
         if not repeat:
             body = f"{_lit(shape.open)} call {_lit(shape.close)}"
     lines.append(f"calls ::= {body}")
