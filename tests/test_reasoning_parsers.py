@@ -521,8 +521,9 @@ def test_phase_can_be_given() -> None:
 
 
 def test_split_stream() -> None:
-    """The generator form yields the non-empty steps; in the answer a "<" is not held (no marker ends thinking)."""
+    """The generator form yields the non-empty steps; in the answer a "<" waits for the next delta (a lone
+    closing tag there is dropped), and is released once it cannot be one."""
     steps = list(split_stream(["<thi", "nk>Hm", "m</th", "ink>Ok <", "thi"], FORMATS["think"]))
-    assert steps == [Split("Hm", ""), Split("m", ""), Split("", "Ok <"), Split("", "thi")]
+    assert steps == [Split("Hm", ""), Split("m", ""), Split("", "Ok "), Split("", "<thi")]
     held = list(split_stream(["<think>a <", "/thin"], FORMATS["think"]))
     assert held == [Split("a", ""), Split(" </thin", "")]

@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 from webui.core.reasoning.formats import Phase, ReasoningFormat, initial_phase
 
+_TAIL = 64  # longer than any marker
+
 
 class Split(NamedTuple):
     """One step's output: the reasoning delta and the answer delta (``Chunk.reasoning`` and ``Chunk.text``)."""
@@ -27,6 +29,10 @@ class ReasoningSplitter:
         # Set on entering reasoning: whitespace right after an opening marker is layout, dropped.
         self._fresh_reasoning = True
         self._answer_started = False
+        self._answer_tail = (
+            ""  # the end of the answer so far, enough to find an opening marker split over deltas
+        )
+        self._literal_open = False  # the answer holds an opening marker as text
         # Whitespace at the end of the reasoning so far: shown only if more reasoning follows, so the
         # "\n" before </think> never reaches the page.
         self._pending_ws = ""
@@ -66,6 +72,10 @@ class ReasoningSplitter:
             found.update(dict.fromkeys(fmt.open_markers, Phase.REASONING))
             return found
         found.update(dict.fromkeys(fmt.answer_markers, None))
+        if not self._literal_open:
+            # A lone closing marker in the answer closes nothing (a small model repeating a forced </think>):
+            # dropped. After an opening marker the model wrote as text, the pair is text too.
+            found.update(dict.fromkeys(fmt.close_markers, None))
         if fmt.reopens:
             found.update(dict.fromkeys(fmt.open_markers, Phase.REASONING))
         return found
@@ -81,7 +91,7 @@ class ReasoningSplitter:
                 before = self.phase
                 self._emit(self._buffer[:at])
                 self._buffer = self._buffer[at:]
-                if self.phase is not before:
+                if self.phase is not before or marker not in self._markers():
                     # Answer text came first, so the marker must be read again by the answer's rules: the
                     # outcome may not depend on whether the text and the marker arrived in one delta.
                     continue
@@ -122,6 +132,10 @@ class ReasoningSplitter:
             if not text:
                 return
             self._answer_started = True
+        self._answer_tail = (self._answer_tail + text)[-_TAIL:]
+        self._literal_open = self._literal_open or any(
+            m in self._answer_tail for m in self.format.open_markers
+        )
         self._out_answer.append(text)
 
     def _emit_reasoning(self, text: str) -> None:
