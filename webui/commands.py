@@ -147,10 +147,18 @@ def chat(config: AppConfig, args: argparse.Namespace) -> int:
             history.append(ChatMessage("user", text))
             sys.stdout.write("Assistant: ")
             reply = []
+            reasoning = []
             try:
                 stream = service.stream_chat_reply(history, settings, params)
                 try:
                     for chunk in stream:
+                        if chunk.reasoning:
+                            # A thinking model's reasoning goes to stderr: shown, kept apart from the answer.
+                            reasoning.append(chunk.reasoning)
+                            sys.stderr.write(chunk.reasoning)
+                            sys.stderr.flush()
+                        if chunk.text and reasoning and not reply:
+                            sys.stderr.write("\n")
                         reply.append(chunk.text)
                         sys.stdout.write(chunk.text)
                         sys.stdout.flush()
@@ -161,7 +169,7 @@ def chat(config: AppConfig, args: argparse.Namespace) -> int:
                 print(f"\nerror: {exc}", file=sys.stderr)
                 continue
             sys.stdout.write("\n")
-            history.append(ChatMessage("assistant", "".join(reply).strip()))
+            history.append(ChatMessage("assistant", "".join(reply).strip(), reasoning="".join(reasoning)))
     finally:
         service.close()
 
