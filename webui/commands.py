@@ -157,9 +157,10 @@ def chat(config: AppConfig, args: argparse.Namespace) -> int:
                             reasoning.append(chunk.reasoning)
                             sys.stderr.write(chunk.reasoning)
                             sys.stderr.flush()
-                        if chunk.text and reasoning and not reply:
+                        if chunk.text and reasoning and not any(reply):
                             sys.stderr.write("\n")
-                        reply.append(chunk.text)
+                        if chunk.text:
+                            reply.append(chunk.text)
                         sys.stdout.write(chunk.text)
                         sys.stdout.flush()
                 except KeyboardInterrupt:
