@@ -111,8 +111,11 @@ def test_api_messages_become_chat_messages() -> None:
     assert chat_message("user", parts) == ChatMessage("user", "one\ntwo")
     with pytest.raises(ApiError, match="image_url"):
         chat_message("user", [{"type": "image_url", "image_url": {"url": "x"}}])
-    with pytest.raises(ApiError, match="tool"):
-        chat_message("tool", "42")
+    assert chat_message("tool", "42", tool_call_id="call_1", name="f") == ChatMessage(
+        "tool", "42", tool_call_id="call_1", name="f"
+    )
+    with pytest.raises(ApiError, match="'bot'"):
+        chat_message("bot", "Hi")
 
 
 def test_json_grammars_and_seeds() -> None:

@@ -9,13 +9,15 @@ GenerationParams.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from webui.api.errors import ApiError
+from webui.api.streams import new_call_id
 from webui.core import grammar
 from webui.core.characters.store import Character, CharacterError
 from webui.core.chats.conversation import chat_settings_for, params_for
@@ -23,7 +25,14 @@ from webui.core.loader import LoaderError
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.presets import DEFAULT_PRESET, PresetError
 from webui.core.prompts import ChatMessage, Mode
-from webui.core.service import ChatSettings, LoadedState, Service
+from webui.core.service import (
+    ChatSettings,
+    LoadedState,
+    Service,
+    ToolCall,
+    ToolRequest,
+    ToolRequestError,
+)
 from webui.core.templates.store import InstructionTemplate, TemplateError
 
 CompletionPrompt = str | list[str] | list[int] | list[list[int]]
@@ -45,13 +54,16 @@ class Needs:
 
 @dataclass(frozen=True)
 class CoreChatRequest:
-    """A reply to ``history``: how it becomes a prompt, the sampler values, and ``n`` choices."""
+    """A reply to ``history``: how it becomes a prompt, the sampler values, and ``n`` choices; the tools
+    offered to the model and more template variables (a request's chat_template_kwargs)."""
 
     history: list[ChatMessage]
     settings: ChatSettings
     params: GenerationParams
     n: int = 1
     needs: Needs = Needs()
+    tools: ToolRequest | None = None
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,32 +193,134 @@ def check_supported(state: LoadedState, *, grammar: bool, logprobs: bool, gramma
 
 # -- conversations -------------------------------------------------------------------------------------------
 
-_ROLES: dict[str, str] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES: dict[str, str] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
 
 
-def chat_message(role: str, content: str | Sequence[Mapping[str, Any]] | None) -> ChatMessage:
-    """One API message as the core's ChatMessage; text parts are joined, other parts are refused."""
-    if role in ("tool", "function", "ipython"):
-        raise ApiError(400, f"Messages with role {role!r} (tool calls) are not supported.", param="messages")
+def message_text(content: str | Sequence[Mapping[str, Any]] | None) -> str:
+    """A message's content as text: text parts are joined, other parts are refused."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if part.get("type") != "text":
+            raise ApiError(
+                400,
+                f"Message parts of type {part.get('type')!r} are not supported; send text.",
+                param="messages",
+            )
+        texts.append(str(part.get("text") or ""))
+    return "\n".join(texts)
+
+
+def chat_message(
+    role: str,
+    content: str | Sequence[Mapping[str, Any]] | None,
+    *,
+    reasoning: str = "",
+    tool_calls: Sequence[ToolCall] = (),
+    tool_call_id: str = "",
+    name: str = "",
+) -> ChatMessage:
+    """One API message as the core's ChatMessage; text parts are joined, other parts are refused.
+
+    An assistant message may carry its reasoning and tool calls; a ``tool`` message answers the call
+    ``tool_call_id`` of the tool ``name``."""
     if role not in _ROLES:
         roles = ", ".join(_ROLES)
         raise ApiError(400, f"Messages with role {role!r} are not supported; use {roles}.", param="messages")
-    if content is None:
-        text = ""
-    elif isinstance(content, str):
-        text = content
-    else:
-        texts = []
-        for part in content:
-            if part.get("type") != "text":
-                raise ApiError(
-                    400,
-                    f"Message parts of type {part.get('type')!r} are not supported; send text.",
-                    param="messages",
-                )
-            texts.append(str(part.get("text") or ""))
-        text = "\n".join(texts)
-    return ChatMessage(_ROLES[role], text)  # type: ignore[arg-type]
+    core_role = _ROLES[role]
+    if tool_calls and core_role != "assistant":
+        raise ApiError(400, f"Only assistant messages make tool calls, not {role!r} ones.", param="messages")
+    return ChatMessage(
+        core_role,  # type: ignore[arg-type]
+        message_text(content),
+        reasoning=reasoning if core_role == "assistant" else "",
+        tool_calls=tuple(tool_calls),
+        tool_call_id=tool_call_id if core_role == "tool" else "",
+        name=name if core_role == "tool" else "",
+    )
+
+
+def tool_call(call_id: str | None, name: str, arguments: Any) -> ToolCall:
+    """A call from a request's history: ``arguments`` as JSON text (OpenAI) or as an object (Ollama)."""
+    if not name:
+        raise ApiError(400, "A tool call in messages has no function name.", param="messages")
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments or {}, ensure_ascii=False)
+    return ToolCall(call_id or new_call_id(), name, text or "{}")
+
+
+def link_tool_results(history: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The history with each tool result tied to the call it answers: the tool's name looked up from the
+    call's id (OpenAI sends only the id), or the id from the earliest unanswered call of that name (Ollama
+    sends only the name); a result that names neither answers the earliest unanswered call."""
+    calls: dict[str, str] = {}  # id -> name
+    unanswered: list[ToolCall] = []
+    linked: list[ChatMessage] = []
+    for message in history:
+        if message.tool_calls:
+            for call in message.tool_calls:
+                calls[call.id] = call.name
+                unanswered.append(call)
+        if message.role == "tool":
+            call_id, name = message.tool_call_id, message.name
+            if call_id and not name:
+                name = calls.get(call_id, "")
+            if not call_id:
+                match = next((c for c in unanswered if not name or c.name == name), None)
+                if match is not None:
+                    call_id, name = match.id, name or match.name
+            unanswered = [call for call in unanswered if call.id != call_id]
+            message = ChatMessage("tool", message.content, tool_call_id=call_id, name=name)
+        linked.append(message)
+    return linked
+
+
+def tool_request(
+    definitions: Sequence[Mapping[str, Any]] | None, choice: str = "auto", parallel: bool = True
+) -> ToolRequest | None:
+    """The tools a request offers, checked (None for none); a bad definition or choice is a 400."""
+    try:
+        return ToolRequest.build(list(definitions or ()), choice, parallel)
+    except ToolRequestError as exc:
+        param = "tool_choice" if "tool_choice" in str(exc) else "tools"
+        raise ApiError(400, str(exc), param=param) from exc
+
+
+# The values ``reasoning_effort`` takes (OpenAI's, and Ollama's ``think`` levels); none turns thinking off and
+# minimal is the lowest level a template knows, as Ollama maps them.
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+def thinking_overrides(effort: str | None, param: str = "reasoning_effort") -> dict[str, Any]:
+    """GenerationParams values for a requested reasoning effort: ``none`` turns thinking off, a level turns
+    it on at that level (``minimal`` is ``low``); nothing for None. A value outside EFFORTS is a 400."""
+    if effort is None:
+        return {}
+    level = effort.strip().lower()
+    if level not in EFFORTS:
+        raise ApiError(400, f"{param} {effort!r} is not one of: {', '.join(EFFORTS)}.", param=param)
+    if level == "none":
+        return {"enable_thinking": False}
+    return {"enable_thinking": True, "reasoning_effort": "low" if level == "minimal" else level}
+
+
+def template_variables(kwargs: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A request's chat_template_kwargs as template variables, and the GenerationParams values they imply
+    (an ``enable_thinking`` switch there also turns thinking on or off)."""
+    variables = dict(kwargs or {})
+    implied: dict[str, Any] = {}
+    switch = variables.get("enable_thinking")
+    if isinstance(switch, bool):
+        implied["enable_thinking"] = switch
+    return variables, implied
 
 
 def chat_settings(

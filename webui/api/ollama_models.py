@@ -6,6 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from webui.core.abilities import TemplateAbilities, abilities_of
 from webui.core.characters.modelfile import PARAM_TO_OLLAMA, Modelfile, format_modelfile, parameter_lines
 from webui.core.models.discovery import ModelEntry, ModelFileError, ModelMetadata, model_metadata
 from webui.core.models.names import decode_model_name
@@ -82,14 +83,30 @@ def default_parameters() -> list[tuple[str, str, int]]:
     return lines
 
 
-def show(entry: ModelEntry, loaded: LoadedState | None) -> dict[str, Any]:
-    """/api/show's body: the model's Modelfile (the Default preset's values), template, details and facts."""
+def capabilities(abilities: TemplateAbilities | None) -> list[str]:
+    """What Ollama clients check before sending tools or ``think``: "completion" always, "tools" when the
+    chat template renders tool definitions, "thinking" when it has a thinking format ("vision" never yet)."""
+    found = ["completion"]
+    if abilities is not None and abilities.tools:
+        found.append("tools")
+    if abilities is not None and abilities.thinks:
+        found.append("thinking")
+    return found
+
+
+def show(
+    entry: ModelEntry, loaded: LoadedState | None, abilities: TemplateAbilities | None = None
+) -> dict[str, Any]:
+    """/api/show's body: the model's Modelfile (the Default preset's values), template, details, facts and
+    capabilities. ``abilities`` are the loaded model's (its template as detected, or as chosen at load);
+    a model that is not loaded is judged by the chat template in its file's metadata."""
     meta = _metadata(entry)
     template = None
     if loaded is not None and loaded.entry == entry:
         template = loaded.model.facts.chat_template
     elif meta is not None:
         template = meta.chat_template
+        abilities = abilities_of(template) if template else None
     arch = meta.architecture if meta else None
     info: dict[str, Any] = {
         "general.architecture": arch,
@@ -114,6 +131,6 @@ def show(entry: ModelEntry, loaded: LoadedState | None) -> dict[str, Any]:
         "template": template or "",
         "details": details(entry),
         "model_info": info,
-        "capabilities": ["completion"],
+        "capabilities": capabilities(abilities),
         "modified_at": _mtime(entry).isoformat(),
     }

@@ -1,8 +1,10 @@
 """Ollama wire models, Ollama's ``options`` mapped onto GenerationParams through the Modelfile PARAMETER table,
 and the requests' conversion into the core's (``to_chat_request``, ``to_core_request``).
 
-Ollama ignores fields it does not know, so the request models do too (``think``, ``context``, ...). Option names
-are Ollama's (``num_predict``, ``repeat_penalty`` ...) or GenerationParams' own (``dry_multiplier`` ...).
+Ollama ignores fields it does not know, so the request models do too (``context``, ...). Option names are
+Ollama's (``num_predict``, ``repeat_penalty`` ...) or GenerationParams' own (``dry_multiplier`` ...).
+``think`` (true, false or a level) turns a thinking model's reasoning on or off; ``tools`` are offered as in
+Ollama, and ``tool_choice`` (OpenAI's values; a Palabre extension Ollama does not have) may force a call.
 """
 
 from __future__ import annotations
@@ -31,14 +33,46 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+class OllamaFunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    arguments: dict[str, Any] | str | None = None  # an object in Ollama's shape
+
+
+class OllamaToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    function: OllamaFunctionCall
+
+
 class OllamaMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: str
     content: str = ""
     images: list[str] | None = None
+    thinking: str | None = None
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = None  # a tool message: the tool that answered
+    tool_call_id: str | None = None
 
     _nulls = null_means_default("content")
+
+    def to_core(self) -> ChatMessage:
+        calls = [
+            core_requests.tool_call(call.id, call.function.name, call.function.arguments)
+            for call in self.tool_calls or ()
+        ]
+        return core_requests.chat_message(
+            self.role,
+            self.content,
+            reasoning=self.thinking or "",
+            tool_calls=calls,
+            tool_call_id=self.tool_call_id or "",
+            name=self.tool_name or "",
+        )
 
 
 class OllamaRequest(BaseModel):
@@ -60,12 +94,35 @@ class OllamaRequest(BaseModel):
         "Needs an admin key once one is set: it applies to everybody.",
     )
 
+    think: bool | str | None = Field(
+        None,
+        description="Thinking models: true or false to turn reasoning on or off, or a level (low, medium, "
+        "high). The reasoning comes apart from the answer, as `thinking`.",
+    )
+
     _nulls = null_means_default("stream")
 
+    @property
+    def shows_thinking(self) -> bool:
+        """False when the request turned thinking off: then no ``thinking`` field is sent."""
+        return self.think is not False and str(self.think).lower() != "false"
+
+    def thinking_overrides(self) -> dict[str, Any]:
+        """GenerationParams values for ``think``: a switch, or a level (which also turns thinking on)."""
+        think = self.think
+        if isinstance(think, str) and think.strip().lower() in ("true", "false"):
+            think = think.strip().lower() == "true"
+        if isinstance(think, bool):
+            return {"enable_thinking": think}
+        return core_requests.thinking_overrides(think, "think")
+
     def sampler_params(self, service: Service) -> GenerationParams:
-        """The sampler values, each from the first of: this request's ``options``, the Default preset,
-        GenerationParams' default; constrained by ``format`` ("json" or a JSON schema) when given."""
+        """The sampler values, each from the first of: this request's ``options`` (and ``think``), the
+        Default preset, GenerationParams' default; constrained by ``format`` ("json" or a JSON schema)."""
         overrides, sources = ollama_overrides(self.options)
+        for name, value in self.thinking_overrides().items():
+            overrides[name] = value
+            sources[name] = "think"
         params = core_requests.resolve_params(service, overrides, sources)
         try:
             rules = grammar.format_grammar(self.format)
@@ -111,21 +168,29 @@ class GenerateRequest(OllamaRequest):
 
 class ChatRequest(OllamaRequest):
     messages: list[OllamaMessage] = Field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="Functions the model may call: {type: function, function: {name, parameters}}."
+    )
+    tool_choice: str | None = Field(
+        None,
+        description='Palabre only: "auto" (the default), "none", "required" or a function name the model '
+        "must call.",
+    )
 
     def history(self) -> list[ChatMessage]:
-        """The conversation as the core's messages; 400 for tools and images, which Palabre does not do."""
-        if self.tools:
-            raise ApiError(400, "Tools (function calling) are not supported.", param="tools")
+        """The conversation as the core's messages (tool results tied to their calls); 400 for images,
+        which Palabre does not do."""
         if any(message.images for message in self.messages):
             raise ApiError(400, "Images are not supported.", param="images")
-        return [core_requests.chat_message(message.role, message.content) for message in self.messages]
+        return core_requests.link_tool_results([message.to_core() for message in self.messages])
 
     def to_chat_request(self, service: Service, history: list[ChatMessage]) -> core_requests.CoreChatRequest:
-        """A reply to ``history`` through the model's template; sampler values as in ``sampler_params``."""
+        """A reply to ``history`` through the model's template, offered ``tools``; sampler values as in
+        ``sampler_params``."""
+        tools = core_requests.tool_request(self.tools, self.tool_choice or "auto")
         params = self.sampler_params(service)
         settings = core_requests.chat_settings(service, mode="instruct", character=None, template=None)
-        return core_requests.CoreChatRequest(history, settings, params, needs=OLLAMA_NEEDS)
+        return core_requests.CoreChatRequest(history, settings, params, needs=OLLAMA_NEEDS, tools=tools)
 
 
 class ShowRequest(BaseModel):

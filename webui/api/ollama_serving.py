@@ -1,14 +1,18 @@
 """Ollama's endpoints over the serving base: each method returns a body, or an async stream of Ollama's
 events (the router frames them as NDJSON; the last has ``done: true``, ``done_reason`` and the counts and
-durations in nanoseconds)."""
+durations in nanoseconds).
+
+As in Ollama, the reasoning streams as ``thinking`` in events of its own before the answer's, and each tool
+call comes whole (its arguments an object) once the model has written it; a reply that called tools ends
+with ``done_reason: "stop"``."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from anyio import to_thread
 
@@ -25,13 +29,53 @@ from webui.api.ollama_protocol import (
     unloads,
 )
 from webui.api.serving import RequestContext, Serving
-from webui.api.streams import EventStream, Piece, Reply, Started, public_finish_reason, warnings_body
+from webui.api.streams import (
+    AssembledCall,
+    EventStream,
+    Piece,
+    Reply,
+    ReplyParts,
+    Started,
+    ToolCallAssembly,
+    new_call_id,
+    public_finish_reason,
+    warnings_body,
+)
 from webui.core.service import EngineError
+from webui.core.templates.store import TemplateError
 
 NS = 1_000_000_000
 OllamaEvent = dict[str, Any]
-# Shapes a text delta as the endpoint's own field: /api/generate's "response", /api/chat's "message".
-Shape = Callable[[str], dict[str, Any]]
+
+
+class Shape(Protocol):
+    """Shapes a reply's parts (or deltas) as the endpoint's own fields: /api/generate's ``response`` and
+    ``thinking``, /api/chat's ``message``."""
+
+    def __call__(
+        self, text: str, thinking: str = "", calls: Sequence[OllamaEvent] = ()
+    ) -> dict[str, Any]: ...
+
+
+def generate_shape(text: str, thinking: str = "", calls: Sequence[OllamaEvent] = ()) -> dict[str, Any]:
+    return {"response": text, **({"thinking": thinking} if thinking else {})}
+
+
+def chat_shape(text: str, thinking: str = "", calls: Sequence[OllamaEvent] = ()) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking:
+        message["thinking"] = thinking
+    if calls:
+        message["tool_calls"] = list(calls)
+    return {"message": message}
+
+
+def ollama_call(index: int, call: AssembledCall) -> OllamaEvent:
+    """A whole tool call in Ollama's shape: the arguments as an object (the text, should it not be JSON)."""
+    return {
+        "id": call.id,
+        "function": {"index": index, "name": call.name, "arguments": call.arguments_value()},
+    }
 
 
 def _now() -> str:
@@ -58,35 +102,64 @@ def stats_fields(started: Started) -> dict[str, Any]:
 
 
 class _Answer:
-    """How one request's generation is answered in Ollama's shapes: whole, or one event a delta."""
+    """How one request's generation is answered in Ollama's shapes: whole, or one event a delta.
 
-    def __init__(self, started: Started, shape: Shape) -> None:
+    ``thinking``: whether the reasoning is sent (not when the request turned thinking off)."""
+
+    def __init__(self, started: Started, shape: Shape, *, thinking: bool = True) -> None:
         self.started = started
         self.shape = shape
+        self.thinking = thinking
 
-    def _final(self, text: str) -> OllamaEvent:
+    def _final(self, text: str, thinking: str = "", calls: Sequence[OllamaEvent] = ()) -> OllamaEvent:
         return {
             "model": self.started.model,
             "created_at": _now(),
-            **self.shape(text),
+            **self.shape(text, thinking, calls),
             "done": True,
-            "done_reason": public_finish_reason(self.started.runs[0].job.finish_reason),
+            "done_reason": public_finish_reason(self.started.runs[0].job.finish_reason, tool_calls=False),
             **stats_fields(self.started),
         }
 
-    def whole(self, texts: dict[int, str]) -> Reply:
+    def _event(self, text: str, thinking: str = "", calls: Sequence[OllamaEvent] = ()) -> OllamaEvent:
+        return {
+            "model": self.started.model,
+            "created_at": _now(),
+            **self.shape(text, thinking, calls),
+            "done": False,
+        }
+
+    def whole(self, replies: dict[int, ReplyParts]) -> Reply:
+        reply = replies[self.started.runs[0].index]
+        calls = [ollama_call(index, call) for index, call in enumerate(reply.calls)]
+        final = self._final(reply.text, reply.reasoning if self.thinking else "", calls)
         # The extensions' errors are complete once the reply is done.
-        return Reply(self._final("".join(texts.values())), self.started.warnings())
+        return Reply(final, self.started.warnings())
 
     async def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[OllamaEvent]:
+        assembly = ToolCallAssembly(new_call_id)
+        sent = 0  # the calls sent so far: each goes once the next one begins, or the reply ends
+
+        def written() -> list[OllamaEvent]:
+            nonlocal sent
+            done = len(assembly.calls) - 1  # the last call may still be writing its arguments
+            calls = [ollama_call(index, assembly.calls[index]) for index in range(sent, done)]
+            sent = max(sent, done)
+            return calls
+
         async for _run, chunk in pieces:
+            if chunk.reasoning and self.thinking:
+                yield self._event("", chunk.reasoning)
             if chunk.text:
-                yield {
-                    "model": self.started.model,
-                    "created_at": _now(),
-                    **self.shape(chunk.text),
-                    "done": False,
-                }
+                yield self._event(chunk.text)
+            for delta in chunk.tool_calls:
+                assembly.add(delta)
+            calls = written()
+            if calls:
+                yield self._event("", calls=calls)
+        rest = [ollama_call(index, assembly.calls[index]) for index in range(sent, len(assembly.calls))]
+        if rest:
+            yield self._event("", calls=rest)
         yield self._final("") | warnings_body(self.started.warnings())
 
 
@@ -119,7 +192,14 @@ class OllamaServing:
             if exc.status == 404:
                 raise ApiError(404, f"model '{name}' not found") from exc
             raise
-        return ollama_models.show(entry, self.serving.loaded())
+        loaded = self.serving.loaded()
+        abilities = None
+        if loaded is not None and loaded.entry == entry:
+            try:
+                abilities = self.service.abilities()
+            except TemplateError:
+                abilities = None  # a template chosen at load that is gone since: judged as none
+        return ollama_models.show(entry, loaded, abilities)
 
     async def generate(
         self, body: GenerateRequest, context: RequestContext
@@ -135,7 +215,7 @@ class OllamaServing:
                 body.model, admin, body.to_core_request(self.service), request_id
             )
 
-        return await self._answer(body, context, start, lambda text: {"response": text})
+        return await self._answer(body, context, start, generate_shape)
 
     async def chat(self, body: ChatRequest, context: RequestContext) -> Reply | EventStream[OllamaEvent]:
         """Reply to ``messages``; no messages loads the model (or unloads it with keep_alive 0)."""
@@ -148,9 +228,7 @@ class OllamaServing:
             request = body.to_chat_request(self.service, history)
             return self.serving.start_request(body.model, admin, request, request_id)
 
-        return await self._answer(
-            body, context, start, lambda text: {"message": {"role": "assistant", "content": text}}
-        )
+        return await self._answer(body, context, start, chat_shape)
 
     async def _answer(
         self,
@@ -176,7 +254,7 @@ class OllamaServing:
             }
             return Reply(done)
         generation = self.serving.follow(outcome, context, request_id)
-        answer = _Answer(outcome, shape)
+        answer = _Answer(outcome, shape, thinking=body.shows_thinking)
         return await generation.answer(
             stream=body.stream, reply=answer.whole, events=answer.events, error=ApiError.ollama_body
         )

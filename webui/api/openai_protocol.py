@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from webui.api.core_requests import (
     CoreChatRequest,
@@ -20,16 +26,21 @@ from webui.api.core_requests import (
     chat_message,
     chat_settings,
     json_grammar,
+    link_tool_results,
     load_character,
     resolve_params,
     sampler_extras,
+    template_variables,
+    thinking_overrides,
+    tool_call,
+    tool_request,
     with_grammar,
 )
 from webui.api.errors import ApiError
 from webui.core.characters.store import Character
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage, Mode
-from webui.core.service import Service
+from webui.core.service import Service, ToolRequest
 from webui.core.templates.store import InstructionTemplate, TemplateError
 
 MAX_CHOICES = (
@@ -192,18 +203,57 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    arguments: str | dict[str, Any] | None = None  # JSON text (OpenAI); some clients send the object
+
+
+class ToolCallIn(BaseModel):
+    """A call an assistant message of the history made."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+    # An earlier reply's reasoning, as llama.cpp and vLLM (reasoning_content) or Ollama (reasoning) send it.
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
     def to_core(self) -> ChatMessage:
-        """The core's ChatMessage; text parts are joined, other parts are refused."""
+        """The core's ChatMessage; text parts are joined, other parts are refused. A ``function`` message
+        (OpenAI's older name for a tool result) is a tool message."""
         content = self.content
         parts = content if content is None or isinstance(content, str) else [p.model_dump() for p in content]
-        return chat_message(self.role, parts)
+        calls = [tool_call(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ()]
+        return chat_message(
+            "tool" if self.role == "function" else self.role,
+            parts,
+            reasoning=self.reasoning_content or self.reasoning or "",
+            tool_calls=calls,
+            tool_call_id=self.tool_call_id or "",
+            name=self.name or "",
+        )
+
+
+class ReasoningOptions(BaseModel):
+    """``reasoning: {effort}``, as Ollama's OpenAI-compatible endpoint takes it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    effort: str | None = None
 
 
 class ChatCompletionRequest(GenerationRequest):
@@ -211,8 +261,22 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: int | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="Functions the model may call: {type: function, function: {name, parameters}}."
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None,
+        description='"none", "auto" (the default), "required", or {type: function, function: {name}}.',
+    )
+    parallel_tool_calls: bool | None = Field(None, description="Whether one reply may make several calls.")
+    reasoning_effort: str | None = Field(
+        None,
+        description="none (no thinking), minimal, low, medium, high ...: for models whose template takes it.",
+    )
+    reasoning: ReasoningOptions | None = Field(None, description="{effort}: the same as reasoning_effort.")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="More variables for the chat template (e.g. {enable_thinking: false})."
+    )
     mode: Mode = Field("instruct", description="instruct, chat or chat-instruct (how the prompt is built).")
     character: str | None = Field(None, description="A Palabre personality to answer as.")
     instruction_template: str | None = Field(None, description="Template name (default: the model's).")
@@ -228,9 +292,8 @@ class ChatCompletionRequest(GenerationRequest):
         the personality (``character``), the preset (``preset``, else Default), GenerationParams' default;
         the prompt's template from ``instruction_template_str``, ``instruction_template``, else the
         personality's or the model's."""
-        if self.tools and self.tool_choice != "none":
-            raise ApiError(400, "Tools (function calling) are not supported.", param="tools")
-        history = [message.to_core() for message in self.messages]
+        tools = self.tool_request()
+        history = link_tool_results([message.to_core() for message in self.messages])
         character = load_character(service, self.character)
         settings = chat_settings(
             service,
@@ -246,7 +309,63 @@ class ChatCompletionRequest(GenerationRequest):
         )
         params = self.sampler_params(service, character, limit)
         params, needs = self.constrained(params, logprobs=bool(self.logprobs or self.top_logprobs))
-        return CoreChatRequest(history, settings, params, self.n, needs)
+        variables, _ = template_variables(self.chat_template_kwargs)
+        return CoreChatRequest(history, settings, params, self.n, needs, tools, variables)
+
+    def _overrides(self, max_tokens: tuple[str, int | None]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The sampler values, with the thinking controls ``reasoning_effort`` (or ``reasoning.effort``) and
+        ``chat_template_kwargs``' ``enable_thinking`` ask for."""
+        overrides, sources = super()._overrides(max_tokens)
+        effort, effort_param = self.reasoning_effort, "reasoning_effort"
+        if effort is None and self.reasoning is not None:
+            effort, effort_param = self.reasoning.effort, "reasoning"
+        thinking = thinking_overrides(effort, effort_param)
+        _, implied = template_variables(self.chat_template_kwargs)
+        for name, value in {**thinking, **implied}.items():
+            overrides[name] = value
+            sources[name] = "chat_template_kwargs" if name in implied else effort_param
+        return overrides, sources
+
+    def tool_request(self) -> ToolRequest | None:
+        """The tools offered and which the model must call (400 for bad definitions or an unknown name)."""
+        choice = self.tool_choice
+        definitions = self.tools or []
+        if choice is None:
+            name = "auto"
+        elif isinstance(choice, str):
+            name = choice
+        else:
+            name, definitions = _named_choice(choice, definitions)
+        parallel = self.parallel_tool_calls is not False
+        return tool_request(definitions, name, parallel)
+
+
+def _named_choice(
+    choice: dict[str, Any], definitions: list[dict[str, Any]]
+) -> tuple[str, list[dict[str, Any]]]:
+    """An object ``tool_choice``: one function (``{type: function, function: {name}}``), or a subset of the
+    tools with a mode (``{type: allowed_tools, allowed_tools: {mode, tools}}``); 400 for anything else."""
+    kind = choice.get("type")
+    if kind == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            return name, definitions
+    elif kind == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        if isinstance(allowed, dict) and allowed.get("mode", "auto") in ("auto", "required"):
+            names = {
+                (tool.get("function") or {}).get("name")
+                for tool in allowed.get("tools") or []
+                if isinstance(tool, dict)
+            }
+            kept = [tool for tool in definitions if (tool.get("function") or {}).get("name") in names]
+            return str(allowed.get("mode", "auto")), kept
+    raise ApiError(
+        400,
+        'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}.',
+        param="tool_choice",
+    )
 
 
 def request_template(source: str | None) -> InstructionTemplate | None:
@@ -304,9 +423,31 @@ class CompletionResponse(_Envelope):
     usage: Usage | None = None
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
+# Fields a message carries only when they have something (``without_absent_parts``): a reply without
+# reasoning or tool calls keeps exactly OpenAI's plain shape.
+OPTIONAL_PARTS = ("reasoning_content", "reasoning", "tool_calls")
+
+
 class ChatMessageOut(BaseModel):
+    """The reply: ``content`` is null when it only calls tools; the reasoning comes as ``reasoning_content``
+    (llama.cpp, vLLM) and ``reasoning`` (Ollama, LM Studio), both left out when there is none."""
+
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -321,10 +462,26 @@ class ChatCompletionResponse(_Envelope):
     choices: list[ChatChoice]
     usage: Usage
 
+    def without_absent_parts(self) -> dict[str, Any]:
+        """The JSON body with each message's reasoning and tool-call fields left out where they are null."""
+        body = self.model_dump()
+        for choice in body["choices"]:
+            message = choice["message"]
+            for key in OPTIONAL_PARTS:
+                if message.get(key) is None:
+                    message.pop(key, None)
+        return body
+
 
 class ChatDelta(BaseModel):
+    """What one chunk adds; a tool call's first delta is ``{index, id, type, function: {name, arguments: ""}}``
+    and later ones ``{index, function: {arguments}}`` with the next piece of its arguments."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChatChunkChoice(BaseModel):

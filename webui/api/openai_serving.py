@@ -25,13 +25,26 @@ from webui.api.openai_protocol import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    FunctionCallOut,
     GenerationRequest,
     ModelCard,
     ModelList,
+    ToolCallOut,
     Usage,
 )
 from webui.api.serving import RequestContext, Serving
-from webui.api.streams import EventStream, Piece, Reply, Started, public_finish_reason, warnings_body
+from webui.api.streams import (
+    EventStream,
+    Piece,
+    Reply,
+    ReplyParts,
+    Started,
+    ToolCallAssembly,
+    new_call_id,
+    public_finish_reason,
+    warnings_body,
+)
+from webui.core.loader import Chunk
 from webui.core.models.discovery import ModelEntry
 from webui.core.service import LoadedState, Service
 
@@ -70,17 +83,17 @@ class _Answer(ABC):
             "model": started.model,
         }
 
-    def whole(self, texts: dict[int, str]) -> Reply:
+    def whole(self, replies: dict[int, ReplyParts]) -> Reply:
         runs = self.started.runs
         choices = [
-            self.choice(run.index, texts[run.index], public_finish_reason(run.job.finish_reason))
+            self.choice(run.index, replies[run.index], public_finish_reason(run.job.finish_reason))
             for run in runs
         ]
         # The extensions' errors, also in the server log.
         return Reply(self.response(choices, usage_of(self.started)), self.started.warnings())
 
     @abstractmethod
-    def choice(self, index: int, text: str, finish_reason: str) -> BaseModel:
+    def choice(self, index: int, reply: ReplyParts, finish_reason: str) -> BaseModel:
         """One whole choice."""
 
     @abstractmethod
@@ -93,8 +106,8 @@ class _Answer(ABC):
 
 
 class _CompletionAnswer(_Answer):
-    def choice(self, index: int, text: str, finish_reason: str) -> BaseModel:
-        return CompletionChoice(index=index, text=text, finish_reason=finish_reason)
+    def choice(self, index: int, reply: ReplyParts, finish_reason: str) -> BaseModel:
+        return CompletionChoice(index=index, text=reply.text, finish_reason=finish_reason)
 
     def response(self, choices: list[Any], usage: Usage | None) -> BaseModel:
         return CompletionResponse(**self.envelope, choices=choices, usage=usage)
@@ -118,8 +131,25 @@ class _CompletionAnswer(_Answer):
 
 
 class _ChatAnswer(_Answer):
-    def choice(self, index: int, text: str, finish_reason: str) -> BaseModel:
-        return ChatChoice(index=index, message=ChatMessageOut(content=text), finish_reason=finish_reason)
+    def whole(self, replies: dict[int, ReplyParts]) -> Reply:
+        answer = super().whole(replies)
+        assert isinstance(answer.body, ChatCompletionResponse)
+        return Reply(answer.body.without_absent_parts(), answer.warnings)
+
+    def choice(self, index: int, reply: ReplyParts, finish_reason: str) -> BaseModel:
+        calls = [
+            ToolCallOut(
+                id=call.id, function=FunctionCallOut(name=call.name, arguments=call.arguments or "{}")
+            )
+            for call in reply.calls
+        ]
+        message = ChatMessageOut(
+            content=reply.text if reply.text or not calls else None,
+            reasoning_content=reply.reasoning or None,
+            reasoning=reply.reasoning or None,
+            tool_calls=calls or None,
+        )
+        return ChatChoice(index=index, message=message, finish_reason=finish_reason)
 
     def response(self, choices: list[Any], usage: Usage) -> BaseModel:
         return ChatCompletionResponse(**self.envelope, choices=choices, usage=usage)
@@ -132,15 +162,41 @@ class _ChatAnswer(_Answer):
             choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
         return payload | warnings_body(warnings)
 
+    def _deltas(self, chunk: Chunk, calls: ToolCallAssembly) -> list[ChatDelta]:
+        """A chunk's parts as deltas: the reasoning, the answer, then each tool call's pieces (its id and
+        name once, then its arguments in pieces, which clients' accumulators concatenate)."""
+        deltas = []
+        if chunk.reasoning:
+            deltas.append(ChatDelta(reasoning_content=chunk.reasoning, reasoning=chunk.reasoning))
+        if chunk.text:
+            deltas.append(ChatDelta(content=chunk.text))
+        for piece in chunk.tool_calls:
+            index, began = calls.add(piece)
+            if began:
+                call = calls.calls[index]
+                opening = {"name": call.name, "arguments": ""}
+                deltas.append(
+                    ChatDelta(
+                        tool_calls=[{"index": index, "id": call.id, "type": "function", "function": opening}]
+                    )
+                )
+            if piece.arguments:
+                deltas.append(
+                    ChatDelta(tool_calls=[{"index": index, "function": {"arguments": piece.arguments}}])
+                )
+        return deltas
+
     async def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[OpenAIEvent]:
         begun: set[int] = set()
+        calls: dict[int, ToolCallAssembly] = {}
         async for run, piece in pieces:
             if run.index not in begun:
                 begun.add(run.index)
+                calls[run.index] = ToolCallAssembly(new_call_id)
                 opening = ChatDelta(role="assistant", content="")
                 yield self._chunk([ChatChunkChoice(index=run.index, delta=opening)])
-            if piece.text:
-                yield self._chunk([ChatChunkChoice(index=run.index, delta=ChatDelta(content=piece.text))])
+            for delta in self._deltas(piece, calls[run.index]):
+                yield self._chunk([ChatChunkChoice(index=run.index, delta=delta)])
             if piece.finish_reason:
                 finish = public_finish_reason(piece.finish_reason)
                 # The choice's last chunk carries the extensions' errors (complete by now).

@@ -6,8 +6,9 @@ registry of running requests. No fastapi import: routers render ApiError in thei
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from webui.api.core_requests import CoreCompletionRequest, CoreRequest
 from webui.api.errors import ApiError, queue_full_error
@@ -17,7 +18,7 @@ from webui.core.idle import IdleUnloader
 from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
-from webui.core.service import ChatSettings, EngineError, LoadedState, QueueFull, Service
+from webui.core.service import ChatSettings, EngineError, LoadedState, QueueFull, Service, ToolRequest
 
 DEFAULT_MODEL_NAMES = frozenset(["", "default"])
 _SEED_LIMIT = 2**32
@@ -179,7 +180,14 @@ class Serving:
             if isinstance(request, CoreCompletionRequest):
                 prompts = request.prompts(state)
                 return self.completion_runs(prompts, request.params, request.n, echo=request.echo)
-            return self.chat_runs(request.history, request.settings, request.params, request.n)
+            return self.chat_runs(
+                request.history,
+                request.settings,
+                request.params,
+                request.n,
+                tools=request.tools,
+                template_kwargs=request.template_kwargs,
+            )
 
         return self.start(model, admin, submit, request_id)
 
@@ -195,12 +203,22 @@ class Serving:
         settings: ChatSettings,
         params: GenerationParams,
         n: int = 1,
+        *,
+        tools: ToolRequest | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[Run]:
-        """Queue ``n`` replies to ``history`` (on the loaded model)."""
+        """Queue ``n`` replies to ``history`` (on the loaded model), offering ``tools``, with more template
+        variables ``template_kwargs``."""
         runs: list[Run] = []
         try:
             for index in range(n):
-                stream = self.service.stream_chat_reply(history, settings, seeded(params, index))
+                stream = self.service.stream_chat_reply(
+                    history,
+                    settings,
+                    seeded(params, index),
+                    tools=tools,
+                    template_kwargs=template_kwargs,
+                )
                 runs.append(
                     Run(index, stream.job, stream, counts_prompt=index == 0, warnings=stream.warnings)
                 )

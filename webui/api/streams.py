@@ -12,6 +12,7 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from webui.api.errors import ApiError, api_error
-from webui.core.loader import Chunk, GenerationStats
+from webui.core.loader import Chunk, GenerationStats, ToolCallDelta
 from webui.core.service import GenerationJob
 
 POLL_S = 0.25  # how often a waiting request checks whether its client is still there
@@ -74,9 +75,74 @@ class Started:
         return prompt, completion
 
 
-def public_finish_reason(reason: str | None) -> str:
-    """The engine's finish reason as OpenAI and Ollama name it ("cancelled" only reaches a gone client)."""
-    return "length" if reason == "length" else "stop"
+def public_finish_reason(reason: str | None, *, tool_calls: bool = True) -> str:
+    """The engine's finish reason as OpenAI names it ("cancelled" only reaches a gone client); without
+    ``tool_calls`` a reply that called tools ends with "stop", as Ollama's do."""
+    if reason == "length" or (reason == "tool_calls" and tool_calls):
+        return reason
+    return "stop"
+
+
+def new_call_id() -> str:
+    """An id for a tool call that came without one (OpenAI's shape: ``call_`` and 24 characters)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass
+class AssembledCall:
+    """One tool call of a reply, put together from its deltas: ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str = ""
+
+    def arguments_value(self) -> Any:
+        """The arguments as a value (an object for any well-formed call); the text if it is not JSON."""
+        try:
+            return json.loads(self.arguments or "{}")
+        except ValueError:
+            return self.arguments
+
+
+class ToolCallAssembly:
+    """The tool calls of one reply as their deltas arrive, numbered 0, 1, ... in the order they begin."""
+
+    def __init__(self, new_id: Callable[[], str]) -> None:
+        self.calls: list[AssembledCall] = []
+        self._positions: dict[int, int] = {}
+        self._new_id = new_id
+
+    def add(self, delta: ToolCallDelta) -> tuple[int, bool]:
+        """Take ``delta`` in: (its call's number, whether this delta began that call)."""
+        position = self._positions.get(delta.index)
+        began = position is None
+        if position is None:
+            position = self._positions[delta.index] = len(self.calls)
+            self.calls.append(AssembledCall(delta.id or self._new_id(), delta.name))
+        call = self.calls[position]
+        if not call.name and delta.name:
+            call.name = delta.name
+        call.arguments += delta.arguments
+        return position, began
+
+
+@dataclass
+class ReplyParts:
+    """One choice's whole reply: the answer, the reasoning and the tool calls."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: ToolCallAssembly = field(default_factory=lambda: ToolCallAssembly(new_call_id))
+
+    def add(self, chunk: Chunk) -> None:
+        self.text += chunk.text
+        self.reasoning += chunk.reasoning
+        for delta in chunk.tool_calls:
+            self.tool_calls.add(delta)
+
+    @property
+    def calls(self) -> list[AssembledCall]:
+        return self.tool_calls.calls
 
 
 def warnings_body(warnings: Sequence[str]) -> dict[str, list[str]]:
@@ -178,15 +244,15 @@ class Generation:
         self,
         *,
         stream: bool,
-        reply: Callable[[dict[int, str]], Reply],
+        reply: Callable[[dict[int, ReplyParts]], Reply],
         events: Callable[[AsyncIterator[Piece]], AsyncIterator[Event]],
         error: Callable[[ApiError], Event],
     ) -> Reply | EventStream[Event]:
-        """The shared skeleton of every generating endpoint: ``reply`` shapes the whole text of each choice
+        """The shared skeleton of every generating endpoint: ``reply`` shapes the whole reply of each choice
         (by index); with ``stream``, ``events`` turns the chunks into protocol events and ``error`` a failure
         after the first chunk (the answer has begun: it ends with an error event, not a status)."""
         if not stream:
-            return reply(await self._texts())
+            return reply(await self._replies())
         try:
             first = await anext(self._pieces, None)  # an early failure is still answered with its status
         except BaseException:
@@ -194,15 +260,15 @@ class Generation:
             raise
         return self._events(first, events, error)
 
-    async def _texts(self) -> dict[int, str]:
-        """The whole text of every choice."""
-        texts = {run.index: run.prefix for run in self.started.runs}
+    async def _replies(self) -> dict[int, ReplyParts]:
+        """The whole reply of every choice."""
+        replies = {run.index: ReplyParts(text=run.prefix) for run in self.started.runs}
         try:
             async for run, chunk in self._pieces:
-                texts[run.index] += chunk.text
+                replies[run.index].add(chunk)
         finally:
             self.release()
-        return texts
+        return replies
 
     async def _chained(self, first: Piece | None) -> AsyncIterator[Piece]:
         if first is not None:
