@@ -243,7 +243,7 @@ def test_rename_and_branch(chat: ChatHandlers, panel: ConversationHandlers) -> N
     assert chat.store.get(source).title == "Geography"
     with pytest.warns(UserWarning, match="empty"):
         panel.rename(source, "  ")
-    assert panel.branch_number(Select(1)) == 2
+    assert panel.branch_number(source, Select(1)) == 2
     branch_id, history, _, _, status = panel.branch(source, 2, jobs)
     assert branch_id != source and [m["content"] for m in history] == ["Q1", "Hello!"]
     assert "#2" in status and len(texts(chat, source)) == 4

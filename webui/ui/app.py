@@ -108,7 +108,12 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
             event.then(live.remember, outputs=live.remember_outputs, show_progress="hidden", queue=False)
         # Not-used marks and template list follow the loaded model, however it was loaded.
         for event in (load_event, unload_event, followed):
-            event.then(params.refresh, outputs=params.refresh_outputs, show_progress="hidden").then(
+            event.then(
+                params.after_load,
+                inputs=[params.template],
+                outputs=params.refresh_outputs,
+                show_progress="hidden",
+            ).then(
                 chat.handlers.meter,
                 inputs=[chat.history, *chat.values],
                 outputs=[chat.meter],

@@ -406,7 +406,8 @@ class CharacterTab:
                 with gr.Row():
                     self.parameters = gr.Textbox(
                         label="Sampler parameters",
-                        info="Optional: settings applied over the preset, one per line (YAML or JSON).",
+                        info="Optional: settings applied over the preset, one per line (YAML or JSON); "
+                        "for a thinking model also enable_thinking, reasoning_effort, thinking_budget.",
                         placeholder=PARAMETERS_HELP,
                         lines=4,
                         max_lines=16,

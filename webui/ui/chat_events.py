@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from webui.core.characters.store import Character, CharacterError
-from webui.core.chats.conversation import Conversations, chat_settings_for, params_for
+from webui.core.chats.conversation import Conversations, SavedReply, chat_settings_for, params_for
 from webui.core.chats.records import ChatStoreError, Conversation
 from webui.core.chats.store import ChatStore
 from webui.core.params import GenerationParams
@@ -26,6 +26,7 @@ from webui.ui.convert import (
     InputError,
     Message,
     chat_settings,
+    chatbot_entry,
     chatbot_view,
     content_text,
     history_from,
@@ -33,7 +34,8 @@ from webui.ui.convert import (
     message_at,
     normalize_history,
     personality_name,
-    throttled_text,
+    reply_entry,
+    throttled_parts,
 )
 from webui.ui.helpers import context_meter, next_reply_prompt
 from webui.ui.parameters_tab import ParametersTab
@@ -147,7 +149,8 @@ class ChatHandlers:
         first: Update,
         done: Callable[[], Update],
     ) -> Iterator[Update]:
-        """Yield ``first``, then ``render(text so far)`` at most every ~50 ms, then ``done()`` with the status.
+        """Yield ``first``, then ``render(answer so far)`` at most every ~100 ms (also when only the reasoning
+        grew), then ``done()`` with the status.
 
         If the conversation was cleared or switched meanwhile (the job discarded), only the status is updated.
         """
@@ -155,7 +158,7 @@ class ChatHandlers:
         try:
             yield first
             try:
-                for text in throttled_text(job):
+                for text, _ in throttled_parts(job):
                     if not jobs.owns(CHAT, job):
                         break
                     yield render(text)
@@ -180,22 +183,23 @@ class ChatHandlers:
         return False
 
     def _reply(
-        self,
-        jobs: SessionJobs,
-        conversation_id: int,
-        reply: Any,
-        before: list[Message],
-        prefix: str,
-        box: Any,
+        self, jobs: SessionJobs, conversation_id: int, reply: SavedReply, before: list[Message], box: Any
     ) -> Iterator[Update]:
-        """Stream ``reply`` as the message after ``before`` (opened with ``prefix``), then show the store."""
+        """Stream ``reply`` as the message after ``before``, then show the store.
 
-        def render(text: str) -> Update:
-            full = prefix + text
-            shown = before + ([{"role": "assistant", "content": full}] if full else [])
-            return conversation_id, shown, chatbot_view(shown), gr.skip(), gr.skip()
+        The reasoning shows in its own block above the answer, open while the model thinks and closed once the
+        answer begins."""
 
-        first = (*render("")[:3], box, GENERATING)
+        def render(_: str = "") -> Update:
+            parts = reply.parts()  # the answer (with what it continues) and the reasoning so far
+            shown = before + (
+                [reply_entry(parts.text, parts.reasoning, parts.reasoning_seconds)]
+                if parts.text or parts.reasoning
+                else []
+            )
+            return conversation_id, shown, chatbot_view(shown, thinking=reply.thinking), gr.skip(), gr.skip()
+
+        first = (*render()[:3], box, GENERATING)
 
         def done() -> Update:
             return self.view(self.conversation(conversation_id))
@@ -241,7 +245,7 @@ class ChatHandlers:
             yield status_only(warn(str(exc)))  # the message stays in the box
             return
         before = history_from(self.conversation(conversation.id))
-        yield from self._reply(jobs, conversation.id, reply, before, start_with or "", "")
+        yield from self._reply(jobs, conversation.id, reply, before, "")
 
     def _answer_last_question(
         self, jobs: SessionJobs, conversation: Conversation, start_with: str, values: Sequence[Any]
@@ -262,7 +266,7 @@ class ChatHandlers:
             yield status_only(warn(str(exc)))
             return
         before = history_from(self.conversation(conversation.id))
-        yield from self._reply(jobs, conversation.id, reply, before, start_with or "", gr.skip())
+        yield from self._reply(jobs, conversation.id, reply, before, gr.skip())
 
     def _busy_or_empty(self, jobs: SessionJobs, conversation: Conversation | None, action: str) -> str | None:
         if jobs.busy(CHAT):
@@ -309,8 +313,7 @@ class ChatHandlers:
             yield status_only(warn(str(exc)))
             return
         history = history_from(conversation)
-        shown_before = history[-1]["content"] if continuing else start_with or ""
-        yield from self._reply(jobs, conversation.id, reply, history[:-1], shown_before, gr.skip())
+        yield from self._reply(jobs, conversation.id, reply, history[:-1], gr.skip())
 
     def impersonate(self, conversation_id: Any, jobs: SessionJobs, *values: Any) -> Iterator[Update]:
         """Write the user's next message into the message box (it is saved when sent)."""
@@ -350,8 +353,11 @@ class ChatHandlers:
         if conversation is None:
             return self.view(None, warn("That message is no longer in the conversation."))
         try:
-            message = message_at(conversation, event.index)
-            self.store.set_content(message.id, content_text(event.value))
+            shown, reasoning = chatbot_entry(history_from(conversation), event.index)
+            if reasoning:
+                raise InputError("The reasoning is kept as the model wrote it: edit the answer below it.")
+            message = message_at(conversation, shown)
+            self.store.set_content(message.id, content_text(event.value))  # the answer alone
         except ERRORS as exc:
             return self.view(conversation, warn(str(exc)))
         return self.view(self.conversation(conversation.id), "Message edited.")

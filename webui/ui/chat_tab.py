@@ -117,6 +117,8 @@ class ChatTab:
             )
             self.send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
             self.stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+        with gr.Row(equal_height=True, elem_id="chat-thinking"):  # shown for a model that thinks
+            self.params.build_thinking()
         with gr.Row():
             self.regenerate = gr.Button("Regenerate", size="sm", elem_id="chat-regenerate")
             self.cont = gr.Button("Continue", size="sm", elem_id="chat-continue")
@@ -249,7 +251,7 @@ class ChatTab:
         confirm = [self.confirm_delete, self.cancel_delete]
         self.delete.click(p.ask_delete, inputs=[self.conversation], outputs=[*confirm, self.status], **quick)
         self.cancel_delete.click(p.cancel_delete, outputs=[*confirm, self.status], **quick)
-        self.chatbot.select(p.branch_number, outputs=[self.branch_from], **quick)
+        self.chatbot.select(p.branch_number, inputs=[self.conversation], outputs=[self.branch_from], **quick)
         self.export.click(
             p.export, inputs=[self.conversation], outputs=[self.export_file, self.status], **quick
         )

@@ -21,6 +21,7 @@ from webui.ui.convert import (
     NO_PERSONALITY,
     InputError,
     alternative_label,
+    chatbot_entry,
     conversation_label,
     export_file_name,
     history_from,
@@ -217,11 +218,14 @@ class ConversationHandlers:
         jobs.discard(CHAT)
         return self.chat.view(self.chat.conversation(summary.id), f"Branched at message #{index + 1}.")
 
-    @staticmethod
-    def branch_number(event: gr.SelectData) -> Any:
-        """A message was clicked in the Chatbot: it becomes the "branch from message #"."""
-        index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-        return index + 1 if isinstance(index, int) else gr.skip()
+    def branch_number(self, conversation_id: Any, event: gr.SelectData) -> Any:
+        """A message was clicked in the Chatbot: it becomes the "branch from message #" (a reply's reasoning
+        block counts as that reply)."""
+        try:
+            shown, _ = chatbot_entry(history_from(self.chat.conversation(conversation_id)), event.index)
+        except InputError:
+            return gr.skip()
+        return shown + 1
 
     # -- export / import -----------------------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ throttle that batches streamed text into page updates.
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 import time
 import types
 import typing
@@ -29,8 +31,11 @@ MODES: tuple[str, ...] = ("instruct", "chat", "chat-instruct")
 # browser CPU that a small machine takes from generation, and 10 updates a second still reads as smooth.
 UPDATE_INTERVAL_S = 0.1
 GENERATING = "Generating…"  # the status while a reply streams
+THINKING_TITLE = "Thinking…"  # the reasoning block's title while the model reasons
 
-Message = dict[str, str]  # {"role": ..., "content": ...}: the shape kept in the per-session history state
+# {"role": ..., "content": ...}: the shape kept in the per-session history state; a thinking model's reply also
+# has "reasoning" (the text before its answer) and "reasoning_seconds" (how long it thought, or None).
+Message = dict[str, Any]
 
 
 class InputError(ValueError):
@@ -195,11 +200,106 @@ def to_chat_messages(history: Iterable[Any] | None) -> list[ChatMessage]:
     ]
 
 
-def chatbot_view(history: Sequence[Message]) -> list[dict[str, str]]:
-    """What the Chatbot shows (a copy, so later edits to the state do not leak into an update in flight)."""
-    return [
-        {"role": m["role"], "content": m["content"]} for m in history if m["role"] in ("user", "assistant")
-    ]
+def thought_title(seconds: float | None) -> str:
+    """The title of a finished reasoning block: "Thought for 2.4 s" (or "Thoughts" when not measured)."""
+    if seconds is None:
+        return "Thoughts"
+    seconds = max(seconds, 0.1)
+    return f"Thought for {seconds:.1f} s" if seconds < 10 else f"Thought for {seconds:.0f} s"
+
+
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_BACKTICKS = re.compile(r"`+")
+
+
+def _escape_prose(text: str) -> str:
+    """HTML-escape ``text`` except inside its Markdown code spans (the renderer escapes those itself)."""
+    out: list[str] = []
+    position = 0
+    while (opening := _BACKTICKS.search(text, position)) is not None:
+        run = opening.group()
+        closing = re.compile(rf"(?<!`){run}(?!`)").search(text, opening.end())
+        if closing is None:  # an unmatched run is literal text
+            out.append(html.escape(text[position : opening.end()], quote=False))
+            position = opening.end()
+            continue
+        out.append(html.escape(text[position : opening.start()], quote=False))
+        out.append(text[opening.start() : closing.end()])
+        position = closing.end()
+    out.append(html.escape(text[position:], quote=False))
+    return "".join(out)
+
+
+def _closes(fence: str, found: str, rest: str) -> bool:
+    """Whether a line's fence ``found`` (followed by ``rest``) ends a code block opened by ``fence``."""
+    return found[0] == fence[0] and len(found) >= len(fence) and not rest.strip()
+
+
+def escape_reasoning(text: str) -> str:
+    """A model's reasoning as Markdown that shows any HTML in it as text (``<b>`` reads as "<b>", never bold,
+    and nothing in it can run), while code blocks and code spans, which Markdown escapes itself, stay as they
+    are. The page's Markdown sanitizer still applies after this."""
+    out: list[str] = []
+    prose: list[str] = []
+    fence: str | None = None  # the fence of the code block being read
+    for line in text.splitlines(keepends=True):
+        if fence is None:
+            found = _FENCE.match(line)
+            if found is not None and not (found.group(1)[0] == "`" and "`" in line[found.end() :]):
+                out.append(_escape_prose("".join(prose)))
+                prose.clear()
+                fence = found.group(1)
+                out.append(line)
+            else:
+                prose.append(line)
+            continue
+        out.append(line)
+        closing = _FENCE.match(line)
+        if closing is not None and _closes(fence, closing.group(1), line[closing.end() :]):
+            fence = None
+    out.append(_escape_prose("".join(prose)))
+    return "".join(out)
+
+
+def _chatbot_entries(
+    history: Sequence[Message], thinking: bool
+) -> Iterator[tuple[int, bool, dict[str, Any]]]:
+    """(index among the shown messages, whether it is a reasoning block, the Chatbot entry), in order."""
+    shown = [m for m in history if m["role"] in ("user", "assistant")]
+    for index, message in enumerate(shown):
+        reasoning = message.get("reasoning") or ""
+        if message["role"] == "assistant" and reasoning:
+            in_flight = thinking and index == len(shown) - 1
+            title = THINKING_TITLE if in_flight else thought_title(message.get("reasoning_seconds"))
+            metadata = {"title": title, "status": "pending" if in_flight else "done"}
+            yield (
+                index,
+                True,
+                {"role": "assistant", "content": escape_reasoning(reasoning), "metadata": metadata},
+            )
+            if not message["content"]:
+                continue  # the model has only thought so far
+        yield index, False, {"role": message["role"], "content": message["content"]}
+
+
+def chatbot_view(history: Sequence[Message], *, thinking: bool = False) -> list[dict[str, Any]]:
+    """What the Chatbot shows (a copy, so later edits to the state do not leak into an update in flight).
+
+    A reply with reasoning shows it first, as a collapsible block of its own: open and titled "Thinking…" while
+    ``thinking`` (the last reply is being reasoned), else closed and titled with how long the model thought.
+    """
+    return [entry for _, _, entry in _chatbot_entries(history, thinking)]
+
+
+def chatbot_entry(history: Sequence[Message], index: Any) -> tuple[int, bool]:
+    """The Chatbot's entry ``index`` (an int, or a tuple whose first item is it) as (the index of its message
+    among the shown messages, whether it is that message's reasoning block); InputError if there is none."""
+    if isinstance(index, (list, tuple)):
+        index = index[0] if index else None
+    entries = [(shown, reasoning) for shown, reasoning, _ in _chatbot_entries(history, False)]
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(entries):
+        raise InputError("That message is no longer in the conversation.")
+    return entries[index]
 
 
 def drop_trailing_replies(history: Sequence[Message]) -> list[Message]:
@@ -295,6 +395,31 @@ def token_count_text(label: str, tokens: int | None) -> str:
 # -- streaming ------------------------------------------------------------------------------------------------
 
 
+def throttled_parts(
+    chunks: Iterable[Chunk],
+    interval: float = UPDATE_INTERVAL_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[tuple[str, str]]:
+    """The cumulative (answer, reasoning) of a stream, at most once per ``interval`` seconds, and always the
+    final one."""
+    text = reasoning = ""
+    last = -math.inf
+    pending = False
+    for chunk in chunks:
+        if not (chunk.text or chunk.reasoning):
+            continue
+        text += chunk.text
+        reasoning += chunk.reasoning
+        pending = True
+        now = clock()
+        if now - last >= interval:
+            last = now
+            pending = False
+            yield text, reasoning
+    if pending:
+        yield text, reasoning
+
+
 def throttled_text(
     chunks: Iterable[Chunk],
     interval: float = UPDATE_INTERVAL_S,
@@ -378,7 +503,25 @@ def history_from(conversation: Conversation | None) -> list[Message]:
     """The shown version of each stored message, as the per-session history and the Chatbot hold them."""
     if conversation is None:
         return []
-    return [{"role": m.role, "content": m.content} for m in conversation.messages]
+    return [message_entry(m) for m in conversation.messages]
+
+
+def message_entry(message: StoredMessage) -> Message:
+    """One stored message as the history holds it (its reasoning apart, when it has some)."""
+    entry: Message = {"role": message.role, "content": message.content}
+    if message.reasoning:
+        entry["reasoning"] = message.reasoning
+        entry["reasoning_seconds"] = message.reasoning_seconds
+    return entry
+
+
+def reply_entry(text: str, reasoning: str, seconds: float | None) -> Message:
+    """A reply being written, as the history holds it."""
+    entry: Message = {"role": "assistant", "content": text}
+    if reasoning:
+        entry["reasoning"] = reasoning
+        entry["reasoning_seconds"] = seconds
+    return entry
 
 
 def message_at(conversation: Conversation, index: Any) -> StoredMessage:
