@@ -17,6 +17,7 @@ from webui.provision import DEFAULT_MODEL_FILE, provision_default_model
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
+    from tests.support.agent_models import AgentModels
     from tests.support.tiny_models import TinyModels
     from webui.core.service import Service
 
@@ -90,3 +91,23 @@ def tiny_gptq_dir(tiny_models: TinyModels) -> Path:
 def tiny_awq_dir(tiny_models: TinyModels) -> Path:
     """The tiny model quantized to 4-bit AWQ (GEMM format) by gptqmodel."""
     return tiny_models.awq
+
+
+@pytest.fixture(scope="session")
+def agent_models() -> AgentModels:
+    """A tiny thinking, tool-calling model (Qwen3's template and markers) built on CPU once and cached."""
+    from tests.support.agent_models import ensure_agent_models
+
+    return ensure_agent_models()
+
+
+@pytest.fixture(scope="session")
+def agent_gguf_path(agent_models: AgentModels) -> Path:
+    """The tiny agent model as a GGUF file (llama.cpp loader), Qwen3's chat template in its metadata."""
+    return agent_models.gguf
+
+
+@pytest.fixture(scope="session")
+def agent_hf_dir(agent_models: AgentModels) -> Path:
+    """The tiny agent model as a Transformers folder (same weights and template as the GGUF)."""
+    return agent_models.hf
