@@ -8,8 +8,10 @@ never shown back, never written to disk.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -39,6 +41,7 @@ from webui.core.loader import (
     LoaderError,
     ModelFacts,
     PromptUsage,
+    ToolCallDelta,
 )
 from webui.core.models.discovery import ModelEntry
 from webui.core.params import PARAM_NAMES, GenerationParams
@@ -47,6 +50,8 @@ from webui.core.prompts import ChatMessage
 if TYPE_CHECKING:
     import httpx
     import openai
+
+    from webui.core.tools.request import ToolRequest
 
 # Server probing and error wording live in loaders.remote_server; these names stay importable from here.
 __all__ = [
@@ -61,6 +66,8 @@ __all__ = [
     "display_url",
     "normalise_base_url",
     "request_fields",
+    "tool_fields",
+    "wire_messages",
 ]
 
 _MASK = re.compile(r"^\**$")
@@ -172,6 +179,45 @@ def request_fields(params: GenerationParams, *, send_extras: bool) -> tuple[dict
     if params.dynatemp_range > 0:
         extra.update(dynatemp_range=params.dynatemp_range, dynatemp_exponent=params.dynatemp_exponent)
     return standard, extra
+
+
+def wire_messages(messages: Sequence[ChatMessage], *, send_extras: bool) -> list[dict[str, Any]]:
+    """The conversation in OpenAI's shape: an assistant's tool calls (arguments as JSON text), tool results
+    with the id of the call they answer; with ``send_extras`` an assistant's reasoning as
+    ``reasoning_content`` (llama.cpp and vLLM pass it to the template)."""
+    wire: list[dict[str, Any]] = []
+    for message in messages:
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            item["content"] = message.content or None
+            item["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ]
+        if message.role == "tool":
+            item["tool_call_id"] = message.tool_call_id
+        if message.reasoning and message.role == "assistant" and send_extras:
+            item["reasoning_content"] = message.reasoning
+        wire.append(item)
+    return wire
+
+
+def tool_fields(tools: ToolRequest | None) -> dict[str, Any]:
+    """A tool request as OpenAI's request fields (nothing without tools)."""
+    if tools is None:
+        return {}
+    choice: str | dict[str, Any] = tools.choice
+    if tools.choice not in ("none", "auto", "required"):
+        choice = {"type": "function", "function": {"name": tools.choice}}
+    return {
+        "tools": [dict(tool) for tool in tools.definitions],
+        "tool_choice": choice,
+        "parallel_tool_calls": tools.parallel,
+    }
 
 
 # -- the loader --------------------------------------------------------------------------------------------
@@ -337,15 +383,32 @@ class RemoteModel:
         yield from self._relay(start, cancel, lambda: prompt_tokens or len(self.tokenize(prompt)))
 
     def stream_chat(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: CancelToken,
+        *,
+        tools: ToolRequest | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> Iterator[Chunk]:
-        """The reply to ``messages`` through /chat/completions (the server applies its chat template)."""
+        """The reply to ``messages`` through /chat/completions (the server applies its chat template).
+
+        ``tools`` go as OpenAI's tools, tool_choice and parallel_tool_calls; ``template_kwargs`` (the
+        thinking controls and a request's own) as ``chat_template_kwargs`` (llama.cpp, vLLM, SGLang) when
+        extras are sent, and a reasoning effort as ``reasoning_effort``. The server's reasoning and tool
+        calls stream back in their own parts."""
         client = self._open()
         if not messages:
             raise LoaderError("There is no message to reply to.")
-        wire = [{"role": m.role, "content": m.content} for m in messages]
-        standard, extra = request_fields(params, send_extras=self._settings.send_extras)
-        if messages[-1].role == "assistant":
+        send_extras = self._settings.send_extras
+        wire = wire_messages(messages, send_extras=send_extras)
+        standard, extra = request_fields(params, send_extras=send_extras)
+        standard.update(tool_fields(tools))
+        if params.reasoning_effort:
+            standard["reasoning_effort"] = params.reasoning_effort
+        if template_kwargs and send_extras:
+            extra["chat_template_kwargs"] = dict(template_kwargs)
+        if messages[-1].role == "assistant" and not messages[-1].tool_calls:
             # Continue that reply instead of starting a new one (vLLM's names; llama.cpp does it by itself).
             extra.update(continue_final_message=True, add_generation_prompt=False)
 
@@ -382,6 +445,7 @@ class RemoteModel:
         counted = 0
         finish: FinishReason = "length"
         usage: Any = None
+        calls = _CallRelay()
         try:
             for event in stream:
                 if cancel.cancelled:
@@ -392,11 +456,13 @@ class RemoteModel:
                 for choice in event.choices or ():
                     delta = getattr(choice, "delta", None)
                     text = (delta.content if delta is not None else getattr(choice, "text", None)) or ""
-                    if text:
+                    reasoning = _reasoning_of(delta)
+                    pieces = calls.relay(getattr(delta, "tool_calls", None) or ())
+                    if text or reasoning or pieces:
                         counted += 1  # servers send one event per token (or per few): usage corrects it
-                        yield Chunk(text, tokens=1)
+                        yield Chunk(text, tokens=1, reasoning=reasoning, tool_calls=pieces)
                     if choice.finish_reason:
-                        finish = "length" if choice.finish_reason == "length" else "stop"
+                        finish = _finish_reason(choice.finish_reason)
         except openai.OpenAIError as exc:
             raise self._describe.openai_error(exc, model) from exc
         except httpx.HTTPError as exc:
@@ -410,3 +476,48 @@ class RemoteModel:
         yield Chunk(
             tokens=max(0, completion - counted), finish_reason=finish, prompt=PromptUsage(prompt_tokens)
         )
+
+
+def _finish_reason(reason: str) -> FinishReason:
+    if reason == "length":
+        return "length"
+    return "tool_calls" if reason in ("tool_calls", "function_call") else "stop"
+
+
+def _reasoning_of(delta: Any) -> str:
+    """A delta's reasoning, under the name the server gives it (llama.cpp: reasoning_content; vLLM, Ollama
+    and LM Studio: reasoning)."""
+    if delta is None:
+        return ""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(delta, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+class _CallRelay:
+    """A server's streamed tool-call deltas as the core's: each call's id and name once (the server's id,
+    or one made up if it sends none), then its arguments in pieces. Servers that repeat the name or id on
+    every delta, or send a call whole (Ollama), come out the same."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+
+    def relay(self, deltas: Sequence[Any]) -> tuple[ToolCallDelta, ...]:
+        pieces: list[ToolCallDelta] = []
+        for position, delta in enumerate(deltas):
+            index = getattr(delta, "index", None)
+            index = position if index is None else int(index)
+            function = getattr(delta, "function", None)
+            name = (getattr(function, "name", None) or "") if function is not None else ""
+            arguments = getattr(function, "arguments", None) if function is not None else None
+            if isinstance(arguments, Mapping):
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            if index not in self._seen:
+                self._seen.add(index)
+                call_id = getattr(delta, "id", None) or f"call_{uuid.uuid4().hex[:24]}"
+                pieces.append(ToolCallDelta(index, id=str(call_id), name=name))
+            if arguments:
+                pieces.append(ToolCallDelta(index, arguments=str(arguments)))
+        return tuple(pieces)
