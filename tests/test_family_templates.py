@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.agent_models import WEATHER_TOOL
+from tests.support.agent_models import WEATHER_TOOL, AgentModels, write_template_gguf
+from tests.support.config import make_config
 from webui.core.params import GenerationParams
 from webui.core.prompt_builder import thinking_variables
 from webui.core.prompts import ChatMessage, PromptRequest, ToolCall, build_prompt
@@ -271,7 +272,9 @@ def marked(families: tuple[Family, ...], bugs: dict[str, str]) -> list[Any]:
         pytest.param(
             f,
             id=f.file,
-            marks=[pytest.mark.xfail(strict=True, reason=bugs[f.file])] if f.file in bugs else [],
+            marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=bugs[f.file])]
+            if f.file in bugs
+            else [],
         )
         for f in families
     ]
@@ -441,3 +444,44 @@ def test_templates_the_sandbox_cannot_render_fail_cleanly(name: str) -> None:
     family = BY_FILE[name]
     with pytest.raises(TemplateError, match=CANNOT_RENDER[name]):
         render(family.source, history(family, in_loop=True))
+
+
+# -- through the real loader ----------------------------------------------------------------------------------
+
+SWAPPED = (
+    "core bug: template_from_metadata() replaces the model's template with a bundled one that renders the "
+    "plain probe alike (ChatML, Granite, Gemma), dropping what only the model's own shows (tools, thinking)"
+)
+PROBE_FAILS = (
+    "core gap: the probe renders with tools=None; this template iterates tools whenever it is defined, so the "
+    "model's template is set aside (Hermes' file is a tool_use template: GGUFs keep it as "
+    "tokenizer.chat_template.tool_use, which Palabre never reads)"
+)
+LOADED_BUGS = {
+    **DETECTION_BUGS,
+    **dict.fromkeys(("qwen3", "qwen3-coder", "granite-3.3", "granite-4.0", "gemma-2"), SWAPPED),
+    **dict.fromkeys(("hermes-2-pro", "phi-4-mini"), PROBE_FAILS),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", marked(FAMILIES, LOADED_BUGS))
+def test_a_gguf_carrying_the_template_gets_its_abilities(
+    family: Family, tmp_path: Path, agent_models: AgentModels
+) -> None:
+    """The agent model's weights with this family's template in the metadata, loaded by llama.cpp through the
+    Service: the template in use is the model's own and the abilities are the family's."""
+    from webui.app import build_service
+
+    gguf = write_template_gguf(tmp_path / f"agent-{family.file}.gguf", family.source, agent_models)
+    service = build_service(make_config(tmp_path / "user_data", gguf))
+    try:
+        service.load_model(gguf.name, loader="llama.cpp", settings={"n_ctx": 512})
+        detection = service.detection
+        assert detection is not None
+        assert detection.reason == "model metadata", detection.message()
+        assert detection.template.source == family.source, f"{family.file} became {detection.template.name}"
+        abilities = service.abilities()
+        assert (abilities.tool_format, abilities.reasoning.name) == (family.tools, family.reasoning)
+    finally:
+        service.close()

@@ -509,13 +509,6 @@ def _permute(weights: Any, n_head: int, n_head_kv: int | None) -> Any:
     )
 
 
-def _rope_theta(config: Any) -> float:
-    parameters = getattr(config, "rope_parameters", None)
-    if isinstance(parameters, Mapping) and "rope_theta" in parameters:
-        return float(parameters["rope_theta"])
-    return float(getattr(config, "rope_theta", 10000.0))
-
-
 def write_gguf(hf_folder: Path, target: Path, template: str | None = None) -> Path:
     """Write the model in ``hf_folder`` as a GGUF file (f32 tensors, llama architecture, gpt2 tokenizer) with
     ``template`` (default: the folder's own) as ``tokenizer.chat_template``."""
@@ -559,7 +552,8 @@ def write_gguf(hf_folder: Path, target: Path, template: str | None = None) -> Pa
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_kv)
     writer.add_rope_dimension_count(hidden // n_head)
-    writer.add_rope_freq_base(_rope_theta(_AttrDict(config)))
+    rope = config.get("rope_parameters") or {}  # transformers 5 nests rope_theta there
+    writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
     writer.add_vocab_size(size)
     writer.add_file_type(LlamaFileType.ALL_F32)
@@ -602,14 +596,6 @@ def write_gguf(hf_folder: Path, target: Path, template: str | None = None) -> Pa
     return target
 
 
-class _AttrDict(dict):  # config.json read as attributes, for _rope_theta
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
-
-
 def write_template_gguf(target: Path, template: str, models: AgentModels | None = None) -> Path:
     """A GGUF with the agent model's weights and tokenizer but ``template`` as its chat template (for tests of
     other families' templates through the real loader). Writes ``target`` and returns it."""
@@ -631,7 +617,7 @@ def _greedy_llama_cpp(llm: Any, prompt: str, ends: set[int], max_new_tokens: int
     return out
 
 
-def _check(folder: Path, gguf_path: Path, tokenizer: Any, model: Any, cases: Sequence[Example]) -> None:
+def _check(gguf_path: Path, tokenizer: Any, model: Any, cases: Sequence[Example]) -> None:
     """Fail the build unless transformers reproduces every case and llama.cpp's greedy tokens equal HF's."""
     import llama_cpp
 
@@ -676,7 +662,7 @@ def build(root: Path, steps: int = 400) -> AgentModels:
     tokenizer, model = _train(built.hf, cases, steps)
     print(f"trained {len(cases)} cases in {time.monotonic() - started:.0f}s", flush=True)
     write_gguf(built.hf, built.gguf)
-    _check(built.hf, built.gguf, tokenizer, model, cases)
+    _check(built.gguf, tokenizer, model, cases)
     print(f"built and checked in {time.monotonic() - started:.0f}s", flush=True)
     return built
 
