@@ -202,10 +202,12 @@ def test_bad_tools_are_a_400_that_says_why(client: openai.OpenAI) -> None:
             {"tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]},
             "JSON schema",
         ),
+        ({"chat_template_kwargs": {"messages": []}}, "cannot set messages"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort 'extreme' is not one of"),
     ]
     for extra, reason in cases:
         with pytest.raises(openai.BadRequestError) as refused:
-            client.chat.completions.create(model=M, messages=QUESTION, max_tokens=4, **extra)
+            client.chat.completions.create(model=M, messages=QUESTION, max_tokens=4, extra_body=extra)
         assert refused.value.status_code == 400
         assert reason in refused.value.message, (extra, refused.value.message)
 

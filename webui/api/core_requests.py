@@ -312,10 +312,22 @@ def thinking_overrides(effort: str | None, param: str = "reasoning_effort") -> d
     return {"enable_thinking": True, "reasoning_effort": "low" if level == "minimal" else level}
 
 
+# Template variables the request sets through its own fields: chat_template_kwargs may not replace them.
+_RENDER_VARIABLES = ("messages", "add_generation_prompt", "tools")
+
+
 def template_variables(kwargs: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A request's chat_template_kwargs as template variables, and the GenerationParams values they imply
-    (an ``enable_thinking`` switch there also turns thinking on or off)."""
+    (an ``enable_thinking`` switch there also turns thinking on or off). 400 for a variable the request
+    sets through its own fields (messages, add_generation_prompt, tools)."""
     variables = dict(kwargs or {})
+    taken = [name for name in _RENDER_VARIABLES if name in variables]
+    if taken:
+        raise ApiError(
+            400,
+            f"chat_template_kwargs cannot set {', '.join(taken)}: send them as the request's own fields.",
+            param="chat_template_kwargs",
+        )
     implied: dict[str, Any] = {}
     switch = variables.get("enable_thinking")
     if isinstance(switch, bool):
