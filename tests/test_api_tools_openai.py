@@ -17,6 +17,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
+from tests.support import agent_models
 from tests.support.servers import Server
 from webui.provision import DEFAULT_MODEL_FILE
 
@@ -309,3 +310,80 @@ def test_chat_template_kwargs_and_past_reasoning_reach_the_template(client: open
         client.chat.completions.create(
             model=M, messages=history, max_tokens=4, extra_body={"instruction_template_str": shows_reasoning}
         )
+
+
+# -- a thinking, tool-calling model (the tiny agent model, Qwen3's template) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory, agent_gguf_path: Path) -> Iterator[openai.OpenAI]:
+    root = tmp_path_factory.mktemp("api-tools-openai-agent")
+    server = Server(root, agent_gguf_path, extra_args=["--model", agent_gguf_path.name])
+    with server.running():
+        yield openai.OpenAI(base_url=f"{server.url}v1", api_key="unused", max_retries=0)
+
+
+def agent_model(client: openai.OpenAI) -> str:
+    return client.models.list().data[0].id
+
+
+def test_a_thinking_models_reasoning_is_reasoning_content(agent: openai.OpenAI) -> None:
+    question, reasoning, answer = agent_models.QUESTIONS[0]
+    asked: Any = [{"role": "user", "content": question}]
+    reply = agent.chat.completions.create(model=agent_model(agent), messages=asked, temperature=0)
+    message = reply.choices[0].message
+    assert message.content == answer
+    assert (message.model_extra or {})["reasoning_content"] == reasoning
+    assert (message.model_extra or {})["reasoning"] == reasoning
+
+    with agent.chat.completions.stream(model=agent_model(agent), messages=asked, temperature=0) as stream:
+        events = list(stream)
+    streamed = "".join(e.delta for e in events if e.type == "content.delta")
+    assert streamed == answer
+    reasoned = "".join(
+        (e.chunk.choices[0].delta.model_extra or {}).get("reasoning_content", "")
+        for e in events
+        if e.type == "chunk" and e.chunk.choices
+    )
+    assert reasoned == reasoning
+
+    off = agent.chat.completions.create(
+        model=agent_model(agent), messages=asked, temperature=0, reasoning_effort="none"
+    )
+    assert off.choices[0].message.content == answer
+    assert "reasoning_content" not in (off.choices[0].message.model_extra or {})
+
+
+def test_a_tool_calling_model_runs_the_loop_on_its_own(agent: openai.OpenAI) -> None:
+    """tool_choice auto: the model decides to call, then answers from the result."""
+    city = "Paris"
+    asked: Any = [{"role": "user", "content": agent_models.weather_question(city)}]
+    tools: Any = [agent_models.WEATHER_TOOL]
+    with agent.chat.completions.stream(
+        model=agent_model(agent), messages=asked, tools=tools, temperature=0
+    ) as stream:
+        for _ in stream:
+            pass
+        first = stream.get_final_completion()
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = function_calls(choice.message)
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": city})
+    ]
+    assert (choice.message.model_extra or {}).get("reasoning_content") == agent_models.weather_call_reasoning(
+        city
+    )
+
+    history = [
+        *asked,
+        choice.message.model_dump(exclude_none=True),  # with its reasoning: it goes back within the loop
+        {"role": "tool", "tool_call_id": calls[0].id, "content": agent_models.weather_result(city)},
+    ]
+    final = agent.chat.completions.create(
+        model=agent_model(agent), messages=history, tools=tools, temperature=0
+    )
+    message = final.choices[0].message
+    assert final.choices[0].finish_reason == "stop" and message.tool_calls is None
+    assert message.content == agent_models.weather_answer(city)
+    assert (message.model_extra or {}).get("reasoning_content") == agent_models.weather_answer_reasoning(city)
