@@ -16,6 +16,7 @@ import httpx
 import ollama
 import pytest
 
+from tests.support import agent_models
 from tests.support.servers import Server
 from tests.support.tool_servers import (
     TOOLS_THINK_TEMPLATE,
@@ -174,3 +175,82 @@ def test_bad_tools_are_a_400(client: ollama.Client) -> None:
             model=M, messages=QUESTION, tools=[{"type": "function", "function": {"description": "x"}}]
         )
     assert refused.value.status_code == 400 and "no function name" in refused.value.error
+
+
+# -- a thinking, tool-calling model (the tiny agent model, Qwen3's template) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def agent_server(tmp_path_factory: pytest.TempPathFactory, agent_gguf_path: Path) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("api-tools-ollama-agent")
+    with Server(root, agent_gguf_path, extra_args=["--model", agent_gguf_path.name]).running() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def agent(agent_server: Server) -> ollama.Client:
+    return ollama.Client(host=agent_server.url.rstrip("/"))
+
+
+def test_a_model_that_is_not_loaded_is_judged_by_its_files_template(
+    server: Server, agent_gguf_path: Path
+) -> None:
+    (server.config.models_dir / agent_gguf_path.name).symlink_to(agent_gguf_path)
+    shown = ollama.Client(host=server.url.rstrip("/")).show(agent_gguf_path.name)
+    assert shown.capabilities == ["completion", "tools", "thinking"]  # Qwen3's template, read from the GGUF
+
+
+def test_think_with_a_thinking_model(agent: ollama.Client, agent_gguf_path: Path) -> None:
+    model = agent_gguf_path.name
+    question, reasoning, answer = agent_models.QUESTIONS[1]
+    asked = [{"role": "user", "content": question}]
+    thought = agent.chat(model=model, messages=asked, think=True, options={"temperature": 0})
+    assert (thought.message.thinking, thought.message.content) == (reasoning, answer)
+
+    chunks = list(
+        agent.chat(model=model, messages=asked, think=True, stream=True, options={"temperature": 0})
+    )
+    thinking = [c.message.thinking for c in chunks if c.message.thinking]
+    content = [c.message.content for c in chunks if c.message.content]
+    assert "".join(thinking) == reasoning and "".join(content) == answer
+    first_content = next(i for i, c in enumerate(chunks) if c.message.content)
+    assert all(not c.message.thinking for c in chunks[first_content:])  # all the thinking came first
+
+    plain = agent.chat(model=model, messages=asked, think=False, options={"temperature": 0})
+    assert plain.message.thinking is None and plain.message.content == answer
+
+
+def test_a_tool_loop_the_model_runs_on_its_own(agent_server: Server, agent_gguf_path: Path) -> None:
+    """No tool_choice (Ollama has none): the model decides to call, then answers from the result.
+
+    Sent as raw JSON: the ollama client re-orders a tool's schema keys (required before properties), and the
+    tiny model was trained on the definition as written."""
+    url = f"{agent_server.url}api/chat"
+    model = agent_gguf_path.name
+    city = "Tokyo"
+    messages: list[Any] = [{"role": "user", "content": agent_models.weather_question(city)}]
+    request = {
+        "model": model,
+        "tools": [agent_models.WEATHER_TOOL],
+        "stream": False,
+        "options": {"temperature": 0},
+    }
+    first = httpx.post(url, json={**request, "messages": messages}, timeout=120).json()
+    message = first["message"]
+    assert message["thinking"] == agent_models.weather_call_reasoning(city)
+    calls = message["tool_calls"]
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in calls] == [
+        ("get_weather", {"city": city})
+    ]
+    assert calls[0]["function"]["index"] == 0 and calls[0]["id"]
+    assert first["done_reason"] == "stop"
+
+    # The reply goes back as received, the result named by its tool (Ollama's tool_name).
+    messages += [
+        message,
+        {"role": "tool", "tool_name": "get_weather", "content": agent_models.weather_result(city)},
+    ]
+    final = httpx.post(url, json={**request, "messages": messages}, timeout=120).json()["message"]
+    assert "tool_calls" not in final
+    assert final["content"] == agent_models.weather_answer(city)
+    assert final["thinking"] == agent_models.weather_answer_reasoning(city)
