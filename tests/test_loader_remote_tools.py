@@ -200,8 +200,8 @@ def test_a_server_that_takes_no_extras_gets_only_openais_fields(
 
 
 @pytest.fixture
-def api(service: Service) -> Iterator[openai.OpenAI]:
-    """Palabre's OpenAI routes in process over the remote model, for the official client."""
+def http(service: Service) -> Iterator[TestClient]:
+    """Palabre's OpenAI and Ollama routes in process over the remote model."""
     app = FastAPI()
 
     @app.middleware("http")
@@ -212,8 +212,14 @@ def api(service: Service) -> Iterator[openai.OpenAI]:
     serving = Serving(service)
     install_openai_routes(app, serving)
     install_ollama_routes(app, serving)
-    with TestClient(app) as http:
-        yield openai.OpenAI(base_url=f"{http.base_url}/v1", api_key="none", http_client=http, max_retries=0)
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def api(http: TestClient) -> openai.OpenAI:
+    """The official client over the in-process routes."""
+    return openai.OpenAI(base_url=f"{http.base_url}/v1", api_key="none", http_client=http, max_retries=0)
 
 
 def test_the_openai_client_gets_the_upstream_calls_through_palabre(api: openai.OpenAI) -> None:
@@ -236,6 +242,35 @@ def test_the_openai_client_gets_the_upstream_calls_through_palabre(api: openai.O
     assert calls == [("call_server_1", "get_weather", {"city": "Paris"}), ("call_server_2", "get_time", {})]
     assert choice.message.content == "Let me look."
     assert getattr(choice.message, "reasoning_content", None) == "The user wants the weather."
+
+
+def test_ollamas_chat_gets_the_upstream_thinking_first_and_each_call_whole(http: TestClient) -> None:
+    body = {
+        "model": "scripted-model",
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [WEATHER, TIME],
+    }
+    lines = http.post("/api/chat", json=body).text.splitlines()
+    events = [json.loads(line) for line in lines]
+    messages = [event["message"] for event in events]
+    assert [m["thinking"] for m in messages if "thinking" in m] == ["The user wants ", "the weather."]
+    assert all(not m["content"] for m in messages if "thinking" in m)  # thinking in chunks of its own
+    calls = [call for m in messages for call in m.get("tool_calls", [])]
+    assert calls == [
+        {
+            "id": "call_server_1",
+            "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}},
+        },
+        {"id": "call_server_2", "function": {"index": 1, "name": "get_time", "arguments": {}}},
+    ]
+    thinking_at = max(i for i, m in enumerate(messages) if "thinking" in m)
+    content_at = next(i for i, m in enumerate(messages) if m["content"])
+    assert thinking_at < content_at
+    assert events[-1]["done"] is True and events[-1]["done_reason"] == "stop"
+
+    # The next reply (reasoning, then text), whole, with think false: no thinking, no calls.
+    whole = http.post("/api/chat", json={**body, "stream": False, "think": False}).json()
+    assert whole["message"] == {"role": "assistant", "content": "It is sunny in Paris."}
 
 
 # -- a real upstream: `webui serve` with the default model -------------------------------------------------
