@@ -193,12 +193,6 @@ def test_the_loader_reads_qwen3s_template_and_its_abilities(service: Service) ->
     assert abilities.thinking.switch == "enable_thinking"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: template_from_metadata() swaps a metadata template for a bundled one that renders the "
-    "plain probe alike (Qwen3 -> ChatML), losing its tools and thinking",
-)
 def test_detection_keeps_the_models_own_template(service: Service) -> None:
     detection = service.detection
     assert detection is not None

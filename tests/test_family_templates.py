@@ -8,8 +8,6 @@ JSON text as OpenAI's API carries them, the tool's result, the answer, a new use
 ``PALABRE_GOLDEN_RECORD=1`` after a deliberate change), plus invariants that catch real bugs whatever the golden
 says: the call's arguments appear once and as an object (not a JSON string inside a string), reasoning from
 before the last user message is never sent again, the tool's result is there.
-
-Known gaps in the core are strict xfails naming the bug (they start failing once it is fixed, so the mark goes).
 """
 
 from __future__ import annotations
@@ -200,22 +198,6 @@ CANNOT_RENDER = {
 }
 RENDERED = tuple(f for f in FAMILIES if f.file not in CANNOT_RENDER)
 
-DETECTION_BUGS = {
-    # The real gpt-oss template writes its calls as "<|start|>assistant to=" + "functions." + name ... "<|call|>":
-    # neither needle ("<|constrain|>", "to=functions.") is in its text, so harmony calls would not be parsed.
-    "gpt-oss": "core bug: detect_tool_format misses gpt-oss (needles absent from the real template; '<|call|>' "
-    "is there)",
-    # LFM2's own template lists tools in <|tool_list_start|> and never writes <|tool_call_start|>.
-    "lfm2": "core bug: detect_tool_format misses LFM2's own template ('<|tool_list_start|>' is its marker)",
-}
-DROPPED_CALLS = {
-    # No tool_calls in these templates: llama.cpp's chat polyfill writes such calls into the content; Palabre
-    # sends content "" and the call vanishes from the history the model sees.
-    "granite-3.3": "core gap: Granite 3.3's template reads only content (<|tool_call|>[...]); the call is dropped",
-    "lfm2": "core gap: LFM2's template reads only content (<|tool_call_start|>[...]); the call is dropped",
-    "smollm3": "core gap: this SmolLM3 template has no tools; the call is dropped",
-}
-
 
 def history(family: Family, *, in_loop: bool, call_id: str | None = None) -> list[ChatMessage]:
     """The fixed conversation: ``in_loop`` stops at the tool's result (the model answers next); otherwise the
@@ -267,19 +249,6 @@ def renders(family: Family) -> dict[str, str]:
     }
 
 
-def marked(families: tuple[Family, ...], bugs: dict[str, str]) -> list[Any]:
-    return [
-        pytest.param(
-            f,
-            id=f.file,
-            marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=bugs[f.file])]
-            if f.file in bugs
-            else [],
-        )
-        for f in families
-    ]
-
-
 def by_name(families: tuple[Family, ...]) -> list[Any]:
     return [pytest.param(f, id=f.file) for f in families]
 
@@ -298,7 +267,7 @@ def test_every_template_file_is_listed_with_its_source() -> None:
 # -- what the template's text says ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", marked(FAMILIES, DETECTION_BUGS))
+@pytest.mark.parametrize("family", by_name(FAMILIES))
 def test_the_tool_call_family_is_read_from_the_template(family: Family) -> None:
     assert detect_tool_format(family.source) == family.tools
 
@@ -387,7 +356,7 @@ def test_the_call_shows_once_with_its_arguments_as_an_object(family: Family, cas
     assert '\\"city\\"' not in text and '"{\\"city' not in text
 
 
-@pytest.mark.parametrize("family", marked(tuple(f for f in RENDERED if not f.call), DROPPED_CALLS))
+@pytest.mark.parametrize("family", by_name(tuple(f for f in RENDERED if not f.call)))
 def test_a_template_without_tool_calls_still_shows_the_call(family: Family) -> None:
     text = renders(family)["in_loop"]
     after_question = text.split(QUESTION, 1)[1]
@@ -428,15 +397,10 @@ def test_mistral_templates_take_nine_character_ids(family: Family) -> None:
     assert MISTRAL_ID in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TemplateError,
-    reason="core gap: call ids from a client (OpenAI's call_...) reach Mistral templates unchanged, and they "
-    "raise unless ids are 9 alphanumerics; the ids need remapping before the render",
-)
 @pytest.mark.parametrize("family", by_name(MISTRAL_VALIDATING))
 def test_mistral_templates_take_openai_style_ids(family: Family) -> None:
-    render(family.source, history(family, in_loop=True, call_id=OPENAI_ID))
+    text = render(family.source, history(family, in_loop=True, call_id=OPENAI_ID))
+    assert OPENAI_ID not in text  # remapped to 9 alphanumerics, the same for the call and its result
 
 
 @pytest.mark.parametrize("name", sorted(CANNOT_RENDER))
@@ -448,24 +412,9 @@ def test_templates_the_sandbox_cannot_render_fail_cleanly(name: str) -> None:
 
 # -- through the real loader ----------------------------------------------------------------------------------
 
-SWAPPED = (
-    "core bug: template_from_metadata() replaces the model's template with a bundled one that renders the "
-    "plain probe alike (ChatML, Granite, Gemma), dropping what only the model's own shows (tools, thinking)"
-)
-PROBE_FAILS = (
-    "core gap: the probe renders with tools=None; this template iterates tools whenever it is defined, so the "
-    "model's template is set aside (Hermes' file is a tool_use template: GGUFs keep it as "
-    "tokenizer.chat_template.tool_use, which Palabre never reads)"
-)
-LOADED_BUGS = {
-    **DETECTION_BUGS,
-    **dict.fromkeys(("qwen3", "qwen3-coder", "granite-3.3", "granite-4.0", "gemma-2"), SWAPPED),
-    **dict.fromkeys(("hermes-2-pro", "phi-4-mini"), PROBE_FAILS),
-}
-
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", marked(FAMILIES, LOADED_BUGS))
+@pytest.mark.parametrize("family", by_name(FAMILIES))
 def test_a_gguf_carrying_the_template_gets_its_abilities(
     family: Family, tmp_path: Path, agent_models: AgentModels
 ) -> None:

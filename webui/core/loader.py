@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard, T
 from pydantic import BaseModel
 
 from webui.core.params import GenerationParams
-from webui.core.prompts import ChatMessage
 
 if TYPE_CHECKING:
     from webui.core.models.discovery import ModelEntry
+    from webui.core.prompts import ChatMessage
     from webui.core.tools.request import ToolRequest
 
 # Why a generation ended. The API names "cancelled" "stop" (only a client that left ever sees it);

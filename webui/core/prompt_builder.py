@@ -7,9 +7,7 @@ so a front end shows it without computing it again.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -36,14 +34,12 @@ from webui.core.prompts import (
 from webui.core.reasoning.formats import Phase, initial_phase
 from webui.core.reply_reader import ReplyFormat
 from webui.core.templates.store import InstructionTemplate, TemplateError, TemplateStore
-from webui.core.tools.base import is_mistral_id
 from webui.core.tools.formats import get_tool_format
 from webui.core.tools.grammar import tool_call_grammar
 from webui.core.tools.request import ToolRequest
 
 __all__ = ["ChatPrompt", "ChatSettings", "CompletionPrompt", "PromptBudget", "PromptBuilder"]
 
-_ALNUM = string.ascii_letters + string.digits
 _UNLIMITED = 2**62  # a token budget nothing reaches: measure or render without truncating
 
 
@@ -177,11 +173,6 @@ class PromptBuilder:
             # The template cannot show tools (the default model's ChatML): describe them in the system message,
             # as llama.cpp's generic handler does, in the <tool_call> form the generic reader reads.
             system_message = "\n\n".join(part for part in (system_message, describe_tools(tools)) if part)
-        if (
-            template is not None
-            and get_tool_format(self.abilities(template).tool_format).id_style == "mistral"
-        ):
-            history = with_mistral_ids(history)
         request = PromptRequest(
             messages=list(history),
             mode=settings.mode,
@@ -241,7 +232,8 @@ class PromptBuilder:
             if text != built.text:
                 built = replace(built, text=text, prompt_tokens=self.engine.count_tokens(text))
         own_template = built.messages is not None
-        abilities = self.abilities(template if settings.mode != "chat" and not own_template else None)
+        # Chat mode writes a transcript without the template, but the model is the same: it thinks the same way.
+        abilities = self.abilities(template if not own_template else None)
         reasoning = abilities.reasoning
         if (
             reasoning.thinks
@@ -352,24 +344,3 @@ def describe_tools(tools: ToolRequest) -> str:
         f"{must} To call a tool, reply with exactly:\n"
         '<tool_call>\n{"name": "<tool name>", "arguments": {<arguments as JSON>}}\n</tool_call>'
     )
-
-
-def with_mistral_ids(history: Sequence[ChatMessage]) -> list[ChatMessage]:
-    """The history with every tool-call id as Mistral's templates demand (9 letters or digits; they raise
-    otherwise). Each id maps to the same new one wherever it appears, so calls and results still pair up."""
-
-    def mistral_id(value: str) -> str:
-        if is_mistral_id(value):
-            return value
-        digest = hashlib.sha256(value.encode("utf-8")).digest()
-        return "".join(_ALNUM[byte % len(_ALNUM)] for byte in digest[:9])
-
-    out = []
-    for message in history:
-        if message.tool_calls:
-            calls = tuple(replace(call, id=mistral_id(call.id)) for call in message.tool_calls)
-            message = replace(message, tool_calls=calls)
-        if message.tool_call_id:
-            message = replace(message, tool_call_id=mistral_id(message.tool_call_id))
-        out.append(message)
-    return out

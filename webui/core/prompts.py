@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from webui.core.templates.store import InstructionTemplate, TemplateError, TemplateOutputTooLargeError
+from webui.core.tools.formats import detect_tool_format
+from webui.core.tools.writing import calls_as_text, mistral_id
 
 Mode = Literal["instruct", "chat", "chat-instruct"]
 Role = Literal["system", "user", "assistant", "tool"]
@@ -346,6 +348,38 @@ def _as_dicts(messages: Sequence[ChatMessage], *, string_arguments: bool = False
     return out
 
 
+def _calls_for_template(source: str, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """Tool calls in the shape ``source`` can show: Mistral's ids where its template demands them, and the
+    calls written into the content (in the family's syntax) for a template that never reads ``tool_calls``."""
+    family = detect_tool_format(source)
+    reads_calls = "tool_calls" in source
+    # Kimi K2 names each call "functions.NAME:INDEX" and its results by that id.
+    kimi_ids: dict[str, str] = {}
+    out = []
+    for message in messages:
+        if family == "kimi":
+            for call in message.tool_calls:
+                kimi_ids.setdefault(call.id, f"functions.{call.name}:{len(kimi_ids)}")
+            message = replace(
+                message,
+                tool_calls=tuple(replace(call, id=kimi_ids[call.id]) for call in message.tool_calls),
+                tool_call_id=kimi_ids.get(message.tool_call_id, message.tool_call_id),
+            )
+        if family == "mistral":
+            calls = tuple(replace(call, id=mistral_id(call.id)) for call in message.tool_calls)
+            message = replace(
+                message,
+                tool_calls=calls,
+                tool_call_id=mistral_id(message.tool_call_id) if message.tool_call_id else "",
+            )
+        if message.tool_calls and not reads_calls:
+            written = calls_as_text(family, [(c.name, c.arguments_object()) for c in message.tool_calls])
+            content = f"{message.content}\n{written}" if message.content else written
+            message = replace(message, content=content, tool_calls=())
+        out.append(message)
+    return out
+
+
 def _render(
     template: InstructionTemplate,
     messages: Sequence[ChatMessage],
@@ -363,6 +397,8 @@ def _render(
         variables["tools"] = [dict(tool) for tool in request.tools]
     variables.update(bos_token=request.bos_token, eos_token=request.eos_token)
     has_calls = any(message.tool_calls for message in messages)
+    if has_calls or any(message.tool_call_id for message in messages):
+        messages = _calls_for_template(template.source, messages)
     try:
         return template.render(_as_dicts(messages), add_generation_prompt=add_generation_prompt, **variables)
     except TemplateOutputTooLargeError:

@@ -125,7 +125,9 @@ class ReasoningSplitter:
         if self.phase is Phase.AWAIT:
             if not text.strip():
                 return  # whitespace before the first marker belongs to nobody
+            # No marker came: the reply is all answer, its spacing kept (a continued reply's " next words").
             self.phase = Phase.ANSWER
+            self._answer_started = True
         if not self._answer_started:
             # The "\n\n" after </think> (or after a header) is layout, not the answer.
             text = text.lstrip()

@@ -171,7 +171,8 @@ class InstructionTemplate:
         **extra: object,
     ) -> str:
         """Render ``messages`` (dicts with role and content) the way HF ``apply_chat_template`` does."""
-        variables: dict[str, Any] = {"tools": None, **extra}
+        # ``tools`` stays undefined unless given: templates test ``tools is defined`` and then iterate it.
+        variables: dict[str, Any] = {**extra}
         variables.update(
             messages=[dict(message) for message in messages],
             add_generation_prompt=add_generation_prompt,
@@ -327,7 +328,7 @@ def template_name_from_file_name(model_name: str) -> str | None:
 
 def template_from_metadata(source: str, store: TemplateStore) -> InstructionTemplate:
     """Name a chat template read from model metadata: after a store template that renders the probe
-    conversation identically (then that template is used), else "Custom (obtained from model metadata)".
+    conversation identically, else "Custom (obtained from model metadata)". The text is always the model's.
 
     Raises TemplateError when the metadata template does not parse or cannot render the probe.
     """
@@ -343,7 +344,9 @@ def template_from_metadata(source: str, store: TemplateStore) -> InstructionTemp
         try:
             known = store.get(name)
             if known.render(probe, add_generation_prompt=True, **_PROBE_TOKENS) == wanted:
-                return InstructionTemplate(name, known.source, "model metadata")
+                # Only the name is borrowed: the model's own text stays, with what the probe does not show
+                # (tools, tool calls, its thinking switch).
+                return InstructionTemplate(name, source, "model metadata")
         except TemplateError:
             continue  # a broken user template just does not match
     return candidate

@@ -122,13 +122,14 @@ FORMATS: dict[str, ToolFormat] = {
 
 # Substring tests on the template source, most specific first: several templates also mention <tool_call>.
 _DETECT: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("gpt_oss", ("<|constrain|>", "to=functions.")),
+    # The real gpt-oss template writes "to=" + "functions." in pieces; <|call|> ends its calls.
+    ("gpt_oss", ("<|constrain|>", "to=functions.", "<|call|>")),
     ("deepseek", ("tool▁calls▁begin", "tool_calls_begin")),
     ("kimi", ("<|tool_calls_section_begin|>",)),
     ("command_r", ("<|START_ACTION|>",)),
     ("function_gemma", ("<start_function_call>",)),
     ("gemma4", ("<|tool_call>",)),
-    ("lfm2", ("<|tool_call_start|>",)),
+    ("lfm2", ("<|tool_call_start|>", "<|tool_list_start|>")),
     ("seed_oss", ("<seed:tool_call>",)),
     ("glm", ("<arg_key>",)),
     ("qwen3_coder", ("<parameter=",)),
