@@ -326,9 +326,28 @@ def template_name_from_file_name(model_name: str) -> str | None:
     return next((name for pattern, name in _NAME_RULES if pattern.search(stem)), None)
 
 
+# Words of what a plain conversation does not show: a template that mentions one its look-alike lacks does more.
+_ABILITY_WORDS = (
+    "tools",
+    "tool_calls",
+    "enable_thinking",
+    "thinking",
+    "reasoning",
+    "<think>",
+    "[THINK]",
+    "<|channel",
+)
+
+
+def _does_more(source: str, known: str) -> bool:
+    """Whether ``source`` handles tools or thinking that ``known`` (a look-alike on the probe) does not."""
+    return any(word in source and word not in known for word in _ABILITY_WORDS)
+
+
 def template_from_metadata(source: str, store: TemplateStore) -> InstructionTemplate:
     """Name a chat template read from model metadata: after a store template that renders the probe
-    conversation identically, else "Custom (obtained from model metadata)". The text is always the model's.
+    conversation identically (whose text is used unless the model's handles more: tools, thinking), else
+    "Custom (obtained from model metadata)".
 
     Raises TemplateError when the metadata template does not parse or cannot render the probe.
     """
@@ -344,9 +363,10 @@ def template_from_metadata(source: str, store: TemplateStore) -> InstructionTemp
         try:
             known = store.get(name)
             if known.render(probe, add_generation_prompt=True, **_PROBE_TOKENS) == wanted:
-                # Only the name is borrowed: the model's own text stays, with what the probe does not show
-                # (tools, tool calls, its thinking switch).
-                return InstructionTemplate(name, source, "model metadata")
+                # The probe does not show tools, tool calls or thinking: a model whose template handles them
+                # keeps its own text (under the bundled name), the others get the bundled text.
+                text = source if _does_more(source, known.source) else known.source
+                return InstructionTemplate(name, text, "model metadata")
         except TemplateError:
             continue  # a broken user template just does not match
     return candidate
