@@ -216,6 +216,7 @@ class LlamaCppModel:
             loader=LlamaCppLoader.name,
             context_length=llm.n_ctx(),
             chat_template=chat_template,
+            tool_chat_template=_text(llm.metadata.get("tokenizer.chat_template.tool_use")),
             bos_token=self._piece(bos) if bos >= 0 else "",
             eos_token=self._piece(eos) if eos >= 0 else "",
             extra={
@@ -445,3 +446,8 @@ class _SamplerChain:
         if self._chain is not None:
             self._lib.llama_sampler_free(self._chain)
             self._chain = None
+
+
+def _text(value: object) -> str | None:
+    """A metadata value that is a non-empty string, else None."""
+    return value if isinstance(value, str) and value.strip() else None

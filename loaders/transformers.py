@@ -352,7 +352,11 @@ class HfModel:
         self._adds_bos = self._tokenizer_adds_bos()
         self._eos_ids = self._end_token_ids()
         template = tokenizer.chat_template
-        if isinstance(template, dict):  # named templates: prefer "default"
+        tool_template = None
+        if isinstance(
+            template, dict
+        ):  # named templates: prefer "default"; "tool_use" serves requests with tools
+            tool_template = template.get("tool_use")
             template = template.get("default") or next(iter(template.values()), None)
         self.facts = ModelFacts(
             name=path.name,
@@ -360,6 +364,7 @@ class HfModel:
             loader=loader,
             context_length=int(context),
             chat_template=template if isinstance(template, str) and template else None,
+            tool_chat_template=tool_template if isinstance(tool_template, str) and tool_template else None,
             bos_token=tokenizer.bos_token or "",
             eos_token=tokenizer.eos_token or "",
             extra=extra,

@@ -434,3 +434,30 @@ def test_a_gguf_carrying_the_template_gets_its_abilities(
         assert (abilities.tool_format, abilities.reasoning.name) == (family.tools, family.reasoning)
     finally:
         service.close()
+
+
+def test_a_models_tool_use_template_serves_the_requests_with_tools(
+    tmp_path: Path, agent_models: AgentModels
+) -> None:
+    """Hermes and Command R GGUFs keep a second template, tokenizer.chat_template.tool_use, for requests with
+    tools: such a request renders through it, a plain one through the default template."""
+    from webui.app import build_service
+    from webui.core.service import ChatSettings, ToolRequest
+
+    plain = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" + (
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    gguf = write_template_gguf(
+        tmp_path / "hermes.gguf", plain, agent_models, tool_template=BY_FILE["hermes-2-pro"].source
+    )
+    service = build_service(make_config(tmp_path / "user_data", gguf))
+    try:
+        service.load_model(gguf.name, loader="llama.cpp", settings={"n_ctx": 1024})
+        history = [ChatMessage("user", QUESTION)]
+        tools = ToolRequest.build([WEATHER_TOOL], "auto")
+        with_tools, _ = service.prompts.chat(history, ChatSettings(), GenerationParams(), tools=tools)
+        without, _ = service.prompts.chat(history, ChatSettings(), GenerationParams())
+        assert "<tools>" in with_tools.text and '"get_weather"' in with_tools.text
+        assert "<tools>" not in without.text and "get_weather" not in without.text
+    finally:
+        service.close()

@@ -509,9 +509,12 @@ def _permute(weights: Any, n_head: int, n_head_kv: int | None) -> Any:
     )
 
 
-def write_gguf(hf_folder: Path, target: Path, template: str | None = None) -> Path:
+def write_gguf(
+    hf_folder: Path, target: Path, template: str | None = None, tool_template: str | None = None
+) -> Path:
     """Write the model in ``hf_folder`` as a GGUF file (f32 tensors, llama architecture, gpt2 tokenizer) with
-    ``template`` (default: the folder's own) as ``tokenizer.chat_template``."""
+    ``template`` (default: the folder's own) as ``tokenizer.chat_template``, and ``tool_template`` as
+    ``tokenizer.chat_template.tool_use`` when given."""
     import numpy as np
     from gguf import GGUFWriter, LlamaFileType, TokenType
     from safetensors.numpy import load_file
@@ -567,6 +570,8 @@ def write_gguf(hf_folder: Path, target: Path, template: str | None = None) -> Pa
     writer.add_pad_token_id(vocab[BOS])
     writer.add_add_bos_token(False)  # like Qwen: the prompt is used as it is
     writer.add_chat_template(template)
+    if tool_template:
+        writer.add_string("tokenizer.chat_template.tool_use", tool_template)
 
     weights = load_file(str(hf_folder / "model.safetensors"))
 
@@ -596,12 +601,14 @@ def write_gguf(hf_folder: Path, target: Path, template: str | None = None) -> Pa
     return target
 
 
-def write_template_gguf(target: Path, template: str, models: AgentModels | None = None) -> Path:
+def write_template_gguf(
+    target: Path, template: str, models: AgentModels | None = None, tool_template: str | None = None
+) -> Path:
     """A GGUF with the agent model's weights and tokenizer but ``template`` as its chat template (for tests of
     other families' templates through the real loader). Writes ``target`` and returns it."""
     built = models or ensure_agent_models()
     target.parent.mkdir(parents=True, exist_ok=True)
-    return write_gguf(built.hf, target, template)
+    return write_gguf(built.hf, target, template, tool_template)
 
 
 def _greedy_llama_cpp(llm: Any, prompt: str, ends: set[int], max_new_tokens: int = 96) -> list[int]:

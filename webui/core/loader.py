@@ -133,6 +133,9 @@ class ModelFacts:
     loader: str
     context_length: int
     chat_template: str | None = None
+    # A second template some models carry for requests with tools (GGUF tokenizer.chat_template.tool_use,
+    # a tokenizer's "tool_use" named template: Hermes, Command R).
+    tool_chat_template: str | None = None
     bos_token: str = ""
     eos_token: str = ""
     extra: dict[str, str] = field(default_factory=dict)

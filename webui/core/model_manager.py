@@ -48,6 +48,7 @@ class ModelManager:
         self.templates = templates
         self.machine = machine  # measured once, used by the fit checks
         self._detection: TemplateDetection | None = None
+        self._tool_template: InstructionTemplate | None = None
         self._lock = threading.Lock()
         self._resume_lock = threading.Lock()  # one reload after an idle unload, however many ask at once
 
@@ -78,8 +79,10 @@ class ModelManager:
             self.check_fit(name, loader, settings)
         state = self.engine.load(name, loader, settings)
         detection = self._detect(state, template)
+        tool_template = None if template else _tool_template(state)
         with self._lock:
             self._detection = detection
+            self._tool_template = tool_template
         return LoadReport(state, detection)
 
     def check_fit(self, name: str, loader: str | None, settings: Mapping[str, Any] | None) -> None:
@@ -127,6 +130,11 @@ class ModelManager:
         """The template detected for the loaded model (None once it is unloaded, also by the idle watcher)."""
         return self._detection if self.engine.state is not None else None
 
+    def tool_template(self) -> InstructionTemplate | None:
+        """The model's own template for requests with tools, when it carries one apart (None otherwise, and
+        when the user chose a template)."""
+        return self._tool_template
+
     def detected_template(self) -> InstructionTemplate | None:
         """The template of the last load, kept through an idle unload (the prompt builder's default)."""
         detection = self._detection
@@ -148,3 +156,14 @@ class ModelManager:
                 f"({stats.prompt_tokens} prompt tokens, {stats.reused_prompt_tokens} reused)."
             )
         return " ".join(parts)
+
+
+def _tool_template(state: LoadedState) -> InstructionTemplate | None:
+    """The loaded model's tool-use template, parsed; None when it has none or it does not parse."""
+    source = state.model.facts.tool_chat_template
+    if not source:
+        return None
+    try:
+        return InstructionTemplate("tool_use (model metadata)", source, "model metadata")
+    except TemplateError:
+        return None  # the default template still serves; tools then go through it

@@ -105,12 +105,14 @@ class PromptBuilder:
         *,
         detected_template: Callable[[], InstructionTemplate | None],
         quick_reply: Callable[[Sequence[ChatMessage], int], str],
+        tool_template: Callable[[], InstructionTemplate | None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.templates = templates
         self.extensions = extensions
         self._detected_template = detected_template  # the model manager's, read at each build
         self._quick_reply = quick_reply  # what ChatContext.generate calls
+        self._tool_template = tool_template  # the model's template for requests with tools, if apart
         self._abilities: dict[str, TemplateAbilities] = {}  # by template source: reading one parses it
 
     def abilities(self, template: InstructionTemplate | None) -> TemplateAbilities:
@@ -161,6 +163,8 @@ class PromptBuilder:
             template = self.template_for(settings)
         except TemplateError as exc:
             raise EngineError(str(exc)) from exc
+        if tools is not None and tools.offered and settings.template is None:
+            template = self._tool_template() or template
         # A model that applies its own chat template (a server's chat endpoint) gets the messages.
         build = build_messages if renders_own_template(state.model) else build_prompt
         system_message = settings.system_message

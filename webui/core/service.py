@@ -101,6 +101,7 @@ class Service:
             templates,
             self.extensions,
             detected_template=self.model_manager.detected_template,
+            tool_template=self.model_manager.tool_template,
             quick_reply=self.quick_reply,
         )
 
