@@ -1,7 +1,8 @@
 """An agent framework (pydantic-ai, through its OpenAI chat model) running a tool loop to its end against a real
 `webui serve` on the default model: the model calls the tool, the framework runs it and sends the result back,
-and the model answers in text, whole and streamed. SmolLM2 calls tools only when made to, so the agent forces a
-call on its first step (pydantic-ai's per-step tool_choice) and lets the model choose after that."""
+and the model answers in text, whole and streamed. SmolLM2 is too small to choose well between calling and
+answering, so the agent decides for it (pydantic-ai's per-step tool_choice): a call on the first step, text
+after the result."""
 
 from __future__ import annotations
 
@@ -34,11 +35,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -
 
 @dataclass
 class CallToolFirst(AbstractCapability[None]):
-    """A tool call on the first step, then the model's own choice."""
+    """A tool call on the first step, then an answer in text."""
 
     def get_model_settings(self) -> Callable[[RunContext[None]], ModelSettings]:
         def settings(ctx: RunContext[None]) -> ModelSettings:
-            return {"tool_choice": "required" if ctx.run_step <= 1 else "auto"}
+            return {"tool_choice": "required" if ctx.run_step <= 1 else "none"}
 
         return settings
 
