@@ -5,19 +5,17 @@ Sampler fields beyond OpenAI's own are accepted by their GenerationParams names 
 ``repetition_penalty`` ...): the request models allow extra keys, validated against GenerationParams when the
 request is converted, so no default or bound is copied here. The OpenAPI schema lists them, read from
 GenerationParams.
+
+Tools are OpenAI's (``tools``, ``tool_choice``, ``parallel_tool_calls``; calls and ``tool`` results in the
+history); thinking is turned by ``reasoning_effort`` (or Ollama's ``reasoning: {effort}``) and
+``chat_template_kwargs``, and a reply's reasoning comes back as ``reasoning_content`` and ``reasoning``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from webui.api.core_requests import (
     CoreChatRequest,
