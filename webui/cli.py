@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--n-gpu-layers", type=int, default=None, help="layers on the GPU (-1 = all)")
     inspect.add_argument("--user-data-dir", type=Path, default=None)
     _download_parsers(models_sub)
+    _catalog_parser(models_sub)
     _characters_parser(sub)
     _bench_parser(sub)
     extensions = sub.add_parser("extensions", help="list the extensions (bundled, yours and installed)")
@@ -318,6 +319,25 @@ def _download_parsers(models_sub: Any) -> None:
     )
 
 
+def _catalog_parser(models_sub: Any) -> None:
+    """``models catalog [--download NAME --quant Q]``: the curated models, their fit here, one-step download."""
+    catalog = models_sub.add_parser(
+        "catalog",
+        help="list current small and mid-size GGUF models: sizes per quantization, capabilities, fit here",
+    )
+    catalog.add_argument(
+        "--download", default=None, metavar="MODEL", help="download this catalog model (its name or repo id)"
+    )
+    catalog.add_argument(
+        "--quant", default=None, help="quantization to download (default: the largest one that fits)"
+    )
+    catalog.add_argument(
+        "--refresh", action="store_true", help="read the sizes from the Hugging Face Hub's live listings"
+    )
+    catalog.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN or your login)")
+    catalog.add_argument("--user-data-dir", type=Path, default=None)
+
+
 def _bench_parser(sub: Any) -> None:
     from webui.benchmarks.runner import add_bench_arguments  # argparse only; the sections load lazily
 
@@ -399,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.list_models(config)
         if args.models_command == "inspect":
             return commands.inspect_model(config, args)
+        if args.models_command == "catalog":
+            return commands.catalog(config, args)
         if args.models_command in ("files", "download"):
             return commands.hub(config, args)
         return commands.provision(config)

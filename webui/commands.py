@@ -21,6 +21,7 @@ from webui.core.templates.store import TemplateError
 from webui.provision import DEFAULT_MODEL_FILE, ProvisionError, provision_default_model
 
 if TYPE_CHECKING:
+    from webui.core.hub.catalog import CatalogEntry, CatalogRow
     from webui.core.hub.download import RepoListing
 
 USER_ERRORS = (EngineError, PresetError, TemplateError, ProvisionError, OSError)
@@ -182,12 +183,15 @@ def list_models(config: AppConfig) -> int:
         if not entries:
             print(f"No models in {config.models_dir}.")
             return 0
+        from webui.core.models.capabilities import entry_capabilities
         from webui.core.models.discovery import infer_loader
 
         width = max(len(e.name) for e in entries)
         for entry in entries:
             size = f"{entry.size_bytes / 1e6:,.0f} MB"
-            print(f"{entry.name:<{width}}  {size:>10}  {infer_loader(entry)}")
+            # thinking,tools,vision as the model's own template and files say ("?": no template to read)
+            abilities = entry_capabilities(entry).summary
+            print(f"{entry.name:<{width}}  {size:>10}  {abilities:<21}  {infer_loader(entry)}")
         return 0
     finally:
         service.close()
@@ -325,6 +329,91 @@ def hub(config: AppConfig, args: argparse.Namespace) -> int:
         return 0
     except dl.DownloadError as exc:
         raise CliError(str(exc)) from exc
+
+
+def catalog(config: AppConfig, args: argparse.Namespace) -> int:
+    """``webui models catalog``: the curated models with capabilities and a fit verdict; ``--download`` one."""
+    from webui.core.hardware.machine import MachineProbe
+    from webui.core.hub import catalog as cat
+    from webui.core.hub import download as dl
+
+    machine = MachineProbe().facts(measure_speed=False)
+    try:
+        entries = list(cat.catalog_entries())
+        if args.refresh or args.download:
+            chosen = [cat.find_entry(args.download, entries)] if args.download else entries
+            for entry in chosen:
+                try:
+                    fresh = cat.refresh(entry, dl.list_files(entry.repo_id, token=args.token))
+                except dl.DownloadError as exc:
+                    print(f"warning: {entry.name}: {exc} (the catalog's sizes are shown)", file=sys.stderr)
+                    continue
+                entries[entries.index(entry)] = fresh
+        rows = cat.catalog_rows(machine, config.models_dir, entries)
+        if not args.download:
+            _print_catalog(rows)
+            return 0
+        entry = cat.find_entry(args.download, entries)
+        quant = args.quant or _best_quant(rows, entry)
+        progress = _TerminalProgress()
+        try:
+            result = cat.download_entry(
+                entry, quant, models_dir=config.models_dir, token=args.token, progress=progress
+            )
+        except KeyboardInterrupt:
+            print("\nInterrupted: run the same command again to resume.", file=sys.stderr)
+            return 130
+        finally:
+            progress.end()
+        print(result.message)
+        file = entry.file(quant)
+        if file is not None:
+            print(f"Load it as {cat.local_model_name(entry, file)} (Model tab, or --model).")
+        return 0
+    except dl.DownloadError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _best_quant(rows: list[CatalogRow], entry: CatalogEntry) -> str:
+    """The largest quantization of ``entry`` that fits (else the smallest)."""
+    own = [row for row in rows if row.entry.repo_id == entry.repo_id]
+    fitting = [row for row in own if row.verdict == "fits"]
+    pick = max(fitting, key=lambda r: r.file.size) if fitting else min(own, key=lambda r: r.file.size)
+    return pick.file.quant
+
+
+def _print_catalog(rows: list[CatalogRow]) -> None:
+    from webui.core.hub.refs import format_size
+
+    headers = (
+        "Model",
+        "Params",
+        "Quant",
+        "Size",
+        "Capabilities",
+        "Context",
+        "Licence",
+        "Fit here",
+        "Repository",
+    )
+    table = [
+        (
+            row.entry.name + (" (downloaded)" if row.downloaded else ""),
+            row.entry.parameters_label,
+            row.file.quant,
+            format_size(row.download_size),
+            ",".join(row.entry.labels) or "-",
+            f"{row.entry.context_length // 1024}K",
+            row.entry.licence,
+            row.verdict,
+            row.entry.repo_id,
+        )
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+    for line in (headers, *table):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    print("Download one: webui models catalog --download MODEL [--quant Q4_K_M]")
 
 
 def _print_listing(listing: RepoListing) -> None:

@@ -75,6 +75,8 @@ def _gguf_entry(path: Path, name: str) -> ModelEntry | None:
     match = _SPLIT_GGUF.match(path.name)
     if match and int(match["part"]) != 1:
         return None
+    if "mmproj" in path.name.lower():
+        return None  # a vision projector (mmproj-….gguf) belongs to the model beside it; it is not one itself
     parts = _split_parts(path)
     size = sum(p.stat().st_size for p in parts if p.exists())
     return ModelEntry(name, path, "gguf", size, len(parts))
