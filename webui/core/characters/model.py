@@ -11,6 +11,7 @@ A personality file is YAML (or JSON) in ``characters/`` (bundled, never written)
     parameters: {temperature: 0.01}   # optional: GenerationParams keys, validated
     instruction_template: ChatML      # optional: instruction template for instruct / chat-instruct
     avatar: Coder.png                 # optional: an image next to the file
+    tools: [calculator, read_file]    # optional: the page tools it may use (default: all enabled ones)
 
 Character Card V2 fields (description, personality, scenario, mes_example, creator_notes, system_prompt,
 post_history_instructions, alternate_greetings, character_book, tags, creator, character_version, extensions)
@@ -55,7 +56,7 @@ _PALABRE_ONLY: tuple[str, ...] = (
     "model",
     "loader_settings",
 )
-_PALABRE_ONLY += ("example_messages", "modelfile")
+_PALABRE_ONLY += ("example_messages", "modelfile", "tools")
 _LEGACY_KEYS = {  # old text-generation-webui / Pygmalion personality keys
     "char_name": "name",
     "char_greeting": "greeting",
@@ -117,6 +118,9 @@ class Character(BaseModel):
     loader_settings: dict[str, Any] = Field(default_factory=dict)
     example_messages: list[ExampleMessage] = Field(default_factory=list)
     modelfile: ModelfileExtras = Field(default_factory=ModelfileExtras)
+    # The tools (page tool names) this personality may use; None: every tool enabled in the Tools panel.
+    # Names only narrow what the user enabled: a personality can never add a tool or an MCP server.
+    tools: list[str] | None = None
     # Character Card V2 fields (first_mes is ``greeting``)
     description: str = ""
     personality: str = ""

@@ -1,0 +1,232 @@
+"""The tool loop: the model calls tools, they run (after the user approves those that are not read-only),
+their results go back to the model, and it is asked again, until it answers or a round limit is reached.
+
+Plain Python (no page): ``ToolLoop.run`` is a generator of updates the page shows as they come. Before a
+tool that is not read-only runs, the loop yields an ``approval`` update and then asks its ``approve``
+callback, which blocks until the user answers (``ApprovalGate`` is that callback for the page). Nothing runs
+without an answer; a rejection reaches the model as the tool's result ("The user rejected this call.").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from webui.core.agent.base import REJECTED, Tool, run_tool
+from webui.core.params import GenerationParams
+from webui.core.prompts import ChatMessage, ToolCall
+from webui.core.service import ChatSettings, ReplyStream, Service
+from webui.core.tools.request import ToolRequest
+
+MAX_ROUNDS = 8
+Decision = Literal["approve", "always", "reject"]
+StepStatus = Literal["pending", "awaiting", "running", "done", "error", "rejected", "unknown"]
+UpdateKind = Literal["text", "step", "approval", "round"]
+
+
+@dataclass
+class ToolStep:
+    """One call the model made and what became of it (``seconds``: how long the tool ran)."""
+
+    id: str
+    name: str
+    arguments: str
+    read_only: bool = True
+    status: StepStatus = "pending"
+    result: str = ""
+    seconds: float | None = None
+
+
+@dataclass
+class ToolRound:
+    """One generation of the loop: what the model wrote and thought before its calls, and the calls."""
+
+    text: str = ""
+    reasoning: str = ""
+    steps: list[ToolStep] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoopUpdate:
+    """What changed: ``text`` (the answer or reasoning grew), ``step`` (a call's state), ``approval`` (the
+    loop waits for the user's answer on ``step``), ``round`` (a new generation begins)."""
+
+    kind: UpdateKind
+    step: ToolStep | None = None
+
+
+class ApprovalGate:
+    """The user's answers for one chat session: ``ask`` blocks the loop until ``answer`` (or ``cancel``).
+
+    "Always" approves the tool for the rest of the session."""
+
+    def __init__(self) -> None:
+        self.always: set[str] = set()
+        self._lock = threading.Lock()
+        self._answered = threading.Event()
+        self._decision: Decision = "reject"
+        self.waiting: ToolStep | None = None
+
+    def __deepcopy__(self, memo: dict[int, object]) -> ApprovalGate:
+        return ApprovalGate()  # a page session's gr.State gets its own
+
+    def ask(self, step: ToolStep) -> Decision:
+        if step.name in self.always:
+            return "approve"
+        with self._lock:
+            self.waiting = step
+            self._answered.clear()
+        self._answered.wait()
+        with self._lock:
+            self.waiting = None
+            decision = self._decision
+        if decision == "always":
+            self.always.add(step.name)
+        return decision
+
+    def answer(self, decision: Decision) -> bool:
+        """Answer the waiting question; False when nothing waits."""
+        with self._lock:
+            if self.waiting is None:
+                return False
+            self._decision = decision
+            self._answered.set()
+            return True
+
+    def cancel(self) -> None:
+        """Stop waiting: the waiting call is rejected."""
+        self.answer("reject")
+
+
+def assistant_message(round_: ToolRound) -> ChatMessage:
+    calls = tuple(ToolCall(s.id, s.name, s.arguments) for s in round_.steps)
+    return ChatMessage("assistant", round_.text, reasoning=round_.reasoning, tool_calls=calls)
+
+
+def result_messages(round_: ToolRound) -> list[ChatMessage]:
+    return [ChatMessage("tool", s.result, tool_call_id=s.id, name=s.name) for s in round_.steps]
+
+
+def round_messages(rounds: Sequence[ToolRound]) -> list[ChatMessage]:
+    """Earlier rounds as the history the model is shown: each call message, then its results."""
+    out: list[ChatMessage] = []
+    for round_ in rounds:
+        out.append(assistant_message(round_))
+        out.extend(result_messages(round_))
+    return out
+
+
+class ToolLoop:
+    """Run one reply with ``tools``: iterate ``run`` for updates; ``rounds`` (with calls) and ``answer`` hold
+    the reply as it is, ``reasoning`` the answer's reasoning."""
+
+    def __init__(
+        self,
+        service: Service,
+        tools: Sequence[Tool],
+        approve: Callable[[ToolStep], Decision],
+        *,
+        max_rounds: int = MAX_ROUNDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self.tools: Mapping[str, Tool] = {tool.spec.name: tool for tool in tools}
+        self.approve = approve
+        self.max_rounds = max_rounds
+        self.clock = clock
+        self.rounds: list[ToolRound] = []
+        self.answer = ""
+        self.reasoning = ""
+        self.stream: ReplyStream | None = None
+        self.cancelled = False
+        self.warnings: list[str] = []
+
+    def request(self, choice: str = "auto") -> ToolRequest | None:
+        return (
+            ToolRequest.build([t.spec.definition() for t in self.tools.values()], choice)
+            if self.tools
+            else None
+        )
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.stream is not None:
+            self.stream.cancel()
+
+    def run(
+        self,
+        history: Sequence[ChatMessage],
+        settings: ChatSettings,
+        params: GenerationParams,
+        *,
+        continue_last: bool = False,
+    ) -> Iterator[LoopUpdate]:
+        messages = list(history)
+        for number in range(self.max_rounds + 1):
+            last = number == self.max_rounds
+            if number:
+                yield LoopUpdate("round")
+            tools = self.request("none" if last else "auto")
+            current = ToolRound()
+            self.answer, self.reasoning = "", ""
+            calls: dict[int, ToolStep] = {}
+            stream = self.stream = self.service.stream_chat_reply(
+                messages,  # past the round limit the tools are not offered (choice none): the model answers
+                settings,
+                params,
+                continue_last=continue_last and number == 0,
+                tools=tools,
+            )
+            for chunk in stream:
+                self.answer += chunk.text
+                self.reasoning += chunk.reasoning
+                for delta in chunk.tool_calls:
+                    step = calls.setdefault(delta.index, ToolStep("", "", ""))
+                    step.id += delta.id
+                    step.name += delta.name
+                    step.arguments += delta.arguments
+                if chunk.text or chunk.reasoning:
+                    yield LoopUpdate("text")
+            self.warnings.extend(stream.warnings)
+            if not calls or self.cancelled:
+                return  # the answer (or what was written before Stop)
+            current.text, current.reasoning = self.answer, self.reasoning
+            current.steps = [calls[i] for i in sorted(calls)]
+            self.rounds.append(current)
+            self.answer, self.reasoning = "", ""
+            yield LoopUpdate("step")
+            for step in current.steps:
+                yield from self._run_step(step)
+            if self.cancelled:
+                return
+            messages += [assistant_message(current), *result_messages(current)]
+
+    def _run_step(self, step: ToolStep) -> Iterator[LoopUpdate]:
+        tool = self.tools.get(step.name)
+        if tool is None:
+            step.status, step.result = "unknown", f"Error: there is no tool named {step.name!r}."
+            yield LoopUpdate("step", step)
+            return
+        step.read_only = tool.spec.read_only
+        if self.cancelled:
+            step.status, step.result = "rejected", "The user stopped the reply before this call ran."
+            yield LoopUpdate("step", step)
+            return
+        if not step.read_only:
+            step.status = "awaiting"
+            yield LoopUpdate("approval", step)
+            decision = self.approve(replace(step))
+            if decision == "reject" or self.cancelled:
+                step.status, step.result = "rejected", REJECTED
+                yield LoopUpdate("step", step)
+                return
+        step.status = "running"
+        yield LoopUpdate("step", step)
+        started = self.clock()
+        step.result, failed = run_tool(tool, step.arguments)
+        step.seconds = self.clock() - started
+        step.status = "error" if failed else "done"
+        yield LoopUpdate("step", step)

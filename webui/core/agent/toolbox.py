@@ -1,0 +1,163 @@
+"""The page's tools: the built-in ones and the MCP servers' tools, with the user's choices about them.
+
+The choices live in ``user_data/tools.yaml`` (written by the Tools panel): which tools are switched off (the
+fetch tool is off until the user turns it on), the folders the file tool may read, and whether API clients
+may use the page's tools (off by default).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from webui.core.agent.base import Tool, ToolSpec
+from webui.core.agent.calculator import Calculator
+from webui.core.agent.clock import CurrentTime
+from webui.core.agent.files import ReadFile
+from webui.core.agent.mcp_client import McpHub, McpToolAdapter
+from webui.core.agent.mcp_config import McpConfig, read_mcp_config
+from webui.core.agent.web import FetchPage
+from webui.core.paths import atomic_write_text
+
+TOOLS_FILE = "tools.yaml"
+BUILTIN_NAMES = ("calculator", "current_datetime", "read_file", "fetch_page")
+_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class ToolSettings(BaseModel):
+    """What the user chose in the Tools panel."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    disabled: list[str] = Field(
+        default_factory=lambda: ["fetch_page"], description="Tools switched off (fetch_page is off at first)."
+    )
+    allowed_folders: list[str] = Field(default_factory=list, description="Folders read_file may read.")
+    expose_to_api: bool = Field(
+        False, description="Whether API clients may use the page's enabled tools (available_tools_for_api)."
+    )
+
+
+def read_tool_settings(user_data_dir: Path) -> ToolSettings:
+    path = user_data_dir / TOOLS_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return ToolSettings.model_validate(data or {})
+    except FileNotFoundError:
+        return ToolSettings()
+    except (OSError, yaml.YAMLError, ValidationError, UnicodeDecodeError):
+        return ToolSettings()  # an unreadable file gives the safe defaults (fetch off, no folder, no API)
+
+
+def write_tool_settings(user_data_dir: Path, settings: ToolSettings) -> None:
+    text = "# Palabre's Tools panel choices (written by the page).\n" + yaml.safe_dump(
+        settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True
+    )
+    atomic_write_text(user_data_dir / TOOLS_FILE, text)
+
+
+def _exposed_name(server: str, tool: str, taken: set[str]) -> str:
+    name = _NAME.sub("_", tool)[:64] or "tool"
+    if name in taken:
+        name = _NAME.sub("_", f"{server}_{tool}")[:64]
+    while name in taken:
+        name += "_"
+    return name
+
+
+class Toolbox:
+    """Every tool the page knows (built-in first, then each MCP server's), and the user's choices.
+
+    MCP servers come from ``user_data/mcp.json`` only, and start on ``start_servers`` (the page calls it once).
+    """
+
+    def __init__(self, user_data_dir: Path, mcp: McpConfig | None = None) -> None:
+        self.user_data_dir = user_data_dir
+        self.settings = read_tool_settings(user_data_dir)
+        self.mcp_config = mcp if mcp is not None else read_mcp_config(user_data_dir)
+        self.hub = McpHub(self.mcp_config.servers)
+        self._lock = threading.Lock()
+        self._mcp_tools: list[Tool] = []
+
+    # -- the tools -------------------------------------------------------------------------------------
+
+    def start_servers(self) -> None:
+        """Start the MCP servers of mcp.json and list their tools (failures show as each server's status)."""
+        with self._lock:
+            self.hub.start()
+            taken = set(BUILTIN_NAMES)
+            tools: list[Tool] = []
+            for server in self.hub.servers.values():
+                for tool in server.tools:
+                    name = _exposed_name(server.config.name, tool.name, taken)
+                    taken.add(name)
+                    tools.append(McpToolAdapter(server, tool, name))
+            self._mcp_tools = tools
+
+    def builtin(self) -> list[Tool]:
+        return [Calculator(), CurrentTime(), ReadFile(self.settings.allowed_folders), FetchPage()]
+
+    def all_tools(self) -> list[Tool]:
+        return [*self.builtin(), *self._mcp_tools]
+
+    def specs(self) -> list[ToolSpec]:
+        return [tool.spec for tool in self.all_tools()]
+
+    def server_status(self) -> list[tuple[str, str]]:
+        """(server name, status) per configured MCP server, and the config file's warnings."""
+        rows = [(name, server.status) for name, server in self.hub.servers.items()]
+        return rows + [("mcp.json", warning) for warning in self.mcp_config.warnings]
+
+    def enabled(self, allowed: Iterable[str] | None = None) -> list[Tool]:
+        """The tools switched on, narrowed to ``allowed`` names when given (a personality's list)."""
+        keep = None if allowed is None else set(allowed)
+        off = set(self.settings.disabled)
+        return [
+            tool
+            for tool in self.all_tools()
+            if tool.spec.name not in off and (keep is None or tool.spec.name in keep)
+        ]
+
+    def close(self) -> None:
+        self.hub.close()
+
+    # -- the user's choices ----------------------------------------------------------------------------
+
+    def update(
+        self,
+        *,
+        enabled: Sequence[str] | None = None,
+        folders: Sequence[str] | None = None,
+        expose_to_api: bool | None = None,
+    ) -> ToolSettings:
+        """Save new choices (``enabled``: the names switched on, every other known tool is off)."""
+        with self._lock:
+            data: dict[str, Any] = self.settings.model_dump()
+            if enabled is not None:
+                on = set(enabled)
+                known = [tool.spec.name for tool in self.all_tools()]
+                data["disabled"] = [name for name in known if name not in on]
+            if folders is not None:
+                data["allowed_folders"] = [str(Path(f).expanduser()) for f in folders if f.strip()]
+            if expose_to_api is not None:
+                data["expose_to_api"] = bool(expose_to_api)
+            self.settings = ToolSettings.model_validate(data)
+            write_tool_settings(self.user_data_dir, self.settings)
+            return self.settings
+
+    def available_tools_for_api(self) -> list[Tool]:
+        """The tools an API request may use: the page's enabled tools when the user turned on "expose to API
+        clients" (off by default), else none. The API layer must still ask for approval of tools that are not
+        read-only (or refuse them): see webui.core.agent.loop for the page's way."""
+        return self.enabled() if self.settings.expose_to_api else []
+
+
+def available_tools_for_api(toolbox: Toolbox | None) -> list[Tool]:
+    """Module-level form for the API side: no toolbox (no page) means no tools."""
+    return [] if toolbox is None else toolbox.available_tools_for_api()
