@@ -166,3 +166,15 @@ def test_a_lone_closing_tag_in_the_answer_is_dropped_but_a_literal_pair_is_kept(
     pair = ReplyReader(ReplyFormat(THINKING["think"]), "", [])
     answer, _, _ = read_all(pair, "Write <think>x</think> to think.", size)
     assert answer == "Write <think>x</think> to think."
+
+
+def test_a_requests_variables_never_replace_the_messages_or_the_generation_prompt() -> None:
+    template = InstructionTemplate(
+        "t", "{% for m in messages %}{{ m.content }};{% endfor %}{{ add_generation_prompt }}"
+    )
+    request = PromptRequest(
+        [ChatMessage("user", "hello")],
+        template=template,
+        template_kwargs={"messages": [], "add_generation_prompt": False, "tools": "x", "custom": 1},
+    )
+    assert build_prompt(request, count_tokens=len, max_prompt_tokens=10**6).text == "hello;True"

@@ -172,6 +172,7 @@ class PromptBuilder:
             tools is not None
             and tools.offered
             and template is not None
+            and not renders_own_template(state.model)  # a server's chat endpoint renders the tools itself
             and not self.abilities(template).tools
         ):
             # The template cannot show tools (the default model's ChatML): describe them in the system message,

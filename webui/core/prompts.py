@@ -348,6 +348,9 @@ def _as_dicts(messages: Sequence[ChatMessage], *, string_arguments: bool = False
     return out
 
 
+_RESERVED_VARIABLES = frozenset({"messages", "add_generation_prompt", "tools", "bos_token", "eos_token"})
+
+
 def _calls_for_template(source: str, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     """Tool calls in the shape ``source`` can show: Mistral's ids where its template demands them, and the
     calls written into the content (in the family's syntax) for a template that never reads ``tool_calls``."""
@@ -392,7 +395,8 @@ def _render(
     Tool-call arguments go in as objects; a template that fails on them (one that parses the JSON text
     itself) gets the text instead, so each template receives the form it expects.
     """
-    variables: dict[str, Any] = {**request.template_kwargs}
+    # A request's variables never replace what the render itself sets (the messages, the generation prompt).
+    variables = {k: v for k, v in request.template_kwargs.items() if k not in _RESERVED_VARIABLES}
     if request.tools:
         variables["tools"] = [dict(tool) for tool in request.tools]
     variables.update(bos_token=request.bos_token, eos_token=request.eos_token)
