@@ -84,18 +84,20 @@ class McpServer:
             self.error = f"did not answer within {timeout:.0f} s"
             self.stop()
 
-    def _transport(self, stack: AsyncExitStack) -> Any:
+    async def _transport(self, stack: AsyncExitStack) -> Any:
         from mcp import StdioServerParameters
         from mcp.client.stdio import stdio_client
-        from mcp.client.streamable_http import streamablehttp_client
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
 
         c = self.config
         if c.url:
-            return stack.enter_async_context(streamablehttp_client(c.url, headers=dict(c.headers) or None))
+            client = await stack.enter_async_context(create_mcp_http_client(headers=dict(c.headers) or None))
+            return await stack.enter_async_context(streamable_http_client(c.url, http_client=client))
         params = StdioServerParameters(
             command=c.command, args=list(c.args), env=dict(c.env) or None, cwd=c.cwd
         )
-        return stack.enter_async_context(stdio_client(params))
+        return await stack.enter_async_context(stdio_client(params))
 
     async def _serve(self) -> None:
         from mcp import ClientSession
@@ -134,20 +136,26 @@ class McpServer:
             result = await session.call_tool(
                 call.name, call.arguments, read_timeout_seconds=timedelta(seconds=CALL_TIMEOUT_S)
             )
-            text, failed = _result_text(result)
-            call.future.set_result(f"Error: {text}" if failed else text)
         except Exception as exc:
-            call.future.set_result(f"Error: the MCP server {self.config.name!r} failed: {_describe(exc)}")
+            call.future.set_exception(
+                ToolError(f"the MCP server {self.config.name!r} failed: {_describe(exc)}")
+            )
+            return
+        text, failed = _result_text(result)
+        if failed:
+            call.future.set_exception(ToolError(text or "the tool reported an error"))
+        else:
+            call.future.set_result(text)
 
     def _fail_waiting(self) -> None:
         queue = self._queue
         while queue is not None and not queue.empty():
             call = queue.get_nowait()
             if call is not None and not call.future.done():
-                call.future.set_result(f"Error: the MCP server {self.config.name!r} is not running.")
+                call.future.set_exception(ToolError(f"the MCP server {self.config.name!r} is not running."))
 
     def call(self, name: str, arguments: Mapping[str, Any], timeout: float = CALL_TIMEOUT_S + 5) -> str:
-        """The text result of calling tool ``name`` (an error text when it fails; ToolError if not running)."""
+        """The text result of calling tool ``name``; ToolError when the tool or the server fails."""
         if self.error or self._queue is None or self._task is None or self._task.done():
             raise ToolError(
                 f"The MCP server {self.config.name!r} is not running ({self.error or 'stopped'})."
