@@ -5,7 +5,15 @@ read-only run only after the user approves them; MCP servers start only from ``u
 """
 
 from webui.core.agent.base import REJECTED, RESULT_LIMIT, Tool, ToolError, ToolSpec, cap_text, run_tool
-from webui.core.agent.loop import ApprovalGate, Decision, LoopUpdate, ToolLoop, ToolRound, ToolStep
+from webui.core.agent.loop import (
+    ApprovalGate,
+    Decision,
+    LoopUpdate,
+    ToolLoop,
+    ToolRound,
+    ToolSession,
+    ToolStep,
+)
 from webui.core.agent.toolbox import Toolbox, ToolSettings, available_tools_for_api
 
 __all__ = [
@@ -18,6 +26,7 @@ __all__ = [
     "ToolError",
     "ToolLoop",
     "ToolRound",
+    "ToolSession",
     "ToolSettings",
     "ToolSpec",
     "ToolStep",

@@ -230,3 +230,17 @@ class ToolLoop:
         step.seconds = self.clock() - started
         step.status = "error" if failed else "done"
         yield LoopUpdate("step", step)
+
+
+@dataclass(frozen=True)
+class ToolSession:
+    """What a chat reply may use: the tools, who approves calls that are not read-only, how to stop waiting
+    for that answer, and the round limit."""
+
+    tools: Sequence[Tool]
+    approve: Callable[[ToolStep], Decision]
+    on_cancel: Callable[[], None] | None = None
+    max_rounds: int = MAX_ROUNDS
+
+    def loop(self, service: Service) -> ToolLoop:
+        return ToolLoop(service, self.tools, self.approve, max_rounds=self.max_rounds)

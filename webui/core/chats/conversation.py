@@ -14,7 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from webui.core.agent.loop import ToolSession
 from webui.core.characters.store import DEFAULT_USER_NAME, Character, CharacterError
+from webui.core.chats.agent_reply import AgentReply, expand
+from webui.core.chats.records import ToolRoundRecord
 from webui.core.chats.store import ChatStore, Conversation, StoredMessage
 from webui.core.engine import EngineError
 from webui.core.loader import Chunk, GenerationStats
@@ -26,11 +29,9 @@ SAVE_INTERVAL_S = 0.5
 
 
 def history_of(conversation: Conversation) -> list[ChatMessage]:
-    """The shown version of every message (its reasoning apart), as the prompt builder takes them."""
-    return [
-        ChatMessage(m.role, m.content, reasoning=m.reasoning)  # type: ignore[arg-type]
-        for m in conversation.messages
-    ]
+    """The shown version of every message (its reasoning apart, a reply's tool calls and their results
+    before it), as the prompt builder takes them."""
+    return [message for stored in conversation.messages for message in expand(stored)]
 
 
 def chat_settings_for(
@@ -238,13 +239,36 @@ class Conversations:
         params: GenerationParams,
         *,
         start_with: str = "",
-    ) -> SavedReply:
-        """Save the user's message and stream the reply (forced to begin with ``start_with`` if given)."""
+        tools: ToolSession | None = None,
+    ) -> SavedReply | AgentReply:
+        """Save the user's message and stream the reply (forced to begin with ``start_with`` if given); with
+        ``tools``, the reply runs the tool loop (AgentReply)."""
         if not text.strip():
             raise EngineError("The message is empty.")
         history = [*self._history(self.store.get(conversation_id)), ChatMessage("user", text)]
         if start_with:
             history.append(ChatMessage("assistant", start_with))
+        if tools is not None and tools.tools:
+            agent = self._agent_reply(tools, history, settings, params, start_with, lambda *a: new(*a))
+            self.store.append(conversation_id, "user", text)
+            agent_model = self._model_name()
+
+            def new(
+                text: str, reasoning: str, seconds: float | None, rounds: tuple[ToolRoundRecord, ...]
+            ) -> StoredMessage:
+                if agent.message is not None:
+                    return self._save_agent(agent.message.id, text, reasoning, seconds, rounds)
+                return self.store.append(
+                    conversation_id,
+                    "assistant",
+                    text,
+                    model=agent_model,
+                    reasoning=reasoning,
+                    reasoning_seconds=seconds,
+                    tool_rounds=rounds,
+                )
+
+            return agent
         stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
         self.store.append(conversation_id, "user", text)
         model = self._model_name()
@@ -260,6 +284,35 @@ class Conversations:
             )
 
         return SavedReply(stream, create, self._update, prefix=start_with)
+
+    def _agent_reply(
+        self,
+        tools: ToolSession,
+        history: list[ChatMessage],
+        settings: ChatSettings,
+        params: GenerationParams,
+        start_with: str,
+        save: Callable[[str, str, float | None, tuple[ToolRoundRecord, ...]], StoredMessage],
+    ) -> AgentReply:
+        loop = tools.loop(self.service)
+        return AgentReply(loop, history, settings, params, save, prefix=start_with, on_cancel=tools.on_cancel)
+
+    def _save_agent(
+        self,
+        message_id: int,
+        text: str,
+        reasoning: str,
+        seconds: float | None,
+        rounds: tuple[ToolRoundRecord, ...],
+    ) -> StoredMessage:
+        return self.store.set_content(
+            message_id, text, reasoning=reasoning, reasoning_seconds=seconds, tool_rounds=rounds
+        )
+
+    def _history_before(self, conversation: Conversation) -> list[ChatMessage]:
+        """The history without the last message (and without that reply's tool rounds)."""
+        persona_and_all = self._history(conversation)
+        return persona_and_all[: len(persona_and_all) - len(expand(conversation.messages[-1]))]
 
     def _update(self, message_id: int, parts: ReplyParts) -> StoredMessage:
         """Save what a streaming reply has written so far: its answer, reasoning and thinking time."""
@@ -279,14 +332,34 @@ class Conversations:
         params: GenerationParams,
         *,
         start_with: str = "",
-    ) -> SavedReply:
+        tools: ToolSession | None = None,
+    ) -> SavedReply | AgentReply:
         """Write a new version of the last reply (forced to begin with ``start_with`` if given, as in send);
         the earlier versions stay (switch between them)."""
         conversation = self.store.get(conversation_id)
         last = self._last_reply(conversation)
-        history = self._history(conversation)[:-1]
+        history = self._history_before(conversation)
         if start_with:
             history.append(ChatMessage("assistant", start_with))
+        if tools is not None and tools.tools:
+            agent = self._agent_reply(tools, history, settings, params, start_with, lambda *a: new(*a))
+            agent_model = self._model_name()
+
+            def new(
+                text: str, reasoning: str, seconds: float | None, rounds: tuple[ToolRoundRecord, ...]
+            ) -> StoredMessage:
+                if agent.message is not None:
+                    return self._save_agent(agent.message.id, text, reasoning, seconds, rounds)
+                return self.store.add_alternative(
+                    last.id,
+                    text,
+                    model=agent_model,
+                    reasoning=reasoning,
+                    reasoning_seconds=seconds,
+                    tool_rounds=rounds,
+                )
+
+            return agent
         stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
         model = self._model_name()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from webui.core.chats.records import (
     ChatStoreError,
     MessageRecord,
     check_choice,
+    tool_rounds_from,
+    tool_rounds_json,
 )
 
 
@@ -34,6 +37,8 @@ def export_alternative(alternative: AlternativeRecord) -> dict[str, Any]:
     if alternative.reasoning:
         item["reasoning"] = alternative.reasoning
         item["reasoning_seconds"] = alternative.reasoning_seconds
+    if alternative.tool_rounds:
+        item["tool_rounds"] = json.loads(tool_rounds_json(alternative.tool_rounds))
     return item
 
 
@@ -90,6 +95,7 @@ def palabre_messages(raw: object) -> list[MessageRecord]:
                     number_or_none(alternative.get("created_at")) or now,
                     reasoning,
                     seconds,
+                    tool_rounds_from(alternative.get("tool_rounds")),
                 )
             )
         active = item.get("active", 0)

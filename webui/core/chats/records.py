@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 MODES = ("instruct", "chat", "chat-instruct")  # the same as webui.core.prompts.MODES (a test checks)
 ROLES = ("system", "user", "assistant")
@@ -15,6 +17,98 @@ TGW_GREETING_MARK = "<|BEGIN-VISIBLE-CHAT|>"  # text-generation-webui's user tex
 
 class ChatStoreError(ValueError):
     """Unknown conversation or message, invalid argument or import; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One tool call of a reply and what became of it (status: done, error, rejected, unknown, ...)."""
+
+    id: str
+    name: str
+    arguments: str
+    result: str = ""
+    status: str = "done"
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ToolRoundRecord:
+    """A step of a reply that used tools: what the model wrote and thought, then the calls it made."""
+
+    text: str
+    reasoning: str
+    calls: tuple[ToolCallRecord, ...]
+
+
+def tool_rounds_json(rounds: tuple[ToolRoundRecord, ...]) -> str:
+    """The rounds as stored (empty text for a reply without tool calls)."""
+    if not rounds:
+        return ""
+    return json.dumps(
+        [
+            {
+                "text": r.text,
+                "reasoning": r.reasoning,
+                "calls": [
+                    {
+                        "id": c.id,
+                        "name": c.name,
+                        "arguments": c.arguments,
+                        "result": c.result,
+                        "status": c.status,
+                        "seconds": c.seconds,
+                    }
+                    for c in r.calls
+                ],
+            }
+            for r in rounds
+        ],
+        ensure_ascii=False,
+    )
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ChatStoreError("A tool step holds a value that is not text.")
+    return value
+
+
+def tool_rounds_from(data: Any) -> tuple[ToolRoundRecord, ...]:
+    """Rounds from stored JSON text or an import's list; ChatStoreError when malformed."""
+    if data in ("", None):
+        return ()
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise ChatStoreError("The stored tool steps are not valid JSON.") from exc
+    if not isinstance(data, list):
+        raise ChatStoreError("Tool steps must be a list.")
+    rounds = []
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("calls", []), list):
+            raise ChatStoreError("A tool step must be an object with a list of calls.")
+        calls = []
+        for call in item.get("calls", []):
+            if not isinstance(call, dict):
+                raise ChatStoreError("A tool call must be an object.")
+            seconds = call.get("seconds")
+            calls.append(
+                ToolCallRecord(
+                    _text(call.get("id", "")),
+                    _text(call.get("name", "")),
+                    _text(call.get("arguments", "{}")),
+                    _text(call.get("result", "")),
+                    _text(call.get("status", "done")),
+                    float(seconds)
+                    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+                    else None,
+                )
+            )
+        rounds.append(
+            ToolRoundRecord(_text(item.get("text", "")), _text(item.get("reasoning", "")), tuple(calls))
+        )
+    return tuple(rounds)
 
 
 @dataclass(frozen=True)
@@ -31,6 +125,8 @@ class StoredMessage:
     # and how long it thought (None: not measured).
     reasoning: str = ""
     reasoning_seconds: float | None = None
+    # The tool calls the reply made before its answer (rounds of calls and their results), in order.
+    tool_rounds: tuple[ToolRoundRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +156,7 @@ class AlternativeRecord:
     created_at: float
     reasoning: str = ""
     reasoning_seconds: float | None = None
+    tool_rounds: tuple[ToolRoundRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +184,7 @@ class MessageRecord:
             self.created_at,
             shown.reasoning,
             shown.reasoning_seconds,
+            shown.tool_rounds,
         )
 
 

@@ -50,8 +50,11 @@ from webui.core.chats.records import (
     ConversationSummary,
     MessageRecord,
     StoredMessage,
+    ToolRoundRecord,
     check_choice,
     title_from,
+    tool_rounds_from,
+    tool_rounds_json,
 )
 
 __all__ = [
@@ -112,10 +115,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # NULL: not measured (no reasoning, or reasoning imported without its duration)
         "ALTER TABLE alternatives ADD COLUMN reasoning_seconds REAL",
     ),
+    (  # 3: the tool calls a reply made before its answer, with their results (JSON; '' for none)
+        "ALTER TABLE alternatives ADD COLUMN tool_rounds TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 
-_ALTERNATIVE_COLUMNS = "(message_id, alt_index, content, model, created_at, reasoning, reasoning_seconds)"
+_ALTERNATIVE_COLUMNS = (
+    "(message_id, alt_index, content, model, created_at, reasoning, reasoning_seconds, tool_rounds)"
+)
 
 _SUMMARY_SQL = """SELECT c.id, c.title, c.character, c.mode, c.created_at, c.updated_at,
     (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), c.parent_id, c.branched_from_message
@@ -232,13 +240,16 @@ class ChatStore:
     def _messages(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[MessageRecord]:
         rows = conn.execute(
             f"""SELECT m.id, m.position, m.role, m.active, m.created_at, a.content, a.model, a.created_at,
-            a.reasoning, a.reasoning_seconds FROM messages m JOIN alternatives a ON a.message_id = m.id
+            a.reasoning, a.reasoning_seconds, a.tool_rounds FROM messages m JOIN alternatives a ON a.message_id = m.id
             WHERE {where} ORDER BY m.position, a.alt_index""",
             args,
         ).fetchall()
         messages = []
         for (message_id, position, role, active, created_at), group in groupby(rows, lambda r: r[:5]):
-            alternatives = tuple(AlternativeRecord(*row[5:]) for row in group)
+            alternatives = tuple(
+                AlternativeRecord(row[5], row[6], row[7], row[8], row[9], tool_rounds_from(row[10]))
+                for row in group
+            )
             active = min(active, len(alternatives) - 1)
             messages.append(MessageRecord(role, alternatives, active, created_at, message_id, position))
         return messages
@@ -300,9 +311,18 @@ class ChatStore:
         message_id = cursor.lastrowid
         assert message_id is not None
         conn.executemany(
-            f"INSERT INTO alternatives {_ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO alternatives {_ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (message_id, i, a.content, a.model, a.created_at, a.reasoning, a.reasoning_seconds)
+                (
+                    message_id,
+                    i,
+                    a.content,
+                    a.model,
+                    a.created_at,
+                    a.reasoning,
+                    a.reasoning_seconds,
+                    tool_rounds_json(a.tool_rounds),
+                )
                 for i, a in enumerate(message.alternatives)
             ],
         )
@@ -424,14 +444,16 @@ class ChatStore:
         model: str | None = None,
         reasoning: str = "",
         reasoning_seconds: float | None = None,
+        tool_rounds: tuple[ToolRoundRecord, ...] = (),
     ) -> StoredMessage:
-        """Add a message at the end of the conversation (a reply with the reasoning before its answer)."""
+        """Add a message at the end of the conversation (a reply with the reasoning before its answer, and
+        the tool calls it made before that)."""
         role, content = check_choice(role, ROLES, "message role"), _check_text(content, "message")
         reasoning, seconds = _check_text(reasoning, "reasoning"), _check_seconds(reasoning_seconds)
         now = time.time()
         with self._transaction() as conn:
             self._summary(conn, conversation_id)
-            alternative = AlternativeRecord(content, model, now, reasoning, seconds)
+            alternative = AlternativeRecord(content, model, now, reasoning, seconds, tool_rounds)
             message = MessageRecord(role, (alternative,), 0, now)
             message_id = self._insert_message(conn, conversation_id, message)
             self._touch(conn, conversation_id)
@@ -445,6 +467,7 @@ class ChatStore:
         model: str | None = None,
         reasoning: str = "",
         reasoning_seconds: float | None = None,
+        tool_rounds: tuple[ToolRoundRecord, ...] = (),
     ) -> StoredMessage:
         """Keep a new version of the message (a regenerated reply, with its own reasoning) and show it."""
         content = _check_text(content, "message")
@@ -455,8 +478,17 @@ class ChatStore:
                 "SELECT max(alt_index) + 1 FROM alternatives WHERE message_id = ?", (message_id,)
             ).fetchone()[0]
             conn.execute(
-                f"INSERT INTO alternatives {_ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (message_id, index, content, model, time.time(), reasoning, seconds),
+                f"INSERT INTO alternatives {_ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message_id,
+                    index,
+                    content,
+                    model,
+                    time.time(),
+                    reasoning,
+                    seconds,
+                    tool_rounds_json(tool_rounds),
+                ),
             )
             conn.execute("UPDATE messages SET active = ? WHERE id = ?", (index, message_id))
             self._touch(conn, conversation_id)
@@ -469,6 +501,7 @@ class ChatStore:
         *,
         reasoning: str | None = None,
         reasoning_seconds: float | None = None,
+        tool_rounds: tuple[ToolRoundRecord, ...] | None = None,
     ) -> StoredMessage:
         """Replace the text of the shown alternative (an edit, or a streamed reply saved so far).
 
@@ -488,6 +521,11 @@ class ChatStore:
                     """UPDATE alternatives SET content = ?, reasoning = ?, reasoning_seconds = ?
                     WHERE message_id = ? AND alt_index = ?""",
                     (content, _check_text(reasoning, "reasoning"), seconds, message_id, active),
+                )
+            if tool_rounds is not None:
+                conn.execute(
+                    "UPDATE alternatives SET tool_rounds = ? WHERE message_id = ? AND alt_index = ?",
+                    (tool_rounds_json(tool_rounds), message_id, active),
                 )
             self._touch(conn, conversation_id)
             return self._message(conn, message_id)
