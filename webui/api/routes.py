@@ -26,6 +26,9 @@ def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
     install_internal_routes(app, serving)  # /v1/internal/*
     install_openai_routes(app, serving)  # /v1/models, /v1/completions, /v1/chat/completions
     install_ollama_routes(app, serving)  # /api/*
+    from webui.api.anthropic_routes import install_anthropic_routes
+
+    install_anthropic_routes(app, serving)  # /v1/messages, /v1/messages/count_tokens
     from webui.api.responses_routes import install_responses_routes
 
     install_responses_routes(app, serving)  # /v1/responses
