@@ -104,6 +104,70 @@ def choice_options(listing: dl.RepoListing) -> list[tuple[str, str]]:
     return options
 
 
+DownloadWork = Callable[[dl.ProgressCallback, CancelToken], dl.DownloadResult]
+
+
+def stream_download(
+    work: DownloadWork,
+    session: DownloadSession,
+    starting: str,
+    on_downloaded: Callable[[dl.DownloadResult], None] | None = None,
+) -> Iterator[tuple[Any, str]]:
+    """Run ``work`` (a download) in a thread, yielding (progress bar, status) until it ends; Cancel stops it
+    through ``session``. Shared by the repository download and the catalog's."""
+    if session.cancel is not None:
+        yield gr.skip(), "⚠️ A download is already running; cancel it first."
+        return
+    cancel = CancelToken()
+    session.cancel = cancel
+    progress = _Progress()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work(progress.update, cancel)
+        except dl.DownloadError as exc:
+            outcome["error"] = exc
+        except Exception as exc:  # shown, not swallowed: the thread would otherwise die silently
+            outcome["error"] = dl.DownloadError(f"The download failed: {type(exc).__name__}: {exc}")
+
+    worker = threading.Thread(target=run, name="palabre-download", daemon=True)
+    worker.start()
+    try:
+        yield progress_html(0, 0, note="starting…"), starting
+        last = None
+        announced = False
+        while worker.is_alive():
+            worker.join(POLL_S)
+            if cancel.cancelled and not announced:
+                # Said here, in the download's own stream: a reply from the Cancel click could arrive
+                # after this stream's last message and overwrite it.
+                announced = True
+                yield (
+                    gr.skip(),
+                    "Cancelling… (the part already fetched is kept: Download again resumes it)",
+                )
+            snapshot = (progress.done, progress.total, progress.file)
+            if snapshot != last and progress.total:
+                last = snapshot
+                bar = progress_html(progress.done, progress.total, progress.file, progress.speed())
+                yield bar, f"Downloading {progress.file}…"
+    finally:
+        cancel.cancel()  # no-op once finished; stops the download if the page went away
+        worker.join()
+        session.cancel = None
+    error = outcome.get("error")
+    if error is not None:
+        bar = progress_html(progress.done, progress.total, progress.file, note="stopped")
+        yield bar, f"⚠️ {error}"
+        return
+    result: dl.DownloadResult = outcome["result"]
+    if on_downloaded is not None:
+        on_downloaded(result)
+    total = sum(p.stat().st_size for p in result.files if p.exists())
+    yield progress_html(total, total, note="done"), f"✅ {result.message}"
+
+
 class DownloadPanel:
     """Draws the download panel and holds its handlers."""
 
@@ -153,62 +217,19 @@ class DownloadPanel:
         if listing is not None and listing.kind == "gguf" and not chosen:
             yield "", "⚠️ Tick the file(s) to download first."
             return
-        cancel = CancelToken()
-        session.cancel = cancel
-        progress = _Progress()
-        outcome: dict[str, Any] = {}
 
-        def work() -> None:
-            try:
-                outcome["result"] = dl.download(
-                    ref,
-                    chosen or None,
-                    models_dir=self.models_dir,
-                    token=token or None,
-                    progress=progress.update,
-                    cancel=cancel,
-                    listing=listing,
-                )
-            except dl.DownloadError as exc:
-                outcome["error"] = exc
-            except Exception as exc:  # shown, not swallowed: the thread would otherwise die silently
-                outcome["error"] = dl.DownloadError(f"The download failed: {type(exc).__name__}: {exc}")
+        def work(progress: dl.ProgressCallback, cancel: CancelToken) -> dl.DownloadResult:
+            return dl.download(
+                ref,
+                chosen or None,
+                models_dir=self.models_dir,
+                token=token or None,
+                progress=progress,
+                cancel=cancel,
+                listing=listing,
+            )
 
-        worker = threading.Thread(target=work, name="palabre-download", daemon=True)
-        worker.start()
-        try:
-            yield progress_html(0, 0, note="starting…"), f"Downloading from {ref.label}…"
-            last = None
-            announced = False
-            while worker.is_alive():
-                worker.join(POLL_S)
-                if cancel.cancelled and not announced:
-                    # Said here, in the download's own stream: a reply from the Cancel click could arrive
-                    # after this stream's last message and overwrite it.
-                    announced = True
-                    yield (
-                        gr.skip(),
-                        "Cancelling… (the part already fetched is kept: Download again resumes it)",
-                    )
-                snapshot = (progress.done, progress.total, progress.file)
-                if snapshot != last and progress.total:
-                    last = snapshot
-                    bar = progress_html(progress.done, progress.total, progress.file, progress.speed())
-                    yield bar, f"Downloading {progress.file}…"
-        finally:
-            cancel.cancel()  # no-op once finished; stops the download if the page went away
-            worker.join()
-            session.cancel = None
-        error = outcome.get("error")
-        if error is not None:
-            bar = progress_html(progress.done, progress.total, progress.file, note="stopped")
-            yield bar, f"⚠️ {error}"
-            return
-        result: dl.DownloadResult = outcome["result"]
-        if self.on_downloaded is not None:
-            self.on_downloaded(result)
-        total = sum(p.stat().st_size for p in result.files if p.exists())
-        yield progress_html(total, total, note="done"), f"✅ {result.message}"
+        yield from stream_download(work, session, f"Downloading from {ref.label}…", self.on_downloaded)
 
     @staticmethod
     def cancel(session: DownloadSession) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -11,9 +12,11 @@ from pydantic import BaseModel
 
 from webui.core.hardware.fit import fit_line
 from webui.core.loader import LoaderError
+from webui.core.models.capabilities import entry_capabilities
 from webui.core.models.discovery import ModelFileError, infer_loader
 from webui.core.service import EngineError, Service
 from webui.core.settings import SessionSettings, SettingsFile
+from webui.ui.catalog_panel import BADGES, CatalogPanel
 from webui.ui.convert import loader_settings_from_values, setting_kind
 from webui.ui.live_status import page_status
 
@@ -114,6 +117,20 @@ class ModelTab:
         except EngineError:
             settings = None
         return fit_line(entry, loader or None, settings, self.service.machine, self.service.loaders)
+
+    def capabilities_text(self, name: str | None) -> str:
+        """What the selected model can do, from its own files (template, projector), before loading it."""
+        entry = next((e for e in self.service.models() if e.name == name), None)
+        if entry is None or entry.kind not in ("gguf", "folder"):
+            return ""
+        caps = entry_capabilities(entry)
+        if not caps.template_found and not caps.vision:
+            return "Can: unknown (no chat template in its files)."
+        shown = (
+            " · ".join(BADGES[label] for label in caps.labels) or "plain chat (no thinking, tools or vision)"
+        )
+        projector = f" (projector {caps.projector})" if caps.projector else ""
+        return f"Can: {shown}{projector}"
 
     def initial_fit_text(self, name: str | None, loader: str | None) -> str:
         """The fit line when the page is drawn (the loader's default settings)."""
@@ -288,6 +305,7 @@ class ModelTab:
             info="Chosen from the model's files; change it to load with another backend.",
             elem_id="loader-dropdown",
         )
+        self.capabilities_md = gr.Markdown(self.capabilities_text(current), elem_id="model-capabilities")
         self.fit_md = gr.Markdown(self.initial_fit_text(current, selected), elem_id="model-fit")
         self._build_panels(selected)
         with gr.Row():
@@ -300,6 +318,9 @@ class ModelTab:
                 elem_id="model-force",
             )
         self.status_md = gr.Markdown(self.status(), elem_id="model-status")
+        if Path(self.models_dir).is_absolute():  # a real folder to download into (not the placeholder)
+            catalog_event = CatalogPanel(Path(self.models_dir), self.service.machine).build()
+            catalog_event.then(self.refresh_models, outputs=[self.model], show_progress="hidden")
 
         groups = [panel.group for panel in self.panels]
         self.setting_widgets = [w for panel in self.panels for w in panel.widgets]
@@ -325,6 +346,12 @@ class ModelTab:
                 if n in ("n_ctx", "n_gpu_layers")
             ]
         gr.on(fit_triggers, self.fit_text, inputs=fit_inputs, outputs=[self.fit_md], show_progress="hidden")
+        self.model.change(
+            self.capabilities_text,
+            inputs=[self.model],
+            outputs=[self.capabilities_md],
+            show_progress="hidden",
+        )
 
         def unload_model() -> Any:
             return with_mirrors(self.unload())
