@@ -17,6 +17,7 @@ from tests.support.catalog_hub import (
     GEMMA_REPO,
     QWEN_FILE,
     QWEN_REPO,
+    VISION_REPO,
     catalog_hub,
 )
 from tests.support.fake_hub import FakeHub
@@ -166,3 +167,19 @@ def test_the_cli_prints_the_catalog_downloads_an_entry_and_lists_its_capabilitie
 
     missing = webui(user_data, "models", "catalog", "--download", "Nope 3B")
     assert missing.returncode != 0 and "No catalog model 'Nope 3B'" in missing.stderr
+
+
+def test_a_repositorys_capabilities_are_read_before_downloading(hub: FakeHub, tmp_path: Path) -> None:
+    from webui.core.hub.peek import repo_capabilities
+
+    qwen = repo_capabilities(dl.list_files(QWEN_REPO))
+    assert qwen is not None and qwen.source == QWEN_FILE
+    assert qwen.capabilities.labels == ("thinking", "tools")
+    ranges = [r for m, path, r in hub.requests if m == "GET" and path.endswith(QWEN_FILE)]
+    assert ranges and all(r and r.startswith("bytes=0-") for r in ranges)  # the header only, not the weights
+    gemma = repo_capabilities(dl.list_files(GEMMA_REPO))
+    assert gemma is not None and gemma.capabilities.labels == ("vision",)
+    assert gemma.capabilities.projector == GEMMA_PROJECTOR and gemma.capabilities.template_found
+    vision = repo_capabilities(dl.list_files(VISION_REPO))
+    assert vision is not None and vision.capabilities.labels == ("vision",)
+    assert not (tmp_path / "models").exists()  # nothing was downloaded

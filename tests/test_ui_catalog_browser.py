@@ -88,3 +88,11 @@ def test_one_click_downloads_a_catalog_model_that_then_loads_with_its_capabiliti
     assert "tools" in page.locator("#model-capabilities").inner_text()
     page.locator("#model-load").click()
     wait_for_text(page, "#model-status", f"Loaded {QWEN_MODEL} with llama.cpp")
+
+
+def test_the_download_panel_says_what_a_listed_model_can_do(page: Page) -> None:
+    page.locator("#download-repo").get_by_role("textbox").fill("Qwen/Qwen3-0.6B-GGUF")
+    page.locator("#download-list").click()
+    wait_for_text(page, "#download-capabilities", "Can:")
+    text = page.locator("#download-capabilities").inner_text()
+    assert "🧠 thinking" in text and "🛠️ tools" in text and QWEN_FILE in text

@@ -3,6 +3,7 @@ of capability detection (metadata-only files: enough for the header reader, not 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.support.fake_hub import FakeHub
@@ -12,6 +13,7 @@ QWEN_FILE = "Qwen3-0.6B-Q8_0.gguf"
 GEMMA_REPO = "ggml-org/gemma-3-4b-it-GGUF"
 GEMMA_FILE = "gemma-3-4b-it-Q4_K_M.gguf"
 GEMMA_PROJECTOR = "mmproj-model-f16.gguf"
+VISION_REPO = "palabre-test/tiny-vision-transformers"
 # Gemma 3's template, shortened: no tools, no thinking.
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<start_of_turn>"
@@ -60,7 +62,7 @@ def write_projector(target: Path, *, vision: bool = True, audio: bool = False) -
 def catalog_hub(agent_gguf: Path, scratch: Path) -> FakeHub:
     """The stand-in Hub with two catalog entries' repositories: Qwen3 0.6B (the tiny agent model: Qwen3's
     template, thinks, calls tools, loads with llama.cpp) and Gemma 3 4B (a header with Gemma's template and a
-    vision projector beside it)."""
+    vision projector beside it), plus a Transformers repository with a vision tower (not in the catalog)."""
     hub = FakeHub()
     hub.add_repo(QWEN_REPO, {"README.md": b"# Qwen3-0.6B-GGUF\n", QWEN_FILE: agent_gguf.read_bytes()})
     gemma = write_header_gguf(scratch / GEMMA_FILE, GEMMA_TEMPLATE, arch="gemma3")
@@ -71,6 +73,16 @@ def catalog_hub(agent_gguf: Path, scratch: Path) -> FakeHub:
             "README.md": b"# gemma-3-4b-it-GGUF\n",
             GEMMA_FILE: gemma.read_bytes(),
             GEMMA_PROJECTOR: projector.read_bytes(),
+        },
+    )
+    hub.add_repo(
+        VISION_REPO,
+        {
+            "config.json": json.dumps(
+                {"architectures": ["Gemma3ForConditionalGeneration"], "vision_config": {"hidden_size": 8}}
+            ).encode(),
+            "tokenizer_config.json": json.dumps({"chat_template": GEMMA_TEMPLATE}).encode(),
+            "model.safetensors": bytes(2000),
         },
     )
     return hub

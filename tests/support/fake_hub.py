@@ -234,7 +234,7 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 range_match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
                 if range_match:
                     start = int(range_match[1])
-                    end = int(range_match[2]) + 1 if range_match[2] else len(data)
+                    end = min(int(range_match[2]) + 1, len(data)) if range_match[2] else len(data)
                     if start >= len(data):
                         self._error(416, None, "Range Not Satisfiable")
                         return

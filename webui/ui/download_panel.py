@@ -20,10 +20,12 @@ import gradio as gr
 
 from webui.core.hub import cache as hub_cache
 from webui.core.hub import download as dl
+from webui.core.hub import peek
 from webui.core.loader import CancelToken
 
 POLL_S = 0.2  # how often the progress bar is redrawn while a download runs
 TABLE_HEADERS = ["File", "Size", "Quantization", "Fit"]
+CAPABILITY_BADGES = {"thinking": "🧠 thinking", "tools": "🛠️ tools", "vision": "👁️ vision"}
 
 
 class DownloadSession:
@@ -232,6 +234,26 @@ class DownloadPanel:
         yield from stream_download(work, session, f"Downloading from {ref.label}…", self.on_downloaded)
 
     @staticmethod
+    def capabilities(token: str, session: DownloadSession) -> str:
+        """What the listed model can do, read from its chat template before downloading ('' with no listing)."""
+        listing = session.listing
+        if listing is None or listing.kind == "other":
+            return ""
+        try:
+            found = peek.repo_capabilities(listing, token or None)
+        except dl.DownloadError as exc:
+            return f"Capabilities could not be read: {exc}"
+        if found is None:
+            return "Capabilities unknown: no chat template in the repository's files."
+        caps = found.capabilities
+        shown = (
+            " · ".join(CAPABILITY_BADGES[label] for label in caps.labels)
+            or "plain chat (no thinking or tools)"
+        )
+        projector = f"; vision through {caps.projector}" if caps.projector else ""
+        return f"Can: {shown} (read from {found.source}{projector})."
+
+    @staticmethod
     def cancel(session: DownloadSession) -> None:
         """Stop the running download; the download's own stream reports it (see ``download``)."""
         if session.cancel is None:
@@ -284,6 +306,7 @@ class DownloadPanel:
                     scale=2,
                 )
             list_button = gr.Button("List files", elem_id="download-list")
+            abilities = gr.Markdown("", elem_id="download-capabilities")
             table = gr.Dataframe(
                 headers=TABLE_HEADERS,
                 value=[],
@@ -306,10 +329,12 @@ class DownloadPanel:
                     refresh = gr.Button("Refresh", size="sm", elem_id="download-cache-refresh", scale=1)
                 use = gr.Button("Add to the models folder", elem_id="download-cache-use")
 
-        list_button.click(
-            self.list_files, inputs=[repo, branch, token, session], outputs=[table, chosen, status]
-        )
-        repo.submit(self.list_files, inputs=[repo, branch, token, session], outputs=[table, chosen, status])
+        for trigger in (list_button.click, repo.submit):
+            trigger(
+                self.list_files, inputs=[repo, branch, token, session], outputs=[table, chosen, status]
+            ).then(
+                lambda: "Reading what the model can do…", outputs=[abilities], show_progress="hidden"
+            ).then(self.capabilities, inputs=[token, session], outputs=[abilities], show_progress="hidden")
         event = start.click(
             self.download,
             inputs=[repo, branch, token, chosen, session],

@@ -38,6 +38,10 @@ class GGUFHeaderError(ValueError):
     """The file is not a readable GGUF model file."""
 
 
+class GGUFTruncatedError(GGUFHeaderError):
+    """The bytes end before the header does."""
+
+
 @dataclass(frozen=True)
 class SkippedArray:
     """Stands in for an array too long to keep (e.g. the tokenizer's vocabulary)."""
@@ -48,16 +52,17 @@ class SkippedArray:
 class _Cursor:
     """Reads little-endian values from a memory-mapped file; every read is bounds-checked."""
 
-    def __init__(self, data: mmap.mmap | bytes, path: Path) -> None:
+    def __init__(self, data: mmap.mmap | bytes, path: Path, *, prefix: bool = False) -> None:
         self.data = data
         self.offset = 0
         self.path = path
+        self.prefix = prefix  # only the file's first bytes: running past them is not an error in the file
 
     def take(self, size: int) -> int:
         """Advance by ``size`` bytes and return the old offset."""
         start = self.offset
         if size < 0 or start + size > len(self.data):
-            raise GGUFHeaderError(f"{self.path.name}: the file is truncated (its GGUF header ends early).")
+            raise GGUFTruncatedError(f"{self.path.name}: the file is truncated (its GGUF header ends early).")
         self.offset = start + size
         return start
 
@@ -88,6 +93,8 @@ class _Cursor:
             item_type = int(self.scalar("<I"))
             length = int(self.scalar("<Q"))
             if length > len(self.data):
+                if self.prefix:
+                    raise GGUFTruncatedError(f"{self.path.name}: the header goes on past the bytes read.")
                 raise GGUFHeaderError(
                     f"{self.path.name}: a metadata array claims {length} items, more than the file holds."
                 )
@@ -179,3 +186,14 @@ def _parse(cursor: _Cursor) -> dict[str, object]:
         key = cursor.string()
         metadata[key] = cursor.value(int(cursor.scalar("<I")))
     return metadata
+
+
+def parse_gguf_prefix(data: bytes, name: str) -> dict[str, object] | None:
+    """The metadata of a GGUF file from its first bytes (e.g. fetched with an HTTP Range request): None while
+    ``data`` ends before the key/value section does; GGUFHeaderError when it is not a GGUF file at all."""
+    if len(data) < 24:
+        return None
+    try:
+        return _parse(_Cursor(data, Path(name), prefix=True))
+    except GGUFTruncatedError:
+        return None
