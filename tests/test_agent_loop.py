@@ -60,7 +60,10 @@ class Approvals:
         self.decision = decision
         self.asked: list[ToolStep] = []
 
-    def __call__(self, step: ToolStep) -> Decision:
+    def pending(self, step: ToolStep) -> bool:
+        return True
+
+    def ask(self, step: ToolStep) -> Decision:
         self.asked.append(step)
         return self.decision
 

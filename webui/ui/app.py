@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from webui.config import AppConfig
+from webui.core.agent import Toolbox
 from webui.core.service import Service
 from webui.core.settings import SETTINGS_FILE, SettingsFile
 from webui.ui.character_tab import CharacterTab
@@ -52,7 +53,9 @@ def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
     file are."""
     settings = SettingsFile(config.user_data_dir / SETTINGS_FILE)
     params = ParametersTab(service)
-    chat = ChatTab(service, params, settings)
+    toolbox = Toolbox(config.user_data_dir)  # MCP servers come from user_data/mcp.json only
+    chat = ChatTab(service, params, settings, toolbox)
+    chat.tools.start_servers()
     text = TextTabs(service, params)
     model = ModelTab(service, models_dir=str(config.models_dir), settings=settings)
     session = SessionTab(service, settings)

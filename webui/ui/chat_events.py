@@ -13,7 +13,9 @@ from typing import Any
 
 import gradio as gr
 
+from webui.core.agent import ToolSession
 from webui.core.characters.store import Character, CharacterError
+from webui.core.chats.agent_reply import AgentReply
 from webui.core.chats.conversation import Conversations, SavedReply, chat_settings_for, params_for
 from webui.core.chats.records import ChatStoreError, Conversation
 from webui.core.chats.store import ChatStore
@@ -40,6 +42,8 @@ from webui.ui.convert import (
 from webui.ui.helpers import context_meter, next_reply_prompt
 from webui.ui.parameters_tab import ParametersTab
 from webui.ui.state import CHAT, Cancellable, SessionJobs
+from webui.ui.tool_steps import agent_ticks
+from webui.ui.tools_panel import ToolsPanel
 
 # One page update: (conversation id, history state, chatbot, message box, status markdown)
 Update = tuple[Any, Any, Any, Any, Any]
@@ -64,9 +68,10 @@ class ChatHandlers:
     """The Chat tab's handlers; ``values`` are the personality, the chat settings, then the Parameters tab's
     widgets."""
 
-    def __init__(self, service: Service, params: ParametersTab) -> None:
+    def __init__(self, service: Service, params: ParametersTab, tools: ToolsPanel | None = None) -> None:
         self.service = service
         self.params = params
+        self.tools = tools or ToolsPanel(None)
 
     # -- the store -----------------------------------------------------------------------------------------
 
@@ -158,7 +163,10 @@ class ChatHandlers:
         try:
             yield first
             try:
-                for text, _ in throttled_parts(job):
+                ticks = (
+                    agent_ticks(job) if isinstance(job, AgentReply) else (t for t, _ in throttled_parts(job))
+                )
+                for text in ticks:
                     if not jobs.owns(CHAT, job):
                         break
                     yield render(text)
@@ -183,20 +191,30 @@ class ChatHandlers:
         return False
 
     def _reply(
-        self, jobs: SessionJobs, conversation_id: int, reply: SavedReply, before: list[Message], box: Any
+        self,
+        jobs: SessionJobs,
+        conversation_id: int,
+        reply: SavedReply | AgentReply,
+        before: list[Message],
+        box: Any,
     ) -> Iterator[Update]:
         """Stream ``reply`` as the message after ``before``, then show the store.
 
         The reasoning shows in its own block above the answer, open while the model thinks and closed once the
-        answer begins."""
+        answer begins; each tool call shows as a step (waiting, running, then its result)."""
 
         def render(_: str = "") -> Update:
-            parts = reply.parts()  # the answer (with what it continues) and the reasoning so far
-            shown = before + (
-                [reply_entry(parts.text, parts.reasoning, parts.reasoning_seconds)]
-                if parts.text or parts.reasoning
-                else []
-            )
+            if isinstance(reply, AgentReply):
+                rounds = reply.rounds()
+                entry = reply_entry(reply.text, reply.reasoning, reply.reasoning_seconds, rounds)
+                shown = before + ([entry] if reply.text or reply.reasoning or rounds else [])
+            else:
+                parts = reply.parts()  # the answer (with what it continues) and the reasoning so far
+                shown = before + (
+                    [reply_entry(parts.text, parts.reasoning, parts.reasoning_seconds)]
+                    if parts.text or parts.reasoning
+                    else []
+                )
             return conversation_id, shown, chatbot_view(shown, thinking=reply.thinking), gr.skip(), gr.skip()
 
         first = (*render()[:3], box, GENERATING)
@@ -222,6 +240,60 @@ class ChatHandlers:
         self, text: str, start_with: str, conversation_id: Any, jobs: SessionJobs, *values: Any
     ) -> Iterator[Update]:
         """Save the typed message and stream the reply (opened with ``start_with`` if it is not empty)."""
+        yield from self._send(text, start_with, conversation_id, jobs, values, None)
+
+    def _with_approval(self, gate: Any, updates: Iterator[Update]) -> Iterator[tuple[Any, ...]]:
+        """Each update with the approval prompt's (visibility, text) for what ``gate`` waits on."""
+        for update in updates:
+            yield (*update, *self.tools.approval_view(gate))
+
+    def send_tools(
+        self,
+        use_tools: bool,
+        gate: Any,
+        text: str,
+        start_with: str,
+        conversation_id: Any,
+        jobs: SessionJobs,
+        *values: Any,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Send, with the Tools panel's tools when they are on (the approval prompt shows while a call waits)."""
+        yield from self._with_approval(
+            gate, self._send(text, start_with, conversation_id, jobs, values, (use_tools, gate))
+        )
+
+    def regenerate_tools(
+        self,
+        use_tools: bool,
+        gate: Any,
+        start_with: str,
+        conversation_id: Any,
+        jobs: SessionJobs,
+        *values: Any,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Regenerate, with the Tools panel's tools when they are on."""
+        yield from self._with_approval(
+            gate,
+            self._rework_last_reply(
+                "regenerate", start_with, conversation_id, jobs, values, (use_tools, gate)
+            ),
+        )
+
+    def _tool_session(self, tools: tuple[bool, Any] | None, settings: ChatSettings) -> ToolSession | None:
+        if tools is None:
+            return None
+        use, gate = tools
+        return self.tools.session(bool(use), gate, settings.character)
+
+    def _send(
+        self,
+        text: str,
+        start_with: str,
+        conversation_id: Any,
+        jobs: SessionJobs,
+        values: Sequence[Any],
+        tools: tuple[bool, Any] | None,
+    ) -> Iterator[Update]:
         text = text or ""
         if not text.strip():
             yield SKIP
@@ -237,7 +309,12 @@ class ChatHandlers:
                 conversation = created = self._new_conversation(values)
             settings, params = self.read(values, conversation.character)
             reply = self.conversations.send(
-                conversation.id, text, settings, params, start_with=start_with or ""
+                conversation.id,
+                text,
+                settings,
+                params,
+                start_with=start_with or "",
+                tools=self._tool_session(tools, settings),
             )
         except ERRORS as exc:
             if created is not None:
@@ -248,7 +325,12 @@ class ChatHandlers:
         yield from self._reply(jobs, conversation.id, reply, before, "")
 
     def _answer_last_question(
-        self, jobs: SessionJobs, conversation: Conversation, start_with: str, values: Sequence[Any]
+        self,
+        jobs: SessionJobs,
+        conversation: Conversation,
+        start_with: str,
+        values: Sequence[Any],
+        tools: tuple[bool, Any] | None = None,
     ) -> Iterator[Update]:
         """Write a reply to the last message, a user message left without one (e.g. its reply was empty)."""
         last = conversation.messages[-1]
@@ -257,7 +339,12 @@ class ChatHandlers:
             self.store.truncate(conversation.id, last.position)
             try:
                 reply = self.conversations.send(
-                    conversation.id, last.content, settings, params, start_with=start_with or ""
+                    conversation.id,
+                    last.content,
+                    settings,
+                    params,
+                    start_with=start_with or "",
+                    tools=self._tool_session(tools, settings),
                 )
             except ERRORS:
                 self.store.append(conversation.id, "user", last.content)
@@ -289,7 +376,13 @@ class ChatHandlers:
         yield from self._rework_last_reply("continue", start_with, conversation_id, jobs, values)
 
     def _rework_last_reply(
-        self, action: str, start_with: str, conversation_id: Any, jobs: SessionJobs, values: tuple[Any, ...]
+        self,
+        action: str,
+        start_with: str,
+        conversation_id: Any,
+        jobs: SessionJobs,
+        values: tuple[Any, ...],
+        tools: tuple[bool, Any] | None = None,
     ) -> Iterator[Update]:
         """Regenerate or continue the last reply; when the last message is the user's, answer it instead."""
         conversation = self.conversation(conversation_id)
@@ -298,16 +391,21 @@ class ChatHandlers:
             yield status_only(refused or "")
             return
         if conversation.messages[-1].role != "assistant":
-            yield from self._answer_last_question(jobs, conversation, start_with, values)
+            yield from self._answer_last_question(jobs, conversation, start_with, values, tools)
             return
         continuing = action == "continue"
         try:
             settings, params = self.read(values, conversation.character)
+            reply: SavedReply | AgentReply
             if continuing:
                 reply = self.conversations.continue_last(conversation.id, settings, params)
             else:  # the new version opens with "Start reply with", as a sent message's reply does
                 reply = self.conversations.regenerate(
-                    conversation.id, settings, params, start_with=start_with or ""
+                    conversation.id,
+                    settings,
+                    params,
+                    start_with=start_with or "",
+                    tools=self._tool_session(tools, settings),
                 )
         except ERRORS as exc:
             yield status_only(warn(str(exc)))
@@ -355,7 +453,9 @@ class ChatHandlers:
         try:
             shown, reasoning = chatbot_entry(history_from(conversation), event.index)
             if reasoning:
-                raise InputError("The reasoning is kept as the model wrote it: edit the answer below it.")
+                raise InputError(
+                    "The reasoning and tool steps are kept as they happened: edit the answer below them."
+                )
             message = message_at(conversation, shown)
             self.store.set_content(message.id, content_text(event.value))  # the answer alone
         except ERRORS as exc:

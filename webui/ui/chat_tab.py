@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.core.agent import ApprovalGate, Toolbox
 from webui.core.prompts import DEFAULT_CHAT_INSTRUCT_COMMAND
 from webui.core.service import ChatSettings, Service
 from webui.core.settings import SettingsFile
@@ -17,6 +18,7 @@ from webui.ui.chat_events import ChatHandlers
 from webui.ui.conversations_panel import ConversationHandlers
 from webui.ui.convert import MODES, NO_PERSONALITY
 from webui.ui.parameters_tab import ParametersTab
+from webui.ui.tools_panel import ToolsPanel
 
 __all__ = ["ChatHandlers", "ChatTab", "ConversationHandlers"]
 
@@ -25,8 +27,15 @@ class ChatTab:
     """Draws the Chat tab (the conversation list beside the chat); ``wire`` connects it to the Parameters tab's
     widgets."""
 
-    def __init__(self, service: Service, params: ParametersTab, settings: SettingsFile | None = None) -> None:
-        self.handlers = ChatHandlers(service, params)
+    def __init__(
+        self,
+        service: Service,
+        params: ParametersTab,
+        settings: SettingsFile | None = None,
+        toolbox: Toolbox | None = None,
+    ) -> None:
+        self.tools = ToolsPanel(toolbox)
+        self.handlers = ChatHandlers(service, params, self.tools)
         self.panel = ConversationHandlers(self.handlers, settings)
         self.params = params
 
@@ -83,6 +92,7 @@ class ChatTab:
         self.history = gr.State([])
         self.conversation = gr.State(None)
         self.remembered = gr.BrowserState(None, storage_key="palabre-conversation", secret="palabre")
+        self.gate = gr.State(ApprovalGate(), delete_callback=lambda gate: gate.cancel())
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=240, elem_id="chat-sidebar"):
                 self._build_sidebar()
@@ -101,6 +111,7 @@ class ChatTab:
             feedback_options=None,
             placeholder="Type a message below to start a conversation.",
         )
+        self.tools.build_approval()  # shown while a tool call waits for the user's answer
         with gr.Row(equal_height=True):
             self.previous = gr.Button("◀", size="sm", visible=False, scale=0, elem_id="chat-alt-prev")
             self.versions = gr.Markdown(visible=False, elem_id="chat-alt-label")
@@ -166,6 +177,7 @@ class ChatTab:
                 info="Wraps the chat for an instruction model; <|character|> and <|prompt|> are filled in.",
                 elem_id="chat-command",
             )
+        self.tools.build()
 
     @property
     def values(self) -> list[Any]:
@@ -207,10 +219,13 @@ class ChatTab:
         }
         conversation_inputs = [self.conversation, jobs, *values]
         reply_inputs = [self.start_with, *conversation_inputs]
+        tool_inputs = [self.tools.use, self.gate]
+        tool_opts = {**stream_opts, "outputs": [*outputs, self.tools.approval, self.tools.approval_md]}
+        send_inputs = [*tool_inputs, self.message, *reply_inputs]
         events = [
-            self.send.click(h.send, inputs=[self.message, *reply_inputs], **stream_opts),
-            self.message.submit(h.send, inputs=[self.message, *reply_inputs], **stream_opts),
-            self.regenerate.click(h.regenerate, inputs=reply_inputs, **stream_opts),
+            self.send.click(h.send_tools, inputs=send_inputs, **tool_opts),
+            self.message.submit(h.send_tools, inputs=send_inputs, **tool_opts),
+            self.regenerate.click(h.regenerate_tools, inputs=[*tool_inputs, *reply_inputs], **tool_opts),
             self.cont.click(h.continue_reply, inputs=reply_inputs, **stream_opts),
             self.impersonate.click(h.impersonate, inputs=conversation_inputs, **stream_opts),
         ]
@@ -224,6 +239,7 @@ class ChatTab:
         ]
         for event in (*events, *changes, *self._wire_panel(jobs)):
             self._decorate(event)
+        self.tools.wire(self.gate)
         meter: dict[str, Any] = {
             "inputs": [self.history, *values],
             "outputs": [self.meter],
@@ -282,7 +298,9 @@ class ChatTab:
         ]
 
     def wire_load(self, blocks: gr.Blocks) -> Any:
-        """Page load: show the conversation this browser showed last (or the most recent one)."""
+        """Page load: show the conversation this browser showed last (or the most recent one), and the Tools
+        panel as saved."""
+        blocks.load(self.tools.refresh, outputs=self.tools.refresh_outputs, show_progress="hidden")
         event = blocks.load(
             self.panel.restore,
             inputs=[self.remembered],

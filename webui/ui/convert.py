@@ -19,11 +19,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from webui.core.chats.records import Conversation, ConversationSummary, StoredMessage
+from webui.core.chats.records import Conversation, ConversationSummary, StoredMessage, ToolRoundRecord
 from webui.core.loader import Chunk
 from webui.core.params import FieldSpec, GenerationParams, describe_validation_error
 from webui.core.prompts import ChatMessage, Role
 from webui.core.service import ChatSettings
+from webui.ui.tool_steps import round_entries
 
 DETECTED_TEMPLATE = "(detected)"
 MODES: tuple[str, ...] = ("instruct", "chat", "chat-instruct")
@@ -267,6 +268,8 @@ def _chatbot_entries(
     """(index among the shown messages, whether it is a reasoning block, the Chatbot entry), in order."""
     shown = [m for m in history if m["role"] in ("user", "assistant")]
     for index, message in enumerate(shown):
+        for entry in round_entries(message.get("tool_rounds") or (), _done_reasoning_entry):
+            yield index, True, entry  # tool steps are kept as they happened: not edited
         reasoning = message.get("reasoning") or ""
         if message["role"] == "assistant" and reasoning:
             in_flight = thinking and index == len(shown) - 1
@@ -279,7 +282,15 @@ def _chatbot_entries(
             )
             if not message["content"]:
                 continue  # the model has only thought so far
+        if message.get("tool_rounds") and not message["content"]:
+            continue  # the tools have run, the answer has not begun
         yield index, False, {"role": message["role"], "content": message["content"]}
+
+
+def _done_reasoning_entry(reasoning: str) -> dict[str, Any]:
+    """A tool round's reasoning: a closed block."""
+    metadata = {"title": thought_title(None), "status": "done"}
+    return {"role": "assistant", "content": escape_reasoning(reasoning), "metadata": metadata}
 
 
 def chatbot_view(history: Sequence[Message], *, thinking: bool = False) -> list[dict[str, Any]]:
@@ -508,19 +519,26 @@ def history_from(conversation: Conversation | None) -> list[Message]:
 
 def message_entry(message: StoredMessage) -> Message:
     """One stored message as the history holds it (its reasoning apart, when it has some)."""
-    entry: Message = {"role": message.role, "content": message.content}
-    if message.reasoning:
-        entry["reasoning"] = message.reasoning
-        entry["reasoning_seconds"] = message.reasoning_seconds
-    return entry
+    return reply_entry(
+        message.content, message.reasoning, message.reasoning_seconds, message.tool_rounds, message.role
+    )
 
 
-def reply_entry(text: str, reasoning: str, seconds: float | None) -> Message:
-    """A reply being written, as the history holds it."""
-    entry: Message = {"role": "assistant", "content": text}
+def reply_entry(
+    text: str,
+    reasoning: str,
+    seconds: float | None,
+    tool_rounds: tuple[ToolRoundRecord, ...] = (),
+    role: str = "assistant",
+) -> Message:
+    """A reply being written (or a stored message), as the history holds it: its tool steps and reasoning
+    apart from its answer."""
+    entry: Message = {"role": role, "content": text}
     if reasoning:
         entry["reasoning"] = reasoning
         entry["reasoning_seconds"] = seconds
+    if tool_rounds:
+        entry["tool_rounds"] = tool_rounds
     return entry
 
 

@@ -7,6 +7,7 @@ read-only run only after the user approves them; MCP servers start only from ``u
 from webui.core.agent.base import REJECTED, RESULT_LIMIT, Tool, ToolError, ToolSpec, cap_text, run_tool
 from webui.core.agent.loop import (
     ApprovalGate,
+    Approver,
     Decision,
     LoopUpdate,
     ToolLoop,
@@ -20,6 +21,7 @@ __all__ = [
     "REJECTED",
     "RESULT_LIMIT",
     "ApprovalGate",
+    "Approver",
     "Decision",
     "LoopUpdate",
     "Tool",

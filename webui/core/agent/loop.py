@@ -2,8 +2,8 @@
 their results go back to the model, and it is asked again, until it answers or a round limit is reached.
 
 Plain Python (no page): ``ToolLoop.run`` is a generator of updates the page shows as they come. Before a
-tool that is not read-only runs, the loop yields an ``approval`` update and then asks its ``approve``
-callback, which blocks until the user answers (``ApprovalGate`` is that callback for the page). Nothing runs
+tool that is not read-only runs, the loop yields an ``approval`` update and then asks its Approver, which
+blocks until the user answers (``ApprovalGate`` is the page's). Nothing runs
 without an answer; a rejection reaches the model as the tool's result ("The user rejected this call.").
 """
 
@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from webui.core.agent.base import REJECTED, Tool, run_tool
 from webui.core.params import GenerationParams
@@ -58,6 +58,16 @@ class LoopUpdate:
     step: ToolStep | None = None
 
 
+class Approver(Protocol):
+    """Who approves calls of tools that are not read-only: ``pending`` says whether the user must be asked
+    (False: already allowed, e.g. "Always for this tool") and marks the question open; ``ask`` blocks until
+    the answer."""
+
+    def pending(self, step: ToolStep) -> bool: ...
+
+    def ask(self, step: ToolStep) -> Decision: ...
+
+
 class ApprovalGate:
     """The user's answers for one chat session: ``ask`` blocks the loop until ``answer`` (or ``cancel``).
 
@@ -73,12 +83,19 @@ class ApprovalGate:
     def __deepcopy__(self, memo: dict[int, object]) -> ApprovalGate:
         return ApprovalGate()  # a page session's gr.State gets its own
 
-    def ask(self, step: ToolStep) -> Decision:
+    def pending(self, step: ToolStep) -> bool:
         if step.name in self.always:
-            return "approve"
+            return False
         with self._lock:
             self.waiting = step
             self._answered.clear()
+        return True
+
+    def ask(self, step: ToolStep) -> Decision:
+        with self._lock:
+            if self.waiting is None or self.waiting.id != step.id:
+                self.waiting = step
+                self._answered.clear()
         self._answered.wait()
         with self._lock:
             self.waiting = None
@@ -127,14 +144,14 @@ class ToolLoop:
         self,
         service: Service,
         tools: Sequence[Tool],
-        approve: Callable[[ToolStep], Decision],
+        approver: Approver,
         *,
         max_rounds: int = MAX_ROUNDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
         self.tools: Mapping[str, Tool] = {tool.spec.name: tool for tool in tools}
-        self.approve = approve
+        self.approver = approver
         self.max_rounds = max_rounds
         self.clock = clock
         self.rounds: list[ToolRound] = []
@@ -215,10 +232,10 @@ class ToolLoop:
             step.status, step.result = "rejected", "The user stopped the reply before this call ran."
             yield LoopUpdate("step", step)
             return
-        if not step.read_only:
+        if not step.read_only and self.approver.pending(replace(step)):
             step.status = "awaiting"
             yield LoopUpdate("approval", step)
-            decision = self.approve(replace(step))
+            decision = self.approver.ask(replace(step))
             if decision == "reject" or self.cancelled:
                 step.status, step.result = "rejected", REJECTED
                 yield LoopUpdate("step", step)
@@ -238,9 +255,9 @@ class ToolSession:
     for that answer, and the round limit."""
 
     tools: Sequence[Tool]
-    approve: Callable[[ToolStep], Decision]
+    approver: Approver
     on_cancel: Callable[[], None] | None = None
     max_rounds: int = MAX_ROUNDS
 
     def loop(self, service: Service) -> ToolLoop:
-        return ToolLoop(service, self.tools, self.approve, max_rounds=self.max_rounds)
+        return ToolLoop(service, self.tools, self.approver, max_rounds=self.max_rounds)

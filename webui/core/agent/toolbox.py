@@ -35,6 +35,7 @@ class ToolSettings(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    use_in_chat: bool = Field(False, description="Whether the Chat tab offers the enabled tools to the model.")
     disabled: list[str] = Field(
         default_factory=lambda: ["fetch_page"], description="Tools switched off (fetch_page is off at first)."
     )
@@ -135,6 +136,7 @@ class Toolbox:
         enabled: Sequence[str] | None = None,
         folders: Sequence[str] | None = None,
         expose_to_api: bool | None = None,
+        use_in_chat: bool | None = None,
     ) -> ToolSettings:
         """Save new choices (``enabled``: the names switched on, every other known tool is off)."""
         with self._lock:
@@ -147,6 +149,8 @@ class Toolbox:
                 data["allowed_folders"] = [str(Path(f).expanduser()) for f in folders if f.strip()]
             if expose_to_api is not None:
                 data["expose_to_api"] = bool(expose_to_api)
+            if use_in_chat is not None:
+                data["use_in_chat"] = bool(use_in_chat)
             self.settings = ToolSettings.model_validate(data)
             write_tool_settings(self.user_data_dir, self.settings)
             return self.settings
