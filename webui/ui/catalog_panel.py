@@ -23,6 +23,7 @@ from webui.ui.download_panel import DownloadSession, stream_download
 
 HEADERS = ["Model", "Params", "Quantization", "Size", "Can", "Context", "Licence", "Fit here", "Repository"]
 BADGES = {"thinking": "🧠 thinking", "tools": "🛠️ tools", "vision": "👁️ vision"}
+DOWNLOADED = " ✔ downloaded"
 VERDICT_MARKS = {"fits": "✅ fits", "tight": "⚠️ tight", "does not fit": "❌ does not fit"}
 
 
@@ -35,7 +36,7 @@ def table_rows(rows: list[cat.CatalogRow]) -> list[list[str]]:
     """One table row per quantization."""
     return [
         [
-            row.entry.name + (" ✔ downloaded" if row.downloaded else ""),
+            row.entry.name + (DOWNLOADED if row.downloaded else ""),
             row.entry.parameters_label,
             row.file.quant,
             format_size(row.download_size),
@@ -83,12 +84,13 @@ class CatalogPanel:
         )
 
     def pick(self, evt: gr.SelectData) -> Any:
-        """A table cell was clicked: choose its row for Download."""
-        rows = self.rows()
-        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        if not isinstance(index, int) or not 0 <= index < len(rows):
+        """A table cell was clicked: choose its row for Download (found by its values: the table may be sorted)."""
+        values = getattr(evt, "row_value", None)
+        if not isinstance(values, list) or len(values) < 3:
             return gr.skip()
-        return rows[index].key
+        name = str(values[0]).removesuffix(DOWNLOADED)
+        row = next((r for r in self.rows() if (r.entry.name, r.file.quant) == (name, values[2])), None)
+        return row.key if row is not None else gr.skip()
 
     def describe(self, key: str | None) -> str:
         """What Download will fetch, with the fit verdict's numbers."""
