@@ -416,16 +416,32 @@ def test_stored_responses_are_not_kept(client: openai.OpenAI) -> None:
 # -- a thinking, tool-calling model (the tiny agent model, Qwen3's template) -------------------------------
 
 
+AGENT_KEY = "agent-key"
+
+
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory, agent_gguf_path: Path) -> Iterator[openai.OpenAI]:
     root = tmp_path_factory.mktemp("api-responses-agent")
-    server = Server(root, agent_gguf_path, extra_args=["--model", agent_gguf_path.name])
+    # Behind an API key, as a server an agent reaches over the network would be.
+    server = Server(
+        root, agent_gguf_path, extra_args=["--model", agent_gguf_path.name, "--api-key", AGENT_KEY]
+    )
     with server.running():
-        yield openai.OpenAI(base_url=f"{server.url}v1", api_key="unused", max_retries=0)
+        yield openai.OpenAI(base_url=f"{server.url}v1", api_key=AGENT_KEY, max_retries=0)
 
 
 def agent_model(client: openai.OpenAI) -> str:
     return client.models.list().data[0].id
+
+
+def test_the_api_key_is_needed_as_for_chat_completions(agent: openai.OpenAI) -> None:
+    stranger = openai.OpenAI(base_url=str(agent.base_url), api_key="wrong-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        stranger.responses.create(model=agent_model(agent), input="Hi", max_output_tokens=2)
+    response = agent.responses.create(model=agent_model(agent), input="Hi", max_output_tokens=2)
+    assert (
+        response.status == "incomplete" and response.usage is not None and response.usage.output_tokens == 2
+    )
 
 
 AGENT_WEATHER: Any = {"type": "function", **agent_models.WEATHER_TOOL["function"]}

@@ -215,7 +215,12 @@ def _named_choice(
     if kind == "function" and isinstance(choice.get("name"), str) and choice["name"]:
         return str(choice["name"]), definitions
     if kind == "allowed_tools" and choice.get("mode", "auto") in ("auto", "required"):
-        names = {tool.get("name") for tool in choice.get("tools") or [] if isinstance(tool, Mapping)}
+        listed = choice.get("tools")
+        names = (
+            {tool.get("name") for tool in listed if isinstance(tool, Mapping)}
+            if isinstance(listed, list)
+            else set()
+        )
         kept = [tool for tool in definitions if tool["function"].get("name") in names]
         return str(choice.get("mode", "auto")), kept
     raise ApiError(

@@ -34,7 +34,16 @@ from webui.api.responses_protocol import (
     ResponseUsage,
 )
 from webui.api.serving import RequestContext, Serving
-from webui.api.streams import EventStream, Piece, Reply, ReplyParts, Started, ToolCallAssembly, new_call_id
+from webui.api.streams import (
+    EventStream,
+    Piece,
+    Reply,
+    ReplyParts,
+    Started,
+    ToolCallAssembly,
+    new_call_id,
+    warnings_body,
+)
 from webui.core.loader import Chunk
 
 # An event of the stream: its ``type`` names it (the router also sends it as the SSE ``event:`` line).
@@ -236,7 +245,11 @@ class ResponseAnswer:
             ),
             total_tokens=prompt + completion,
         )
-        events.append(self._lifecycle("response.incomplete" if cut else "response.completed"))
+        last = self._lifecycle("response.incomplete" if cut else "response.completed")
+        last["response"] |= warnings_body(
+            self.started.warnings()
+        )  # the extensions' errors, as a whole reply's
+        events.append(last)
         return events
 
     async def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[ResponseEvent]:
