@@ -8,6 +8,7 @@ agent model's reasoning apart from its answer and the tool loop it runs on its o
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,24 @@ def test_the_stream_names_each_event_on_its_event_line(server: Server) -> None:
         event_line, data_line = block.split("\n")
         assert event_line.startswith("event: ") and data_line.startswith("data: ")
         assert json.loads(data_line[len("data: ") :])["type"] == event_line[len("event: ") :]
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_engine(client: openai.OpenAI) -> None:
+    long: Any = dict(
+        model=M, input="Tell me a story.", max_output_tokens=1500, extra_body={"ban_eos_token": True}
+    )
+    with client.responses.stream(**long) as stream:
+        started = time.monotonic()
+        deltas = 0
+        for event in stream:
+            deltas += event.type == "response.output_text.delta"
+            if deltas == 20:
+                break
+        rate = deltas / (time.monotonic() - started)  # tokens per second on this machine, now
+    # The abandoned reply had ~1480 tokens to go; had it kept the engine, the next request would wait for them.
+    begun = time.monotonic()
+    assert client.responses.create(model=M, input="Hi", max_output_tokens=2).usage is not None
+    assert time.monotonic() - begun < (1480 / rate) / 4
 
 
 # -- tools ---------------------------------------------------------------------------------------------------
