@@ -183,3 +183,28 @@ def test_a_repositorys_capabilities_are_read_before_downloading(hub: FakeHub, tm
     vision = repo_capabilities(dl.list_files(VISION_REPO))
     assert vision is not None and vision.capabilities.labels == ("vision",)
     assert not (tmp_path / "models").exists()  # nothing was downloaded
+
+
+def test_an_unreachable_hub_is_asked_once_and_the_catalogs_sizes_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+
+    def unreachable(repo_id: str, **_: object) -> dl.RepoListing:
+        asked.append(repo_id)
+        raise dl.HubUnreachable("Cannot reach the Hub at https://huggingface.co (refused).")
+
+    monkeypatch.setattr(dl, "list_files", unreachable)
+    entries = cat.catalog_entries()
+    fresh, problems = cat.refresh_all(entries)
+    assert fresh == entries and len(asked) == 1
+    assert problems == [
+        "Cannot reach the Hub at https://huggingface.co (refused). The catalog's sizes are shown."
+    ]
+
+
+def test_refresh_all_reads_what_the_hub_serves_and_names_what_it_could_not(hub: FakeHub) -> None:
+    entries = (cat.find_entry(QWEN_REPO), cat.find_entry("SmolLM3 3B"), cat.find_entry(GEMMA_REPO))
+    fresh, problems = cat.refresh_all(entries)
+    assert [e.refreshed for e in fresh] == [True, False, True]
+    assert len(problems) == 1 and problems[0].startswith("SmolLM3 3B: Repository unsloth/SmolLM3-3B-GGUF")

@@ -340,15 +340,11 @@ def catalog(config: AppConfig, args: argparse.Namespace) -> int:
     machine = MachineProbe().facts(measure_speed=False)
     try:
         entries = list(cat.catalog_entries())
-        if args.refresh or args.download:
-            chosen = [cat.find_entry(args.download, entries)] if args.download else entries
-            for entry in chosen:
-                try:
-                    fresh = cat.refresh(entry, dl.list_files(entry.repo_id, token=args.token))
-                except dl.DownloadError as exc:
-                    print(f"warning: {entry.name}: {exc} (the catalog's sizes are shown)", file=sys.stderr)
-                    continue
-                entries[entries.index(entry)] = fresh
+        if args.refresh and not args.download:  # a download reads its own entry's listing
+            refreshed, problems = cat.refresh_all(entries, args.token)
+            entries = list(refreshed)
+            for problem in problems:
+                print(f"warning: {problem}", file=sys.stderr)
         rows = cat.catalog_rows(machine, config.models_dir, entries)
         if not args.download:
             _print_catalog(rows)

@@ -131,24 +131,13 @@ class CatalogPanel:
             yield final[0], f"{final[1]}\n\nPick **{name}** in the Model list above and Load it."
 
     def refresh_from_hub(self, key: str | None) -> tuple[Any, Any, str]:
-        """Read every entry's sizes from the Hub's live listing (entries it cannot reach keep the catalog's)."""
-        fresh, failed = [], []
-        for entry in cat.catalog_entries():
-            try:
-                fresh.append(cat.refresh(entry, dl.list_files(entry.repo_id)))
-            except dl.DownloadError as exc:
-                fresh.append(entry)
-                failed.append(f"{entry.name}: {exc}")
-        self.entries = tuple(fresh)
+        """Read every entry's sizes from the Hub's live listing (entries it cannot read keep the catalog's)."""
+        self.entries, problems = cat.refresh_all(cat.catalog_entries())
         table, choices = self.redraw(key)
-        if not failed:
+        if not problems:
             return table, choices, "Sizes read from the Hub's listings."
-        shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
-        return (
-            table,
-            choices,
-            f"⚠️ {len(failed)} of {len(fresh)} could not be read (catalog sizes kept): {shown}",
-        )
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        return table, choices, f"⚠️ {shown}"
 
     @staticmethod
     def cancel(session: DownloadSession) -> None:

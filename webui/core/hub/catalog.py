@@ -34,6 +34,7 @@ __all__ = [
     "local_model_name",
     "quant_fit",
     "refresh",
+    "refresh_all",
 ]
 
 
@@ -143,6 +144,28 @@ def refresh(entry: CatalogEntry, listing: dl.RepoListing) -> CatalogEntry:
     if projector is not None:
         projector = CatalogFile(projector.path, sizes[projector.path]) if projector.path in sizes else None
     return entry.with_files(files, projector)
+
+
+def refresh_all(
+    entries: Sequence[CatalogEntry], token: str | None = None
+) -> tuple[tuple[CatalogEntry, ...], list[str]]:
+    """Every entry with the Hub's live sizes, and one sentence per entry that kept the catalog's.
+
+    When the Hub cannot be reached at all, the others are not asked (each would wait through the same retries).
+    """
+    fresh: list[CatalogEntry] = []
+    problems: list[str] = []
+    for index, entry in enumerate(entries):
+        try:
+            fresh.append(refresh(entry, dl.list_files(entry.repo_id, token=token)))
+        except dl.HubUnreachable as exc:
+            fresh.extend(entries[index:])
+            problems.append(f"{exc} The catalog's sizes are shown.")
+            break
+        except dl.DownloadError as exc:
+            fresh.append(entry)
+            problems.append(f"{entry.name}: {exc}")
+    return tuple(fresh), problems
 
 
 def download_entry(

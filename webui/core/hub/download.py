@@ -41,6 +41,7 @@ __all__ = [
     "DownloadResult",
     "FileChoice",
     "HubFile",
+    "HubUnreachable",
     "ProgressCallback",
     "RepoKind",
     "RepoListing",
@@ -68,6 +69,10 @@ _OTHER_FRAMEWORKS = re.compile(
     r"(^|/)(onnx|openvino|coreml|tflite)/|\.(h5|msgpack|ot|tflite|mlmodel|onnx)$|(^|/)(tf|flax)_model",
     re.IGNORECASE,
 )
+
+
+class HubUnreachable(DownloadError):
+    """The Hub (or HF_ENDPOINT) could not be reached at all: asking again for another repository is pointless."""
 
 
 class DownloadCancelled(DownloadError):
@@ -156,7 +161,9 @@ def hub_error(exc: BaseException, ref: RepoRef, filename: str | None = None) -> 
             return DownloadError(f"The Hub refused access to {ref.repo_id} (HTTP {status}): check the token.")
         return DownloadError(f"The Hub answered HTTP {status} for {ref.repo_id}: {str(exc).splitlines()[0]}")
     if isinstance(exc, (httpx2.TransportError, OSError)):
-        return DownloadError(f"Cannot reach the Hub at {where} ({exc}). Check the connection or HF_ENDPOINT.")
+        return HubUnreachable(
+            f"Cannot reach the Hub at {where} ({exc}). Check the connection or HF_ENDPOINT."
+        )
     return DownloadError(f"{ref.repo_id}: {exc}")
 
 
