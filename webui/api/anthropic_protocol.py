@@ -233,9 +233,11 @@ class ToolIn(BaseModel):
 
     def function(self) -> dict[str, Any]:
         """The tool as an OpenAI-shaped function definition, as the core takes tools."""
-        function: dict[str, Any] = {"name": self.name, "parameters": self.input_schema or {"type": "object"}}
+        # In OpenAI's order (name, description, parameters): templates render the definition as JSON.
+        function: dict[str, Any] = {"name": self.name}
         if self.description:
             function["description"] = self.description
+        function["parameters"] = self.input_schema or {"type": "object", "properties": {}}
         return {"type": "function", "function": function}
 
 
