@@ -96,3 +96,21 @@ def test_the_download_panel_says_what_a_listed_model_can_do(page: Page) -> None:
     wait_for_text(page, "#download-capabilities", "Can:")
     text = page.locator("#download-capabilities").inner_text()
     assert "🧠 thinking" in text and "🛠️ tools" in text and QWEN_FILE in text
+
+
+def test_check_sizes_on_the_hub_reads_the_live_listing(page: Page, hub: FakeHub) -> None:
+    served = len(hub.repos["Qwen/Qwen3-0.6B-GGUF"].branches["main"][QWEN_FILE])
+    page.locator("#catalog-refresh").click()
+    wait_for_text(page, "#catalog-status", "⚠️")  # the stand-in serves two of the catalog's repositories
+    assert "was not found" in page.locator("#catalog-status").inner_text()
+    first = page.locator("#catalog-table").get_by_text("Qwen/Qwen3-0.6B-GGUF").first
+    assert first.count() == 1
+    wait_for_text(page, "#catalog-table", f"{served / 1e6:.1f} MB")
+
+
+def test_the_download_panel_marks_a_vision_projector(page: Page) -> None:
+    page.locator("#download-repo").get_by_role("textbox").fill("ggml-org/gemma-3-4b-it-GGUF")
+    page.locator("#download-list").click()
+    wait_for_text(page, "#download-files", "vision projector")
+    wait_for_text(page, "#download-capabilities", "Can:")
+    assert "👁️ vision" in page.locator("#download-capabilities").inner_text()

@@ -22,6 +22,7 @@ from webui.core.hub import cache as hub_cache
 from webui.core.hub import download as dl
 from webui.core.hub import peek
 from webui.core.loader import CancelToken
+from webui.core.models.capabilities import is_projector_name
 
 POLL_S = 0.2  # how often the progress bar is redrawn while a download runs
 TABLE_HEADERS = ["File", "Size", "Quantization", "Fit"]
@@ -87,9 +88,10 @@ def listing_rows(listing: dl.RepoListing) -> list[list[str]]:
     rows = []
     for f in listing.files:
         fit = fits.get(f.path) if f.is_gguf else None
-        rows.append(
-            [f.path, dl.format_size(f.size), f.quant or "", f"{fit.verdict}: {fit.message}" if fit else ""]
-        )
+        verdict = f"{fit.verdict}: {fit.message}" if fit else ""
+        if is_projector_name(f.path):
+            verdict = "vision projector: tick it with a model file to give that model sight"
+        rows.append([f.path, dl.format_size(f.size), f.quant or "", verdict])
     return rows
 
 
