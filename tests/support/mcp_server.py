@@ -25,11 +25,19 @@ from mcp.server.lowlevel import Server
 from tests.support.agent_models import WEATHER, WEATHER_TOOL
 
 NOTES_ENV = "PALABRE_TEST_NOTES"
+GUARDED_ENV = "PALABRE_TEST_GUARDED"  # "1": get_weather is not read-only and notes each call it runs
 
 
 def build_server() -> Server[Any, Any]:
     server: Server[Any, Any] = Server("palabre-test")
     weather = WEATHER_TOOL["function"]
+    guarded = os.environ.get(GUARDED_ENV) == "1"
+
+    def note(text: str) -> None:
+        notes = os.environ.get(NOTES_ENV)
+        if notes:
+            with Path(notes).open("a", encoding="utf-8") as handle:
+                handle.write(text + "\n")
 
     @server.list_tools()  # type: ignore[misc, no-untyped-call]
     async def list_tools() -> list[types.Tool]:
@@ -38,7 +46,7 @@ def build_server() -> Server[Any, Any]:
                 name=weather["name"],
                 description=weather["description"],
                 inputSchema=weather["parameters"],
-                annotations=types.ToolAnnotations(readOnlyHint=True),
+                annotations=types.ToolAnnotations(readOnlyHint=not guarded),
             ),
             types.Tool(
                 name="save_note",
@@ -57,14 +65,13 @@ def build_server() -> Server[Any, Any]:
     async def call_tool(name: str, arguments: dict[str, Any]) -> list[types.TextContent]:
         if name == "get_weather":
             city = str(arguments.get("city", ""))
+            if guarded:
+                note(f"get_weather {city}")
             facts = WEATHER.get(city)
             text = json.dumps(facts) if facts else json.dumps({"error": f"unknown city {city}"})
             return [types.TextContent(type="text", text=text)]
         if name == "save_note":
-            notes = os.environ.get(NOTES_ENV)
-            if notes:
-                with Path(notes).open("a", encoding="utf-8") as handle:
-                    handle.write(str(arguments.get("text", "")) + "\n")
+            note(str(arguments.get("text", "")))
             return [types.TextContent(type="text", text="Saved.")]
         if name == "explode":
             raise RuntimeError("the test server exploded on purpose")
@@ -110,14 +117,18 @@ if __name__ == "__main__":
 # -- for the tests: the server's mcp.json entries, and the HTTP server as a process ------------------------
 
 
-def stdio_entry(notes: Path | None = None) -> dict[str, Any]:
+def stdio_entry(notes: Path | None = None, *, guarded: bool = False) -> dict[str, Any]:
     """This server's mcp.json entry over stdio (the child gets only the environment the SDK allows, plus
-    the notes file)."""
+    the notes file and the guarded switch)."""
     root = Path(__file__).resolve().parents[2]
     entry: dict[str, Any] = {"command": sys.executable, "args": ["-m", "tests.support.mcp_server", "stdio"]}
     entry["cwd"] = str(root)
-    if notes is not None:
-        entry["env"] = {NOTES_ENV: str(notes)}
+    env = {
+        **({NOTES_ENV: str(notes)} if notes is not None else {}),
+        **({GUARDED_ENV: "1"} if guarded else {}),
+    }
+    if env:
+        entry["env"] = env
     return entry
 
 

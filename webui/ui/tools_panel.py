@@ -118,6 +118,7 @@ class ToolsPanel:
         ]
         mcp = gr.update(choices=choices, value=[spec.name for spec in mcp_tools if spec.name not in off])
         return (
+            box.settings.use_in_chat,
             builtin,
             mcp,
             "\n".join(box.settings.allowed_folders),
