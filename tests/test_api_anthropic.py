@@ -312,6 +312,10 @@ def test_output_config_format_gives_json_that_follows_the_schema(client: anthrop
     assert follows_schema(json.loads(text_of(answer)), schema)
 
 
+def test_the_client_lists_the_models_by_name(client: anthropic.Anthropic) -> None:
+    assert M in [model.id for model in client.models.list().data]
+
+
 # -- token counts --------------------------------------------------------------------------------------------
 
 
@@ -454,6 +458,14 @@ def test_thinking_comes_as_its_own_block(agent: anthropic.Anthropic) -> None:
         thinking={"type": "enabled", "budget_tokens": 1024},
     )
     assert thinking_of(budgeted) == [reasoning] and text_of(budgeted) == answer
+    omitted = agent.messages.create(
+        model=AGENT,
+        max_tokens=200,
+        messages=asked,
+        extra_body=GREEDY,
+        thinking={"type": "enabled", "budget_tokens": 1024, "display": "omitted"},
+    )
+    assert thinking_of(omitted) == [""] and text_of(omitted) == answer  # thought, but not shown
     off = agent.messages.create(
         model=AGENT, max_tokens=200, messages=asked, extra_body=GREEDY, thinking={"type": "disabled"}
     )
