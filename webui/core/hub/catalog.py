@@ -17,7 +17,7 @@ from webui.core.hardware.machine import MachineFacts
 from webui.core.hub import download as dl
 from webui.core.hub.catalog_data import CATALOG
 from webui.core.hub.catalog_types import CatalogEntry, CatalogFile, Shape
-from webui.core.hub.refs import RepoRef, format_size
+from webui.core.hub.refs import RepoRef
 from webui.core.loader import CancelToken
 from webui.core.models.facts import ArchFacts
 
@@ -200,9 +200,3 @@ def download_entry(
         cancel=cancel,
         listing=listing,
     )
-
-
-def describe_row(row: CatalogRow) -> str:
-    """One line for a terminal: name, quantization, size, capabilities, verdict."""
-    caps = ",".join(row.entry.labels) or "-"
-    return f"{row.entry.name} {row.file.quant} {format_size(row.download_size)} {caps} {row.verdict}"
