@@ -17,9 +17,19 @@ import httpx
 import jsonschema_rs
 import openai
 import pytest
+from openai._models import construct_type
+from openai.lib.streaming.responses import ResponseStreamState
+from openai.types.responses import ResponseStreamEvent as RawResponseStreamEvent
 
 from tests.support import agent_models
 from tests.support.servers import Server
+from webui.api.core_requests import CoreChatRequest
+from webui.api.responses_protocol import ResponsesRequest
+from webui.api.responses_serving import ResponseAnswer
+from webui.api.streams import Started
+from webui.core.loader import Chunk, ToolCallDelta
+from webui.core.params import GenerationParams
+from webui.core.service import ChatSettings
 from webui.provision import DEFAULT_MODEL_FILE
 
 pytestmark = pytest.mark.slow
@@ -188,6 +198,50 @@ def test_a_client_that_leaves_mid_stream_frees_the_engine(client: openai.OpenAI)
     begun = time.monotonic()
     assert client.responses.create(model=M, input="Hi", max_output_tokens=2).usage is not None
     assert time.monotonic() - begun < (1480 / rate) / 4
+
+
+def test_every_event_shape_is_accumulated_by_the_sdk_into_the_whole_response() -> None:
+    """At the seam, without a model: chunks of every kind, in an unusual order (text after calls, a call
+    without arguments), read by the SDK's own stream state; it rebuilds exactly the response."""
+    body = ResponsesRequest(input="Hi")
+    answer = ResponseAnswer(
+        "resp_1", Started([], "m"), body, CoreChatRequest([], ChatSettings(), GenerationParams())
+    )
+    chunks = [
+        Chunk(reasoning="Let me ", tokens=1),
+        Chunk(reasoning="think.", tokens=1),
+        Chunk("Calling.", tokens=1),
+        Chunk(tool_calls=(ToolCallDelta(0, "call_a", "f", '{"x": '),), tokens=1),
+        Chunk(tool_calls=(ToolCallDelta(0, arguments="1}"),), tokens=1),
+        Chunk(tool_calls=(ToolCallDelta(1, "call_b", "g"),), tokens=1),
+        Chunk(" Done.", tokens=1, finish_reason="tool_calls"),
+    ]
+    raw = answer.events_of(chunks)
+    assert [event["sequence_number"] for event in raw] == list(range(len(raw)))
+    state: Any = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
+    for event in raw:
+        state.handle_event(construct_type(type_=RawResponseStreamEvent, value=event))
+    final = state._completed_response
+    assert final is not None and final.status == "completed"
+    assert [item.type for item in final.output] == [
+        "reasoning",
+        "message",
+        "function_call",
+        "function_call",
+        "message",
+    ]
+    assert final.output[0].content[0].text == "Let me think."
+    assert [(c.call_id, c.name, c.arguments) for c in items_of(final, "function_call")] == [
+        ("call_a", "f", '{"x": 1}'),
+        ("call_b", "g", "{}"),
+    ]
+    assert final.output_text == "Calling. Done."
+    # Reasoning tokens are never more than the output tokens the loader counted (none without a loader).
+    assert final.usage.output_tokens_details.reasoning_tokens == 0
+    assert (
+        final.model_dump(exclude_none=True)["output"]
+        == answer.response.model_dump(exclude_none=True)["output"]
+    )
 
 
 # -- tools ---------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
 from anyio import to_thread
@@ -138,6 +138,9 @@ class ResponseAnswer:
         item.status = status  # type: ignore[assignment]
         where = self._where(item)
         events: list[ResponseEvent] = []
+        if isinstance(item, FunctionCallOutput) and not item.arguments:  # a call without arguments: {}
+            item.arguments = "{}"
+            events.append(self._event("response.function_call_arguments.delta", **where, delta="{}"))
         if isinstance(item, ReasoningOutput):
             part = item.content[0]
             events.append(
@@ -228,9 +231,6 @@ class ResponseAnswer:
         """The last item closed and the response complete (or incomplete: cut at max_output_tokens)."""
         cut = self._finish == "length"
         events = self._close("incomplete" if cut else "completed")
-        for item in self.items:  # a call without arguments has the empty object
-            if isinstance(item, FunctionCallOutput) and not item.arguments:
-                item.arguments = "{}"
         prompt, completion = self.started.usage()
         cached = sum(run.stats.reused_prompt_tokens for run in self.started.runs if run.stats)
         self.response.output = self.items
@@ -251,6 +251,13 @@ class ResponseAnswer:
         )  # the extensions' errors, as a whole reply's
         events.append(last)
         return events
+
+    def events_of(self, chunks: Iterable[Chunk]) -> list[ResponseEvent]:
+        """Every event of a whole generation's chunks, from response.created to its end."""
+        events = [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
+        for chunk in chunks:
+            events += self.add(chunk)
+        return events + self.finish()
 
     async def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[ResponseEvent]:
         yield self._lifecycle("response.created")
