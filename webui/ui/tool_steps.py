@@ -42,8 +42,14 @@ def pretty_arguments(arguments: str) -> str:
         return arguments
 
 
+_UNSAFE_NAME = re.compile(r"[^\w.-]+")
+
+
 def step_title(call: ToolCallRecord) -> str:
-    return STATUS_TITLES.get(call.status, "🔧 {name}").format(name=call.name or "tool")
+    """The step's title; the name is model output (a call to a tool that does not exist), so only word
+    characters of it show."""
+    name = _UNSAFE_NAME.sub("_", call.name)[:64] or "tool"
+    return STATUS_TITLES.get(call.status, "🔧 {name}").format(name=name)
 
 
 def step_entry(call: ToolCallRecord) -> dict[str, Any]:
