@@ -97,6 +97,28 @@ def refused_or_inside(action: Callable[[], object], folder: Path, name: str) -> 
         assert path.name.startswith(name), (name, path)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_the_file_tool_never_reads_outside_its_allowed_folder(layout: Path, name: str) -> None:
+    """The page's read_file tool takes its path from the model: every traversal name, as a path relative to
+    the allowed folder or through a link out of it, reads nothing outside (issue 16)."""
+    from webui.core.agent import run_tool
+    from webui.core.agent.files import ReadFile
+
+    allowed = layout / "notes"
+    allowed.mkdir()
+    (allowed / "linked").symlink_to(layout.parent / "outside")
+    tool = ReadFile([allowed])
+    for path in (
+        name,
+        f"linked/{name}",
+        f"linked/{name}.yaml",
+        "linked/escaped.yaml",
+        "../outside/escaped.yaml",
+    ):
+        result, _ = run_tool(tool, {"path": path})
+        assert SECRET not in result, (name, path)
+
+
 def test_every_traversal_name_is_refused_by_the_one_validator() -> None:
     accepted = []
     for name in NAMES:

@@ -48,12 +48,13 @@ UI_CSS = """
 UI_TITLE = "Palabre"
 
 
-def build_ui(service: Service, config: AppConfig) -> gr.Blocks:
+def build_ui(service: Service, config: AppConfig, toolbox: Toolbox | None = None) -> gr.Blocks:
     """The page: every tab wired to ``service``; ``config`` tells the page where the models and the settings
-    file are."""
+    file are. ``toolbox``: the page's tools (default: one over ``config.user_data_dir``); the server may make
+    it and share it with the API, which reaches it only through ``Toolbox.available_tools_for_api``."""
     settings = SettingsFile(config.user_data_dir / SETTINGS_FILE)
     params = ParametersTab(service)
-    toolbox = Toolbox(config.user_data_dir)  # MCP servers come from user_data/mcp.json only
+    toolbox = toolbox or Toolbox(config.user_data_dir)  # MCP servers come from user_data/mcp.json only
     chat = ChatTab(service, params, settings, toolbox)
     chat.tools.start_servers()
     text = TextTabs(service, params)
