@@ -35,7 +35,9 @@ class ToolSettings(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    use_in_chat: bool = Field(False, description="Whether the Chat tab offers the enabled tools to the model.")
+    use_in_chat: bool = Field(
+        False, description="Whether the Chat tab offers the enabled tools to the model."
+    )
     disabled: list[str] = Field(
         default_factory=lambda: ["fetch_page"], description="Tools switched off (fetch_page is off at first)."
     )
