@@ -163,7 +163,17 @@ def test_text_blocks_system_blocks_and_sampler_fields_are_taken(client: anthropi
         extra_body={"temperature": 0.7, "top_p": 0.9, "top_k": 20, "min_p": 0.05, "seed": 3},
     )
     assert "\n\n" not in text_of(answer)
-    assert answer.stop_reason in ("end_turn", "max_tokens")
+    assert answer.stop_reason in ("end_turn", "max_tokens", "stop_sequence")
+
+
+def test_a_stop_sequence_that_ends_the_reply_is_named(client: anthropic.Anthropic) -> None:
+    ask = {"model": M, "max_tokens": 40, "messages": [{"role": "user", "content": "Describe the sea."}]}
+    whole = client.messages.create(**ask, stop_sequences=["e"])  # type: ignore[arg-type]
+    assert (whole.stop_reason, whole.stop_sequence) == ("stop_sequence", "e")
+    assert "e" not in text_of(whole)
+    with client.messages.stream(**ask, stop_sequences=["e"]) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "e")
 
 
 # -- tools ---------------------------------------------------------------------------------------------------
@@ -343,8 +353,10 @@ def test_the_api_key_is_needed_and_taken_as_x_api_key_or_bearer(server: Server) 
     with pytest.raises(anthropic.AuthenticationError) as refused:
         wrong.messages.create(model=M, max_tokens=2, messages=QUESTION)
     assert refused.value.status_code == 401
+    assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     missing = httpx.post(f"{server.url}v1/messages", json={"model": M, "max_tokens": 2, "messages": QUESTION})
     assert missing.status_code == 401
+    assert missing.json()["type"] == "error" and missing.json()["error"]["type"] == "authentication_error"
 
     bearer = anthropic.Anthropic(base_url=base_url, auth_token=KEY, max_retries=0)  # Authorization: Bearer
     assert bearer.messages.create(model=M, max_tokens=2, messages=QUESTION).usage.output_tokens > 0

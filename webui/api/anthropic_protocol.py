@@ -475,8 +475,10 @@ class CountTokensResponse(BaseModel):
     input_tokens: int
 
 
-def stop_reason(finish_reason: str | None) -> StopReason:
-    """The engine's finish reason as Anthropic names it."""
+def stop_reason(finish_reason: str | None, stop_string: str | None = None) -> StopReason:
+    """The engine's finish reason as Anthropic names it (``stop_sequence`` when a stop string ended it)."""
+    if stop_string:
+        return "stop_sequence"
     if finish_reason == "length":
         return "max_tokens"
     if finish_reason == "tool_calls":

@@ -43,7 +43,7 @@ from webui.api.streams import (
     warnings_body,
 )
 from webui.core.loader import Chunk, ToolCallDelta
-from webui.core.service import LoadedState
+from webui.core.service import GenerationJob, LoadedState
 
 AnthropicEvent = dict[str, Any]
 
@@ -156,7 +156,8 @@ class _Answer:
             id=self.message_id,
             model=self.started.model,
             content=content,
-            stop_reason=stop_reason(self.run.job.finish_reason),
+            stop_reason=stop_reason(self.run.job.finish_reason, requested_stop(self.run.job)),
+            stop_sequence=requested_stop(self.run.job),
             usage=usage_of(self.started),
         )
         return Reply(message, self.started.warnings())
@@ -183,12 +184,18 @@ class _Answer:
         for event in blocks.close():
             yield event
         usage = usage_of(self.started).model_dump()
+        stopped = requested_stop(self.started.runs[0].job)
         yield {
             "type": "message_delta",
-            "delta": {"stop_reason": stop_reason(finish), "stop_sequence": None},
+            "delta": {"stop_reason": stop_reason(finish, stopped), "stop_sequence": stopped},
             "usage": usage,
         } | warnings_body(self.started.warnings())
         yield {"type": "message_stop"}
+
+
+def requested_stop(job: GenerationJob) -> str | None:
+    """The client's stop sequence that ended the reply (not the prompt's own stops, e.g. chat mode's)."""
+    return job.stop_string if job.stop_string in job.params.stop else None
 
 
 class AnthropicServing:

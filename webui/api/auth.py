@@ -224,6 +224,8 @@ def path_kind(path: str) -> str:
 def _key_error_body(path: str, message: str) -> bytes:
     if path.startswith("/api"):
         body: dict[str, Any] = {"error": message}  # Ollama's shape: its clients read a string here
+    elif path == "/v1/messages" or path.startswith("/v1/messages/"):
+        body = {"type": "error", "error": {"type": "authentication_error", "message": message}}  # Anthropic's
     else:
         body = {
             "error": {

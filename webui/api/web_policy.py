@@ -336,6 +336,10 @@ async def refuse(scope: Scope, send: Send, path: str, status: int, message: str)
     if path == "/api" or path.startswith("/api/"):
         body = json.dumps({"error": message}).encode("utf-8")
         content_type = b"application/json"
+    elif path == "/v1/messages" or path.startswith("/v1/messages/"):
+        kind = "permission_error" if status == 403 else "invalid_request_error"  # Anthropic's error shape
+        body = json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode("utf-8")
+        content_type = b"application/json"
     elif path == "/v1" or path.startswith("/v1/"):
         error = {"message": message, "type": "invalid_request_error", "param": None, "code": "refused"}
         body = json.dumps({"error": error}).encode("utf-8")

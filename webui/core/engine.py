@@ -161,6 +161,7 @@ class GenerationJob:
         self._chunks: queue.SimpleQueue[Chunk | BaseException | object] = queue.SimpleQueue()
         self.stats: GenerationStats | None = None
         self.finish_reason: FinishReason | None = None
+        self.stop_string: str | None = None  # the stop string that ended the reply, if one did
 
     def cancel(self) -> None:
         self.token.cancel()
@@ -616,6 +617,7 @@ class Engine:
         )
         job.stats = stats
         job.finish_reason = finish
+        job.stop_string = reader.stop_string
         self.last_stats = stats
         job._put(
             Chunk(

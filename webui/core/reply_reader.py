@@ -70,6 +70,11 @@ class ReplyReader:
         return self._stops.stopped
 
     @property
+    def stop_string(self) -> str | None:
+        """The stop string that ended the answer, if one did."""
+        return self._stops.matched
+
+    @property
     def calls_made(self) -> int:
         """How many tool calls the reply made (parsed here or sent by the loader)."""
         return len(self._loader_calls) + (self._tools.call_count if self._tools is not None else 0)
