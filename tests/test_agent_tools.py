@@ -287,6 +287,13 @@ def test_toolbox_defaults_are_safe(tmp_path: Path) -> None:
     assert [t.spec.name for t in again.enabled(["calculator", "nope"])] == ["calculator"]
 
 
+def test_switching_tools_keeps_the_choices_about_servers_that_are_down(tmp_path: Path) -> None:
+    (tmp_path / "tools.yaml").write_text("disabled: [fetch_page, weather_tool]\n")
+    box = Toolbox(tmp_path)  # no server runs: weather_tool is not known now
+    box.update(enabled=["calculator"])
+    assert "weather_tool" in Toolbox(tmp_path).settings.disabled
+
+
 def test_a_corrupt_settings_file_gives_the_safe_defaults(tmp_path: Path) -> None:
     (tmp_path / "tools.yaml").write_text("disabled: [\n")
     box = Toolbox(tmp_path)

@@ -146,7 +146,8 @@ class Toolbox:
             if enabled is not None:
                 on = set(enabled)
                 known = [tool.spec.name for tool in self.all_tools()]
-                data["disabled"] = [name for name in known if name not in on]
+                kept = [name for name in self.settings.disabled if name not in known]  # a server down now
+                data["disabled"] = [name for name in known if name not in on] + kept
             if folders is not None:
                 data["allowed_folders"] = [str(Path(f).expanduser()) for f in folders if f.strip()]
             if expose_to_api is not None:
