@@ -28,15 +28,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.support.cached_build import build_once, default_cache_root
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "data" / "templates"
 QWEN3_TEMPLATE_FILE = TEMPLATES_DIR / "qwen3.jinja"
@@ -174,11 +172,6 @@ def cache_key() -> str:
     return "agent-" + digest.hexdigest()[:16]
 
 
-def default_cache_root() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "palabre-tests"
-
-
 def _built(root: Path) -> AgentModels:
     return AgentModels(gguf=root / GGUF_NAME, hf=root / HF_NAME)
 
@@ -186,36 +179,7 @@ def _built(root: Path) -> AgentModels:
 def ensure_agent_models(cache_root: Path | None = None) -> AgentModels:
     """The cached agent model, building it (in a subprocess, about a minute on 2 cores) on first use."""
     root = (cache_root or default_cache_root()) / cache_key()
-    if root.is_dir():
-        return _built(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    project = Path(__file__).resolve().parents[2]  # the checkout: tests/support/ is two levels down
-    env = dict(
-        os.environ,
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=os.pathsep.join(p for p in (str(project), os.environ.get("PYTHONPATH", "")) if p),
-    )
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "tests.support.agent_models", str(staging)],
-            cwd=staging,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"building the tiny agent model failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-            )
-        try:
-            staging.rename(root)  # atomic: a concurrent or interrupted build never leaves a half folder
-        except OSError:
-            if not root.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    build_once(root, "tests.support.agent_models", "the tiny agent model")
     return _built(root)
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.cached_build import build_once, default_cache_root
 
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
@@ -92,11 +91,6 @@ def cache_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def default_cache_root() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "palabre-tests"
-
-
 def _folders(root: Path) -> TinyModels:
     return TinyModels(llama=root / "tiny-llama", gptq=root / "tiny-llama-gptq", awq=root / "tiny-llama-awq")
 
@@ -104,38 +98,8 @@ def _folders(root: Path) -> TinyModels:
 def ensure_tiny_models(cache_root: Path | None = None) -> TinyModels:
     """The cached tiny checkpoints, building them (in a subprocess) on first use."""
     root = (cache_root or default_cache_root()) / cache_key()
-    if root.is_dir():
-        return _folders(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    project = Path(__file__).resolve().parents[2]  # the checkout: tests/support/ is two levels down
-    # gptqmodel writes a logs/ folder into the working directory: keep it in the staging folder.
-    env = dict(
-        os.environ,
-        GPTQMODEL_CPU_WORKERS="2",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=os.pathsep.join(p for p in (str(project), os.environ.get("PYTHONPATH", "")) if p),
-    )
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "tests.support.tiny_models", str(staging)],
-            cwd=staging,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"building the tiny test models failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-            )
-        try:
-            staging.rename(root)  # atomic: a concurrent or interrupted build never leaves a half folder
-        except OSError:
-            if not root.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # gptqmodel patches transformers on import and needs its CPU worker count set before it is imported.
+    build_once(root, "tests.support.tiny_models", "the tiny test models", {"GPTQMODEL_CPU_WORKERS": "2"})
     return _folders(root)
 
 
