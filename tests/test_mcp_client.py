@@ -148,3 +148,18 @@ def test_servers_come_from_mcp_json_only(tmp_path: Path) -> None:
     assert box.server_status() == []
     assert [tool.spec.name for tool in box.enabled(card.tools)] == []  # names only narrow, never add
     box.close()
+
+
+def test_reloading_reads_mcp_json_again(tmp_path: Path) -> None:
+    box = Toolbox(tmp_path)
+    try:
+        box.start_servers()
+        assert box.server_status() == []
+        write_config(tmp_path, {"weather": stdio_entry()})
+        box.reload_servers()
+        assert box.server_status() == [("weather", "3 tools")]
+        write_config(tmp_path, {})
+        box.reload_servers()
+        assert box.server_status() == [] and "get_weather" not in [spec.name for spec in box.specs()]
+    finally:
+        box.close()

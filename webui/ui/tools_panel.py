@@ -73,7 +73,11 @@ class ToolsPanel:
             self.mcp = gr.CheckboxGroup(
                 [], label="MCP servers' tools (user_data/mcp.json)", elem_id="chat-tools-mcp"
             )
-            self.servers = gr.Markdown(elem_id="chat-tools-servers")
+            with gr.Row(equal_height=True):
+                self.servers = gr.Markdown(elem_id="chat-tools-servers")
+                self.reload = gr.Button(
+                    "Reload mcp.json", size="sm", scale=0, elem_id="chat-tools-reload", min_width=140
+                )
             self.api = gr.Checkbox(
                 label="API clients may use these tools too",
                 value=False,
@@ -179,8 +183,15 @@ class ToolsPanel:
             gate.answer(decision)
         return gr.update(visible=False), ""
 
+    def reload_servers(self) -> tuple[Any, ...]:
+        """Restart the MCP servers from mcp.json as it is now; the panel shows their tools."""
+        if self.toolbox is not None:
+            self.toolbox.reload_servers()
+        return self.refresh()
+
     def wire(self, gate: gr.State) -> None:
         quick: dict[str, Any] = {"show_progress": "hidden", "queue": False}
+        self.reload.click(self.reload_servers, outputs=self.refresh_outputs, show_progress="minimal")
         for widget in self.choice_widgets:
             widget.input(self.save, inputs=self.choice_widgets, outputs=[self.status], **quick)
         outputs = [self.approval, self.approval_md]

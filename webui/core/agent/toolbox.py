@@ -103,6 +103,15 @@ class Toolbox:
                     tools.append(McpToolAdapter(server, tool, name))
             self._mcp_tools = tools
 
+    def reload_servers(self) -> None:
+        """Stop the MCP servers, read mcp.json again and start its servers (after the user edited it)."""
+        with self._lock:
+            self.hub.close()
+            self.mcp_config = read_mcp_config(self.user_data_dir)
+            self.hub = McpHub(self.mcp_config.servers)
+            self._mcp_tools = []
+        self.start_servers()
+
     def builtin(self) -> list[Tool]:
         return [Calculator(), CurrentTime(), ReadFile(self.settings.allowed_folders), FetchPage()]
 
