@@ -50,13 +50,14 @@ def test_endpoints_palabre_does_not_serve_say_so_in_the_clients_own_error(
     openai_client: openai.OpenAI, ollama_client: ollama.Client
 ) -> None:
     # Before: FastAPI's {"detail": "Not Found"}, which the openai library showed as a bare "Error code: 404".
+    # Embeddings are served now (tests/test_api_embeddings.py): an unknown model is a 404 in each shape.
     with pytest.raises(openai.NotFoundError) as embeddings:  # a 4xx: the client does not retry it
-        openai_client.embeddings.create(model=DEFAULT_MODEL_FILE, input="hello")
-    assert embeddings.value.message.startswith("Error code: 404 - Palabre does not serve embeddings")
+        openai_client.embeddings.create(model="no-such-model", input="hello")
+    assert "The model 'no-such-model' does not exist" in embeddings.value.message
 
     with pytest.raises(ollama.ResponseError) as embed:
-        ollama_client.embed(model=DEFAULT_MODEL_FILE, input="hello")
-    assert embed.value.status_code == 404 and "does not serve embeddings" in embed.value.error
+        ollama_client.embed(model="no-such-model", input="hello")
+    assert embed.value.status_code == 404 and "does not exist" in embed.value.error
     with pytest.raises(ollama.ResponseError) as pull:
         ollama_client.pull("llama3.2")
     assert pull.value.status_code == 404 and "webui models download" in pull.value.error

@@ -56,4 +56,5 @@ def build_service(config: AppConfig, registry: LoaderRegistry | None = None) -> 
         characters=build_characters(config, templates),
         max_queue=config.max_queue,
         extensions=extensions,
+        embedding_model=config.embedding_model,
     )

@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the largest file the page accepts: cards, chat imports (default 50); bigger ones get HTTP 413",
     )
     serve.add_argument(
+        "--embedding-model",
+        default=None,
+        metavar="NAME",
+        help="embedding model in user_data/models to load at start (a sentence-transformers folder or a GGUF) "
+        "for /v1/embeddings and /api/embed",
+    )
+    serve.add_argument(
         "--extensions",
         nargs="*",
         default=None,
@@ -391,6 +398,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         idle_unload_minutes=getattr(args, "idle_unload", None),
         max_queue=getattr(args, "max_queue", 16),
         max_upload_mb=getattr(args, "max_upload_mb", 50.0),
+        embedding_model=getattr(args, "embedding_model", None),
         extensions=_extension_names(getattr(args, "extensions", None)),
         **_access_config(args),
     )

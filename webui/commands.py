@@ -256,9 +256,22 @@ def serve(config: AppConfig, *, force: bool = False) -> int:
         if config.autoload_default_model:
             report = _load_for_serve(config, service, force=force)
             print(report.message, flush=True)
+        if config.embedding_model:
+            _load_embedding_model(service, config.embedding_model)
         return run_server(service, config)
     finally:
         service.close()
+
+
+def _load_embedding_model(service: Service, name: str) -> None:
+    """``--embedding-model``: load it now, so that a wrong name is said at start."""
+    from webui.core.embeddings import EmbeddingError
+
+    try:
+        seconds = service.embeddings.load(name)
+    except EmbeddingError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"Embedding model {name} loaded in {seconds:.1f} s.", flush=True)
 
 
 def list_extensions(config: AppConfig) -> int:

@@ -2,7 +2,7 @@
 
 Without these, such requests fall through to the page mounted at ``/`` and get ``{"detail": "Not Found"}``,
 which the openai and ollama libraries show as a bare "Error code: 404". Clients reach them for endpoints
-Palabre does not serve (embeddings, Ollama's model management) and with the wrong method (a GET on a POST
+Palabre does not serve (Ollama's model management) and with the wrong method (a GET on a POST
 route): each gets a sentence saying what happened, 404 or 405. Installed last, after every other API route.
 """
 
@@ -18,15 +18,11 @@ from webui.api.http import ollama_error, openai_error
 # Methods the fallback answers; OPTIONS is left to the CORS layer (a preflight is not an API call).
 CATCH_ALL = ("/v1/{path:path}", "/api/{path:path}")
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
-EMBEDDINGS = "Palabre does not serve embeddings: it generates text only. Use an embedding server for {path}."
 MANAGEMENT = (
     "Palabre does not manage models through the Ollama API ({path}): put model files in user_data/models/, "
     "or download them with `webui models download org/model` or the Model tab."
 )
 UNSUPPORTED: dict[str, str] = {
-    "/v1/embeddings": EMBEDDINGS,
-    "/api/embed": EMBEDDINGS,
-    "/api/embeddings": EMBEDDINGS,
     **{
         f"/api/{name}": MANAGEMENT
         for name in ("pull", "push", "create", "copy", "delete", "blobs")  # /api/blobs/<digest> too

@@ -32,6 +32,9 @@ def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
     from webui.api.responses_routes import install_responses_routes
 
     install_responses_routes(app, serving)  # /v1/responses
+    from webui.api.embeddings_routes import install_embeddings_routes
+
+    install_embeddings_routes(app, serving)  # /v1/embeddings, /api/embed, /api/embeddings
     install_extension_routes(app, service)
     install_fallback_routes(app)  # last: what no route above takes
 

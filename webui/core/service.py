@@ -16,6 +16,7 @@ from typing import Any
 from webui.core.abilities import TemplateAbilities
 from webui.core.characters.store import CharacterStore
 from webui.core.chats.store import ChatStore
+from webui.core.embeddings import EmbeddingInput, EmbeddingModels, EmbeddingResult, match_entry
 from webui.core.engine import (
     Engine,
     EngineError,
@@ -54,6 +55,7 @@ __all__ = [
     "ChatPrompt",
     "ChatSettings",
     "CompletionStream",
+    "EmbeddingResult",
     "EngineError",
     "EngineStatus",
     "GenerationJob",
@@ -88,6 +90,7 @@ class Service:
         machine: MachineSource | None = None,
         max_queue: int | None = None,
         extensions: ExtensionManager | None = None,
+        embedding_model: str | None = None,
     ):
         self.engine = Engine(registry, models_dir, max_waiting=max_queue)
         self.extensions = extensions or ExtensionManager(found=())
@@ -96,6 +99,8 @@ class Service:
         self.chats = chats
         self.characters = characters
         self.model_manager = ModelManager(self.engine, templates, machine or MachineProbe())
+        # The embedding model, apart from the chat model (loaded on first use, or by name).
+        self.embeddings = EmbeddingModels(lambda name: match_entry(self.models(), name), embedding_model)
         self.prompts = PromptBuilder(
             self.engine,
             templates,
@@ -290,8 +295,23 @@ class Service:
         job = self.engine.submit(prepared.text, prepared.params)
         return CompletionStream(job, self.extensions, list(prepared.warnings))
 
+    # -- embeddings ---------------------------------------------------------------------------------------
+
+    def embed(
+        self,
+        texts: Sequence[EmbeddingInput],
+        model: str | None = None,
+        *,
+        normalize: bool = False,
+        truncate: bool = True,
+    ) -> EmbeddingResult:
+        """One vector per text (or token-id list) from the embedding model ``model`` names (None: the loaded
+        or default one), loading it when needed; EmbeddingError for what the caller can fix."""
+        return self.embeddings.embed(texts, model, normalize=normalize, truncate=truncate)
+
     def close(self) -> None:
         try:
+            self.embeddings.close()
             self.extensions.close()
             self.engine.close()
         finally:
