@@ -174,3 +174,30 @@ def test_a_gguf_chat_model_embeds_with_its_hidden_size(client: openai.OpenAI, se
     # The chat model is still there beside it.
     reply = client.completions.create(model=DEFAULT_MODEL_FILE, prompt="Hello", max_tokens=2)
     assert reply.choices[0].text is not None
+
+
+def test_loading_another_embedding_model_needs_an_admin_key(
+    tmp_path: Path, default_model_path: Path, minilm: Path
+) -> None:
+    user, admin = "user-key-embeddings", "admin-key-embeddings"
+    server = Server(
+        tmp_path,
+        extra_args=["--api-key", user, "--admin-key", admin, "--open-page", "--embedding-model", MINILM_NAME],
+    )
+    (server.config.models_dir / MINILM_NAME).symlink_to(minilm, target_is_directory=True)
+    (server.config.models_dir / DEFAULT_MODEL_FILE).symlink_to(default_model_path)
+    with server.running():
+        as_user = openai.OpenAI(base_url=f"{server.url}v1", api_key=user, max_retries=0)
+        assert len(as_user.embeddings.create(model=MINILM_NAME, input="x").data[0].embedding) == 384
+        assert as_user.embeddings.create(model="default", input="x").model == MINILM_NAME
+        with pytest.raises(openai.PermissionDeniedError, match="needs an admin key"):
+            as_user.embeddings.create(model=DEFAULT_MODEL_FILE, input="x")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{server.url}v1", api_key="wrong", max_retries=0).embeddings.create(
+                model=MINILM_NAME, input="x"
+            )
+        as_admin = openai.OpenAI(base_url=f"{server.url}v1", api_key=admin, max_retries=0)
+        assert len(as_admin.embeddings.create(model=DEFAULT_MODEL_FILE, input="x").data[0].embedding) == 576
+        # Now loaded, the GGUF serves the user too; the default model loads again for anyone.
+        assert as_user.embeddings.create(model=DEFAULT_MODEL_FILE, input="y").model == DEFAULT_MODEL_FILE
+        assert as_user.embeddings.create(model=MINILM_NAME, input="y").model == MINILM_NAME

@@ -131,3 +131,15 @@ def test_a_gguf_embeds_with_its_hidden_size(service: Service) -> None:
     normalised = service.embed(["hello world"], DEFAULT_MODEL_FILE, normalize=True).vectors[0]
     assert math.isclose(math.fsum(x * x for x in normalised), 1.0, abs_tol=1e-5)
     assert close(normalised, result.vectors[0]) > 1e-3  # llama.cpp's pooled vector is not unit length
+
+
+def test_models_list_marks_embedding_models(
+    tmp_path: Path, minilm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from webui.cli import main
+
+    config = make_config(tmp_path / "user_data")
+    (config.models_dir / MINILM_NAME).symlink_to(minilm, target_is_directory=True)
+    assert main(["models", "list", "--user-data-dir", str(config.user_data_dir)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(MINILM_NAME))
+    assert "embedding" in line.split()

@@ -183,6 +183,7 @@ def list_models(config: AppConfig) -> int:
         if not entries:
             print(f"No models in {config.models_dir}.")
             return 0
+        from webui.core.embeddings import is_embedding_entry
         from webui.core.models.capabilities import entry_capabilities
         from webui.core.models.discovery import infer_loader
 
@@ -190,7 +191,7 @@ def list_models(config: AppConfig) -> int:
         for entry in entries:
             size = f"{entry.size_bytes / 1e6:,.0f} MB"
             # thinking,tools,vision as the model's own template and files say ("?": no template to read)
-            abilities = entry_capabilities(entry).summary
+            abilities = "embedding" if is_embedding_entry(entry) else entry_capabilities(entry).summary
             print(f"{entry.name:<{width}}  {size:>10}  {abilities:<21}  {infer_loader(entry)}")
         return 0
     finally:

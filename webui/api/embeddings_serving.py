@@ -74,8 +74,7 @@ class EmbeddingsServing:
             raise ApiError(400, str(exc), param="model") from exc
         if models.loaded_name == entry.name or context.caller.admin:
             return
-        default = models.resolve(None) if models.default else None
-        if default is not None and default.name == entry.name:
+        if models.default and models.resolve(models.default).name == entry.name:
             return
         raise ApiError(
             403,
