@@ -49,7 +49,8 @@ class SentenceTransformersBackend:
             )
         except (OSError, ValueError, KeyError) as exc:
             raise EmbeddingError(f"Transformers could not load {folder.name}: {exc}") from exc
-        self.model.eval()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(self.device).eval()
         self._torch = torch
         self.pipeline = pipeline
         config = self.model.config
@@ -77,8 +78,10 @@ class SentenceTransformersBackend:
     def _batch(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
         torch = self._torch
         width = max(len(tokens) for tokens in inputs)
-        ids = torch.tensor([[*t, *[self._pad] * (width - len(t))] for t in inputs], dtype=torch.long)
-        mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in inputs], dtype=torch.long)
+        rows = [[*t, *[self._pad] * (width - len(t))] for t in inputs]
+        ids = torch.tensor(rows, dtype=torch.long, device=self.device)
+        masks = [[1] * len(t) + [0] * (width - len(t)) for t in inputs]
+        mask = torch.tensor(masks, dtype=torch.long, device=self.device)
         with torch.inference_mode():
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
         weights = mask.unsqueeze(-1).to(hidden.dtype)
@@ -87,7 +90,7 @@ class SentenceTransformersBackend:
             pooled = hidden[:, 0]
         elif mode == "lasttoken":
             last = mask.sum(dim=1) - 1
-            pooled = hidden[torch.arange(hidden.shape[0]), last]
+            pooled = hidden[torch.arange(hidden.shape[0], device=self.device), last]
         elif mode == "max":
             pooled = hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values
         else:
@@ -140,6 +143,7 @@ class GgufEmbeddingBackend:
                 n_ctx=n_ctx,
                 n_batch=n_ctx,
                 n_ubatch=n_ctx,
+                n_gpu_layers=-1,  # all layers on the GPU when llama.cpp was built with one, as for chat models
                 n_threads=automatic_threads(),
                 verbose=False,
             )

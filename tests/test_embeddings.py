@@ -143,3 +143,34 @@ def test_models_list_marks_embedding_models(
     assert main(["models", "list", "--user-data-dir", str(config.user_data_dir)]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(MINILM_NAME))
     assert "embedding" in line.split()
+
+
+@pytest.mark.parametrize("mode", ["cls", "lasttoken", "max"])
+def test_the_folders_pooling_is_applied(tmp_path: Path, minilm: Path, mode: str) -> None:
+    """The same weights with another pooling (and no Normalize module) give that pooling of the hidden states."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from webui.app import build_service
+
+    config = make_config(tmp_path / "user_data")
+    folder = config.models_dir / f"minilm-{mode}"
+    (folder / "1_Pooling").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (folder / name).symlink_to(minilm / name)
+    modules = json.loads((minilm / "modules.json").read_text())[:2]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": mode}))
+    texts = TEXTS[:2]
+    service = build_service(config)
+    try:
+        got = service.embed(texts, folder.name).vectors
+    finally:
+        service.close()
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
+    model = AutoModel.from_pretrained(str(minilm), use_safetensors=True).eval()
+    for text, vector in zip(texts, got, strict=True):
+        with torch.inference_mode():
+            hidden = model(**tokenizer(text, return_tensors="pt")).last_hidden_state[0]
+        want = {"cls": hidden[0], "lasttoken": hidden[-1], "max": hidden.max(dim=0).values}[mode]
+        assert close(vector, want.tolist()) < 1e-4
