@@ -109,9 +109,29 @@ def set_up_tools(page: Page) -> None:
         )
 
 
+def new_chat(page: Page) -> None:
+    """New chat, once its update (which empties the message box) has come back."""
+    page.locator("#chat-clear").click()
+    page.wait_for_function(
+        "() => !document.querySelector('#chatbot [data-testid=\"user\"]')"
+        " && !document.querySelector('#chatbot [data-testid=\"bot\"]')"
+    )
+    time.sleep(0.5)
+
+
 def ask(page: Page, question: str) -> None:
     page.locator("#chat-input textarea").fill(question)
     page.locator("#chat-send").click()
+    page.locator('#chatbot [data-testid="user"]').filter(has_text=question).last.wait_for()
+
+
+def wait_approval(page: Page, timeout: float = 120) -> None:
+    """Until the approval prompt shows (the status line says why when it never does)."""
+    deadline = time.monotonic() + timeout
+    while not page.locator(APPROVAL).is_visible():
+        status = page.locator("#chat-status").inner_text()
+        assert time.monotonic() < deadline, f"no approval prompt; status {status!r}"
+        time.sleep(0.05)
 
 
 def wait_finished(page: Page, timeout: float = 120) -> str:
@@ -143,7 +163,7 @@ def test_a_call_waits_for_approve_then_its_result_shows_as_a_step(
         goto_chat(page, server.url)
         set_up_tools(page)
         ask(page, weather_question("Paris"))
-        page.locator(APPROVAL).wait_for(state="visible")
+        wait_approval(page)
         prompt = page.locator("#chat-approval-text").inner_text()
         assert "get_weather" in prompt and '"city": "Paris"' in prompt  # the full arguments
         page.wait_for_function(
@@ -178,9 +198,9 @@ def test_reject_is_reported_to_the_model_and_nothing_runs(
     with open_page(browser, server.url) as page:
         goto_chat(page, server.url)
         set_up_tools(page)
-        page.locator("#chat-clear").click()
+        new_chat(page)
         ask(page, weather_question("London"))
-        page.locator(APPROVAL).wait_for(state="visible")
+        wait_approval(page)
         page.locator("#chat-reject").click()
         # The model is asked again with the rejection as the result; it calls again, and is rejected again.
         deadline = time.monotonic() + 120
@@ -200,12 +220,12 @@ def test_always_for_this_tool_stops_asking(browser: Browser, server: Server, not
     with open_page(browser, server.url) as page:
         goto_chat(page, server.url)
         set_up_tools(page)
-        page.locator("#chat-clear").click()
+        new_chat(page)
         ask(page, weather_question("Tokyo"))
-        page.locator(APPROVAL).wait_for(state="visible")
+        wait_approval(page)
         page.locator("#chat-approve-always").click()
         assert wait_finished(page) == weather_answer("Tokyo")
-        page.locator("#chat-clear").click()
+        new_chat(page)
         ask(page, weather_question("Berlin"))  # same page session: no question this time
         assert wait_finished(page) == weather_answer("Berlin")
         assert not page.locator(APPROVAL).is_visible()
