@@ -174,3 +174,11 @@ def test_the_folders_pooling_is_applied(tmp_path: Path, minilm: Path, mode: str)
             hidden = model(**tokenizer(text, return_tensors="pt")).last_hidden_state[0]
         want = {"cls": hidden[0], "lasttoken": hidden[-1], "max": hidden.max(dim=0).values}[mode]
         assert close(vector, want.tolist()) < 1e-4
+
+
+def test_an_embedding_model_is_not_loaded_as_the_chat_model(service: Service) -> None:
+    from webui.core.service import EngineError
+
+    with pytest.raises(EngineError, match="is an embedding model, not a text generator"):
+        service.load_model(MINILM_NAME)
+    assert service.loaded is None  # nothing was half-loaded

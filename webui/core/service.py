@@ -16,7 +16,13 @@ from typing import Any
 from webui.core.abilities import TemplateAbilities
 from webui.core.characters.store import CharacterStore
 from webui.core.chats.store import ChatStore
-from webui.core.embeddings import EmbeddingInput, EmbeddingModels, EmbeddingResult, match_entry
+from webui.core.embeddings import (
+    EmbeddingInput,
+    EmbeddingModels,
+    EmbeddingResult,
+    is_embedding_entry,
+    match_entry,
+)
 from webui.core.engine import (
     Engine,
     EngineError,
@@ -176,8 +182,15 @@ class Service:
     ) -> LoadReport:
         """Load ``name``; on failure EngineError and the previous model (if any) stays loaded.
 
-        A model estimated not to fit in RAM (+VRAM) is refused unless ``insist``.
+        A model estimated not to fit in RAM (+VRAM) is refused unless ``insist``; so is an embedding-only model
+        (a sentence-transformers folder), which generates no text.
         """
+        entry = match_entry(self.models(), name)
+        if entry is not None and is_embedding_entry(entry):
+            raise EngineError(
+                f"{entry.name} is an embedding model, not a text generator: use it through /v1/embeddings or "
+                "/api/embed (or `webui serve --embedding-model`)."
+            )
         return self.model_manager.load(name, loader, settings, template, insist)
 
     def check_fit(self, name: str, loader: str | None, settings: Mapping[str, Any] | None) -> None:
