@@ -116,6 +116,16 @@ def test_ollama_embed_gives_unit_vectors_equal_to_the_model(
     assert len(short) == 64 and abs(norm(list(short)) - 1) < 1e-5
 
 
+def test_keep_alive_zero_unloads_the_embedding_model(http: httpx.Client) -> None:
+    first = http.post("/api/embed", json={"model": MINILM_NAME, "input": "x", "keep_alive": 0}).json()
+    assert len(first["embeddings"][0]) == MINILM_DIMENSIONS
+    again = http.post("/api/embed", json={"model": MINILM_NAME, "input": "x"}).json()
+    assert again["load_duration"] > 0  # it was unloaded: this request loaded it again
+    assert http.post("/api/embed", json={"model": MINILM_NAME, "input": "x"}).json()["load_duration"] == 0
+    bad = http.post("/api/embed", json={"model": MINILM_NAME, "input": "x", "keep_alive": "soon"})
+    assert bad.status_code == 400 and "keep_alive" in bad.json()["error"]
+
+
 def test_the_older_api_embeddings(http: httpx.Client, reference: list[list[float]]) -> None:
     body = http.post("/api/embeddings", json={"model": MINILM_NAME, "prompt": TEXTS[2]}).json()
     assert distance(body["embedding"], reference[2]) < 1e-5

@@ -21,6 +21,7 @@ from webui.api.embeddings_protocol import (
     LegacyEmbeddingsRequest,
 )
 from webui.api.errors import ApiError
+from webui.api.ollama_protocol import allowed_keep_alive
 from webui.api.serving import DEFAULT_MODEL_NAMES, RequestContext, Serving
 from webui.core.embeddings import EmbeddingError, EmbeddingInput, EmbeddingModelNotFound, l2_normalize
 from webui.core.service import EmbeddingResult
@@ -137,6 +138,16 @@ class EmbeddingsServing:
             raise ApiError(400, "`dimensions` must be at least 1.")
         if len(inputs) > MAX_INPUTS:
             raise ApiError(400, f"`input` may hold at most {MAX_INPUTS} items.")
+        unload = allowed_keep_alive(body.keep_alive, context.caller.admin) == 0
+        if not inputs and unload:  # as in Ollama: keep_alive 0 with no input unloads the model
+            await to_thread.run_sync(self.service.embeddings.close)
+            return {
+                "model": body.model,
+                "embeddings": [],
+                "total_duration": 0,
+                "load_duration": 0,
+                "prompt_eval_count": 0,
+            }
         if not inputs:  # as in Ollama: no input loads the model
             name = self._model_name(body.model)
             load = _refusals(lambda: self._load(name, context))
@@ -150,6 +161,8 @@ class EmbeddingsServing:
                 "prompt_eval_count": 0,
             }
         result = await self._embed(inputs, body.model, context, normalize=True, truncate=body.truncate)
+        if unload:
+            await to_thread.run_sync(self.service.embeddings.close)
         vectors = result.vectors
         if body.dimensions is not None:
             size = len(vectors[0])
@@ -167,12 +180,18 @@ class EmbeddingsServing:
     async def ollama_embeddings(
         self, body: LegacyEmbeddingsRequest, context: RequestContext
     ) -> dict[str, Any]:
+        unload = allowed_keep_alive(body.keep_alive, context.caller.admin) == 0
+        if not body.prompt and unload:
+            await to_thread.run_sync(self.service.embeddings.close)
+            return {"embedding": []}
         if not body.prompt:  # as in Ollama: an empty prompt only loads the model
             name = self._model_name(body.model)
             load = _refusals(lambda: self._load(name, context))
             await to_thread.run_sync(load)
             return {"embedding": []}
         result = await self._embed([body.prompt], body.model, context, normalize=False, truncate=True)
+        if unload:
+            await to_thread.run_sync(self.service.embeddings.close)
         return {"embedding": result.vectors[0]}
 
 
