@@ -15,6 +15,8 @@ from webui.core.agent import Toolbox, run_tool
 from webui.core.agent.mcp_config import parse_mcp_config, read_mcp_config
 from webui.core.characters.model import Character
 
+pytestmark = [pytest.mark.slow]  # starts real MCP servers (child processes, an HTTP server)
+
 
 def write_config(user_data: Path, servers: dict[str, object]) -> None:
     user_data.mkdir(parents=True, exist_ok=True)

@@ -164,6 +164,9 @@ def test_a_call_waits_for_approve_then_its_result_shows_as_a_step(
         set_up_tools(page)
         ask(page, weather_question("Paris"))
         wait_approval(page)
+        page.wait_for_function(
+            "() => document.querySelector('#chat-approval-text')?.innerText.includes('get_weather')"
+        )
         prompt = page.locator("#chat-approval-text").inner_text()
         assert "get_weather" in prompt and '"city": "Paris"' in prompt  # the full arguments
         page.wait_for_function(
