@@ -196,8 +196,8 @@ class McpHub:
 
     def start(self) -> None:
         """Start every server (once); failures are kept as each server's ``error``."""
-        if self._loop is not None:
-            return
+        if self._loop is not None or not self._configs:
+            return  # started already, or no server to start (no thread either)
         try:
             import mcp  # noqa: F401
         except ImportError:
