@@ -163,6 +163,9 @@ def test_bad_requests_are_400_with_clear_messages(client: openai.OpenAI, http: h
     assert mixed.status_code == 400 and mixed.json()["error"]["message"]
     missing = http.post("/api/embed", json={"input": "x"})
     assert missing.status_code == 400 and "model" in missing.json()["error"]
+    # An embedding model asked to chat: a 400 that says where it belongs, not a failed load.
+    with pytest.raises(openai.BadRequestError, match="is an embedding model"):
+        client.chat.completions.create(model=MINILM_NAME, messages=[{"role": "user", "content": "hi"}])
 
 
 def test_token_ids_embed_like_their_text(client: openai.OpenAI, minilm: Path) -> None:

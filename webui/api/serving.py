@@ -14,6 +14,7 @@ from webui.api.core_requests import CoreCompletionRequest, CoreRequest
 from webui.api.errors import ApiError, queue_full_error
 from webui.api.jobs import ApiJobs, Caller
 from webui.api.streams import Generation, Run, Started
+from webui.core.embeddings import is_embedding_entry
 from webui.core.idle import IdleUnloader
 from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
@@ -119,6 +120,14 @@ class Serving:
 
     def _ensure(self, name: str, admin: bool) -> tuple[LoadedState, float]:
         entry = self.find(name)
+        if is_embedding_entry(entry):
+            raise ApiError(
+                400,
+                f"{entry.name} is an embedding model, not a text generator: use it through /v1/embeddings or "
+                "/api/embed.",
+                param="model",
+                code="model_not_supported",
+            )
         state = self.loaded()
         if state is not None and state.entry == entry:
             return state, 0.0
