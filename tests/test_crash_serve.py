@@ -43,7 +43,7 @@ def page_client(server: Server) -> Client:
 def send_parameters(client: Client) -> list[dict[str, Any]]:
     """The Send event's inputs as Gradio describes them (name, label, the widget's default)."""
     info = client.view_api(return_format="dict", print_info=False)
-    return list(info["named_endpoints"]["/send"]["parameters"])
+    return list(info["named_endpoints"]["/send_tools"]["parameters"])
 
 
 def send_args(parameters: list[dict[str, Any]], text: str, max_new_tokens: int) -> list[Any]:
@@ -129,7 +129,7 @@ def test_sigkill_during_replies_and_saves_loses_no_finished_message(server: Serv
         parameters = parameters or send_parameters(client)
         if cycle % 3 == 0:  # a finished exchange before the one that gets killed
             text = f"Cycle {cycle}: name a colour."
-            chatbot, _box, _status = client.predict(*send_args(parameters, text, 12), api_name="/send")
+            chatbot = client.predict(*send_args(parameters, text, 12), api_name="/send_tools")[0]
             finished.append((text, reply_text(chatbot)))
             sent.append(text)
         stop_saving, modes_saved = threading.Event(), list[str]()
@@ -138,7 +138,7 @@ def test_sigkill_during_replies_and_saves_loses_no_finished_message(server: Serv
         )
         saver.start()
         text = f"Cycle {cycle}: tell me a long story about the sea."
-        job = client.submit(*send_args(parameters, text, 400), api_name="/send")
+        job = client.submit(*send_args(parameters, text, 400), api_name="/send_tools")
         deadline = time.monotonic() + 60
         while len(job.outputs()) < 2 and not job.done() and time.monotonic() < deadline:
             time.sleep(0.02)  # until the reply streams (the user's message is saved before it starts)
