@@ -107,7 +107,7 @@ def entry(path: Path, kind: str) -> ModelEntry:
 
 
 def test_finish_reasons_are_a_closed_set() -> None:
-    assert set(get_args(FinishReason)) == {"stop", "length", "cancelled"}
+    assert set(get_args(FinishReason)) == {"stop", "length", "cancelled", "tool_calls"}
 
 
 def test_the_strongest_claim_wins_and_broken_loaders_claim_nothing(tmp_path: Path) -> None:
@@ -177,7 +177,8 @@ def test_reasoning_and_tool_call_parts_pass_the_engine_and_stops_cut_only_text(t
     assert "".join(chunk.reasoning for chunk in chunks) == "Thinking about END"  # stop strings are for text
     calls = [call for chunk in chunks for call in chunk.tool_calls]
     assert calls == [ToolCallDelta(index=0, id="call-1", name="lookup", arguments='{"q": "END"}')]
-    assert job.finish_reason == "stop" and chunks[-1].finish_reason == "stop"
+    # The reply made a call: its client has a call to run, whatever ended the text.
+    assert job.finish_reason == "tool_calls" and chunks[-1].finish_reason == "tool_calls"
     stats = chunks[-1].stats
     assert stats is not None and stats.prompt == PromptUsage(7, reused=2)  # the last count the loader gave
     assert (stats.prompt_tokens, stats.reused_prompt_tokens, stats.new_tokens) == (7, 2, 11)

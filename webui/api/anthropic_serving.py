@@ -108,12 +108,12 @@ class _BlockWriter:
 
     def tool_call(self, delta: ToolCallDelta) -> list[AnthropicEvent]:
         number, began = self.calls.add(delta)
-        key = f"call:{number}"
+        block_name = f"call:{number}"
         events: list[AnthropicEvent] = []
-        if began or self.open != key:
+        if began or self.open != block_name:
             call = self.calls.calls[number]
             block = ToolUseBlock(id=tool_use_id(call.id), name=call.name, input={})
-            events = self._start(key, block.model_dump())
+            events = self._start(block_name, block.model_dump())
         if delta.arguments:
             events.append(self._delta({"type": "input_json_delta", "partial_json": delta.arguments}))
         return events
