@@ -59,7 +59,9 @@ def test_load_a_transformers_folder_in_the_model_tab_and_chat(page: Page, tiny_l
     page.get_by_label("instruct", exact=True).check()
     shown, final = send_and_watch(page, QUESTION)
 
-    assert len(set(shown)) >= 2, f"the reply did not stream: {shown!r}"
+    # This 7-token reply may arrive within one redraw; the page's streaming is shown on a long reply in
+    # test_ui_browser, the loader's token-by-token chunks in test_loader_transformers. What it showed, it kept.
+    assert shown and all(final.startswith(partial) for partial in shown), shown
     # The page's reply is transformers' own greedy reply to the ChatML prompt the tokenizer itself renders.
     from transformers import AutoTokenizer
 
