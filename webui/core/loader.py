@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from webui.core.params import GenerationParams
 
 if TYPE_CHECKING:
+    from webui.core.media import Image
     from webui.core.models.discovery import ModelEntry
     from webui.core.prompts import ChatMessage
     from webui.core.tools.request import ToolRequest
@@ -185,6 +186,32 @@ class ChatTemplatedModel(LoadedModel, Protocol):
         """Generate the reply to ``messages``; chunks as from ``stream``, with the reply's reasoning and tool
         calls in their own parts. ``tools`` and ``template_kwargs`` go to the server's template."""
         ...
+
+
+@runtime_checkable
+class SeeingModel(LoadedModel, Protocol):
+    """A loaded model that takes images (a projector beside a GGUF, a Transformers vision model).
+
+    The prompt holds ``media_marker`` once per image, in the order of ``images``. The marker is random per
+    load, so text a user types can never open an image slot.
+    """
+
+    media_marker: str
+
+    def stream_images(
+        self, prompt: str, images: Sequence[Image], params: GenerationParams, cancel: CancelToken
+    ) -> Iterator[Chunk]:
+        """Generate from ``prompt`` with ``images`` in place of its markers; chunks as from ``stream``."""
+        ...
+
+    def image_tokens(self, image: Image) -> int:
+        """How many context tokens ``image`` takes (the context meter and truncation count them)."""
+        ...
+
+
+def sees_images(model: LoadedModel) -> TypeGuard[SeeingModel]:
+    """True when ``model`` takes images (a vision model whose projector is loaded)."""
+    return isinstance(model, SeeingModel) and bool(getattr(model, "media_marker", ""))
 
 
 def renders_own_template(model: LoadedModel) -> TypeGuard[ChatTemplatedModel]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from webui.core.media import Image
 from webui.core.templates.store import InstructionTemplate, TemplateError, TemplateOutputTooLargeError
 from webui.core.tools.formats import detect_tool_format
 from webui.core.tools.writing import calls_as_text, mistral_id
@@ -77,6 +78,8 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
     name: str = ""
+    # Images shown with the message (a user's, mostly); the prompt gets the loader's media marker for each.
+    images: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True)
