@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.support.page import choose, send_and_watch
+from tests.support.page import choose, send_and_watch, start_new_chat
 from tests.support.servers import Server, open_page
 from webui.benchmarks.browser import BOT
 from webui.provision import DEFAULT_MODEL_FILE
@@ -38,10 +38,7 @@ def page(browser: Browser, server: tuple[str, Path]) -> Iterator[Page]:
         page.wait_for_function(
             "() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')"
         )  # the page-load refresh has run
-        page.locator(
-            "#chat-clear"
-        ).click()  # the page shows the last conversation: start each test with a new one
-        page.wait_for_function("() => !document.querySelector('#chatbot [data-testid=\"user\"]')")
+        start_new_chat(page)  # the page shows the last conversation: start each test with a new one
         yield page
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.support.page import choose, goto_chat, send_and_watch, set_max_new_tokens
+from tests.support.page import choose, goto_chat, send_and_watch, set_max_new_tokens, start_new_chat
 from tests.support.servers import Server
 from webui.benchmarks.browser import BOT
 
@@ -101,7 +101,7 @@ def test_conversations_are_stored_switched_and_survive_a_restart(browser: Browse
 
     # A second conversation; the list switches between the two.
     set_max_new_tokens(page, 20)
-    page.locator("#chat-clear").click()
+    start_new_chat(page)
     wait_for_bots(page, 1)
     _, color_reply = send_and_watch(page, SECOND)
     assert user_texts(page) == [SECOND]
@@ -145,7 +145,7 @@ def test_killing_the_server_mid_reply_loses_no_earlier_message(browser: Browser,
     page.set_default_timeout(60_000)
     goto_chat(page, server.url)
     choose(page, "chat-personality", "(none)")
-    page.locator("#chat-clear").click()
+    start_new_chat(page)
     set_max_new_tokens(page, 24)
     question = "What is the capital of France?"
     _, answer = send_and_watch(page, question)

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.support.agent_models import WEATHER, weather_answer, weather_question
 from tests.support.mcp_server import stdio_entry
-from tests.support.page import choose, goto_chat
+from tests.support.page import choose, goto_chat, start_new_chat
 from tests.support.servers import Server, open_page, wait_until_serving
 from webui.benchmarks.browser import BOT
 from webui.config import PROJECT_ROOT
@@ -109,16 +109,6 @@ def set_up_tools(page: Page) -> None:
         )
 
 
-def new_chat(page: Page) -> None:
-    """New chat, once its update (which empties the message box) has come back."""
-    page.locator("#chat-clear").click()
-    page.wait_for_function(
-        "() => !document.querySelector('#chatbot [data-testid=\"user\"]')"
-        " && !document.querySelector('#chatbot [data-testid=\"bot\"]')"
-    )
-    time.sleep(0.5)
-
-
 def ask(page: Page, question: str) -> None:
     page.locator("#chat-input textarea").fill(question)
     page.locator("#chat-send").click()
@@ -201,7 +191,7 @@ def test_reject_is_reported_to_the_model_and_nothing_runs(
     with open_page(browser, server.url) as page:
         goto_chat(page, server.url)
         set_up_tools(page)
-        new_chat(page)
+        start_new_chat(page)
         ask(page, weather_question("London"))
         wait_approval(page)
         page.locator("#chat-reject").click()
@@ -223,12 +213,12 @@ def test_always_for_this_tool_stops_asking(browser: Browser, server: Server, not
     with open_page(browser, server.url) as page:
         goto_chat(page, server.url)
         set_up_tools(page)
-        new_chat(page)
+        start_new_chat(page)
         ask(page, weather_question("Tokyo"))
         wait_approval(page)
         page.locator("#chat-approve-always").click()
         assert wait_finished(page) == weather_answer("Tokyo")
-        new_chat(page)
+        start_new_chat(page)
         ask(page, weather_question("Berlin"))  # same page session: no question this time
         assert wait_finished(page) == weather_answer("Berlin")
         assert not page.locator(APPROVAL).is_visible()

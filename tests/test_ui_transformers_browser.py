@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.support.page import choose, send_and_watch
+from tests.support.page import choose, send_and_watch, start_new_chat
 from tests.support.servers import Server, open_page
 from tests.support.tiny_models import reference_greedy
 
@@ -55,7 +55,7 @@ def test_load_a_transformers_folder_in_the_model_tab_and_chat(page: Page, tiny_l
         "() => document.querySelector('#param-temperature input[type=number]')?.value === '0'"
     )
     page.get_by_role("tab", name="Chat").click()
-    page.locator("#chat-clear").click()
+    start_new_chat(page)
     page.get_by_label("instruct", exact=True).check()
     shown, final = send_and_watch(page, QUESTION)
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser
 
-from tests.support.page import send_and_watch
+from tests.support.page import send_and_watch, start_new_chat
 from tests.support.servers import Server, free_port, open_page
 from webui.config import PROJECT_ROOT
 from webui.provision import DEFAULT_MODEL_FILE
@@ -292,8 +292,7 @@ def test_a_page_on_another_origin_can_neither_drive_nor_read_palabre(
 def test_the_page_still_chats_from_loopback_names(browser: Browser, server: Server, name: str) -> None:
     with open_page(browser, f"http://{name}:{server.port}/") as page:
         page.wait_for_function("() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')")
-        page.locator("#chat-clear").click()
-        page.wait_for_function("() => !document.querySelector('#chatbot [data-testid=user]')")
+        start_new_chat(page)
         _, reply = send_and_watch(page, "Say hello.")
     assert reply  # the page's own requests (Gradio's queue, its event stream) all passed the policy
     assert state(server) == EXPECTED

@@ -80,6 +80,18 @@ def goto_chat(page: Page, url: str) -> None:
     page.wait_for_function("() => document.querySelector('#chat-status')?.innerText.includes('Loaded:')")
 
 
+def start_new_chat(page: Page) -> None:
+    """Click New chat and wait until its update has come back.
+
+    New chat cancels the session's running reply when it is handled: a message sent before its update arrives
+    could be cancelled by it. The update empties the message box, so a marker typed there first tells when.
+    """
+    box = page.locator("#chat-input textarea")
+    box.fill("(waiting for New chat)")
+    page.locator("#chat-clear").click()
+    page.wait_for_function("() => document.querySelector('#chat-input textarea')?.value === ''")
+
+
 def set_max_new_tokens(page: Page, tokens: int) -> None:
     """Set max_new_tokens on the Parameters tab, then come back to the Chat tab."""
     page.get_by_role("tab", name="Parameters").click()
