@@ -18,6 +18,7 @@ from webui.core.service import EngineError, Service
 from webui.core.settings import SessionSettings, SettingsFile
 from webui.ui.catalog_panel import BADGES, CatalogPanel
 from webui.ui.convert import loader_settings_from_values, setting_kind
+from webui.ui.embedding_panel import EmbeddingPanel
 from webui.ui.live_status import page_status
 
 _PER_ROW = 4
@@ -318,6 +319,7 @@ class ModelTab:
                 elem_id="model-force",
             )
         self.status_md = gr.Markdown(self.status(), elem_id="model-status")
+        EmbeddingPanel(self.service).build()
         if Path(self.models_dir).is_absolute():  # a real folder to download into (not the placeholder)
             catalog_event = CatalogPanel(Path(self.models_dir), self.service.machine).build()
             catalog_event.then(self.refresh_models, outputs=[self.model], show_progress="hidden")
