@@ -320,7 +320,7 @@ def test_export_import_round_trip_keeps_everything(store: ChatStore) -> None:
     store.select_alternative(reply.id, 1)
 
     exported = store.export_json(conversation.id)
-    assert exported["format"] == "palabre-chat" and exported["version"] == 1
+    assert exported["format"] == "palabre-chat" and exported["version"] == 2  # 2: images and files (issue 17)
     text = json.dumps(exported)  # plain JSON: survives a file
     imported = store.import_json(json.loads(text))
     assert imported.id != conversation.id
@@ -420,7 +420,7 @@ def test_import_keeps_text_generation_webui_reply_versions(store: ChatStore) -> 
         ({"internal": "Hi"}, "pairs"),
         ({"internal": [["only the user"]]}, "pairs"),
         ({"internal": [["Hi", 3]]}, "pairs"),
-        ({"format": "palabre-chat", "version": 2, "messages": []}, "newer Palabre"),
+        ({"format": "palabre-chat", "version": 3, "messages": []}, "newer Palabre"),
         ({"format": "palabre-chat", "messages": []}, "invalid version"),
         ({"format": "palabre-chat", "version": 1}, '"messages" list'),
         ({"format": "palabre-chat", "version": 1, "messages": ["hi"]}, "not an object"),
@@ -474,7 +474,7 @@ def test_everything_is_there_after_reopening(db: Path) -> None:
         assert [reopened.get(c.id) for c in listing] == expected
         with sqlite3.connect(db) as raw:
             assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert raw.execute("PRAGMA user_version").fetchone()[0] == 3  # 3: tool calls (issue 16)
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == 4  # 4: images and files (issue 17)
 
 
 def test_closed_store_and_bad_files(tmp_path: Path, db: Path) -> None:

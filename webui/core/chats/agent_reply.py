@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from webui.core.agent.loop import LoopUpdate, ToolLoop, ToolStep
-from webui.core.chats.records import StoredMessage, ToolCallRecord, ToolRoundRecord
+from webui.core.chats.records import AttachmentRecord, StoredMessage, ToolCallRecord, ToolRoundRecord
 from webui.core.loader import GenerationStats
+from webui.core.media import Image
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage, ToolCall
 from webui.core.service import ChatSettings
@@ -21,16 +22,29 @@ from webui.core.service import ChatSettings
 SAVE_INTERVAL_S = 0.5
 
 
-def expand(message: StoredMessage) -> list[ChatMessage]:
+def with_documents(content: str, attachments: Sequence[AttachmentRecord]) -> str:
+    """A message's text as the model reads it: the text of each file sent with it (those whose text was
+    extracted), each in a ``<document>`` block, before what the user wrote."""
+    blocks = [
+        f'<document name="{a.name.replace(chr(34), "")}">\n{a.text.strip()}\n</document>'
+        for a in attachments
+        if a.text and a.text.strip()
+    ]
+    return "\n\n".join([*blocks, content]) if blocks else content
+
+
+def expand(message: StoredMessage, images: tuple[Image, ...] = ()) -> list[ChatMessage]:
     """A stored message as the model is shown it: each tool round (the call message, then the results), then
-    the answer (left out when the reply stopped before answering)."""
+    the answer (left out when the reply stopped before answering) with ``images`` (the message's, loaded) and
+    the text of its files."""
     out: list[ChatMessage] = []
     for round_ in message.tool_rounds:
         calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in round_.calls)
         out.append(ChatMessage("assistant", round_.text, reasoning=round_.reasoning, tool_calls=calls))
         out.extend(ChatMessage("tool", c.result, tool_call_id=c.id, name=c.name) for c in round_.calls)
     if message.content or message.reasoning or not message.tool_rounds:
-        out.append(ChatMessage(message.role, message.content, reasoning=message.reasoning))  # type: ignore[arg-type]
+        content = with_documents(message.content, message.attachments)
+        out.append(ChatMessage(message.role, content, reasoning=message.reasoning, images=images))  # type: ignore[arg-type]
     return out
 
 

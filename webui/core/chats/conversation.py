@@ -11,16 +11,17 @@ reasoning to the first answer text); the prompt builder never sends an earlier t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from webui.core.agent.loop import ToolSession
 from webui.core.characters.store import DEFAULT_USER_NAME, Character, CharacterError
-from webui.core.chats.agent_reply import AgentReply, expand
-from webui.core.chats.records import ToolRoundRecord
+from webui.core.chats.agent_reply import AgentReply, expand, with_documents
+from webui.core.chats.records import AttachmentRecord, ImageRef, ToolRoundRecord
 from webui.core.chats.store import ChatStore, Conversation, StoredMessage
 from webui.core.engine import EngineError
-from webui.core.loader import Chunk, GenerationStats
+from webui.core.loader import Chunk, GenerationStats, sees_images
+from webui.core.media import Image, ImageError
 from webui.core.params import GenerationParams
 from webui.core.prompts import DEFAULT_CHAT_INSTRUCT_COMMAND, ChatMessage, Mode
 from webui.core.service import ChatSettings, ReplyStream, Service
@@ -28,10 +29,29 @@ from webui.core.service import ChatSettings, ReplyStream, Service
 SAVE_INTERVAL_S = 0.5
 
 
-def history_of(conversation: Conversation) -> list[ChatMessage]:
+LoadImage = Callable[[ImageRef], Image]
+
+
+def history_of(conversation: Conversation, load_image: LoadImage | None = None) -> list[ChatMessage]:
     """The shown version of every message (its reasoning apart, a reply's tool calls and their results
-    before it), as the prompt builder takes them."""
-    return [message for stored in conversation.messages for message in expand(stored)]
+    before it, a user's images, loaded with ``load_image``, and the text of the files sent with it), as the
+    prompt builder takes them. Without ``load_image`` the images are left out."""
+    return [
+        message
+        for stored in conversation.messages
+        for message in expand(stored, tuple(map(load_image, stored.images)) if load_image else ())
+    ]
+
+
+def check_sees(service: Service, images: Sequence[Image]) -> None:
+    """ImageError when ``images`` are sent to a loaded model that cannot see them (nothing is checked without
+    images, or without a model: sending then fails as any send does)."""
+    state = service.engine.state
+    if images and state is not None and not sees_images(state.model):
+        raise ImageError(
+            f"The loaded model ({state.entry.name}) cannot see images: load a vision model with its "
+            "projector (mmproj) to ask about them. The message was kept with its images."
+        )
 
 
 def chat_settings_for(
@@ -225,7 +245,7 @@ class Conversations:
             examples = [
                 ChatMessage(m.role, m.content) for m in persona.example_messages_for(persona.user_name)
             ]
-        return [*examples, *history_of(conversation)]
+        return [*examples, *history_of(conversation, self.store.image)]
 
     def _model_name(self) -> str | None:
         state = self.service.engine.state
@@ -240,17 +260,32 @@ class Conversations:
         *,
         start_with: str = "",
         tools: ToolSession | None = None,
+        images: Sequence[Image] = (),
+        attachments: Sequence[AttachmentRecord] = (),
     ) -> SavedReply | AgentReply:
-        """Save the user's message and stream the reply (forced to begin with ``start_with`` if given); with
-        ``tools``, the reply runs the tool loop (AgentReply)."""
-        if not text.strip():
+        """Save the user's message (with its images and files) and stream the reply (forced to begin with
+        ``start_with`` if given); with ``tools``, the reply runs the tool loop (AgentReply).
+
+        Images the model cannot see raise ImageError (webui.core.media) after the message was saved: what the
+        user sent is kept, and a vision model can answer it later (Regenerate)."""
+        if not text.strip() and not images and not attachments:
             raise EngineError("The message is empty.")
-        history = [*self._history(self.store.get(conversation_id)), ChatMessage("user", text)]
+        question = ChatMessage("user", with_documents(text, attachments), images=tuple(images))
+        history = [*self._history(self.store.get(conversation_id)), question]
         if start_with:
             history.append(ChatMessage("assistant", start_with))
+
+        def save_question() -> None:
+            self.store.append(conversation_id, "user", text, images=images, attachments=attachments)
+
+        try:
+            check_sees(self.service, images)
+        except ImageError:
+            save_question()
+            raise
         if tools is not None and tools.tools:
             agent = self._agent_reply(tools, history, settings, params, start_with, lambda *a: new(*a))
-            self.store.append(conversation_id, "user", text)
+            save_question()
             agent_model = self._model_name()
 
             def new(
@@ -269,8 +304,13 @@ class Conversations:
                 )
 
             return agent
-        stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
-        self.store.append(conversation_id, "user", text)
+        try:
+            stream = self.service.stream_chat_reply(history, settings, params, continue_last=bool(start_with))
+        except ImageError:  # the engine's refusal (a model that cannot see): the message is kept all the same
+            if images:
+                save_question()
+            raise
+        save_question()
         model = self._model_name()
 
         def create(parts: ReplyParts) -> StoredMessage:
@@ -339,6 +379,7 @@ class Conversations:
         conversation = self.store.get(conversation_id)
         last = self._last_reply(conversation)
         history = self._history_before(conversation)
+        check_sees(self.service, [image for message in history for image in message.images])
         if start_with:
             history.append(ChatMessage("assistant", start_with))
         if tools is not None and tools.tools:
@@ -380,9 +421,9 @@ class Conversations:
         """Make the last reply longer."""
         conversation = self.store.get(conversation_id)
         last = self._last_reply(conversation)
-        stream = self.service.stream_chat_reply(
-            history_of(conversation), settings, params, continue_last=True
-        )
+        history = history_of(conversation, self.store.image)
+        check_sees(self.service, [image for message in history for image in message.images])
+        stream = self.service.stream_chat_reply(history, settings, params, continue_last=True)
         return SavedReply(
             stream,
             lambda parts: self._update(last.id, parts),

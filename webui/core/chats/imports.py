@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -11,16 +12,20 @@ from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
+from webui.core.chats.media_files import MediaFiles, check_sha256
 from webui.core.chats.records import (
     ROLES,
     TGW_GREETING_MARK,
     AlternativeRecord,
+    AttachmentRecord,
     ChatStoreError,
+    ImageRef,
     MessageRecord,
     check_choice,
     tool_rounds_from,
     tool_rounds_json,
 )
+from webui.core.media import Image, ImageError, image_from_base64
 
 
 def number_or_none(value: object) -> float | None:
@@ -40,6 +45,91 @@ def export_alternative(alternative: AlternativeRecord) -> dict[str, Any]:
     if alternative.tool_rounds:
         item["tool_rounds"] = json.loads(tool_rounds_json(alternative.tool_rounds))
     return item
+
+
+def export_message(message: MessageRecord, media: MediaFiles) -> dict[str, Any]:
+    """One message in Palabre's chat JSON: every alternative, and its images (base64 PNG) and files."""
+    item: dict[str, Any] = {
+        "role": message.role,
+        "created_at": message.created_at,
+        "active": message.active,
+        "alternatives": [export_alternative(a) for a in message.alternatives],
+    }
+    if message.images:
+        item["images"] = [_export_image(ref, media) for ref in message.images]
+    if message.attachments:
+        item["attachments"] = [
+            {
+                "name": a.name,
+                "kind": a.kind,
+                "sha256": a.sha256,
+                "size": a.size,
+                "tokens": a.tokens,
+                "text": a.text,
+            }
+            for a in message.attachments
+        ]
+    return item
+
+
+def _export_image(ref: ImageRef, media: MediaFiles) -> dict[str, Any]:
+    """An image with its PNG as base64 (without "data" when its file is gone: the rest still exports)."""
+    item: dict[str, Any] = {"sha256": ref.sha256, "width": ref.width, "height": ref.height}
+    with suppress(ChatStoreError):
+        item["data"] = base64.b64encode(media.image(ref).data).decode("ascii")
+    return item
+
+
+def _images_of(item: Mapping[str, Any], where: str, found: dict[str, Image]) -> tuple[ImageRef, ...]:
+    """A message's images, each decoded and re-encoded again (a file is never trusted); ``found`` gets them."""
+    raw = item.get("images", [])
+    if not isinstance(raw, list):
+        raise ChatStoreError(f'{where} has "images" that are not a list.')
+    refs = []
+    for number, entry in enumerate(raw, 1):
+        if not isinstance(entry, Mapping):
+            raise ChatStoreError(f"{where}, image {number}: not an object.")
+        data = entry.get("data")
+        if data is None:
+            continue  # exported without its file (it was gone): nothing to show
+        if not isinstance(data, str):
+            raise ChatStoreError(f"{where}, image {number}: its data is not base64 text.")
+        try:
+            image = image_from_base64(data)
+        except ImageError as exc:
+            raise ChatStoreError(f"{where}, image {number}: {exc}") from None
+        found[image.sha256] = image
+        refs.append(ImageRef(image.sha256, image.width, image.height))
+    return tuple(refs)
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _attachments_of(item: Mapping[str, Any], where: str) -> tuple[AttachmentRecord, ...]:
+    raw = item.get("attachments", [])
+    if not isinstance(raw, list):
+        raise ChatStoreError(f'{where} has "attachments" that are not a list.')
+    records = []
+    for number, entry in enumerate(raw, 1):
+        name, kind, text = (
+            entry.get(k) if isinstance(entry, Mapping) else None for k in ("name", "kind", "text")
+        )
+        if not isinstance(entry, Mapping) or not isinstance(name, str) or not isinstance(kind, str):
+            raise ChatStoreError(f"{where}, file {number}: a file needs a name and a kind.")
+        if text is not None and not isinstance(text, str):
+            raise ChatStoreError(f"{where}, file {number}: its text is not text.")
+        try:
+            sha256 = check_sha256(entry.get("sha256"))
+        except ChatStoreError as exc:
+            raise ChatStoreError(f"{where}, file {number}: {exc}") from None
+        records.append(
+            AttachmentRecord(
+                name, kind, sha256, _count(entry.get("size")) or 0, _count(entry.get("tokens")), text
+            )
+        )
+    return tuple(records)
 
 
 def _reasoning_of(alternative: Mapping[str, Any], where: str) -> tuple[str, float | None]:
@@ -62,7 +152,9 @@ def split_thinking(text: str) -> tuple[str, str]:
     return text[found.end() :], found.group(1).strip()
 
 
-def palabre_messages(raw: object) -> list[MessageRecord]:
+def palabre_messages(raw: object, images: dict[str, Image] | None = None) -> list[MessageRecord]:
+    """The messages of a Palabre chat file; ``images`` gets every image they hold, by SHA-256 (to keep)."""
+    found: dict[str, Image] = {} if images is None else images
     if not isinstance(raw, list):
         raise ChatStoreError('A Palabre chat file needs a "messages" list.')
     now = time.time()
@@ -102,7 +194,14 @@ def palabre_messages(raw: object) -> list[MessageRecord]:
         if not isinstance(active, int) or isinstance(active, bool) or not 0 <= active < len(alternatives):
             raise ChatStoreError(f"{where} shows version {active!r}, but it has {len(alternatives)}.")
         messages.append(
-            MessageRecord(role, tuple(alternatives), active, number_or_none(item.get("created_at")) or now)
+            MessageRecord(
+                role,
+                tuple(alternatives),
+                active,
+                number_or_none(item.get("created_at")) or now,
+                images=_images_of(item, where, found),
+                attachments=_attachments_of(item, where),
+            )
         )
     return messages
 

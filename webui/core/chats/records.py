@@ -11,7 +11,7 @@ ROLES = ("system", "user", "assistant")
 DEFAULT_TITLE = "New chat"
 TITLE_LENGTH = 40
 EXPORT_FORMAT = "palabre-chat"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: messages may hold images (base64 PNG) and attached files
 TGW_GREETING_MARK = "<|BEGIN-VISIBLE-CHAT|>"  # text-generation-webui's user text for a greeting-only row
 
 
@@ -112,6 +112,31 @@ def tool_rounds_from(data: Any) -> tuple[ToolRoundRecord, ...]:
 
 
 @dataclass(frozen=True)
+class ImageRef:
+    """An image a message shows: the PNG stored once under its SHA-256 (``ChatStore.image`` reads it)."""
+
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class AttachmentRecord:
+    """A file sent with a message (a document): what its chip shows and the text the model is given.
+
+    ``sha256`` names the file's bytes (kept once under it, see ``MediaFiles``); ``text`` is None until the
+    file's text has been extracted, and ``tokens`` None until it has been counted.
+    """
+
+    name: str
+    kind: str
+    sha256: str
+    size: int = 0
+    tokens: int | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     id: int
     position: int
@@ -127,6 +152,9 @@ class StoredMessage:
     reasoning_seconds: float | None = None
     # The tool calls the reply made before its answer (rounds of calls and their results), in order.
     tool_rounds: tuple[ToolRoundRecord, ...] = ()
+    # The images and files sent with the message (every version of its text shares them), in order.
+    images: tuple[ImageRef, ...] = ()
+    attachments: tuple[AttachmentRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +197,8 @@ class MessageRecord:
     created_at: float
     id: int = 0
     position: int = 0
+    images: tuple[ImageRef, ...] = ()
+    attachments: tuple[AttachmentRecord, ...] = ()
 
     def public(self) -> StoredMessage:
         shown = self.alternatives[self.active]
@@ -185,6 +215,8 @@ class MessageRecord:
             shown.reasoning,
             shown.reasoning_seconds,
             shown.tool_rounds,
+            self.images,
+            self.attachments,
         )
 
 

@@ -17,6 +17,10 @@ Concurrency: one connection per store, shared by every thread behind a lock (``c
 each call is atomic for the threads of one process; several processes may open the same file at once: writes
 start with ``BEGIN IMMEDIATE`` and wait for each other up to ``busy_timeout``.
 
+Images and files: a message's images (``ImageRef``) and sent files (``AttachmentRecord``) are rows naming a
+SHA-256; the bytes are kept once per hash beside the database (``MediaFiles``: ``images/``, ``attachments/``),
+written before the message that names them is committed.
+
 Search: titles and message contents (every alternative) are matched case-insensitively with Python's
 ``str.casefold`` registered as an SQL function, so "ÉTÉ" finds "été" and no LIKE wildcard needs escaping
 (a full scan: ~90 ms over 20,000 messages, 11 MB of text).
@@ -27,15 +31,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from itertools import groupby
 from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-from webui.core.chats.imports import export_alternative, number_or_none, palabre_messages, tgw_messages
+from webui.core.chats.imports import export_message, number_or_none, palabre_messages, tgw_messages
+from webui.core.chats.media_files import MediaFiles, check_sha256
 from webui.core.chats.records import (
     DEFAULT_TITLE,
     EXPORT_FORMAT,
@@ -45,9 +50,11 @@ from webui.core.chats.records import (
     TGW_GREETING_MARK,
     TITLE_LENGTH,
     AlternativeRecord,
+    AttachmentRecord,
     ChatStoreError,
     Conversation,
     ConversationSummary,
+    ImageRef,
     MessageRecord,
     StoredMessage,
     ToolRoundRecord,
@@ -56,6 +63,8 @@ from webui.core.chats.records import (
     tool_rounds_from,
     tool_rounds_json,
 )
+from webui.core.chats.schema import ALTERNATIVE_COLUMNS, MIGRATIONS, SUMMARY_SQL
+from webui.core.media import Image
 
 __all__ = [
     "DEFAULT_TITLE",
@@ -65,69 +74,17 @@ __all__ = [
     "ROLES",
     "TGW_GREETING_MARK",
     "TITLE_LENGTH",
+    "AttachmentRecord",
     "ChatStore",
     "ChatStoreError",
     "Conversation",
     "ConversationSummary",
+    "ImageRef",
     "StoredMessage",
     "title_from",
 ]
 
 BUSY_TIMEOUT_S = 30.0
-
-# Migrations, in order: entry i takes the schema from user_version i to i + 1. Never edit a released entry;
-# append a new one. Each runs in the same transaction as the user_version bump.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE conversations (
-            id INTEGER PRIMARY KEY,
-            title TEXT NOT NULL,
-            auto_title INTEGER NOT NULL DEFAULT 1,  -- 1: the title still follows the first user message
-            character TEXT,                         -- NULL: instruct mode, no character
-            mode TEXT NOT NULL CHECK (mode IN ('instruct', 'chat', 'chat-instruct')),
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            parent_id INTEGER REFERENCES conversations(id) ON DELETE SET NULL,
-            branched_from_message INTEGER           -- a message id of the parent; it may be gone since
-        )""",
-        "CREATE INDEX conversations_by_update ON conversations (updated_at DESC, id DESC)",
-        "CREATE INDEX conversations_by_character ON conversations (character, updated_at DESC)",
-        """CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
-            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-            position INTEGER NOT NULL,
-            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
-            active INTEGER NOT NULL DEFAULT 0,      -- the alt_index of the alternative shown
-            created_at REAL NOT NULL,
-            UNIQUE (conversation_id, position)
-        )""",
-        """CREATE TABLE alternatives (
-            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
-            alt_index INTEGER NOT NULL,
-            content TEXT NOT NULL,
-            model TEXT,                             -- the model that wrote it; NULL for people and imports
-            created_at REAL NOT NULL,
-            PRIMARY KEY (message_id, alt_index)
-        ) WITHOUT ROWID""",
-    ),
-    (  # 2: a thinking model's reasoning, kept apart from the answer, and how long it thought
-        "ALTER TABLE alternatives ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''",
-        # NULL: not measured (no reasoning, or reasoning imported without its duration)
-        "ALTER TABLE alternatives ADD COLUMN reasoning_seconds REAL",
-    ),
-    (  # 3: the tool calls a reply made before its answer, with their results (JSON; '' for none)
-        "ALTER TABLE alternatives ADD COLUMN tool_rounds TEXT NOT NULL DEFAULT ''",
-    ),
-)
-
-
-_ALTERNATIVE_COLUMNS = (
-    "(message_id, alt_index, content, model, created_at, reasoning, reasoning_seconds, tool_rounds)"
-)
-
-_SUMMARY_SQL = """SELECT c.id, c.title, c.character, c.mode, c.created_at, c.updated_at,
-    (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), c.parent_id, c.branched_from_message
-    FROM conversations c"""
 
 
 def _fold(text: object) -> str | None:
@@ -146,6 +103,19 @@ def _check_text(text: object, what: str) -> str:
     return text
 
 
+def _check_attachment(attachment: object) -> AttachmentRecord:
+    if not isinstance(attachment, AttachmentRecord):
+        raise ChatStoreError(
+            f"An attached file must be an AttachmentRecord, not {type(attachment).__name__}."
+        )
+    check_sha256(attachment.sha256)
+    for value, what in ((attachment.name, "name"), (attachment.kind, "kind")):
+        _check_text(value, f"attached file's {what}")
+    if attachment.text is not None:
+        _check_text(attachment.text, "attached file's text")
+    return attachment
+
+
 def _check_seconds(seconds: object) -> float | None:
     """A reasoning duration: a number of seconds from 0, or None (not measured)."""
     if seconds is None:
@@ -160,6 +130,7 @@ class ChatStore:
 
     def __init__(self, db_path: Path) -> None:
         self.path = Path(db_path)
+        self.media = MediaFiles(self.path.parent)
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -187,15 +158,15 @@ class ChatStore:
         conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(_MIGRATIONS):
+            if version > len(MIGRATIONS):
                 raise ChatStoreError(
                     f"The chat database {self.path} was written by a newer Palabre "
-                    f"(schema {version}, this one knows {len(_MIGRATIONS)})."
+                    f"(schema {version}, this one knows {len(MIGRATIONS)})."
                 )
-            for number in range(version, len(_MIGRATIONS)):
-                for statement in _MIGRATIONS[number]:
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number]:
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -231,7 +202,7 @@ class ChatStore:
 
     @staticmethod
     def _summary(conn: sqlite3.Connection, conversation_id: int) -> ConversationSummary:
-        row = conn.execute(f"{_SUMMARY_SQL} WHERE c.id = ?", (conversation_id,)).fetchone()
+        row = conn.execute(f"{SUMMARY_SQL} WHERE c.id = ?", (conversation_id,)).fetchone()
         if row is None:
             raise ChatStoreError(f"There is no conversation with id {conversation_id}.")
         return ConversationSummary(*row)
@@ -252,7 +223,34 @@ class ChatStore:
             )
             active = min(active, len(alternatives) - 1)
             messages.append(MessageRecord(role, alternatives, active, created_at, message_id, position))
-        return messages
+        return ChatStore._with_media(conn, messages, where, args)
+
+    @staticmethod
+    def _with_media(
+        conn: sqlite3.Connection, messages: list[MessageRecord], where: str, args: tuple[Any, ...]
+    ) -> list[MessageRecord]:
+        """``messages`` (those ``where`` picks) with their images and files."""
+        chosen = f"SELECT m.id FROM messages m WHERE {where}"
+        images: dict[int, list[ImageRef]] = {}
+        for message_id, sha256, width, height in conn.execute(
+            f"""SELECT message_id, sha256, width, height FROM message_images
+            WHERE message_id IN ({chosen}) ORDER BY message_id, slot""",
+            args,
+        ):
+            images.setdefault(message_id, []).append(ImageRef(sha256, width, height))
+        files: dict[int, list[AttachmentRecord]] = {}
+        for message_id, *fields in conn.execute(
+            f"""SELECT message_id, name, kind, sha256, size, tokens, text FROM message_attachments
+            WHERE message_id IN ({chosen}) ORDER BY message_id, slot""",
+            args,
+        ):
+            files.setdefault(message_id, []).append(AttachmentRecord(*fields))
+        if not images and not files:
+            return messages
+        return [
+            replace(m, images=tuple(images.get(m.id, ())), attachments=tuple(files.get(m.id, ())))
+            for m in messages
+        ]
 
     def _message(self, conn: sqlite3.Connection, message_id: int) -> StoredMessage:
         found = self._messages(conn, "m.id = ?", (message_id,))
@@ -311,7 +309,7 @@ class ChatStore:
         message_id = cursor.lastrowid
         assert message_id is not None
         conn.executemany(
-            f"INSERT INTO alternatives {_ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO alternatives {ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     message_id,
@@ -324,6 +322,18 @@ class ChatStore:
                     tool_rounds_json(a.tool_rounds),
                 )
                 for i, a in enumerate(message.alternatives)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO message_images (message_id, slot, sha256, width, height) VALUES (?, ?, ?, ?, ?)",
+            [(message_id, i, r.sha256, r.width, r.height) for i, r in enumerate(message.images)],
+        )
+        conn.executemany(
+            """INSERT INTO message_attachments (message_id, slot, name, kind, sha256, size, tokens, text)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                (message_id, i, a.name, a.kind, a.sha256, a.size, a.tokens, a.text)
+                for i, a in enumerate(message.attachments)
             ],
         )
         text = message.alternatives[message.active].content
@@ -378,7 +388,7 @@ class ChatStore:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._read() as conn:
             rows = conn.execute(
-                f"{_SUMMARY_SQL}{where} ORDER BY c.updated_at DESC, c.id DESC LIMIT ?", (*args, max(limit, 0))
+                f"{SUMMARY_SQL}{where} ORDER BY c.updated_at DESC, c.id DESC LIMIT ?", (*args, max(limit, 0))
             ).fetchall()
         return [ConversationSummary(*row) for row in rows]
 
@@ -445,19 +455,36 @@ class ChatStore:
         reasoning: str = "",
         reasoning_seconds: float | None = None,
         tool_rounds: tuple[ToolRoundRecord, ...] = (),
+        images: Sequence[Image] = (),
+        attachments: Sequence[AttachmentRecord] = (),
     ) -> StoredMessage:
         """Add a message at the end of the conversation (a reply with the reasoning before its answer, and
-        the tool calls it made before that)."""
+        the tool calls it made before that; a user's message with the images and files sent with it).
+
+        Each image is kept once under its SHA-256 before the message is committed; an attachment's bytes, if
+        kept, were kept with ``media.put_attachment``."""
         role, content = check_choice(role, ROLES, "message role"), _check_text(content, "message")
         reasoning, seconds = _check_text(reasoning, "reasoning"), _check_seconds(reasoning_seconds)
+        refs = tuple(self._keep_image(image) for image in images)
+        files = tuple(_check_attachment(a) for a in attachments)
         now = time.time()
         with self._transaction() as conn:
             self._summary(conn, conversation_id)
             alternative = AlternativeRecord(content, model, now, reasoning, seconds, tool_rounds)
-            message = MessageRecord(role, (alternative,), 0, now)
+            message = MessageRecord(role, (alternative,), 0, now, images=refs, attachments=files)
             message_id = self._insert_message(conn, conversation_id, message)
             self._touch(conn, conversation_id)
             return self._message(conn, message_id)
+
+    def _keep_image(self, image: object) -> ImageRef:
+        if not isinstance(image, Image):
+            raise ChatStoreError(f"An image must be a checked media.Image, not {type(image).__name__}.")
+        self.media.put_image(image)
+        return ImageRef(image.sha256, image.width, image.height)
+
+    def image(self, ref: ImageRef) -> Image:
+        """The image a message names (ChatStoreError when its file is missing or damaged)."""
+        return self.media.image(ref)
 
     def add_alternative(
         self,
@@ -478,7 +505,7 @@ class ChatStore:
                 "SELECT max(alt_index) + 1 FROM alternatives WHERE message_id = ?", (message_id,)
             ).fetchone()[0]
             conn.execute(
-                f"INSERT INTO alternatives {_ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO alternatives {ALTERNATIVE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message_id,
                     index,
@@ -571,15 +598,7 @@ class ChatStore:
             "mode": summary.mode,
             "created_at": summary.created_at,
             "updated_at": summary.updated_at,
-            "messages": [
-                {
-                    "role": m.role,
-                    "created_at": m.created_at,
-                    "active": m.active,
-                    "alternatives": [export_alternative(a) for a in m.alternatives],
-                }
-                for m in messages
-            ],
+            "messages": [export_message(m, self.media) for m in messages],
         }
 
     def import_json(
@@ -595,6 +614,7 @@ class ChatStore:
             raise ChatStoreError(f"A chat file holds a JSON object, not {type(data).__name__}.")
         title: str | None = None
         created_at: float | None = None
+        images: dict[str, Image] = {}  # every image the file holds, decoded again, by SHA-256
         if data.get("format") == EXPORT_FORMAT:
             version = data.get("version")
             if not isinstance(version, int) or version < 1:
@@ -603,7 +623,7 @@ class ChatStore:
                 raise ChatStoreError(
                     f"This chat file was written by a newer Palabre (format version {version})."
                 )
-            messages = palabre_messages(data.get("messages"))
+            messages = palabre_messages(data.get("messages"), images)
             raw_title = data.get("title")
             title = raw_title.strip() or None if isinstance(raw_title, str) else None
             character = character if character is not None else _check_character(data.get("character"))
@@ -619,6 +639,8 @@ class ChatStore:
                 '({"internal": [[user, bot], ...], "visible": [...]}).'
             )
         mode = check_choice(mode, MODES, "chat mode")
+        for image in images.values():  # kept before the messages that name them are committed
+            self.media.put_image(image)
         with self._transaction() as conn:
             conversation_id = self._insert_conversation(
                 conn, title=title, character=character, mode=mode, created_at=created_at
