@@ -182,12 +182,18 @@ def request_fields(params: GenerationParams, *, send_extras: bool) -> tuple[dict
 
 
 def wire_messages(messages: Sequence[ChatMessage], *, send_extras: bool) -> list[dict[str, Any]]:
-    """The conversation in OpenAI's shape: an assistant's tool calls (arguments as JSON text), tool results
-    with the id of the call they answer; with ``send_extras`` an assistant's reasoning as
-    ``reasoning_content`` (llama.cpp and vLLM pass it to the template)."""
+    """The conversation in OpenAI's shape: a message's images as ``image_url`` parts holding PNG data: URLs
+    (after its text), an assistant's tool calls (arguments as JSON text), tool results with the id of the
+    call they answer; with ``send_extras`` an assistant's reasoning as ``reasoning_content`` (llama.cpp and
+    vLLM pass it to the template)."""
     wire: list[dict[str, Any]] = []
     for message in messages:
         item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.images:  # checked and re-encoded by Palabre: the server gets PNG data: URLs only
+            item["content"] = [
+                {"type": "text", "text": message.content},
+                *({"type": "image_url", "image_url": {"url": image.data_url}} for image in message.images),
+            ]
         if message.tool_calls:
             item["content"] = message.content or None
             item["tool_calls"] = [
@@ -308,6 +314,9 @@ class RemoteModel:
                 "endpoint": settings.endpoint,
                 "tokenizer": server.route.name if server.route else "approximate (the server has none)",
                 "served_models": ", ".join(server.served),
+                # Whether the server says it takes images (llama.cpp's /props modalities); images are sent
+                # on the chat endpoint either way, and the server answers.
+                "vision": {True: "yes", False: "no", None: "unknown"}[server.vision],
             },
         )
 

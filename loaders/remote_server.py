@@ -164,6 +164,7 @@ class ServerFacts:
     bos_token: str
     eos_token: str
     served: tuple[str, ...]
+    vision: bool | None = None  # whether the server takes images (llama.cpp's /props says); None: unknown
 
 
 def probe(
@@ -198,7 +199,16 @@ def probe(
         bos_token=str(props.get("bos_token") or ""),
         eos_token=str(props.get("eos_token") or ""),
         served=served,
+        vision=_vision_from(props),
     )
+
+
+def _vision_from(props: Mapping[str, Any]) -> bool | None:
+    """llama.cpp's server: ``modalities: {vision: bool}`` in /props; None when the server does not say."""
+    modalities = props.get("modalities")
+    if isinstance(modalities, Mapping) and isinstance(modalities.get("vision"), bool):
+        return bool(modalities["vision"])
+    return None
 
 
 def fetch_json(

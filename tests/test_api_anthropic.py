@@ -369,7 +369,8 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"max_tokens": None}, "max_tokens"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "system", "content": "Hi"}]}, "role"),
-    ({"messages": [{"role": "user", "content": [IMAGE]}]}, "image content blocks are not supported"),
+    ({"messages": [{"role": "user", "content": [IMAGE]}]}, "not an image"),  # a PNG's signature only
+    ({"messages": [{"role": "assistant", "content": [IMAGE]}]}, "image content blocks are not supported"),
     (
         {
             "messages": [
@@ -409,7 +410,7 @@ def test_the_client_sees_its_own_errors(client: anthropic.Anthropic, server: Ser
         client.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=QUESTION)
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     assert "claude-sonnet-4-5" in missing.value.message and M in missing.value.message
-    with pytest.raises(anthropic.BadRequestError, match="image content blocks"):
+    with pytest.raises(anthropic.BadRequestError, match="not an image"):
         client.messages.create(model=M, max_tokens=8, messages=[{"role": "user", "content": [IMAGE]}])
     with pytest.raises(anthropic.BadRequestError):
         client.messages.count_tokens(model=M, messages=[])

@@ -458,7 +458,11 @@ def test_bad_requests_are_400s_that_say_why(client: openai.OpenAI) -> None:
         ({"input": [call]}, "input[0] (function_call): call_id"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
-            "'input_image' are not supported",
+            "must be a base64 data: URL",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]},
+            "'input_file' are not supported",
         ),
         ({"input": []}, "input is empty"),
         ({"tool_choice": "required"}, "needs tools"),

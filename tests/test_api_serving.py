@@ -109,8 +109,10 @@ def test_api_messages_become_chat_messages() -> None:
     assert chat_message("developer", "Be brief.") == ChatMessage("system", "Be brief.")
     parts = [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]
     assert chat_message("user", parts) == ChatMessage("user", "one\ntwo")
-    with pytest.raises(ApiError, match="image_url"):
+    with pytest.raises(ApiError, match="base64 data: URL"):  # not a URL an image may come from
         chat_message("user", [{"type": "image_url", "image_url": {"url": "x"}}])
+    with pytest.raises(ApiError, match="'input_audio'"):
+        chat_message("user", [{"type": "input_audio", "input_audio": {"data": "x"}}])
     assert chat_message("tool", "42", tool_call_id="call_1", name="f") == ChatMessage(
         "tool", "42", tool_call_id="call_1", name="f"
     )

@@ -148,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         "for /v1/embeddings and /api/embed",
     )
     serve.add_argument(
+        "--allow-image-host",
+        action="append",
+        metavar="HOST",
+        help="let API requests name images by http(s) URL, fetched by the server from HOST only "
+        "(repeatable; *.example.com for its subdomains, * for any host); private, loopback and link-local "
+        "addresses are refused whatever the name, with a 15 s timeout and a 20 MiB cap. Default: no image "
+        "URLs, only base64 images (data: URLs, Ollama images)",
+    )
+    serve.add_argument(
         "--extensions",
         nargs="*",
         default=None,
@@ -387,6 +396,16 @@ def _extension_names(names: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(part for part in split if part))
 
 
+def _image_hosts(hosts: Sequence[str] | None) -> tuple[str, ...]:
+    """``--allow-image-host`` values, checked (a URL or a path is refused in words)."""
+    from webui.core.image_fetch import normalise_hosts
+
+    try:
+        return normalise_hosts(hosts or ())
+    except ValueError as exc:
+        raise CliError(f"--allow-image-host: {exc}") from exc
+
+
 def config_from_args(args: argparse.Namespace) -> AppConfig:
     return AppConfig(
         user_data_dir=(args.user_data_dir or default_user_data_dir()).resolve(),
@@ -400,6 +419,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         max_upload_mb=getattr(args, "max_upload_mb", 50.0),
         embedding_model=getattr(args, "embedding_model", None),
         extensions=_extension_names(getattr(args, "extensions", None)),
+        image_hosts=_image_hosts(getattr(args, "allow_image_host", None)),
         **_access_config(args),
     )
 

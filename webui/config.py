@@ -44,6 +44,9 @@ class AppConfig:
     # The embedding model (/v1/embeddings, /api/embed) to load at start and use when a request names none.
     embedding_model: str | None = None
     max_upload_mb: float = 50.0  # the largest file the page accepts; bigger uploads get HTTP 413
+    # Hosts the API may fetch http(s) image URLs from (``--allow-image-host``; ``*.example.com``, ``*``);
+    # empty: image URLs are refused, only base64 images are taken. Private addresses are refused whatever.
+    image_hosts: tuple[str, ...] = ()
 
     @property
     def models_dir(self) -> Path:

@@ -21,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from webui.api.core_requests import (
     CoreChatRequest,
     Needs,
+    base64_image,
     chat_message,
     chat_settings,
     json_grammar,
     link_tool_results,
+    read_image,
     resolve_params,
     sampler_extras,
     template_variables,
@@ -35,6 +37,8 @@ from webui.api.core_requests import (
 )
 from webui.api.errors import ApiError
 from webui.api.openai_protocol import request_template
+from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
+from webui.core.media import Image
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
 from webui.core.service import Service, ToolCall, ToolRequest
@@ -116,13 +120,51 @@ class RedactedThinkingBlockIn(_Block):
     data: str | None = None
 
 
+class ImageBlockIn(_Block):
+    """An image in a user turn: ``source`` ``{type: base64, media_type, data}`` or ``{type: url, url}``."""
+
+    type: Literal["image"]
+    source: dict[str, Any]
+
+
 class OtherBlockIn(_Block):
-    """A block Palabre does not take (image, document ...): refused with a 400 that names it."""
+    """A block Palabre does not take (document ...): refused with a 400 that names it."""
 
     type: str
 
 
-_KNOWN_BLOCKS = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
+_KNOWN_BLOCKS = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking", "image")
+# The media types Anthropic's API takes for a base64 image.
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def block_image(source: Any, images: ImageSources) -> Image:
+    """An image block's picture: a base64 source (its media_type one Anthropic takes), or a url source
+    read as OpenAI's image URLs are (data: URLs; http(s) only where the server allows it); 400 otherwise."""
+    if not isinstance(source, dict):
+        raise ApiError(400, "An image block needs a source.", param="messages")
+    kind = source.get("type")
+    if kind == "base64":
+        media_type = str(source.get("media_type") or "").lower()
+        if media_type not in IMAGE_MEDIA_TYPES:
+            raise ApiError(
+                400,
+                f"An image's media_type must be one of {', '.join(IMAGE_MEDIA_TYPES)}, not {media_type!r}.",
+                param="messages",
+                code="invalid_image",
+            )
+        return base64_image(source.get("data"), "messages")
+    if kind == "url":
+        url = source.get("url")
+        if not isinstance(url, str) or not url.strip():
+            raise ApiError(400, "An image's url source needs a url.", param="messages")
+        return read_image(images, url, "messages")
+    raise ApiError(
+        400,
+        f"Image sources of type {kind!r} are not supported; send base64 or url (files are not stored).",
+        param="messages",
+        code="invalid_image",
+    )
 
 
 def _block_kind(value: Any) -> str:
@@ -136,20 +178,24 @@ ContentBlockIn = Annotated[
     | Annotated[ToolResultBlockIn, Tag("tool_result")]
     | Annotated[ThinkingBlockIn, Tag("thinking")]
     | Annotated[RedactedThinkingBlockIn, Tag("redacted_thinking")]
+    | Annotated[ImageBlockIn, Tag("image")]
     | Annotated[OtherBlockIn, Tag("other")],
     Discriminator(_block_kind),
 ]
 
 
 def _refuse_block(kind: str, where: str) -> ApiError:
-    if kind in ("image", "document"):
-        return ApiError(400, f"{kind} content blocks are not supported yet: send text.", param="messages")
+    if kind == "document":
+        return ApiError(400, "document content blocks are not supported yet: send text.", param="messages")
+    if kind == "image":
+        return ApiError(400, f"image content blocks are not supported in {where}.", param="messages")
     return ApiError(400, f"Content blocks of type {kind!r} are not supported in {where}.", param="messages")
 
 
-def _result_text(block: ToolResultBlockIn) -> str:
-    """A tool result's content as text (text blocks joined); an error result says so."""
+def _result_content(block: ToolResultBlockIn, images: ImageSources) -> tuple[str, list[Image]]:
+    """A tool result's content as text (text blocks joined; an error result says so) and its images."""
     content = block.content
+    found: list[Image] = []
     if content is None:
         text = ""
     elif isinstance(content, str):
@@ -157,26 +203,35 @@ def _result_text(block: ToolResultBlockIn) -> str:
     else:
         parts = []
         for part in content:
+            if part.get("type") == "image":
+                found.append(block_image(part.get("source"), images))
+                continue
             if part.get("type") != "text":
                 raise _refuse_block(str(part.get("type")), "tool results")
             parts.append(str(part.get("text") or ""))
         text = "\n".join(parts)
-    return f"Error: {text}" if block.is_error else text
+    return (f"Error: {text}" if block.is_error else text), found
 
 
-def _user(blocks: Sequence[ContentBlockIn]) -> list[ChatMessage]:
-    """A user turn's blocks: its tool results as ``tool`` messages, then its text."""
+def _user(blocks: Sequence[ContentBlockIn], images: ImageSources) -> list[ChatMessage]:
+    """A user turn's blocks: its tool results as ``tool`` messages, then its text with its images (and the
+    images the tool results held, which only a user message can show the model)."""
     results: list[ChatMessage] = []
     texts: list[str] = []
+    shown: list[Image] = []
     for block in blocks:
         if isinstance(block, TextBlockIn):
             texts.append(block.text)
+        elif isinstance(block, ImageBlockIn):
+            shown.append(block_image(block.source, images))
         elif isinstance(block, ToolResultBlockIn):
-            results.append(chat_message("tool", _result_text(block), tool_call_id=block.tool_use_id))
+            text, pictures = _result_content(block, images)
+            results.append(chat_message("tool", text, tool_call_id=block.tool_use_id))
+            shown.extend(pictures)
         else:
             raise _refuse_block(block.type, "user messages")
-    if texts or not results:
-        results.append(chat_message("user", "\n".join(texts)))
+    if texts or shown or not results:
+        results.append(chat_message("user", "\n".join(texts), attached=shown))
     return results
 
 
@@ -205,12 +260,13 @@ class MessageIn(BaseModel):
     role: Literal["user", "assistant"]
     content: str | list[ContentBlockIn]
 
-    def to_core(self) -> list[ChatMessage]:
-        """The core's messages: a user turn's tool results become ``tool`` messages (before its text), an
-        assistant turn's thinking its reasoning and its tool_use blocks its calls."""
+    def to_core(self, images: ImageSources = DATA_URLS_ONLY) -> list[ChatMessage]:
+        """The core's messages: a user turn's tool results become ``tool`` messages (before its text and
+        images, read through ``images``), an assistant turn's thinking its reasoning and its tool_use blocks
+        its calls."""
         if isinstance(self.content, str):
             return [chat_message(self.role, self.content)]
-        return _assistant(self.content) if self.role == "assistant" else _user(self.content)
+        return _assistant(self.content) if self.role == "assistant" else _user(self.content, images)
 
 
 class SystemBlockIn(_Block):
@@ -321,8 +377,9 @@ class CountTokensRequest(BaseModel):
     )
     chat_template_kwargs: dict[str, Any] | None = Field(None, description="More variables for the template.")
 
-    def history(self) -> list[ChatMessage]:
-        """The system prompt and the messages as the core's conversation, each tool result tied to its call."""
+    def history(self, images: ImageSources = DATA_URLS_ONLY) -> list[ChatMessage]:
+        """The system prompt and the messages as the core's conversation, each tool result tied to its call
+        (images read through ``images``)."""
         messages: list[ChatMessage] = []
         system = self.system
         if isinstance(system, list):
@@ -330,7 +387,7 @@ class CountTokensRequest(BaseModel):
         if system:
             messages.append(ChatMessage("system", system))
         for message in self.messages:
-            messages.extend(message.to_core())
+            messages.extend(message.to_core(images))
         return link_tool_results(messages)
 
     def tool_request(self) -> ToolRequest | None:
@@ -372,12 +429,12 @@ class CountTokensRequest(BaseModel):
             overrides.setdefault(name, value)
         return overrides, sources
 
-    def to_chat_request(self, service: Service) -> CoreChatRequest:
+    def to_chat_request(self, service: Service, images: ImageSources = DATA_URLS_ONLY) -> CoreChatRequest:
         """The reply as the core takes it; each sampler value from this request, the preset (``preset``,
         else Default) or GenerationParams' default; the template from ``instruction_template_str``,
-        ``instruction_template``, else the model's."""
+        ``instruction_template``, else the model's; image blocks read through ``images``."""
         tools = self.tool_request()
-        history = self.history()
+        history = self.history(images)
         template = request_template(self.instruction_template_str) or self.instruction_template
         settings = chat_settings(service, mode="instruct", character=None, template=template)
         overrides, sources = self._overrides()

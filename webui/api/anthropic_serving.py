@@ -212,7 +212,7 @@ class AnthropicServing:
         message_id = f"msg_{uuid.uuid4().hex[:24]}"
 
         def start() -> Started:
-            request = body.to_chat_request(self.service)
+            request = body.to_chat_request(self.service, self.serving.images)
             return self.serving.start_request(body.model, context.caller.admin, request, message_id)
 
         started = await to_thread.run_sync(start)
@@ -226,7 +226,7 @@ class AnthropicServing:
         """The tokens of the prompt ``body`` would give the model (system prompt and tools included)."""
 
         def count() -> int:
-            request = body.to_chat_request(self.service)
+            request = body.to_chat_request(self.service, self.serving.images)
             counted: list[int] = []
 
             def measure(state: LoadedState) -> list[Run]:

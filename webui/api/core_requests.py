@@ -21,7 +21,9 @@ from webui.api.streams import new_call_id
 from webui.core import grammar
 from webui.core.characters.store import Character, CharacterError
 from webui.core.chats.conversation import chat_settings_for, params_for
+from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
 from webui.core.loader import LoaderError
+from webui.core.media import Image, ImageError, image_from_base64
 from webui.core.params import PARAM_NAMES, GenerationParams
 from webui.core.presets import DEFAULT_PRESET, PresetError
 from webui.core.prompts import ChatMessage, Mode
@@ -204,20 +206,60 @@ _ROLES: dict[str, str] = {
 
 def message_text(content: str | Sequence[Mapping[str, Any]] | None) -> str:
     """A message's content as text: text parts are joined, other parts are refused."""
+    text, _ = message_content(content, None)
+    return text
+
+
+def message_content(
+    content: str | Sequence[Mapping[str, Any]] | None, images: ImageSources | None = DATA_URLS_ONLY
+) -> tuple[str, tuple[Image, ...]]:
+    """A message's content as text and images: text parts are joined; ``image_url`` parts (OpenAI's
+    ``{"url", "detail"}``, or the URL alone as some clients send it) are read through ``images`` (None:
+    refused); other parts are refused. A bad image is a 400 saying what is wrong with it."""
     if content is None:
-        return ""
+        return "", ()
     if isinstance(content, str):
-        return content
-    texts = []
+        return content, ()
+    texts: list[str] = []
+    found: list[Image] = []
     for part in content:
-        if part.get("type") != "text":
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("text") or ""))
+        elif kind == "image_url" and images is not None:
+            found.append(read_image(images, image_url_of(part.get("image_url")), "messages"))
+        else:
+            offered = "text or image_url" if images is not None else "text"
             raise ApiError(
-                400,
-                f"Message parts of type {part.get('type')!r} are not supported; send text.",
-                param="messages",
+                400, f"Message parts of type {kind!r} are not supported; send {offered}.", param="messages"
             )
-        texts.append(str(part.get("text") or ""))
-    return "\n".join(texts)
+    return "\n".join(texts), tuple(found)
+
+
+def image_url_of(value: Any) -> str:
+    """The URL of an ``image_url`` part: ``{"url": ...}`` or the URL itself; 400 when there is none."""
+    url = value.get("url") if isinstance(value, Mapping) else value
+    if not isinstance(url, str) or not url.strip():
+        raise ApiError(400, "An image_url part needs a url (a base64 data: URL).", param="messages")
+    return url
+
+
+def read_image(images: ImageSources, url: str, param: str) -> Image:
+    """The image at ``url`` (a data: URL, or http(s) where the server allows it); 400 naming why not."""
+    try:
+        return images.read(url)
+    except ImageError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_image") from exc
+
+
+def base64_image(data: Any, param: str) -> Image:
+    """An image sent as raw base64 text (Ollama's ``images``, Anthropic's base64 source); 400 if bad."""
+    if not isinstance(data, str):
+        raise ApiError(400, "An image must be base64 text.", param=param, code="invalid_image")
+    try:
+        return image_from_base64(data)
+    except ImageError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_image") from exc
 
 
 def chat_message(
@@ -228,24 +270,37 @@ def chat_message(
     tool_calls: Sequence[ToolCall] = (),
     tool_call_id: str = "",
     name: str = "",
+    images: ImageSources | None = DATA_URLS_ONLY,
+    attached: Sequence[Image] = (),
 ) -> ChatMessage:
-    """One API message as the core's ChatMessage; text parts are joined, other parts are refused.
+    """One API message as the core's ChatMessage; text parts are joined, image parts read through
+    ``images`` (``attached``: images sent beside the content, as Ollama's ``images``), other parts refused.
 
     An assistant message may carry its reasoning and tool calls; a ``tool`` message answers the call
-    ``tool_call_id`` of the tool ``name``."""
+    ``tool_call_id`` of the tool ``name``. Only user messages may hold images."""
     if role not in _ROLES:
         roles = ", ".join(_ROLES)
         raise ApiError(400, f"Messages with role {role!r} are not supported; use {roles}.", param="messages")
     core_role = _ROLES[role]
     if tool_calls and core_role != "assistant":
         raise ApiError(400, f"Only assistant messages make tool calls, not {role!r} ones.", param="messages")
+    text, found = message_content(content, images)
+    shown = (*found, *attached)
+    if shown and core_role != "user":
+        raise ApiError(
+            400,
+            f"Only user messages may hold images, not {role!r} ones.",
+            param="messages",
+            code="invalid_image",
+        )
     return ChatMessage(
         core_role,  # type: ignore[arg-type]
-        message_text(content),
+        text,
         reasoning=reasoning if core_role == "assistant" else "",
         tool_calls=tuple(tool_calls),
         tool_call_id=tool_call_id if core_role == "tool" else "",
         name=name if core_role == "tool" else "",
+        images=shown,
     )
 
 

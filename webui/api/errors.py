@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from webui.core.characters.store import CharacterError
 from webui.core.loader import LoaderError
+from webui.core.media import ImageError
 from webui.core.models.discovery import ModelNotFoundError
 from webui.core.presets import PresetError
 from webui.core.service import EngineError, QueueFull
@@ -76,6 +77,8 @@ def api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, QueueFull):
         return queue_full_error(exc)
+    if isinstance(exc, ImageError):  # a bad image, one the model cannot take, a refused URL
+        return ApiError(400, str(exc), code="invalid_image")
     if isinstance(exc, EngineError):
         return ApiError(400, str(exc))
     return ApiError(500, f"Internal error: {exc}", kind="server_error")

@@ -153,6 +153,7 @@ class ModelInfo(BaseModel):
     honoured_params: list[str] = Field(default_factory=list)
     can_tokenize: bool | None = None
     streams_logprobs: bool | None = None
+    sees_images: bool | None = None  # requests may send images (None: a server that did not say)
     load_seconds: float | None = None
 
 

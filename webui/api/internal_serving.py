@@ -37,7 +37,7 @@ from webui.api.internal_protocol import (
     UnloadModelResponse,
 )
 from webui.api.jobs import ApiJobs, Caller
-from webui.api.serving import Serving, find_entry
+from webui.api.serving import Serving, find_entry, sees
 from webui.core.presets import PresetError
 from webui.core.service import LoadedState, QueuedJob, QueueSnapshot, Service
 
@@ -97,6 +97,7 @@ def model_info(service: Service) -> ModelInfo:
         honoured_params=sorted(state.capabilities.honoured_params),
         can_tokenize=state.capabilities.can_tokenize,
         streams_logprobs=state.capabilities.streams_logprobs,
+        sees_images=sees(state.model),
         load_seconds=round(state.load_seconds, 3),
     )
 

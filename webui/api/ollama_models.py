@@ -6,6 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from webui.api.serving import sees
 from webui.core.abilities import TemplateAbilities, abilities_of
 from webui.core.characters.modelfile import PARAM_TO_OLLAMA, Modelfile, format_modelfile, parameter_lines
 from webui.core.models.discovery import ModelEntry, ModelFileError, ModelMetadata, model_metadata
@@ -83,14 +84,17 @@ def default_parameters() -> list[tuple[str, str, int]]:
     return lines
 
 
-def capabilities(abilities: TemplateAbilities | None) -> list[str]:
-    """What Ollama clients check before sending tools or ``think``: "completion" always, "tools" when the
-    chat template renders tool definitions, "thinking" when it has a thinking format ("vision" never yet)."""
+def capabilities(abilities: TemplateAbilities | None, *, vision: bool = False) -> list[str]:
+    """What Ollama clients check before sending tools, ``think`` or images: "completion" always, "tools"
+    when the chat template renders tool definitions, "thinking" when it has a thinking format, "vision" when
+    the loaded model sees images (its projector is loaded)."""
     found = ["completion"]
     if abilities is not None and abilities.tools:
         found.append("tools")
     if abilities is not None and abilities.thinks:
         found.append("thinking")
+    if vision:
+        found.append("vision")
     return found
 
 
@@ -102,8 +106,10 @@ def show(
     a model that is not loaded is judged by the chat template in its file's metadata."""
     meta = _metadata(entry)
     template = None
+    vision = False
     if loaded is not None and loaded.entry == entry:
         template = loaded.model.facts.chat_template
+        vision = sees(loaded.model) is True
     elif meta is not None:
         template = meta.chat_template
         abilities = abilities_of(template) if template else None
@@ -131,6 +137,6 @@ def show(
         "template": template or "",
         "details": details(entry),
         "model_info": info,
-        "capabilities": capabilities(abilities),
+        "capabilities": capabilities(abilities, vision=vision),
         "modified_at": _mtime(entry).isoformat(),
     }

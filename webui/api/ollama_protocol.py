@@ -61,6 +61,8 @@ class OllamaMessage(BaseModel):
     _nulls = null_means_default("content")
 
     def to_core(self) -> ChatMessage:
+        """The core's ChatMessage; ``images`` (raw base64, as Ollama sends them) decoded and checked."""
+        images = [core_requests.base64_image(image, "images") for image in self.images or ()]
         calls = [
             core_requests.tool_call(call.id, call.function.name, call.function.arguments)
             for call in self.tool_calls or ()
@@ -72,6 +74,7 @@ class OllamaMessage(BaseModel):
             tool_calls=calls,
             tool_call_id=self.tool_call_id or "",
             name=self.tool_name or "",
+            attached=images,
         )
 
 
@@ -146,15 +149,21 @@ class GenerateRequest(OllamaRequest):
     _generate_nulls = null_means_default("raw")
 
     def refuse_unsupported(self) -> None:
-        """400 for images and fill-in-the-middle, which Palabre does not do."""
-        if self.images:
-            raise ApiError(400, "Images are not supported.", param="images")
+        """400 for fill-in-the-middle, which Palabre does not do, and for images in a raw prompt (the
+        model's template places them: send the prompt without ``raw``)."""
+        if self.images and self.raw:
+            raise ApiError(
+                400,
+                "Images need the model's template to place them: send them without raw.",
+                param="images",
+            )
         if self.suffix:
             raise ApiError(400, "suffix (fill in the middle) is not supported.", param="suffix")
 
     def to_core_request(self, service: Service) -> core_requests.CoreRequest:
         """``prompt`` as the user's message through the model's template (or ``template``), after
-        ``system``; with ``raw``, the prompt as it is. Sampler values as in ``sampler_params``."""
+        ``system``, with ``images`` (raw base64) shown with it; with ``raw``, the prompt as it is. Sampler
+        values as in ``sampler_params``."""
         params = self.sampler_params(service)
         prompt = self.prompt or ""
         if self.raw:
@@ -162,7 +171,8 @@ class GenerateRequest(OllamaRequest):
         template = request_template(self.template) if self.template else None
         settings = core_requests.chat_settings(service, mode="instruct", character=None, template=template)
         history = [ChatMessage("system", self.system)] if self.system else []
-        history.append(ChatMessage("user", prompt))
+        images = tuple(core_requests.base64_image(image, "images") for image in self.images or ())
+        history.append(ChatMessage("user", prompt, images=images))
         return core_requests.CoreChatRequest(history, settings, params, needs=OLLAMA_NEEDS)
 
 
@@ -178,10 +188,8 @@ class ChatRequest(OllamaRequest):
     )
 
     def history(self) -> list[ChatMessage]:
-        """The conversation as the core's messages (tool results tied to their calls); 400 for images,
-        which Palabre does not do."""
-        if any(message.images for message in self.messages):
-            raise ApiError(400, "Images are not supported.", param="images")
+        """The conversation as the core's messages (tool results tied to their calls, images decoded and
+        checked: a 400 saying what is wrong with a bad one)."""
         return core_requests.link_tool_results([message.to_core() for message in self.messages])
 
     def to_chat_request(self, service: Service, history: list[ChatMessage]) -> core_requests.CoreChatRequest:

@@ -209,7 +209,7 @@ class OllamaServing:
         admin = context.caller.admin
 
         def start(request_id: str) -> Started | str:
-            if not body.prompt:
+            if not body.prompt and not body.images:
                 return self._load_or_unload(body.model, body.keep_alive, admin)
             return self.serving.start_request(
                 body.model, admin, body.to_core_request(self.service), request_id
@@ -219,10 +219,10 @@ class OllamaServing:
 
     async def chat(self, body: ChatRequest, context: RequestContext) -> Reply | EventStream[OllamaEvent]:
         """Reply to ``messages``; no messages loads the model (or unloads it with keep_alive 0)."""
-        history = body.history()
         admin = context.caller.admin
 
         def start(request_id: str) -> Started | str:
+            history = body.history()  # off the event loop: images are decoded here
             if not history:
                 return self._load_or_unload(body.model, body.keep_alive, admin)
             request = body.to_chat_request(self.service, history)

@@ -36,6 +36,7 @@ from webui.api.core_requests import (
 )
 from webui.api.errors import ApiError
 from webui.core.characters.store import Character
+from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage, Mode
 from webui.core.service import Service, ToolRequest
@@ -230,9 +231,9 @@ class ChatMessageIn(BaseModel):
     reasoning_content: str | None = None
     reasoning: str | None = None
 
-    def to_core(self) -> ChatMessage:
-        """The core's ChatMessage; text parts are joined, other parts are refused. A ``function`` message
-        (OpenAI's older name for a tool result) is a tool message."""
+    def to_core(self, images: ImageSources = DATA_URLS_ONLY) -> ChatMessage:
+        """The core's ChatMessage; text parts are joined, ``image_url`` parts read through ``images``, other
+        parts are refused. A ``function`` message (OpenAI's older name for a tool result) is a tool message."""
         content = self.content
         parts = content if content is None or isinstance(content, str) else [p.model_dump() for p in content]
         calls = [tool_call(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ()]
@@ -243,6 +244,7 @@ class ChatMessageIn(BaseModel):
             tool_calls=calls,
             tool_call_id=self.tool_call_id or "",
             name=self.name or "",
+            images=images,
         )
 
 
@@ -285,13 +287,14 @@ class ChatCompletionRequest(GenerationRequest):
 
     _chat_nulls = null_means_default("mode")
 
-    def to_chat_request(self, service: Service) -> CoreChatRequest:
+    def to_chat_request(self, service: Service, images: ImageSources = DATA_URLS_ONLY) -> CoreChatRequest:
         """The reply as the core takes it. Each sampler value comes from the first of: this request's field,
         the personality (``character``), the preset (``preset``, else Default), GenerationParams' default;
         the prompt's template from ``instruction_template_str``, ``instruction_template``, else the
-        personality's or the model's."""
+        personality's or the model's. Image parts are read through ``images`` (data: URLs, and http(s)
+        URLs where the server allows them)."""
         tools = self.tool_request()
-        history = link_tool_results([message.to_core() for message in self.messages])
+        history = link_tool_results([message.to_core(images) for message in self.messages])
         character = load_character(service, self.character)
         settings = chat_settings(
             service,

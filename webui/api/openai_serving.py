@@ -230,7 +230,12 @@ class OpenAIServing:
         self, body: ChatCompletionRequest, context: RequestContext
     ) -> Reply | EventStream[OpenAIEvent]:
         """Reply to a conversation: a whole ChatCompletionResponse, or its chunks."""
-        return await self._generate(body, context, "chatcmpl", body.to_chat_request, _ChatAnswer)
+        images = self.serving.images
+
+        def convert(service: Service) -> CoreRequest:
+            return body.to_chat_request(service, images)
+
+        return await self._generate(body, context, "chatcmpl", convert, _ChatAnswer)
 
     async def _generate(
         self,

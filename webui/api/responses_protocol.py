@@ -28,6 +28,7 @@ from webui.api.core_requests import (
     json_grammar,
     link_tool_results,
     load_character,
+    read_image,
     resolve_params,
     sampler_extras,
     template_variables,
@@ -38,6 +39,8 @@ from webui.api.core_requests import (
 )
 from webui.api.errors import ApiError
 from webui.api.openai_protocol import _add_sampler_fields, null_means_default, request_template
+from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
+from webui.core.media import Image
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage, Mode
 from webui.core.service import Service, ToolCall, ToolRequest
@@ -119,9 +122,10 @@ class ResponsesRequest(BaseModel):
 
     _nulls = null_means_default("stream", "mode")
 
-    def to_chat_request(self, service: Service) -> CoreChatRequest:
-        """The reply as the core takes it: the conversation from ``instructions`` and ``input``, the tools,
-        and the sampler values (request field, personality, preset, GenerationParams' default)."""
+    def to_chat_request(self, service: Service, images: ImageSources = DATA_URLS_ONLY) -> CoreChatRequest:
+        """The reply as the core takes it: the conversation from ``instructions`` and ``input`` (its
+        ``input_image`` parts read through ``images``), the tools, and the sampler values (request field,
+        personality, preset, GenerationParams' default)."""
         if self.previous_response_id:
             raise ApiError(
                 400,
@@ -130,7 +134,7 @@ class ResponsesRequest(BaseModel):
                 param="previous_response_id",
             )
         tools = self.tool_request()
-        history = link_tool_results(conversation(self.instructions, self.input))
+        history = link_tool_results(conversation(self.instructions, self.input, images))
         character = load_character(service, self.character)
         settings = chat_settings(
             service,
@@ -287,6 +291,36 @@ def parts_text(parts: str | Sequence[Mapping[str, Any]], where: str) -> str:
     return "\n".join(texts)
 
 
+def parts_content(
+    parts: str | Sequence[Mapping[str, Any]], where: str, images: ImageSources
+) -> tuple[str, tuple[Image, ...]]:
+    """A user message's text and images: ``input_image`` parts (``image_url`` a data: URL, or http(s)
+    where the server allows it) read through ``images``; a ``file_id`` is a 400 (no files are stored)."""
+    if isinstance(parts, str):
+        return parts, ()
+    texts: list[Mapping[str, Any]] = []
+    found: list[Image] = []
+    for part in parts:
+        if part.get("type") != "input_image":
+            texts.append(part)
+            continue
+        url = part.get("image_url")
+        if isinstance(url, Mapping):  # some clients send {"url": ...} as in chat completions
+            url = url.get("url")
+        if not url and part.get("file_id"):
+            raise ApiError(
+                400,
+                f"{where}: input_image file_id is not supported: this server does not store files. "
+                "Send the image as a base64 data: URL in image_url.",
+                param="input",
+                code="invalid_image",
+            )
+        if not isinstance(url, str) or not url.strip():
+            raise ApiError(400, f"{where}: input_image needs an image_url.", param="input")
+        found.append(read_image(images, url, "input"))
+    return parts_text(texts, where), tuple(found)
+
+
 def _parse_item(index: int, raw: Mapping[str, Any]) -> _Item:
     where = f"input[{index}]"
     kind = raw.get("type") or ("message" if "role" in raw else None)
@@ -333,9 +367,14 @@ class _AssistantTurn:
         )
 
 
-def conversation(instructions: str | None, items: str | Sequence[Mapping[str, Any]]) -> list[ChatMessage]:
+def conversation(
+    instructions: str | None,
+    items: str | Sequence[Mapping[str, Any]],
+    images: ImageSources = DATA_URLS_ONLY,
+) -> list[ChatMessage]:
     """The conversation ``instructions`` and ``input`` make: consecutive reasoning, assistant message and
-    function_call items form one assistant turn (reasoning first), a function_call_output is a tool result."""
+    function_call items form one assistant turn (reasoning first), a function_call_output is a tool result;
+    a user message's ``input_image`` parts are read through ``images``."""
     messages: list[ChatMessage] = []
     if instructions:
         messages.append(chat_message("system", instructions))
@@ -363,6 +402,10 @@ def conversation(instructions: str | None, items: str | Sequence[Mapping[str, An
             turn.calls.append(tool_call(item.call_id, item.name, item.arguments))
         elif isinstance(item, MessageItem) and item.role == "assistant":
             turn.text.append(parts_text(item.content, where))
+        elif isinstance(item, MessageItem) and item.role == "user":
+            close_turn()
+            text, shown = parts_content(item.content, where, images)
+            messages.append(chat_message("user", text, attached=shown))
         elif isinstance(item, MessageItem):
             close_turn()
             messages.append(chat_message(item.role, parts_text(item.content, where)))

@@ -300,7 +300,7 @@ class ResponsesServing:
         converted: list[CoreChatRequest] = []
 
         def start() -> Started:
-            request = body.to_chat_request(self.service)
+            request = body.to_chat_request(self.service, self.serving.images)
             converted.append(request)
             return self.serving.start_request(body.model, context.caller.admin, request, response_id)
 

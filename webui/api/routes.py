@@ -19,9 +19,10 @@ def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
     from webui.api.ollama_routes import install_ollama_routes
     from webui.api.openai_routes import install_openai_routes
     from webui.api.serving import Serving
+    from webui.core.image_fetch import ImageSources
 
     idle_s = config.idle_unload_minutes * 60 if config.idle_unload_minutes else None
-    serving = Serving(service, idle_s)
+    serving = Serving(service, idle_s, ImageSources.for_hosts(config.image_hosts))
     app.state.idle_unloader = serving.idle  # create_app starts it, run_server stops it
     install_internal_routes(app, serving)  # /v1/internal/*
     install_openai_routes(app, serving)  # /v1/models, /v1/completions, /v1/chat/completions

@@ -16,6 +16,9 @@ from webui.api.jobs import ApiJobs, Caller
 from webui.api.streams import Generation, Run, Started
 from webui.core.embeddings import is_embedding_entry
 from webui.core.idle import IdleUnloader
+from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
+from webui.core.loader import LoadedModel, renders_own_template, sees_images
+from webui.core.media import ImageError
 from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage
@@ -62,14 +65,55 @@ def seeded(params: GenerationParams, index: int) -> GenerationParams:
     return params.overlay({"seed": (params.seed + index) % _SEED_LIMIT})
 
 
+def sees(model: LoadedModel) -> bool | None:
+    """Whether ``model`` takes images: a vision model with its projector loaded (True), a model behind a
+    server that applies its own chat template and says whether it takes images (its answer, else None:
+    the images are sent and the server answers), any other model (False)."""
+    if sees_images(model):
+        return True
+    if renders_own_template(model):
+        return {"yes": True, "no": False}.get(model.facts.extra.get("vision", ""))
+    return False
+
+
+def check_sees(state: LoadedState, history: Sequence[ChatMessage]) -> None:
+    """400 for images sent to a model that cannot see them (no vision projector loaded)."""
+    shown = sum(len(message.images) for message in history)
+    if not shown or sees(state.model) is not False:
+        return
+    if renders_own_template(state.model):
+        why = "its server says it takes no images. Serve a vision model there"
+    elif state.loader == "remote":
+        why = (
+            "Palabre renders its prompt as text (endpoint completions). Load it with the remote setting "
+            "endpoint=chat so that images are sent to the server"
+        )
+    else:
+        why = (
+            "it has no vision projector. Load a vision model (a GGUF with its mmproj file beside it, or a "
+            "Transformers vision model)"
+        )
+    raise ApiError(
+        400,
+        f"The request holds {shown} image(s), but the loaded model {state.entry.name} cannot see images: "
+        f"{why}, or send text only.",
+        param="messages",
+        code="model_cannot_see",
+    )
+
+
 # -- the API's view of the service ---------------------------------------------------------------------------
 
 
 class Serving:
     """Models by name and the start of generations, for every API route of one server."""
 
-    def __init__(self, service: Service, idle_unload_s: float | None = None) -> None:
+    def __init__(
+        self, service: Service, idle_unload_s: float | None = None, images: ImageSources = DATA_URLS_ONLY
+    ) -> None:
         self.service = service
+        # Where requests' image URLs may be read from (data: URLs; http(s) with --allow-image-host).
+        self.images = images
         self.jobs = ApiJobs()  # the requests generating now, for /v1/internal/stop and the queue view
         # Held while a request makes sure of its model and queues its jobs, so that another request's
         # just-in-time load (or an idle unload) cannot slip between the two.
@@ -176,6 +220,8 @@ class Serving:
                     runs = submit(state)
             except QueueFull as exc:
                 raise queue_full_error(exc) from exc
+            except ImageError as exc:  # the model cannot see, an image it cannot take
+                raise ApiError(400, str(exc), param="messages", code="invalid_image") from exc
             except EngineError as exc:
                 raise ApiError(400, str(exc)) from exc
         return Started(runs, state.entry.name, load_seconds)
@@ -189,6 +235,7 @@ class Serving:
             if isinstance(request, CoreCompletionRequest):
                 prompts = request.prompts(state)
                 return self.completion_runs(prompts, request.params, request.n, echo=request.echo)
+            check_sees(state, request.history)
             return self.chat_runs(
                 request.history,
                 request.settings,
