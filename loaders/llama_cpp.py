@@ -13,7 +13,7 @@ import ctypes
 import os
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,11 +30,15 @@ from webui.core.loader import (
     ModelFacts,
     PromptUsage,
 )
+from webui.core.media import VISION_FACT
 from webui.core.models.discovery import ModelEntry, loader_for_path
 from webui.core.params import PARAM_NAMES, GenerationParams
 
 if TYPE_CHECKING:
     import llama_cpp
+
+    from loaders.llama_vision import Projector
+    from webui.core.media import Image
 
 AUTO_CONTEXT_CAP = 8192  # "auto" context: the model's own length, capped to keep the KV cache modest
 
@@ -83,6 +87,11 @@ class LlamaCppSettings(BaseModel):
     rope_freq_base: float = Field(0.0, ge=0.0, description="RoPE frequency base. 0 = the model's own.")
     tensor_split: str = Field(
         "", description="Share of the model per GPU, comma separated (e.g. 60,40). Empty = auto."
+    )
+    mmproj: str = Field(
+        "",
+        description="Vision projector (mmproj*.gguf) that lets the model see images: a file beside the model "
+        "or a path. Empty = the one beside the model, if any.",
     )
 
     @field_validator("tensor_split")
@@ -158,7 +167,27 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             raise LoaderError(f"llama.cpp could not load {path.name}: {exc}") from exc
-        return LlamaCppModel(llm, path, metadata.chat_template, settings)
+        try:
+            projector = _open_projector(path, llm, settings)
+        except BaseException:
+            llm.close()
+            raise
+        return LlamaCppModel(llm, path, metadata.chat_template, settings, projector)
+
+
+def _open_projector(path: Path, llm: Any, settings: LlamaCppSettings) -> Projector | None:
+    """The model's vision projector through libmtmd (None when there is none); LoaderError when it fails."""
+    from loaders.llama_vision import Projector, find_projector
+
+    found = find_projector(path, settings.mmproj)
+    if found is None:
+        return None
+    return Projector(
+        found,
+        llm._model,
+        n_threads=settings.n_threads_batch or automatic_batch_threads(),
+        use_gpu=settings.n_gpu_layers != 0,
+    )
 
 
 class _InertChatFormatter:
@@ -201,10 +230,20 @@ class LlamaCppModel:
     """A GGUF model in memory; generation runs a hand-built llama.cpp sampler chain."""
 
     def __init__(
-        self, llm: llama_cpp.Llama, path: Path, chat_template: str | None, settings: LlamaCppSettings
+        self,
+        llm: llama_cpp.Llama,
+        path: Path,
+        chat_template: str | None,
+        settings: LlamaCppSettings,
+        projector: Projector | None = None,
     ):
+        from loaders.llama_vision import NO_PROJECTOR
+
         self._llm: Any = llm
         self._settings = settings
+        self._projector = projector
+        # The SeeingModel marker: random per load, empty without a projector (the model then takes no images).
+        self.media_marker = projector.marker if projector is not None else ""
         self.capabilities = LlamaCppLoader.capabilities
         vocab = llm._model.vocab
         self._vocab = vocab
@@ -223,6 +262,7 @@ class LlamaCppModel:
                 "n_threads": str(llm.n_threads),
                 "n_threads_batch": str(llm.n_threads_batch),
                 "n_gpu_layers": str(settings.n_gpu_layers),
+                VISION_FACT: f"projector {projector.path.name}" if projector is not None else NO_PROJECTOR,
             },
         )
 
@@ -247,6 +287,9 @@ class LlamaCppModel:
         return bytes(self._llm.detokenize(tokens, special=True)).decode("utf-8", errors="replace")
 
     def unload(self) -> None:
+        projector, self._projector = self._projector, None
+        if projector is not None:
+            projector.free()
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
@@ -261,41 +304,92 @@ class LlamaCppModel:
         prefix = 0
         while prefix < limit and cached[prefix] == tokens[prefix]:
             prefix += 1
-        if prefix > 0 and llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
-            llm.n_tokens = prefix
-            return prefix
-        llm.reset()
-        return 0
+        if prefix == 0 or not llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
+            llm.reset()
+            prefix = 0
+        llm.n_tokens = prefix
+        if self._projector is not None:
+            self._projector.forget_from(prefix)  # images past the kept text are gone from the cache
+        return prefix
+
+    def _require(self) -> Any:
+        if self._llm is None:
+            raise LoaderError("The model was unloaded.")
+        return self._llm
+
+    def _check_fits(self, n_prompt: int) -> None:
+        n_ctx = self._llm.n_ctx()
+        if n_prompt >= n_ctx:
+            raise LoaderError(
+                f"The prompt is {n_prompt} tokens long, but the context holds only {n_ctx}. "
+                "Shorten it or load the model with a larger context (n_ctx)."
+            )
 
     def stream(self, prompt: str, params: GenerationParams, cancel: CancelToken) -> Iterator[Chunk]:
-        import llama_cpp
-
-        llm = self._llm
-        if llm is None:
-            raise LoaderError("The model was unloaded.")
+        llm = self._require()
         tokens = self.tokenize(prompt, add_bos=params.add_bos_token)
         bos = llm.token_bos()
         if len(tokens) > 1 and tokens[0] == tokens[1] == bos:
             tokens = tokens[1:]  # the template already wrote the BOS token: never send two
         if not tokens:
             raise LoaderError("The prompt is empty.")
-        n_ctx = llm.n_ctx()
-        if len(tokens) >= n_ctx:
-            raise LoaderError(
-                f"The prompt is {len(tokens)} tokens long, but the context holds only {n_ctx}. "
-                "Shorten it or load the model with a larger context (n_ctx)."
-            )
-        budget = min(params.max_new_tokens, n_ctx - len(tokens))
+        self._check_fits(len(tokens))
         reused = self._reuse_prefix(tokens)
+        usage = PromptUsage(len(tokens), reused)
+        yield from self._decode(params, cancel, tokens, usage, lambda: llm.eval(tokens[reused:]))
+
+    def stream_images(
+        self, prompt: str, images: Sequence[Image], params: GenerationParams, cancel: CancelToken
+    ) -> Iterator[Chunk]:
+        """Generate from ``prompt`` with ``images`` in place of its markers (see loaders.llama_vision)."""
+        llm = self._require()
+        projector = self._projector
+        if projector is None:
+            from webui.core.media import cannot_see
+
+            raise cannot_see(self.facts.name, self.facts.extra)
+        bos = llm.token_bos() if params.add_bos_token else None
+        plan = projector.tokenize(prompt, images, bos=bos)
+        try:
+            if not plan.pieces:
+                raise LoaderError("The prompt is empty.")
+            self._check_fits(plan.n_tokens)
+            reused = projector.reuse(llm, plan)
+            usage = PromptUsage(plan.n_tokens, reused)
+            yield from self._decode(
+                params, cancel, plan.text_tokens(), usage, lambda: projector.evaluate(llm, plan, reused)
+            )
+        finally:
+            plan.free()
+
+    def image_tokens(self, image: Image) -> int:
+        """How many context positions ``image`` takes (0 without a projector: the model takes no images)."""
+        if self._projector is None:
+            return 0
+        return self._projector.image_tokens(image)
+
+    def _decode(
+        self,
+        params: GenerationParams,
+        cancel: CancelToken,
+        history: list[int],
+        usage: PromptUsage,
+        evaluate: Callable[[], None],
+    ) -> Iterator[Chunk]:
+        """Evaluate the prompt (``evaluate``), then sample with the chain built from ``params`` until an end
+        token, the budget or ``cancel``; ``history`` is the prompt's text the penalty samplers see."""
+        import llama_cpp
+
+        llm = self._llm
+        budget = min(params.max_new_tokens, llm.n_ctx() - usage.tokens)
         eog = self._end_tokens(llama_cpp) if params.ban_eos_token else ()
-        sampler = _SamplerChain(llama_cpp, llm, self._vocab, params, tokens, eog)
+        sampler = _SamplerChain(llama_cpp, llm, self._vocab, params, history, eog)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         special = not params.skip_special_tokens
         produced = 0
         finish: FinishReason = "length"
-        usage = PromptUsage(len(tokens), reused)
         try:
-            llm.eval(tokens[reused:])
+            evaluate()
             while True:
                 if cancel.cancelled:
                     finish = "cancelled"

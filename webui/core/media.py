@@ -21,6 +21,8 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "Image",
     "ImageError",
+    "ModelCannotSeeError",
+    "cannot_see",
     "decode_image",
     "image_from_base64",
     "image_from_data_url",
@@ -119,3 +121,22 @@ def image_from_data_url(url: str, **limits: int) -> Image:
     if mime and not mime.startswith("image/"):
         raise ImageError(f"The data: URL holds {mime}, not an image.")
     return image_from_base64(url[match.end() :], **limits)
+
+
+class ModelCannotSeeError(ImageError):
+    """Images were sent to a model that cannot take them; the message names the model and what it lacks."""
+
+    def __init__(self, model: str, missing: str) -> None:
+        super().__init__(f"{model} cannot see images: {missing}")
+        self.model = model
+        self.missing = missing
+
+
+# ModelFacts.extra key under which a loaded model says how it sees images, or why it cannot.
+VISION_FACT = "vision"
+NO_VISION = "it is a text-only model. Load a vision model to send images."
+
+
+def cannot_see(name: str, extra: dict[str, str]) -> ModelCannotSeeError:
+    """The error for images sent to the model ``name`` whose facts' ``extra`` may say what it lacks."""
+    return ModelCannotSeeError(name, extra.get(VISION_FACT) or NO_VISION)

@@ -1,0 +1,319 @@
+"""Images for the llama.cpp loader: a projector (``mmproj*.gguf``) opened with libmtmd beside the text model.
+
+The prompt holds a random marker per load once per image; libmtmd splits it into text chunks and image
+chunks (one bitmap per image, decoded from its PNG bytes and named by its SHA-256). The chunks are evaluated
+here, one by one, after the longest prefix already in the KV cache: text tokens are compared token by token
+and an image by its SHA-256, so a chat's earlier images are not encoded again on its next turn.
+
+The KV cache bookkeeping is shared with the text path: ``llm.input_ids`` holds each position's token, and an
+image's positions hold ``IMAGE_SLOT`` (never a token id), with the image named in ``Projector.spans``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webui.core.loader import LoaderError
+from webui.core.media import Image
+from webui.core.models.capabilities import is_projector_name, projector_sees
+
+IMAGE_SLOT = -1  # what llm.input_ids holds at an image's positions: no text token ever matches it
+_COUNT_CACHE = 256  # images whose token count is remembered (the context meter asks on every redraw)
+_QUANT_SUFFIX = re.compile(r"[-._](?:I?Q\d.*|[BF]F?16|F32|MXFP4.*)$", re.IGNORECASE)
+
+NO_PROJECTOR = (
+    "it has no projector. Put an mmproj*.gguf beside it or choose one in the Model tab (the mmproj setting)."
+)
+
+
+def find_projector(model: Path, setting: str) -> Path | None:
+    """The projector for the GGUF ``model``: the ``mmproj`` setting (a file beside the model, or a path), else
+    an ``mmproj*.gguf`` beside it that encodes images. When several lie there, the one whose name holds the
+    model's name (without its quantization) wins; a projector named for no model counts only when the model is
+    the only one in its folder. LoaderError for a setting that names no file."""
+    if setting.strip():
+        chosen = Path(setting.strip()).expanduser()
+        chosen = chosen if chosen.is_absolute() else model.parent / chosen
+        if not chosen.is_file():
+            raise LoaderError(
+                f"The projector {setting!r} (mmproj setting) was not found beside {model.name}."
+            )
+        return chosen
+    stem = _QUANT_SUFFIX.sub("", model.stem).lower()
+    try:
+        files = sorted(p for p in model.parent.iterdir() if p.is_file() and p.suffix.lower() == ".gguf")
+    except OSError:
+        return None
+    projectors = [p for p in files if p != model and is_projector_name(p.name)]
+    named = [p for p in projectors if stem and stem in p.name.lower()]
+    # The longest shared name first: "mmproj-SmolVLM-256M" beats "mmproj-SmolVLM" for SmolVLM-256M-Q8_0.
+    named.sort(key=lambda p: -_shared_prefix(stem, _projector_stem(p)))
+    models = [p for p in files if not is_projector_name(p.name)]
+    candidates = named or (projectors if len(models) <= 1 else [])
+    return next((p for p in candidates if projector_sees(p)), None)
+
+
+def _projector_stem(path: Path) -> str:
+    name = _QUANT_SUFFIX.sub("", path.stem).lower()
+    return re.sub(r"(?:^|[-._])mmproj(?:[-._]|$)", "", name)
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    count = 0
+    for left, right in zip(a, b, strict=False):
+        if left != right:
+            break
+        count += 1
+    return count
+
+
+@dataclass
+class Piece:
+    """One run of the prompt: text tokens, or one image chunk (its positions and the image's SHA-256)."""
+
+    tokens: list[int] = field(default_factory=list)
+    image: Any = None  # the mtmd chunk of an image (owned by the plan's chunk list)
+    sha256: str = ""
+    n_tokens: int = 0  # context positions it takes
+
+    @property
+    def is_image(self) -> bool:
+        return self.image is not None
+
+
+class PromptPlan:
+    """A prompt tokenized by libmtmd: its pieces in order (freed with ``free``)."""
+
+    def __init__(self, mtmd: Any, chunks: Any, pieces: list[Piece]) -> None:
+        self._mtmd = mtmd
+        self._chunks = chunks
+        self.pieces = pieces
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(piece.n_tokens for piece in self.pieces)
+
+    @property
+    def image_tokens(self) -> int:
+        return sum(piece.n_tokens for piece in self.pieces if piece.is_image)
+
+    def text_tokens(self) -> list[int]:
+        """The text tokens in order (what the penalty samplers see of the prompt)."""
+        return [token for piece in self.pieces for token in piece.tokens]
+
+    def free(self) -> None:
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            self._mtmd.mtmd_input_chunks_free(chunks)
+
+
+class Projector:
+    """A libmtmd context for one loaded model; not thread-safe (the engine runs one generation at a time)."""
+
+    def __init__(self, path: Path, llm: Any, n_threads: int, use_gpu: bool) -> None:
+        from llama_cpp import mtmd_cpp
+        from llama_cpp._logger import llama_log_callback
+
+        self._mtmd: Any = mtmd_cpp
+        # libmtmd logs through llama-cpp-python's logger, which the model was opened quiet with.
+        mtmd_cpp.mtmd_log_set(llama_log_callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(llama_log_callback, ctypes.c_void_p(0))
+        self.path = path
+        # Random per load: text a user types can never open an image slot.
+        self.marker = f"<__palabre_media_{secrets.token_hex(8)}__>"
+        self._marker_bytes = self.marker.encode("ascii")  # the C side keeps a pointer: keep the bytes alive
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.use_gpu = use_gpu
+        params.n_threads = n_threads
+        params.print_timings = False
+        params.warmup = False
+        params.media_marker = self._marker_bytes
+        ctx = mtmd_cpp.mtmd_init_from_file(str(path).encode("utf-8"), llm.model, params)
+        if not ctx:
+            raise LoaderError(
+                f"llama.cpp could not open the projector {path.name}: it may belong to another model."
+            )
+        if not mtmd_cpp.mtmd_support_vision(ctx):
+            mtmd_cpp.mtmd_free(ctx)
+            raise LoaderError(f"The projector {path.name} does not encode images (an audio projector?).")
+        self._ctx: Any = ctx
+        self._counts: dict[str, int] = {}
+        # Image positions in the KV cache: start position -> (SHA-256, positions).
+        self.spans: dict[int, tuple[str, int]] = {}
+        self.encodes = 0  # images encoded so far (an image reused from the cache is not encoded again)
+
+    def free(self) -> None:
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            self._mtmd.mtmd_free(ctx)
+
+    # -- tokenizing ---------------------------------------------------------------------------------------
+
+    def tokenize(self, prompt: str, images: Sequence[Image], *, bos: int | None) -> PromptPlan:
+        """Split ``prompt`` at its markers into text and image pieces; ``bos`` is put first unless the prompt
+        already starts with it. LoaderError when the markers and the images do not pair up."""
+        mtmd = self._mtmd
+        count = prompt.count(self.marker)
+        if count != len(images):
+            raise LoaderError(f"The prompt holds {count} image places for {len(images)} images.")
+        bitmaps: list[Any] = []
+        chunks = mtmd.mtmd_input_chunks_init()
+        try:
+            for image in images:
+                buffer = (ctypes.c_uint8 * len(image.data)).from_buffer_copy(image.data)
+                bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(image.data), False)
+                if not bitmap:
+                    raise LoaderError(f"llama.cpp could not decode an image ({image.width}x{image.height}).")
+                mtmd.mtmd_bitmap_set_id(bitmap, image.sha256.encode("ascii"))
+                bitmaps.append(bitmap)
+            text = prompt.encode("utf-8")
+            given = mtmd.mtmd_input_text()
+            given.text = text
+            given.text_len = len(text)
+            given.add_special = False
+            given.parse_special = True
+            array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+            status = mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(given), array, len(bitmaps))
+            if status != 0:
+                raise LoaderError(
+                    "llama.cpp could not prepare the images for the model"
+                    + (" (image places and images do not pair up)." if status == 1 else ".")
+                )
+            pieces = self._pieces(chunks)
+        except BaseException:
+            mtmd.mtmd_input_chunks_free(chunks)
+            raise
+        finally:
+            for bitmap in bitmaps:
+                mtmd.mtmd_bitmap_free(bitmap)
+        if bos is not None and bos >= 0:
+            first = pieces[0] if pieces else None
+            if first is None or first.is_image:
+                pieces.insert(0, Piece(tokens=[bos], n_tokens=1))
+            elif not first.tokens or first.tokens[0] != bos:
+                first.tokens.insert(0, bos)
+                first.n_tokens += 1
+        return PromptPlan(mtmd, chunks, pieces)
+
+    def _pieces(self, chunks: Any) -> list[Piece]:
+        mtmd = self._mtmd
+        pieces: list[Piece] = []
+        for index in range(mtmd.mtmd_input_chunks_size(chunks)):
+            chunk = mtmd.mtmd_input_chunks_get(chunks, index)
+            kind = mtmd.mtmd_input_chunk_get_type(chunk)
+            if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                size = ctypes.c_size_t()
+                tokens = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(size))
+                ids = [int(tokens[i]) for i in range(size.value)]
+                if pieces and not pieces[-1].is_image:
+                    pieces[-1].tokens.extend(ids)
+                    pieces[-1].n_tokens += len(ids)
+                elif ids:
+                    pieces.append(Piece(tokens=ids, n_tokens=len(ids)))
+            elif kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                name = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode("ascii", "replace")
+                n_tokens = int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
+                n_pos = int(mtmd.mtmd_input_chunk_get_n_pos(chunk))
+                if n_pos != n_tokens:
+                    raise LoaderError(
+                        "This projector places images by M-RoPE positions (Qwen-VL), which Palabre's llama.cpp "
+                        "loader does not support yet."
+                    )
+                pieces.append(Piece(image=chunk, sha256=name, n_tokens=n_tokens))
+            else:
+                raise LoaderError("This projector gave audio where an image was expected.")
+        return pieces
+
+    def image_tokens(self, image: Image) -> int:
+        """The context positions ``image`` takes, with the text libmtmd writes around it."""
+        found = self._counts.get(image.sha256)
+        if found is None:
+            plan = self.tokenize(self.marker, [image], bos=None)
+            try:
+                found = plan.n_tokens
+            finally:
+                plan.free()
+            if len(self._counts) >= _COUNT_CACHE:
+                self._counts.clear()
+            self._counts[image.sha256] = found
+        return found
+
+    # -- the KV cache -----------------------------------------------------------------------------------------
+
+    def reuse(self, llm: Any, plan: PromptPlan) -> int:
+        """Keep the longest prefix of ``plan`` already in the KV cache (whole images, any text tokens) and drop
+        the rest; return the positions kept. At least one position is left to evaluate (fresh logits)."""
+        cached = llm._input_ids
+        limit = min(len(cached), plan.n_tokens - 1)
+        kept = 0
+        for piece in plan.pieces:
+            if kept >= limit:
+                break
+            if piece.is_image:
+                span = self.spans.get(kept)
+                if kept + piece.n_tokens > limit or span != (piece.sha256, piece.n_tokens):
+                    break
+                kept += piece.n_tokens
+                continue
+            matched = 0
+            for token in piece.tokens:
+                if kept + matched >= limit or cached[kept + matched] != token:
+                    break
+                matched += 1
+            kept += matched
+            if matched < len(piece.tokens):
+                break
+        if kept > 0 and llm._ctx.kv_cache_seq_rm(-1, kept, -1):
+            llm.n_tokens = kept
+        else:
+            llm.reset()
+            llm._ctx.kv_cache_clear()
+            kept = 0
+        self.forget_from(kept)
+        return kept
+
+    def forget_from(self, position: int) -> None:
+        """Images at or after ``position`` are no longer in the KV cache."""
+        self.spans = {start: span for start, span in self.spans.items() if start < position}
+
+    def evaluate(self, llm: Any, plan: PromptPlan, start: int) -> None:
+        """Evaluate ``plan`` from position ``start`` (what ``reuse`` kept): text through ``llm.eval``, images
+        encoded by the projector and decoded into the context; the last position gets logits."""
+        import llama_cpp
+
+        mtmd = self._mtmd
+        position = 0
+        last = len(plan.pieces) - 1
+        for index, piece in enumerate(plan.pieces):
+            end = position + piece.n_tokens
+            if end <= start:
+                position = end
+                continue
+            if piece.is_image:
+                past = llama_cpp.llama_pos(0)
+                status = mtmd.mtmd_helper_eval_chunk_single(
+                    self._ctx,
+                    llm.ctx,
+                    piece.image,
+                    position,
+                    0,
+                    llm.n_batch,
+                    index == last,
+                    ctypes.byref(past),
+                )
+                if status != 0:
+                    llm.n_tokens = position
+                    raise LoaderError(f"llama.cpp could not evaluate an image (error {status}).")
+                self.encodes += 1
+                llm.input_ids[position:end] = IMAGE_SLOT
+                self.spans[position] = (piece.sha256, piece.n_tokens)
+                llm.n_tokens = end
+            else:
+                llm.eval(piece.tokens[start - position if start > position else 0 :])
+            position = end
