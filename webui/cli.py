@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from webui import knowledge_cli
 from webui.config import AppConfig, default_user_data_dir
 from webui.core.params import GenerationParams, describe_validation_error, field_specs
 
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _catalog_parser(models_sub)
     _characters_parser(sub)
     _bench_parser(sub)
+    knowledge_cli.add_knowledge_parser(sub)
     extensions = sub.add_parser("extensions", help="list the extensions (bundled, yours and installed)")
     extensions_sub = extensions.add_subparsers(dest="extensions_command", required=True)
     extensions_list = extensions_sub.add_parser("list", help="name, source, enabled, description and hooks")
@@ -443,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.list_extensions(config)
         if args.command == "bench":
             return commands.bench(config, args)
+        if args.command == "knowledge":
+            return knowledge_cli.run(config, args)
         if args.models_command == "list":
             return commands.list_models(config)
         if args.models_command == "inspect":

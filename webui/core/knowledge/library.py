@@ -224,21 +224,7 @@ class KnowledgeBase:
     def remove(self, collection: str, document: str | None = None) -> list[str]:
         """Drop a document (its name, or the path it was added from) or, with none named, the collection;
         the names removed."""
-        if document is None:
-            names = [doc.name for doc in self.store.documents(collection)]
-            self.store.delete_collection(collection)
-            return names
-        wanted = document.strip()
-        resolved = str(Path(wanted).expanduser().resolve()) if wanted else ""
-        matches = [
-            doc
-            for doc in self.store.documents(collection)
-            if doc.name == wanted or doc.origin == resolved or _under(doc.origin, Path(resolved))
-        ]
-        if not matches:
-            raise KnowledgeError(f"The collection {collection!r} has no document {document!r}.")
-        self.store.remove_documents([doc.id for doc in matches])
-        return [doc.name for doc in matches]
+        return remove_documents(self.store, collection, document)
 
     # -- searching -----------------------------------------------------------------------------------------
 
@@ -281,6 +267,27 @@ class KnowledgeBase:
             for chunk_id, score in ranked
             if chunk_id in rows
         ]
+
+
+def remove_documents(store: KnowledgeStore, collection: str, document: str | None = None) -> list[str]:
+    """Drop a document of ``collection`` (its name, the path it was added from, or a folder added: every
+    document under it) or, with none named, the whole collection; the names removed."""
+    if document is None:
+        names = [doc.name for doc in store.documents(collection)]
+        store.delete_collection(collection)
+        return names
+    wanted = document.strip()
+    resolved = Path(wanted).expanduser().resolve() if wanted else None
+    matches = [
+        doc
+        for doc in store.documents(collection)
+        if doc.name == wanted
+        or (resolved is not None and (doc.origin == str(resolved) or _under(doc.origin, resolved)))
+    ]
+    if not matches:
+        raise KnowledgeError(f"The collection {collection!r} has no document {document!r}.")
+    store.remove_documents([doc.id for doc in matches])
+    return [doc.name for doc in matches]
 
 
 def _passage(row: ChunkRow, score: float, vector_rank: int | None, keyword_rank: int | None) -> Passage:
