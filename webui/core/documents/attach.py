@@ -88,7 +88,7 @@ def format_whole(documents: Sequence[Document]) -> str:
             )
         else:
             body = document.text
-        blocks.append(f"Name: {document.name}\nContents:\n\n=====\n{body}\n=====")
+        blocks.append(f"Name: {document.name}\nContents:\n\n=====\n{body.strip()}\n=====")
     return "\n\n".join(blocks)
 
 
