@@ -341,3 +341,44 @@ def test_the_cli_adds_lists_searches_and_removes(tmp_path: Path, capsys: pytest.
     assert main(["knowledge", "remove", "lore", *common]) == 0
     assert main(["knowledge", "search", "lore", "anything", *common]) == 2
     assert "no knowledge collection" in capsys.readouterr().err
+
+
+def test_attachments_too_long_go_through_retrieval_with_citations(
+    minilm_models: EmbeddingModels, tmp_path: Path
+) -> None:
+    from webui.core.documents import attach_documents, cited_sources, extract, read_document
+    from webui.core.knowledge import attachment_retriever
+
+    pages = [f"{name}: {text}" for name, text in CORPUS.items()]
+    attachments = [
+        read_document(write_pdf(tmp_path / "almanac.pdf", pages)),
+        extract("extra.txt", b"The Brannock festival lasts exactly one night."),
+    ]
+    embedder = CountingEmbedder(ModelEmbedder(minilm_models))
+    retrieve = attachment_retriever(attachments, embedder)
+
+    def count(text: str) -> int:
+        return len(text.split())
+
+    roomy = attach_documents(attachments, "How are fishermen taxed?", 100_000, count, retrieve)
+    assert roomy.mode == "whole" and embedder.count == 0  # given whole: nothing embedded
+
+    tight = attach_documents(attachments, "How are fishermen taxed?", 300, count, retrieve, top_k=3)
+    assert tight.mode == "retrieval" and tight.tokens <= 300
+    first = tight.sources[0]
+    assert (first.number, first.document, first.page) == (1, "almanac.pdf", 11) and "levy" in first.text
+    assert "[1] almanac.pdf, page 11" in tight.text
+    reply = "The levy depends on the weight of the nets [1], not the catch [7]."
+    assert cited_sources(reply, tight.sources) == [first]
+
+
+def test_conversation_collections_are_hidden_from_the_list(base: KnowledgeBase) -> None:
+    from webui.core.documents import extract
+
+    document = extract("note.txt", b"The Hollowmere keeper had four litres of oil a night.")
+    assert base.add_documents("chat-12", [document], hidden=True).added == ["note.txt"]
+    assert base.add_documents("chat-12", [document], hidden=True).unchanged == ["note.txt"]
+    assert base.store.collections() == []
+    assert [c.name for c in base.store.collections(include_hidden=True)] == ["chat-12"]
+    [best] = base.search("chat-12", "how much lamp fuel", 1)
+    assert best.document == "note.txt"
