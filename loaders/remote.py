@@ -212,6 +212,20 @@ def wire_messages(messages: Sequence[ChatMessage], *, send_extras: bool) -> list
     return wire
 
 
+def _vision_fact(endpoint: str, server_sees: bool | None) -> str:
+    """How the server's model takes images (or why it cannot), in words for the model's facts."""
+    if endpoint != "chat":
+        return (
+            "Palabre renders its prompt as text (endpoint completions): load it with endpoint=chat so that "
+            "images are sent to the server."
+        )
+    if server_sees is False:
+        return "the server says it takes no images (llama.cpp's /props): serve a vision model there."
+    if server_sees:
+        return "sent to the server as image_url data: URLs (it says it takes images)."
+    return "sent to the server as image_url data: URLs (the server answers whether it takes them)."
+
+
 def tool_fields(tools: ToolRequest | None) -> dict[str, Any]:
     """A tool request as OpenAI's request fields (nothing without tools)."""
     if tools is None:
@@ -314,9 +328,8 @@ class RemoteModel:
                 "endpoint": settings.endpoint,
                 "tokenizer": server.route.name if server.route else "approximate (the server has none)",
                 "served_models": ", ".join(server.served),
-                # Whether the server says it takes images (llama.cpp's /props modalities); images are sent
-                # on the chat endpoint either way, and the server answers.
-                "vision": {True: "yes", False: "no", None: "unknown"}[server.vision],
+                # How images reach the model, or why they cannot (webui.core.media's VISION_FACT).
+                "vision": _vision_fact(settings.endpoint, server.vision),
             },
         )
 

@@ -66,37 +66,27 @@ def seeded(params: GenerationParams, index: int) -> GenerationParams:
 
 
 def sees(model: LoadedModel) -> bool | None:
-    """Whether ``model`` takes images: a vision model with its projector loaded (True), a model behind a
-    server that applies its own chat template and says whether it takes images (its answer, else None:
-    the images are sent and the server answers), any other model (False)."""
+    """Whether ``model`` takes images: a vision model with its projector loaded (True); a model behind a
+    server that applies its own chat template (None: the images are sent and the server answers); any other
+    model (False)."""
     if sees_images(model):
         return True
-    if renders_own_template(model):
-        return {"yes": True, "no": False}.get(model.facts.extra.get("vision", ""))
-    return False
+    return None if renders_own_template(model) else False
 
 
 def check_sees(state: LoadedState, history: Sequence[ChatMessage]) -> None:
-    """400 for images sent to a model that cannot see them (no vision projector loaded)."""
+    """400 for images sent to a model that cannot see them, saying what it lacks (its facts' ``vision``)."""
     shown = sum(len(message.images) for message in history)
     if not shown or sees(state.model) is not False:
         return
-    if renders_own_template(state.model):
-        why = "its server says it takes no images. Serve a vision model there"
-    elif state.loader == "remote":
-        why = (
-            "Palabre renders its prompt as text (endpoint completions). Load it with the remote setting "
-            "endpoint=chat so that images are sent to the server"
-        )
-    else:
-        why = (
-            "it has no vision projector. Load a vision model (a GGUF with its mmproj file beside it, or a "
-            "Transformers vision model)"
-        )
+    lacks = state.model.facts.extra.get("vision") or (
+        "it has no vision projector. Load a vision model (a GGUF with its mmproj file beside it, or a "
+        "Transformers vision model)"
+    )
     raise ApiError(
         400,
         f"The request holds {shown} image(s), but the loaded model {state.entry.name} cannot see images: "
-        f"{why}, or send text only.",
+        f"{lacks.rstrip('.')}; or send text only.",
         param="messages",
         code="model_cannot_see",
     )
