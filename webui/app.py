@@ -8,6 +8,7 @@ from webui.config import AppConfig
 from webui.core.characters.store import CharacterStore
 from webui.core.chats.store import ChatStore
 from webui.core.extensions.manager import ExtensionManager
+from webui.core.knowledge import KNOWLEDGE_FILE
 from webui.core.presets import PresetStore
 from webui.core.registry import LoaderRegistry
 from webui.core.service import Service
@@ -57,4 +58,5 @@ def build_service(config: AppConfig, registry: LoaderRegistry | None = None) -> 
         max_queue=config.max_queue,
         extensions=extensions,
         embedding_model=config.embedding_model,
+        knowledge_path=config.user_data_dir / KNOWLEDGE_FILE,
     )

@@ -38,6 +38,7 @@ from webui.core.engine import (
 from webui.core.extensions.manager import ExtensionManager
 from webui.core.hardware.estimates import MachineSource
 from webui.core.hardware.machine import MachineProbe
+from webui.core.knowledge import KnowledgeBase, KnowledgeStore, ModelEmbedder
 from webui.core.model_manager import LoadReport, ModelManager
 from webui.core.models.discovery import ModelEntry
 from webui.core.params import GenerationParams
@@ -97,6 +98,7 @@ class Service:
         max_queue: int | None = None,
         extensions: ExtensionManager | None = None,
         embedding_model: str | None = None,
+        knowledge_path: Path | None = None,
     ):
         self.engine = Engine(registry, models_dir, max_waiting=max_queue)
         self.extensions = extensions or ExtensionManager(found=())
@@ -107,6 +109,12 @@ class Service:
         self.model_manager = ModelManager(self.engine, templates, machine or MachineProbe())
         # The embedding model, apart from the chat model (loaded on first use, or by name).
         self.embeddings = EmbeddingModels(lambda name: match_entry(self.models(), name), embedding_model)
+        # Document collections (user_data/knowledge.sqlite3), embedded by that model; None without a user_data.
+        self.knowledge = (
+            KnowledgeBase(KnowledgeStore(knowledge_path), ModelEmbedder(self.embeddings))
+            if knowledge_path is not None
+            else None
+        )
         self.prompts = PromptBuilder(
             self.engine,
             templates,
@@ -291,6 +299,7 @@ class Service:
             prompt.stop_strings,
             messages=prompt.messages,
             reply_format=prompt.reply_format,
+            images=prompt.images,
             tools=tools if prompt.messages is not None else None,
             template_kwargs=(
                 {**thinking_variables(params), **(template_kwargs or {})}
@@ -325,6 +334,8 @@ class Service:
     def close(self) -> None:
         try:
             self.embeddings.close()
+            if self.knowledge is not None:
+                self.knowledge.store.close()
             self.extensions.close()
             self.engine.close()
         finally:

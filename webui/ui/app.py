@@ -19,6 +19,7 @@ from webui.ui.character_tab import CharacterTab
 from webui.ui.chat_tab import ChatTab
 from webui.ui.download_panel import DownloadPanel
 from webui.ui.extensions_panel import ExtensionsPanel, build_extension_tabs, extension_assets
+from webui.ui.knowledge_tab import KnowledgeTab
 from webui.ui.live_status import LiveStatus, page_status
 from webui.ui.model_tab import ModelTab
 from webui.ui.parameters_tab import ParametersTab
@@ -82,6 +83,9 @@ def build_ui(service: Service, config: AppConfig, toolbox: Toolbox | None = None
             with gr.Tab("Model", id="model", elem_id="tab-model"):
                 load_event, unload_event = model.build(mirrors=[chat.status])
                 DownloadPanel(config.models_dir).build().then(model.refresh_models, outputs=[model.model])
+            if service.knowledge is not None:
+                with gr.Tab("Knowledge", id="knowledge", elem_id="tab-knowledge"):
+                    KnowledgeTab(service.knowledge).build()
             with gr.Tab("Session", id="session", elem_id="tab-session"):
                 session.build()
                 extensions.build()
