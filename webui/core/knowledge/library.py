@@ -198,13 +198,7 @@ class KnowledgeBase:
     def refresh_vectors(self, collection: str, report: AddReport | None = None) -> int:
         """Embed again every passage whose vector another model made (the embedding model changed); how many."""
         model = self.embedder.model
-        info = self.store.collection(collection)
-        if info.chunks == 0 or info.embedding_model == model:
-            ids, _, _ = self.store.vectors(collection, model)
-            if len(ids) == info.chunks:
-                return 0
-        current = set(self.store.vectors(collection, model)[0])
-        stale = [row for row in self.store.chunks(collection) if row.id not in current]
+        stale = self.store.chunks_without_vectors(collection, model)
         if not stale:
             return 0
         vectors = self._embed([row.text for row in stale])

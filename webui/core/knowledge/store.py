@@ -316,6 +316,18 @@ class KnowledgeStore:
             ).fetchall()
         return [ChunkRow(*row) for row in rows]
 
+    def chunks_without_vectors(self, collection: str, model: str) -> list[ChunkRow]:
+        """The collection's passages that have no vector from ``model`` (another model made theirs)."""
+        info = self.collection(collection)
+        with self._transaction("BEGIN") as tx:
+            rows = tx.execute(
+                _CHUNK_SELECT
+                + """ LEFT JOIN vectors v ON v.chunk_id = k.id AND v.model = ?
+                WHERE d.collection_id = ? AND v.chunk_id IS NULL ORDER BY k.id""",
+                (model, info.id),
+            ).fetchall()
+        return [ChunkRow(*row) for row in rows]
+
     def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
         found: dict[int, ChunkRow] = {}
         with self._transaction("BEGIN") as tx:
