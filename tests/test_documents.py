@@ -104,6 +104,32 @@ def test_docx_paragraphs_and_tables_in_order(tmp_path: Path) -> None:
 # -- refusals -----------------------------------------------------------------------------------------------
 
 
+def test_damaged_pdf_and_docx_files_never_escape_as_other_errors(tmp_path: Path) -> None:
+    import logging
+    import random
+
+    rng = random.Random(17)
+    docx_bytes = write_docx(tmp_path / "ok.docx", ["A paragraph.", "Another."], [[["a", "b"]]]).read_bytes()
+    logging.disable(logging.WARNING)  # pypdf warns about every repair it makes
+    try:
+        for good, name in (
+            (pdf_bytes([f"Page {n} text" for n in range(4)]), "m.pdf"),
+            (docx_bytes, "m.docx"),
+        ):
+            for _ in range(150):
+                data = bytearray(good)
+                for _ in range(rng.randint(1, 30)):
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+                if rng.random() < 0.3:
+                    data = data[: rng.randrange(len(data))]
+                try:
+                    extract(name, bytes(data))
+                except DocumentError as exc:
+                    assert str(exc).startswith(name)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def test_a_corrupt_pdf_is_refused_in_words(tmp_path: Path) -> None:
     good = pdf_bytes(["Some text that will be cut off"])
     for data in (b"%PDF-1.7\n garbage garbage", good[: len(good) // 2], b"%PDF-" + bytes(range(256)) * 50):

@@ -251,7 +251,9 @@ def _docx_text(name: str, data: bytes) -> str:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             if sum(info.file_size for info in archive.infolist()) > MAX_DOCX_UNZIPPED:
                 raise DocumentError(f"{name} unpacks to more than {MAX_DOCX_UNZIPPED // 1048576} MB.")
-    except zipfile.BadZipFile as exc:
+    except DocumentError:
+        raise
+    except Exception as exc:  # BadZipFile, but also NotImplementedError, EOFError... for damaged archives
         raise DocumentError(f"{name} is not a readable DOCX file (it is not a valid zip archive).") from exc
     import docx
     from docx.table import Table
