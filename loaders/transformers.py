@@ -188,8 +188,7 @@ class HfLoader(Loader[HfSettingsT]):
             with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
                 # Passing a kernel choice for a quantized checkpoint is the documented way; the warning is noise.
                 warnings.filterwarnings("ignore", message="You passed `quantization_config`")
-                tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
-                model = transformers.AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
+                tokenizer, model = self.open_checkpoint(transformers, folder, kwargs, model_kwargs)
         except (OSError, ValueError, ImportError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
             raise LoaderError(self._explain(path.name, exc)) from exc
         model.eval()
@@ -197,6 +196,20 @@ class HfLoader(Loader[HfSettingsT]):
         if device == "cpu":
             extra["n_threads"] = str(threads)
         extra.update(self.describe(settings))
+        return self.wrap(model, tokenizer, path, settings, extra)
+
+    def open_checkpoint(
+        self, transformers: Any, folder: Path, kwargs: dict[str, Any], model_kwargs: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        """The tokenizer (or processor) and the model, read from ``folder``."""
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
+        return tokenizer, model
+
+    def wrap(
+        self, model: Any, tokenizer: Any, path: Path, settings: HfSettingsT, extra: dict[str, str]
+    ) -> HfModel:
+        """The loaded model object the engine gets."""
         return HfModel(
             model,
             tokenizer,
@@ -411,6 +424,26 @@ class HfModel:
             torch.cuda.empty_cache()
 
     def stream(self, prompt: str, params: GenerationParams, cancel: CancelToken) -> Iterator[Chunk]:
+        if self._model is None:
+            raise LoaderError("The model was unloaded.")
+        ids = self.tokenize(prompt, add_bos=params.add_bos_token)
+        if len(ids) > 1 and ids[0] == ids[1] == self._bos_id:
+            ids = ids[1:]  # the template already wrote the BOS token: never send two
+        if not ids:
+            raise LoaderError("The prompt is empty.")
+        yield from self._generate(ids, {}, params, cancel, reuse=True)
+
+    def _generate(
+        self,
+        ids: list[int],
+        inputs: dict[str, Any],
+        params: GenerationParams,
+        cancel: CancelToken,
+        *,
+        reuse: bool,
+    ) -> Iterator[Chunk]:
+        """Generate after the prompt ``ids`` (with more model ``inputs``, e.g. an image's pixels); with
+        ``reuse`` the kept cache of the last generation may serve the prompt's shared prefix."""
         import torch
         from transformers import StoppingCriteriaList
 
@@ -418,13 +451,6 @@ class HfModel:
         from loaders.hf_streaming import CancelCriteria, CountingStreamer
 
         model = self._model
-        if model is None:
-            raise LoaderError("The model was unloaded.")
-        ids = self.tokenize(prompt, add_bos=params.add_bos_token)
-        if len(ids) > 1 and ids[0] == ids[1] == self._bos_id:
-            ids = ids[1:]  # the template already wrote the BOS token: never send two
-        if not ids:
-            raise LoaderError("The prompt is empty.")
         context = self.facts.context_length
         if len(ids) >= context:
             raise LoaderError(
@@ -451,11 +477,13 @@ class HfModel:
         placement = (str(model.device), str(model.dtype))
         # The kept cache leaves self._prefix here: only a generation that ends cleanly puts one back. The logits
         # processors still see the whole prompt (generate() hands them every id), so none of them rules reuse out.
-        cache, reused = self._prefix.take(ids, placement) if self._may_reuse(model) else (None, 0)
+        cache, reused = self._prefix.take(ids, placement) if reuse and self._may_reuse(model) else (None, 0)
+        if not reuse:
+            self._prefix.clear()  # a cache holding an image's keys must never serve a later prompt
         failure: list[BaseException] = []
         result: list[Any] = []
 
-        def generate(reuse: dict[str, Any]) -> None:
+        def generate(kept: dict[str, Any]) -> None:
             try:
                 torch.manual_seed(seed)
                 result.append(
@@ -466,7 +494,8 @@ class HfModel:
                         logits_processor=processors,
                         stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel, abandoned)]),
                         streamer=streamer,
-                        **reuse,
+                        **inputs,
+                        **kept,
                     )
                 )
             except BaseException as exc:  # handed to the reader, which raises it as a LoaderError
@@ -505,7 +534,8 @@ class HfModel:
             # A reader that stops early (closed generator, exception) must not leave generate() running.
             abandoned.set()
             thread.join()
-            self._keep_cache(result, placement)
+            if reuse:
+                self._keep_cache(result, placement)
 
     @staticmethod
     def _may_reuse(model: Any) -> bool:

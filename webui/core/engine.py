@@ -30,7 +30,9 @@ from webui.core.loader import (
     LoaderError,
     PromptUsage,
     renders_own_template,
+    sees_images,
 )
+from webui.core.media import Image, cannot_see
 from webui.core.models.discovery import (
     ModelEntry,
     ModelFileError,
@@ -143,6 +145,7 @@ class GenerationJob:
         source: JobSource = "page",
         request_id: str | None = None,
         withdraw: Callable[[GenerationJob], None] | None = None,
+        images: Sequence[Image] = (),
     ) -> None:
         self.id = job_id
         self.source: JobSource = source
@@ -151,6 +154,8 @@ class GenerationJob:
         self._withdraw = withdraw  # the engine's: a job cancelled while queued leaves the queue at once
         self.prompt = prompt
         self.messages = tuple(messages) if messages is not None else None  # for a model with its own template
+        # The images whose markers the prompt holds, in prompt order (a vision model's stream_images gets them).
+        self.images = tuple(images)
         self.reply_format = reply_format  # how to tell reasoning and tool calls from the answer (None: plain)
         # For a model with its own template: the tools and template variables its server gets.
         self.tools = tools
@@ -463,16 +468,20 @@ class Engine:
         reply_format: ReplyFormat | None = None,
         tools: ToolRequest | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
+        images: Sequence[Image] = (),
     ) -> GenerationJob:
         """Queue a generation; iterate the returned job for its chunks.
 
         With ``messages`` the conversation goes to a model that applies its own chat template, and
         ``prompt`` is only its readable rendering. ``reply_format`` says how to read the reply's reasoning
-        and tool calls (see ``ReplyReader``).
+        and tool calls (see ``ReplyReader``). ``images`` fill the prompt's media markers, in order, for a
+        model that sees images (ModelCannotSeeError for any other).
         """
         state = self.require_model()
         if messages is not None and not renders_own_template(state.model):
             raise EngineError("The loaded model takes a rendered prompt, not chat messages.")
+        if images and messages is None and not sees_images(state.model):
+            raise cannot_see(state.entry.name, state.model.facts.extra)
         labels: tuple[JobSource, str | None] = getattr(self._origin, "labels", None) or ("page", None)
         source, request_id = labels
         job = GenerationJob(
@@ -487,6 +496,7 @@ class Engine:
             source=source,
             request_id=request_id,
             withdraw=self._withdraw,
+            images=images if messages is None else (),
         )
         with self._lock:
             if self.max_waiting is not None and len(self._pending) >= self.max_waiting:
@@ -574,6 +584,8 @@ class Engine:
                 stream = model.stream_chat(
                     job.messages, run_params, job.token, tools=job.tools, template_kwargs=job.template_kwargs
                 )
+            elif job.images and sees_images(model):
+                stream = model.stream_images(text, job.images, run_params, job.token)
             else:
                 stream = model.stream(text, run_params, job.token)
             over_budget = False

@@ -7,6 +7,7 @@ so a front end shows it without computing it again.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -18,7 +19,8 @@ from webui.core.engine import Engine, EngineError
 from webui.core.extensions.hooks import ChatContext
 from webui.core.extensions.manager import ExtensionManager
 from webui.core.grammar import GrammarError
-from webui.core.loader import LoaderCapabilities, renders_own_template
+from webui.core.loader import LoadedModel, LoaderCapabilities, renders_own_template, sees_images
+from webui.core.media import Image, cannot_see
 from webui.core.params import GenerationParams
 from webui.core.prompts import (
     DEFAULT_CHAT_INSTRUCT_COMMAND,
@@ -165,8 +167,10 @@ class PromptBuilder:
             raise EngineError(str(exc)) from exc
         if tools is not None and tools.offered and settings.template is None:
             template = self._tool_template() or template
-        # A model that applies its own chat template (a server's chat endpoint) gets the messages.
-        build = build_messages if renders_own_template(state.model) else build_prompt
+        # A model that applies its own chat template (a server's chat endpoint) gets the messages; a vision
+        # model gets its media marker for each image, and truncation counts the images' tokens.
+        marker = self._media_marker(state.model, state.entry.name, history)
+        build = self._builder(state.model)
         system_message = settings.system_message
         if (
             tools is not None
@@ -193,7 +197,9 @@ class PromptBuilder:
             eos_token=facts.eos_token,
             tools=tools.offered if tools is not None else (),
             template_kwargs={**thinking_variables(params), **(template_kwargs or {})},
+            media_marker=marker,
         )
+        count_prompt = functools.partial(self._count_prompt, state.model, marker)
         extensions = self.extensions
         warnings: list[str] = []
         chat: ChatContext | None = None
@@ -235,7 +241,7 @@ class PromptBuilder:
         if chat is not None:
             text = extensions.modify_prompt(built.text, chat, warnings)
             if text != built.text:
-                built = replace(built, text=text, prompt_tokens=self.engine.count_tokens(text))
+                built = replace(built, text=text, prompt_tokens=count_prompt(text, built.images))
         own_template = built.messages is not None
         # Chat mode writes a transcript without the template, but the model is the same: it thinks the same way.
         abilities = self.abilities(template if not own_template else None)
@@ -247,7 +253,7 @@ class PromptBuilder:
         ):
             # A template that always opens the reasoning (DeepSeek-R1's) has no switch: close it, as llama.cpp does.
             closed = built.text + reasoning.forced_close
-            built = replace(built, text=closed, prompt_tokens=self.engine.count_tokens(closed))
+            built = replace(built, text=closed, prompt_tokens=count_prompt(closed, built.images))
         reply_format = ReplyFormat(reasoning=reasoning)
         if tools is not None and tools.choice != "none" and not own_template:
             reply_format, params = self._tool_reading(
@@ -261,6 +267,30 @@ class PromptBuilder:
             reply_format=reply_format,
         )
         return prompt, params
+
+    @staticmethod
+    def _media_marker(model: LoadedModel, name: str, history: Sequence[ChatMessage]) -> str:
+        """The marker images are rendered as ("" for a model given none, or one that renders its own template
+        and takes the images with the messages); ModelCannotSeeError for images a model cannot see."""
+        if not any(message.images for message in history) or renders_own_template(model):
+            return ""
+        if not sees_images(model):
+            raise cannot_see(name, model.facts.extra)
+        return model.media_marker
+
+    def _builder(self, model: LoadedModel) -> Callable[..., BuiltPrompt]:
+        """build_messages for a model that applies its own template, else build_prompt counting images."""
+        if renders_own_template(model):
+            return build_messages
+        if sees_images(model):
+            return functools.partial(build_prompt, image_tokens=model.image_tokens)
+        return build_prompt
+
+    def _count_prompt(self, model: LoadedModel, marker: str, text: str, images: Sequence[Image]) -> int:
+        """Tokens of a finished prompt: its text without the markers, plus the images' own tokens."""
+        if not marker or not images or not sees_images(model):
+            return self.engine.count_tokens(text)
+        return self.engine.count_tokens(text.replace(marker, "")) + sum(map(model.image_tokens, images))
 
     def _tool_reading(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -103,6 +104,9 @@ class PromptRequest:
     tools: tuple[Mapping[str, Any], ...] = ()
     # More template variables: the thinking controls, then a request's chat_template_kwargs.
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # The loaded model's media marker (a vision model's): each message's images become one marker each,
+    # before its text. Empty: images are not rendered (the caller refuses them for a model that cannot see).
+    media_marker: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ class BuiltPrompt:
     # readable rendering of it, used to count tokens and to show the prompt).
     messages: tuple[ChatMessage, ...] | None = None
     warnings: tuple[str, ...] = ()  # extensions that failed while the prompt was built (named in each)
+    # The images whose markers ``text`` holds, in the order of the markers (those truncation kept).
+    images: tuple[Image, ...] = ()
 
 
 Turn = list[ChatMessage]
@@ -132,14 +138,24 @@ def reply_reserve(context: int, max_new_tokens: int) -> int:
 
 
 def build_prompt(
-    request: PromptRequest, *, count_tokens: Callable[[str], int], max_prompt_tokens: int
+    request: PromptRequest,
+    *,
+    count_tokens: Callable[[str], int],
+    max_prompt_tokens: int,
+    image_tokens: Callable[[Image], int] | None = None,
 ) -> BuiltPrompt:
     """Build the prompt for ``request``, dropping the oldest turns until ``count_tokens(text)`` fits.
 
+    With ``request.media_marker`` the messages' images are rendered as that marker, counted with
+    ``image_tokens`` (each image's context positions), and the kept ones are returned in marker order.
     Raises PromptError for an impossible request, PromptTooLongError when even the last turn does not fit,
     and TemplateError when the instruction template fails.
     """
     _validate(request)
+    slots = _ImageSlots(request) if request.media_marker else None
+    if slots is not None:
+        request = replace(request, messages=slots.messages)
+        count_tokens = slots.counter(count_tokens, image_tokens or (lambda image: 0))
     system, turns = _split(request.messages)
     if request.mode == "instruct":
         stops: tuple[str, ...] = ()
@@ -152,7 +168,49 @@ def build_prompt(
         render = chat_renderer(request, system)
     text, dropped_turns, tokens = _fit(turns, render, count_tokens, max_prompt_tokens)
     dropped = sum(len(turn) for turn in turns[:dropped_turns])
-    return BuiltPrompt(text=text, stop_strings=stops, dropped_messages=dropped, prompt_tokens=tokens)
+    images: tuple[Image, ...] = ()
+    if slots is not None:
+        text, images = slots.finish(text)
+    return BuiltPrompt(
+        text=text, stop_strings=stops, dropped_messages=dropped, prompt_tokens=tokens, images=images
+    )
+
+
+class _ImageSlots:
+    """Images rendered as numbered slots while the prompt is fitted, then as the model's media marker.
+
+    A slot names its image, so the count of a candidate prompt adds the tokens of exactly the images it kept
+    (truncation drops old turns with their images; a template may leave a message out). The slots carry a
+    random nonce, and a marker a message already holds is broken up: typed text never becomes an image.
+    """
+
+    def __init__(self, request: PromptRequest) -> None:
+        self.marker = request.media_marker
+        nonce = secrets.token_hex(6)
+        self._pattern = re.compile(f"\ue001{nonce}:(\\d+)\ue001")
+        self.images: list[Image] = []
+        messages = []
+        for message in request.messages:
+            content = message.content.replace(self.marker, self.marker[:1] + "\u200b" + self.marker[1:])
+            slots = ""
+            for image in message.images:
+                slots += f"\ue001{nonce}:{len(self.images)}\ue001"
+                self.images.append(image)
+            messages.append(replace(message, content=slots + content))
+        self.messages = messages
+
+    def counter(
+        self, count_tokens: Callable[[str], int], image_tokens: Callable[[Image], int]
+    ) -> Callable[[str], int]:
+        def count(text: str) -> int:
+            shown = [self.images[int(index)] for index in self._pattern.findall(text)]
+            return count_tokens(self._pattern.sub("", text)) + sum(image_tokens(image) for image in shown)
+
+        return count
+
+    def finish(self, text: str) -> tuple[str, tuple[Image, ...]]:
+        shown = tuple(self.images[int(index)] for index in self._pattern.findall(text))
+        return self._pattern.sub(lambda _: self.marker, text), shown
 
 
 def build_messages(
