@@ -12,6 +12,7 @@ A personality file is YAML (or JSON) in ``characters/`` (bundled, never written)
     instruction_template: ChatML      # optional: instruction template for instruct / chat-instruct
     avatar: Coder.png                 # optional: an image next to the file
     tools: [calculator, read_file]    # optional: the page tools it may use (default: all enabled ones)
+    knowledge: [handbook]             # optional: document collections searched for every message
 
 Character Card V2 fields (description, personality, scenario, mes_example, creator_notes, system_prompt,
 post_history_instructions, alternate_greetings, character_book, tags, creator, character_version, extensions)
@@ -56,7 +57,7 @@ _PALABRE_ONLY: tuple[str, ...] = (
     "model",
     "loader_settings",
 )
-_PALABRE_ONLY += ("example_messages", "modelfile", "tools")
+_PALABRE_ONLY += ("example_messages", "modelfile", "tools", "knowledge")
 _LEGACY_KEYS = {  # old text-generation-webui / Pygmalion personality keys
     "char_name": "name",
     "char_greeting": "greeting",
@@ -121,6 +122,8 @@ class Character(BaseModel):
     # The tools (page tool names) this personality may use; None: every tool enabled in the Tools panel.
     # Names only narrow what the user enabled: a personality can never add a tool or an MCP server.
     tools: list[str] | None = None
+    # Document collections (Knowledge tab) whose passages answer every message of its chats, cited as [n].
+    knowledge: list[str] = Field(default_factory=list)
     # Character Card V2 fields (first_mes is ``greeting``)
     description: str = ""
     personality: str = ""
