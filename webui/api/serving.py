@@ -74,24 +74,6 @@ def sees(model: LoadedModel) -> bool | None:
     return None if renders_own_template(model) else False
 
 
-def check_sees(state: LoadedState, history: Sequence[ChatMessage]) -> None:
-    """400 for images sent to a model that cannot see them, saying what it lacks (its facts' ``vision``)."""
-    shown = sum(len(message.images) for message in history)
-    if not shown or sees(state.model) is not False:
-        return
-    lacks = state.model.facts.extra.get("vision") or (
-        "it has no vision projector. Load a vision model (a GGUF with its mmproj file beside it, or a "
-        "Transformers vision model)"
-    )
-    raise ApiError(
-        400,
-        f"The request holds {shown} image(s), but the loaded model {state.entry.name} cannot see images: "
-        f"{lacks.rstrip('.')}; or send text only.",
-        param="messages",
-        code="model_cannot_see",
-    )
-
-
 # -- the API's view of the service ---------------------------------------------------------------------------
 
 
@@ -210,7 +192,7 @@ class Serving:
                     runs = submit(state)
             except QueueFull as exc:
                 raise queue_full_error(exc) from exc
-            except ImageError as exc:  # the model cannot see, an image it cannot take
+            except ImageError as exc:  # the model cannot see images (ModelCannotSeeError), one it cannot take
                 raise ApiError(400, str(exc), param="messages", code="invalid_image") from exc
             except EngineError as exc:
                 raise ApiError(400, str(exc)) from exc
@@ -225,7 +207,6 @@ class Serving:
             if isinstance(request, CoreCompletionRequest):
                 prompts = request.prompts(state)
                 return self.completion_runs(prompts, request.params, request.n, echo=request.echo)
-            check_sees(state, request.history)
             return self.chat_runs(
                 request.history,
                 request.settings,
