@@ -382,3 +382,18 @@ def test_conversation_collections_are_hidden_from_the_list(base: KnowledgeBase) 
     assert [c.name for c in base.store.collections(include_hidden=True)] == ["chat-12"]
     [best] = base.search("chat-12", "how much lamp fuel", 1)
     assert best.document == "note.txt"
+
+
+def test_searches_see_every_change(base: KnowledgeBase, tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("The Zorvath glacier moth eats rock lichen.")
+    base.add_paths("live", [tmp_path / "one.txt"])
+    assert [p.document for p in base.search("live", "what does the moth eat", 5)] == ["one.txt"]
+    (tmp_path / "two.txt").write_text("The Ostrava-9 robot runs for 140 minutes.")
+    base.add_paths("live", [tmp_path / "two.txt"])
+    assert base.search("live", "robot battery minutes", 1, "vector")[0].document == "two.txt"
+    base.remove("live", "two.txt")
+    assert [p.document for p in base.search("live", "robot battery minutes", 5, "vector")] == ["one.txt"]
+    base.remove("live")
+    (tmp_path / "three.txt").write_text("Brannock paper boats drift on the river.")
+    base.add_paths("again", [tmp_path / "three.txt"])  # a new collection never reuses the old one's cache
+    assert [p.document for p in base.search("again", "boats", 5, "vector")] == ["three.txt"]

@@ -72,7 +72,7 @@ def run(config: AppConfig, args: argparse.Namespace) -> int:
         store.close()
 
 
-def _base(config: AppConfig, store: Any, collection: str, wanted: str | None, **options: int) -> Any:
+def _base(config: AppConfig, store: Any, collection: str, wanted: str | None, **options: Any) -> Any:
     """A KnowledgeBase embedding with the model the user means."""
     from webui.core.embeddings import EmbeddingModels, is_embedding_entry, match_entry
     from webui.core.knowledge import KnowledgeBase, ModelEmbedder

@@ -7,7 +7,10 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from webui.core.documents.chunk import CHUNK_OVERLAP, CHUNK_SIZE, chunk_document
 from webui.core.documents.extract import (
@@ -95,15 +98,20 @@ class KnowledgeBase:
         chunk_size: int = CHUNK_SIZE,
         chunk_overlap: int = CHUNK_OVERLAP,
         max_file_bytes: int = MAX_FILE_BYTES,
+        count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.max_file_bytes = max_file_bytes
+        self.count_tokens = count_tokens
+        # (collection id, model) -> (revision, chunk ids, normalised matrix): a search reads the vectors
+        # from SQLite only after the collection changed.
+        self._matrices: dict[tuple[int, str], tuple[int, list[int], npt.NDArray[np.float32]]] = {}
 
     @classmethod
-    def in_memory(cls, embedder: Embedder, **options: int) -> KnowledgeBase:
+    def in_memory(cls, embedder: Embedder, **options: Any) -> KnowledgeBase:
         """A throw-away knowledge base (a conversation's attachments)."""
         return cls(KnowledgeStore(":memory:"), embedder, **options)
 
@@ -180,7 +188,7 @@ class KnowledgeBase:
         (report.updated if previous is not None else report.added).append(name)
 
     def _put(self, collection: str, origin: str, document: Document, report: AddReport) -> None:
-        chunks = chunk_document(document, self.chunk_size, self.chunk_overlap)
+        chunks = chunk_document(document, self.chunk_size, self.chunk_overlap, self.count_tokens)
         model = self.embedder.model
         vectors = self._embed([chunk.text for chunk in chunks])
         report.embedded += len(vectors)
@@ -213,6 +221,19 @@ class KnowledgeBase:
             report.embedded += len(vectors)
         return len(vectors)
 
+    def _matrix(self, collection: str) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """The collection's chunk ids and their normalised vectors from the current model (cached by
+        revision)."""
+        info = self.store.collection(collection)
+        model = self.embedder.model
+        cached = self._matrices.get((info.id, model))
+        if cached is not None and cached[0] == info.revision:
+            return cached[1], cached[2]
+        ids, blobs, dimensions = self.store.vectors(collection, model)
+        matrix = from_blobs(blobs, dimensions)
+        self._matrices[(info.id, model)] = (info.revision, ids, matrix)
+        return ids, matrix
+
     # -- removing ------------------------------------------------------------------------------------------
 
     def remove(self, collection: str, document: str | None = None) -> list[str]:
@@ -233,9 +254,8 @@ class KnowledgeBase:
         keyword_ranked: list[tuple[int, float]] = []
         if mode in ("hybrid", "vector"):
             self.refresh_vectors(collection)
-            ids, blobs, dimensions = self.store.vectors(collection, self.embedder.model)
+            ids, matrix = self._matrix(collection)
             if ids:
-                matrix = from_blobs(blobs, dimensions)
                 query_vector = self.embedder.embed([query])[0]
                 vector_ranked = [
                     (ids[row], score) for row, score in nearest(matrix, query_vector, CANDIDATES)
@@ -324,7 +344,7 @@ def _folder_files(folder: Path) -> Iterable[tuple[Path, str]]:
 
 
 def attachment_retriever(
-    documents: Sequence[Document], embedder: Embedder, **options: int
+    documents: Sequence[Document], embedder: Embedder, **options: Any
 ) -> Callable[[str, int], list[Passage]]:
     """A search over ``documents`` alone (a conversation's attachments), indexed in memory on first use, so
     that attachments given whole are never embedded."""

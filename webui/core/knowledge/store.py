@@ -26,12 +26,13 @@ BUSY_TIMEOUT_S = 10.0
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS collections (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: searches cache vectors by id and revision
         name TEXT NOT NULL UNIQUE COLLATE NOCASE,
         hidden INTEGER NOT NULL DEFAULT 0,
         created REAL NOT NULL,
         embedding_model TEXT,
-        dimensions INTEGER
+        dimensions INTEGER,
+        revision INTEGER NOT NULL DEFAULT 0  -- bumped by every change, so searches can cache vectors
     )""",
     """CREATE TABLE IF NOT EXISTS documents (
         id INTEGER PRIMARY KEY,
@@ -90,6 +91,7 @@ class CollectionInfo:
     dimensions: int | None
     documents: int
     chunks: int
+    revision: int  # changes whenever the collection's documents or vectors do
 
 
 @dataclass(frozen=True)
@@ -213,11 +215,12 @@ class KnowledgeStore:
             f"""SELECT c.id, c.name, c.hidden, c.created, c.embedding_model, c.dimensions,
                 (SELECT COUNT(*) FROM documents d WHERE d.collection_id = c.id),
                 (SELECT COUNT(*) FROM chunks k JOIN documents d ON d.id = k.document_id
-                 WHERE d.collection_id = c.id)
+                 WHERE d.collection_id = c.id),
+                c.revision
             FROM collections c {where} ORDER BY c.name COLLATE NOCASE""",
             args,
         ).fetchall()
-        return [CollectionInfo(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        return [CollectionInfo(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
 
     def delete_collection(self, name: str) -> bool:
         with self._transaction() as tx:
@@ -294,17 +297,22 @@ class KnowledgeStore:
                     (chunk_id, model, dimensions, vector),
                 )
             tx.execute(
-                "UPDATE collections SET embedding_model = ?, dimensions = ? WHERE id = ?",
+                "UPDATE collections SET embedding_model = ?, dimensions = ?, revision = revision + 1 WHERE id = ?",
                 (model, dimensions, info.id),
             )
         return document_id
 
     def remove_documents(self, document_ids: Sequence[int]) -> int:
         with self._transaction() as tx:
-            return sum(
-                tx.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
-                for document_id in document_ids
-            )
+            removed = 0
+            for document_id in document_ids:
+                tx.execute(
+                    """UPDATE collections SET revision = revision + 1
+                    WHERE id = (SELECT collection_id FROM documents WHERE id = ?)""",
+                    (document_id,),
+                )
+                removed += tx.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
+            return removed
 
     # -- passages and vectors ------------------------------------------------------------------------------
 
@@ -366,7 +374,7 @@ class KnowledgeStore:
                 [(chunk_id, model, dimensions, vector) for chunk_id, vector in vectors],
             )
             tx.execute(
-                "UPDATE collections SET embedding_model = ?, dimensions = ? WHERE id = ?",
+                "UPDATE collections SET embedding_model = ?, dimensions = ?, revision = revision + 1 WHERE id = ?",
                 (model, dimensions, info.id),
             )
 
