@@ -15,14 +15,17 @@ import gradio as gr
 
 from webui.core.agent import ToolSession
 from webui.core.characters.store import Character, CharacterError
-from webui.core.chats.agent_reply import AgentReply
+from webui.core.chats.agent_reply import AgentReply, with_documents
 from webui.core.chats.conversation import Conversations, SavedReply, chat_settings_for, params_for
 from webui.core.chats.records import ChatStoreError, Conversation
 from webui.core.chats.store import ChatStore
+from webui.core.loader import sees_images
+from webui.core.media import ImageError
 from webui.core.params import GenerationParams
 from webui.core.prompts import PromptError
 from webui.core.service import ChatSettings, EngineError, Service
 from webui.core.templates.store import TemplateError
+from webui.ui.chat_media import PageMedia, box_parts, document_reader, read_sent_files
 from webui.ui.convert import (
     GENERATING,
     InputError,
@@ -34,6 +37,7 @@ from webui.ui.convert import (
     history_from,
     last_exchange,
     message_at,
+    message_entry,
     normalize_history,
     personality_name,
     reply_entry,
@@ -50,7 +54,8 @@ Update = tuple[Any, Any, Any, Any, Any]
 # personality, mode, system message, character, user name, context, chat-instruct command, template
 SETTINGS_COUNT = 8
 BUSY = "A reply is still being generated: press Stop first."
-ERRORS = (InputError, EngineError, PromptError, TemplateError, ChatStoreError, CharacterError)
+# ImageError: images sent to a model that cannot see them (the message itself is kept).
+ERRORS = (InputError, EngineError, PromptError, TemplateError, ChatStoreError, CharacterError, ImageError)
 SKIP: Update = (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
@@ -72,6 +77,7 @@ class ChatHandlers:
         self.service = service
         self.params = params
         self.tools = tools or ToolsPanel(None)
+        self.media = PageMedia(lambda: self.service.chats.media if self.service.chats is not None else None)
 
     # -- the store -----------------------------------------------------------------------------------------
 
@@ -100,7 +106,7 @@ class ChatHandlers:
         return (
             conversation.id if conversation is not None else None,
             history,
-            chatbot_view(history),
+            chatbot_view(history, show=self.media.content),
             gr.skip() if box is None else box,
             status,
         )
@@ -215,7 +221,8 @@ class ChatHandlers:
                     if parts.text or parts.reasoning
                     else []
                 )
-            return conversation_id, shown, chatbot_view(shown, thinking=reply.thinking), gr.skip(), gr.skip()
+            view = chatbot_view(shown, thinking=reply.thinking, show=self.media.content)
+            return conversation_id, shown, view, gr.skip(), gr.skip()
 
         first = (*render()[:3], box, GENERATING)
 
@@ -237,9 +244,10 @@ class ChatHandlers:
     # -- events -------------------------------------------------------------------------------------------
 
     def send(
-        self, text: str, start_with: str, conversation_id: Any, jobs: SessionJobs, *values: Any
+        self, text: Any, start_with: str, conversation_id: Any, jobs: SessionJobs, *values: Any
     ) -> Iterator[Update]:
-        """Save the typed message and stream the reply (opened with ``start_with`` if it is not empty)."""
+        """Save the typed message (the box's text, or its ``{"text", "files"}`` value: images and documents
+        sent with it) and stream the reply (opened with ``start_with`` if it is not empty)."""
         yield from self._send(text, start_with, conversation_id, jobs, values, None)
 
     def _with_approval(self, gate: Any, updates: Iterator[Update]) -> Iterator[tuple[Any, ...]]:
@@ -251,7 +259,7 @@ class ChatHandlers:
         self,
         use_tools: bool,
         gate: Any,
-        text: str,
+        text: Any,
         start_with: str,
         conversation_id: Any,
         jobs: SessionJobs,
@@ -285,24 +293,32 @@ class ChatHandlers:
         use, gate = tools
         return self.tools.session(bool(use), gate, settings.character)
 
+    def _count_tokens(self, text: str) -> int:
+        return self.service.count_tokens(text)
+
     def _send(
         self,
-        text: str,
+        box: Any,
         start_with: str,
         conversation_id: Any,
         jobs: SessionJobs,
         values: Sequence[Any],
         tools: tuple[bool, Any] | None,
     ) -> Iterator[Update]:
-        text = text or ""
-        if not text.strip():
+        text, paths = box_parts(box)
+        if not text.strip() and not paths:
             yield SKIP
             return
         if jobs.busy(CHAT):
             yield status_only(warn(BUSY))
             return
         created: Conversation | None = None
+        conversation: Conversation | None = None
         try:
+            # An image that cannot be decoded is refused before anything is saved (it stays in the box).
+            sent = read_sent_files(
+                paths, self.store.media, count_tokens=self._count_tokens, read_document=document_reader()
+            )
             conversation = self.conversation(conversation_id)
             if conversation is None:
                 self.read(values)  # invalid settings: no conversation is created
@@ -315,13 +331,23 @@ class ChatHandlers:
                 params,
                 start_with=start_with or "",
                 tools=self._tool_session(tools, settings),
+                images=sent.images,
+                attachments=sent.attachments,
             )
+        except ImageError as exc:  # a model that cannot see: the message was kept with its images
+            if conversation is None:
+                yield status_only(warn(str(exc)))
+                return
+            yield self.view(self.conversation(conversation.id), warn(str(exc)), "")
+            return
         except ERRORS as exc:
             if created is not None:
                 self.store.delete(created.id)
             yield status_only(warn(str(exc)))  # the message stays in the box
             return
         before = history_from(self.conversation(conversation.id))
+        for note in sent.notes:
+            gr.Info(note)
         yield from self._reply(jobs, conversation.id, reply, before, "")
 
     def _answer_last_question(
@@ -336,6 +362,7 @@ class ChatHandlers:
         last = conversation.messages[-1]
         try:
             settings, params = self.read(values, conversation.character)
+            images = [self.store.image(ref) for ref in last.images]
             self.store.truncate(conversation.id, last.position)
             try:
                 reply = self.conversations.send(
@@ -345,9 +372,14 @@ class ChatHandlers:
                     params,
                     start_with=start_with or "",
                     tools=self._tool_session(tools, settings),
+                    images=images,
+                    attachments=last.attachments,
                 )
             except ERRORS:
-                self.store.append(conversation.id, "user", last.content)
+                if len(self.store.get(conversation.id).messages) < len(conversation.messages):
+                    self.store.append(
+                        conversation.id, "user", last.content, images=images, attachments=last.attachments
+                    )
                 raise
         except ERRORS as exc:
             yield status_only(warn(str(exc)))
@@ -474,11 +506,13 @@ class ChatHandlers:
         position, text = last_exchange(conversation)
         if position is None:
             return self.view(conversation, "Nothing to remove.")
+        question = [message_entry(m) for m in conversation.messages if m.position == position]
+        box = self.media.box_value(text, question[0] if question else None)  # with its images and files
         try:
             self.store.truncate(conversation.id, position)
         except ChatStoreError as exc:
             return self.view(conversation, warn(str(exc)))
-        return self.view(self.conversation(conversation.id), "", text or None)
+        return self.view(self.conversation(conversation.id), "", box or None)
 
     def switch_alternative(self, conversation_id: Any, jobs: SessionJobs, step: int) -> Update:
         """◀ / ▶: show the previous or next version of the last reply."""
@@ -517,7 +551,29 @@ class ChatHandlers:
             settings, params = self.read(values)
         except InputError as exc:
             return f"Context: {exc}"
-        return context_meter(self.service, normalize_history(history), settings, params)
+        model_view = [  # the documents' text is part of what the model reads
+            {**m, "content": with_documents(m.get("content") or "", m.get("attachments") or ())}
+            if isinstance(m, dict) and m.get("attachments")
+            else m
+            for m in history or ()
+        ]
+        return context_meter(
+            self.service, normalize_history(model_view), settings, params, self._image_tokens(history)
+        )
+
+    def _image_tokens(self, history: Any) -> int:
+        """The context the history's images take with the loaded model (0 when it does not see images)."""
+        state = self.service.engine.state
+        if state is None or not sees_images(state.model) or self.service.chats is None:
+            return 0
+        total = 0
+        for message in history or ():
+            for ref in message.get("images") or () if isinstance(message, dict) else ():
+                try:
+                    total += state.model.image_tokens(self.service.chats.image(ref))
+                except ChatStoreError:
+                    continue  # a missing image file is not sent either
+        return total
 
     def prompt_text(self, history: Any, start_with: str, *values: Any) -> tuple[str | None, str]:
         """Send to Default / Notebook: (the next reply's prompt as the model would see it, or None; the status

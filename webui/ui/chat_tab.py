@@ -15,6 +15,7 @@ from webui.core.prompts import DEFAULT_CHAT_INSTRUCT_COMMAND
 from webui.core.service import ChatSettings, Service
 from webui.core.settings import SettingsFile
 from webui.ui.chat_events import ChatHandlers
+from webui.ui.chat_media import BOX_FILE_TYPES
 from webui.ui.conversations_panel import ConversationHandlers
 from webui.ui.convert import MODES, NO_PERSONALITY
 from webui.ui.parameters_tab import ParametersTab
@@ -117,14 +118,21 @@ class ChatTab:
             self.versions = gr.Markdown(visible=False, elem_id="chat-alt-label")
             self.next = gr.Button("▶", size="sm", visible=False, scale=0, elem_id="chat-alt-next")
         with gr.Row():
-            self.message = gr.Textbox(
+            # Images and documents come with the message: the 📎 button, a paste, or a drop on the box.
+            self.message = gr.MultimodalTextbox(
                 show_label=False,
-                placeholder="Send a message (Enter sends, Shift+Enter for a new line)",
+                placeholder="Send a message (Enter sends, Shift+Enter for a new line); attach, paste or drop "
+                "images and documents",
                 lines=1,
                 max_lines=12,
                 scale=8,
                 elem_id="chat-input",
                 autofocus=True,
+                sources=["upload"],
+                file_types=BOX_FILE_TYPES,
+                file_count="multiple",
+                submit_btn=False,  # the Send button beside it sends
+                max_plain_text_length=1_000_000,  # pasted text stays text (a long paste would become a file)
             )
             self.send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
             self.stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")

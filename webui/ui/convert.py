@@ -263,7 +263,7 @@ def escape_reasoning(text: str) -> str:
 
 
 def _chatbot_entries(
-    history: Sequence[Message], thinking: bool
+    history: Sequence[Message], thinking: bool, show: Callable[[Message], Any] | None = None
 ) -> Iterator[tuple[int, bool, dict[str, Any]]]:
     """(index among the shown messages, whether it is a reasoning block, the Chatbot entry), in order."""
     shown = [m for m in history if m["role"] in ("user", "assistant")]
@@ -284,7 +284,8 @@ def _chatbot_entries(
                 continue  # the model has only thought so far
         if message.get("tool_rounds") and not message["content"]:
             continue  # the tools have run, the answer has not begun
-        yield index, False, {"role": message["role"], "content": message["content"]}
+        content = show(message) if show is not None else message["content"]  # with its images and files
+        yield index, False, {"role": message["role"], "content": content}
 
 
 def _done_reasoning_entry(reasoning: str) -> dict[str, Any]:
@@ -293,13 +294,15 @@ def _done_reasoning_entry(reasoning: str) -> dict[str, Any]:
     return {"role": "assistant", "content": escape_reasoning(reasoning), "metadata": metadata}
 
 
-def chatbot_view(history: Sequence[Message], *, thinking: bool = False) -> list[dict[str, Any]]:
+def chatbot_view(
+    history: Sequence[Message], *, thinking: bool = False, show: Callable[[Message], Any] | None = None
+) -> list[dict[str, Any]]:
     """What the Chatbot shows (a copy, so later edits to the state do not leak into an update in flight).
 
     A reply with reasoning shows it first, as a collapsible block of its own: open and titled "Thinking…" while
     ``thinking`` (the last reply is being reasoned), else closed and titled with how long the model thought.
     """
-    return [entry for _, _, entry in _chatbot_entries(history, thinking)]
+    return [entry for _, _, entry in _chatbot_entries(history, thinking, show)]
 
 
 def chatbot_entry(history: Sequence[Message], index: Any) -> tuple[int, bool]:
@@ -519,9 +522,14 @@ def history_from(conversation: Conversation | None) -> list[Message]:
 
 def message_entry(message: StoredMessage) -> Message:
     """One stored message as the history holds it (its reasoning apart, when it has some)."""
-    return reply_entry(
+    entry = reply_entry(
         message.content, message.reasoning, message.reasoning_seconds, message.tool_rounds, message.role
     )
+    if message.images:
+        entry["images"] = message.images
+    if message.attachments:
+        entry["attachments"] = message.attachments
+    return entry
 
 
 def reply_entry(

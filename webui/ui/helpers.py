@@ -26,10 +26,15 @@ def count_tokens(service: Service, text: str) -> int | None:
 
 
 def context_meter(
-    service: Service, history: Sequence[Message], settings: ChatSettings, params: GenerationParams
+    service: Service,
+    history: Sequence[Message],
+    settings: ChatSettings,
+    params: GenerationParams,
+    image_tokens: int = 0,
 ) -> str:
-    """The context meter's text: the tokens of the next reply's prompt (as the model would see it) out of
-    the context size and the room kept for the reply, as the Service built it."""
+    """The context meter's text: the tokens of the next reply's prompt (as the model would see it, with
+    ``image_tokens`` for the images a vision model is shown) out of the context size and the room kept for
+    the reply, as the Service built it."""
     if service.loaded is None:
         return "Context: no model loaded."
     try:
@@ -38,7 +43,7 @@ def context_meter(
     except EngineError as exc:
         return f"Context: the prompt cannot be built ({exc})"
     return context_meter_text(
-        built.prompt_tokens, built.context_tokens, built.reply_tokens, built.dropped_messages
+        built.prompt_tokens + image_tokens, built.context_tokens, built.reply_tokens, built.dropped_messages
     )
 
 

@@ -1,0 +1,142 @@
+"""Images in the Chat tab, in a real Chromium against the real server and the default (text-only) model: an image
+attached with the 📎 button and one pasted into the box show as thumbnails in the history, are stored once in
+user_data/images, stay after a reload; the model that cannot see them says so in the status; a file that is not
+an image is refused before anything is sent."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from tests.support.page import goto_chat, start_new_chat
+from tests.support.servers import Server
+from webui.core.media import decode_image
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+USER = '#chatbot [data-testid="user"]'
+CANNOT_SEE = re.compile("cannot see images", re.IGNORECASE)
+
+# Pastes a PNG (base64) into the message box as a browser does for a copied image: a paste event with a file.
+PASTE_IMAGE = """
+(b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], 'pasted.png', {type: 'image/png'}));
+  const box = document.querySelector('#chat-input textarea');
+  box.focus();
+  box.dispatchEvent(new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true}));
+}
+"""
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.new("RGB", size, color).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("images-browser"), default_model_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def stored_images(server: Server) -> list[str]:
+    folder = server.config.user_data_dir / "images"
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+
+
+def thumbnails_loaded(page: Page, count: int) -> None:
+    """Wait until the history shows ``count`` images sent by the user, each drawn (its file was served)."""
+    page.wait_for_function(
+        """(count) => { const images = [...document.querySelectorAll('#chatbot [data-testid="user"] img')];
+        return images.length === count && images.every((i) => i.complete && i.naturalWidth > 0); }""",
+        arg=count,
+    )
+
+
+def wait_status(page: Page, pattern: re.Pattern[str]) -> str:
+    page.wait_for_function(
+        "(source) => new RegExp(source, 'i').test(document.querySelector('#chat-status')?.innerText ?? '')",
+        arg=pattern.pattern,
+    )
+    return page.locator("#chat-status").inner_text()
+
+
+def wait_box_files(page: Page, count: int) -> None:
+    """Wait until the message box shows ``count`` attached files (uploaded, ready to send)."""
+    page.wait_for_function(
+        "(count) => document.querySelectorAll('#chat-input .thumbnail-item, #chat-input .thumbnail-image')"
+        ".length >= count && !document.querySelector('#chat-input .loader, #chat-input .uploading')",
+        arg=count,
+    )
+
+
+def test_images_are_attached_pasted_shown_stored_once_and_kept(
+    browser: Browser, server: Server, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    goto_chat(page, server.url)
+    start_new_chat(page)
+
+    red = png((220, 20, 20))
+    picture = tmp_path / "red.png"
+    picture.write_bytes(red)
+    expected = f"{hashlib.sha256(decode_image(red).data).hexdigest()}.png"
+
+    # A file named .png that is no image: refused, nothing sent, the status says why.
+    fake = tmp_path / "broken.png"
+    fake.write_text("this is not a picture")
+    page.locator("#chat-input input[type=file]").set_input_files(str(fake))
+    wait_box_files(page, 1)
+    page.locator("#chat-input textarea").fill("Is this broken?")
+    page.locator("#chat-send").click()
+    assert "broken.png" in wait_status(page, re.compile("not an image"))
+    assert page.locator(USER).count() == 0 and stored_images(server) == []
+    start_new_chat(page)  # clears the box (and its file)
+
+    # Attached with the 📎 button (a file input), sent with a question.
+    page.locator("#chat-input input[type=file]").set_input_files(str(picture))
+    wait_box_files(page, 1)
+    page.locator("#chat-input textarea").fill("What is in this picture?")
+    page.locator("#chat-send").click()
+    thumbnails_loaded(page, 1)
+    status = wait_status(page, CANNOT_SEE)
+    assert "Traceback" not in status
+    assert "What is in this picture?" in page.locator(USER).first.inner_text()
+    assert stored_images(server) == [expected]
+    page.wait_for_function("() => document.querySelector('#chat-input textarea')?.value === ''")
+
+    # The same image pasted into the box: a second thumbnail, still one file.
+    page.evaluate(PASTE_IMAGE, base64.b64encode(red).decode())
+    wait_box_files(page, 1)
+    page.locator("#chat-input textarea").fill("And this one?")
+    page.locator("#chat-send").click()
+    thumbnails_loaded(page, 2)
+    wait_status(page, CANNOT_SEE)
+    assert stored_images(server) == [expected]
+
+    # After a reload the conversation comes back with its thumbnails.
+    page.reload()
+    page.wait_for_selector("#chat-input textarea")
+    thumbnails_loaded(page, 2)
+    # The page draws a message's text and each image as bubbles of their own.
+    texts = [t.strip() for t in page.locator(USER).all_inner_texts() if t.strip()]
+    assert texts == ["What is in this picture?", "And this one?"]
+    context.close()
