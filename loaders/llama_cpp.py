@@ -146,6 +146,9 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
             metadata = gguf_metadata(path)
         except ModelFileError as exc:
             raise LoaderError(f"Cannot load {path.name}: {exc}") from exc
+        from loaders.llama_vision import find_projector
+
+        projector_path = find_projector(path, settings.mmproj)  # a wrong mmproj setting fails before the load
         n_ctx = settings.n_ctx or min(metadata.context_length or 4096, AUTO_CONTEXT_CAP)
         tensor_split = [float(x) for x in settings.tensor_split.split(",") if x.strip()] or None
         try:
@@ -168,22 +171,19 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
         except (ValueError, RuntimeError, OSError) as exc:
             raise LoaderError(f"llama.cpp could not load {path.name}: {exc}") from exc
         try:
-            projector = _open_projector(path, llm, settings)
+            projector = _open_projector(projector_path, llm, settings) if projector_path else None
         except BaseException:
             llm.close()
             raise
         return LlamaCppModel(llm, path, metadata.chat_template, settings, projector)
 
 
-def _open_projector(path: Path, llm: Any, settings: LlamaCppSettings) -> Projector | None:
-    """The model's vision projector through libmtmd (None when there is none); LoaderError when it fails."""
-    from loaders.llama_vision import Projector, find_projector
+def _open_projector(path: Path, llm: Any, settings: LlamaCppSettings) -> Projector:
+    """The projector at ``path`` opened through libmtmd for ``llm``; LoaderError when it fails."""
+    from loaders.llama_vision import Projector
 
-    found = find_projector(path, settings.mmproj)
-    if found is None:
-        return None
     return Projector(
-        found,
+        path,
         llm._model,
         n_threads=settings.n_threads_batch or automatic_batch_threads(),
         use_gpu=settings.n_gpu_layers != 0,
@@ -367,6 +367,11 @@ class LlamaCppModel:
         if self._projector is None:
             return 0
         return self._projector.image_tokens(image)
+
+    @property
+    def images_encoded(self) -> int:
+        """Images the projector has encoded since the load (one reused from the KV cache is not counted)."""
+        return self._projector.encodes if self._projector is not None else 0
 
     def _decode(
         self,

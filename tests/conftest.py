@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from tests.support.agent_models import AgentModels
     from tests.support.tiny_models import TinyModels
+    from tests.support.vision_models import VisionModels
     from webui.core.service import Service
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -111,3 +112,12 @@ def agent_gguf_path(agent_models: AgentModels) -> Path:
 def agent_hf_dir(agent_models: AgentModels) -> Path:
     """The tiny agent model as a Transformers folder (same weights and template as the GGUF)."""
     return agent_models.hf
+
+
+@pytest.fixture(scope="session")
+def vision_models() -> VisionModels:
+    """A tiny random-weight vision model (Idefics3), as a Transformers folder and converted by llama.cpp's own
+    converter to a GGUF with its mmproj projector; built once (seconds) and cached."""
+    from tests.support.vision_models import ensure_vision_models
+
+    return ensure_vision_models()

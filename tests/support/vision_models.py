@@ -30,8 +30,12 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.support.cached_build import build_once, default_cache_root
+
+if TYPE_CHECKING:
+    from webui.core.media import Image
 
 LIBRARIES = (
     "torch",
@@ -111,6 +115,19 @@ def ensure_vision_models(cache_root: Path | None = None) -> VisionModels:
     root = (cache_root or default_cache_root()) / cache_key()
     build_once(root, "tests.support.vision_models", "the tiny vision model")
     return _built(root)
+
+
+def solid_image(color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> Image:
+    """A one-colour picture, checked and re-encoded as the page and the APIs hand images on."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from webui.core.media import decode_image
+
+    out = io.BytesIO()
+    PILImage.new("RGB", size, color).save(out, format="PNG")
+    return decode_image(out.getvalue())
 
 
 # -- llama.cpp's converter --------------------------------------------------------------------------------
