@@ -147,17 +147,22 @@ class HfVisionModel(HfModel):
         self._counts: dict[str, int] = {}
         self.facts.extra[VISION_FACT] = f"image-text-to-text ({type(processor).__name__})"
 
+    def _as_text(self, text: str) -> str:
+        """``text`` with any image placeholder it spells out broken up, so that it stays text."""
+        for name in self._reserved:
+            text = text.replace(name, name[:1] + "\u200b" + name[1:])
+        return text
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """As HfModel's, but typed image placeholders are text (a prompt without images, a token count)."""
+        return super().tokenize(self._as_text(text), add_bos=add_bos)
+
     def _text_for_processor(self, prompt: str, images: int) -> str:
         """``prompt`` with each marker as the processor's placeholder and typed placeholders broken up."""
         pieces = prompt.split(self.media_marker)
         if len(pieces) - 1 != images:
             raise LoaderError(f"The prompt holds {len(pieces) - 1} image places for {images} images.")
-        safe = []
-        for piece in pieces:
-            for name in self._reserved:
-                piece = piece.replace(name, name[:1] + "\u200b" + name[1:])
-            safe.append(piece)
-        return self._placeholder.join(safe)
+        return self._placeholder.join(self._as_text(piece) for piece in pieces)
 
     def _process(self, prompt: str, images: Sequence[Image]) -> dict[str, Any]:
         text = self._text_for_processor(prompt, len(images))
