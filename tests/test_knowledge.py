@@ -316,9 +316,16 @@ def test_the_cli_adds_lists_searches_and_removes(tmp_path: Path, capsys: pytest.
 
     user_data = tmp_path / "user_data"
     (user_data / "models").mkdir(parents=True)
-    (user_data / "models" / MINILM_NAME).symlink_to(minilm_folder(), target_is_directory=True)
     docs = write_corpus(tmp_path / "docs")
     common = ["--user-data-dir", str(user_data)]
+
+    # No embedding model to be found: refused in words, and no empty collection is left behind.
+    assert main(["knowledge", "add", "lore", str(docs), *common]) == 2
+    assert "--embedding-model" in capsys.readouterr().err
+    assert main(["knowledge", "list", *common]) == 0
+    assert "No knowledge collections" in capsys.readouterr().out
+
+    (user_data / "models" / MINILM_NAME).symlink_to(minilm_folder(), target_is_directory=True)
 
     assert main(["knowledge", "add", "lore", str(docs), *common]) == 0
     out = capsys.readouterr().out

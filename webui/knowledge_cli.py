@@ -100,7 +100,6 @@ def _add(config: AppConfig, store: Any, args: argparse.Namespace) -> int:
         for key, value in (("chunk_size", args.chunk_size), ("chunk_overlap", args.chunk_overlap))
         if value is not None
     }
-    store.ensure_collection(args.name)
     base = _base(config, store, args.name, args.embedding_model, **options)
     try:
         report = base.add_paths(
@@ -124,11 +123,13 @@ def _list(store: Any, name: str | None) -> int:
         if not collections:
             print("No knowledge collections yet: webui knowledge add NAME PATH...")
         for c in collections:
-            print(f"{c.name}  {c.documents} documents  {c.chunks} passages  {c.embedding_model or '-'}")
+            print(
+                f"{c.name}  {_count(c.documents, 'document')}  {_count(c.chunks, 'passage')}  {c.embedding_model or '-'}"
+            )
         return 0
     for doc in store.documents(name):
         added = time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added))
-        print(f"{doc.name}  {doc.kind}  {doc.chunks} passages  {doc.size:,} bytes  added {added}")
+        print(f"{doc.name}  {doc.kind}  {_count(doc.chunks, 'passage')}  {doc.size:,} bytes  added {added}")
     return 0
 
 
@@ -142,6 +143,8 @@ def _search(config: AppConfig, store: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([passage.__dict__ for passage in passages], ensure_ascii=False, indent=2))
         return 0
+    if not passages:
+        print("No passage matches.")
     for number, p in enumerate(passages, start=1):
         where = f"{p.document}, page {p.page}" if p.page is not None else p.document
         print(f"[{number}] {where}  (score {p.score:.4f}, chunk {p.chunk_id})")
@@ -156,3 +159,7 @@ def _remove(store: Any, name: str, file: str | None) -> int:
     what = ", ".join(removed) if removed else "no documents"
     print(f"removed {what} from {name}" + ("" if file else f", and the collection {name}"))
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
