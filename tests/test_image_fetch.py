@@ -219,3 +219,21 @@ def test_host_patterns() -> None:
     assert not host_matches("evilexample.com", ["*.example.com"])
     assert not host_matches("example.com.evil.test", ["example.com"])
     assert host_matches("anything.test", ["*"])
+
+
+def test_serve_takes_the_allowed_hosts_and_refuses_urls_as_hosts(capsys: pytest.CaptureFixture[str]) -> None:
+    from webui.cli import CliError, build_parser, config_from_args
+
+    def config(*flags: str) -> tuple[str, ...]:
+        return config_from_args(build_parser().parse_args(["serve", *flags])).image_hosts
+
+    assert config() == ()  # the default: no image URLs at all
+    assert config("--allow-image-host", "Images.Example.com", "--allow-image-host", "*.cdn.test") == (
+        "images.example.com",
+        "*.cdn.test",
+    )
+    with pytest.raises(CliError, match="--allow-image-host"):
+        config("--allow-image-host", "https://images.example.com/")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    assert "--allow-image-host HOST" in capsys.readouterr().out
