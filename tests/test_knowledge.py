@@ -375,6 +375,10 @@ def test_attachments_too_long_go_through_retrieval_with_citations(
     first = tight.sources[0]
     assert (first.number, first.document, first.page) == (1, "almanac.pdf", 11) and "levy" in first.text
     assert "[1] almanac.pdf, page 11" in tight.text
+    same_name = attachment_retriever(
+        [extract("n.txt", b"Moths eat lichen."), extract("n.txt", b"Boats float.")], embedder
+    )
+    assert sorted(p.document for p in same_name("boats", 5)) == ["n.txt", "n.txt (2)"]
     reply = "The levy depends on the weight of the nets [1], not the catch [7]."
     assert cited_sources(reply, tight.sources) == [first]
 
@@ -385,6 +389,16 @@ def test_conversation_collections_are_hidden_from_the_list(base: KnowledgeBase) 
     document = extract("note.txt", b"The Hollowmere keeper had four litres of oil a night.")
     assert base.add_documents("chat-12", [document], hidden=True).added == ["note.txt"]
     assert base.add_documents("chat-12", [document], hidden=True).unchanged == ["note.txt"]
+    report = base.add_uploads(
+        "chat-12",
+        [
+            ("note.txt", b"The Hollowmere keeper had five litres of oil a night."),
+            ("bad.pdf", b"%PDF-1.4 junk"),
+        ],
+        hidden=True,
+    )
+    assert report.updated == ["note.txt"] and [name for name, _ in report.failed] == ["bad.pdf"]
+    assert [d.name for d in base.store.documents("chat-12")] == ["note.txt"]
     assert base.store.collections() == []
     assert [c.name for c in base.store.collections(include_hidden=True)] == ["chat-12"]
     [best] = base.search("chat-12", "how much lamp fuel", 1)

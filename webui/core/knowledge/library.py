@@ -3,6 +3,7 @@ with the embedding model, and search by meaning and by words at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from webui.core.documents.extract import (
     SUPPORTED_SUFFIXES,
     Document,
     DocumentError,
+    extract,
     kind_of,
     read_document,
 )
@@ -26,6 +28,7 @@ from webui.core.knowledge.ranking import from_blobs, fts_query, nearest, recipro
 from webui.core.knowledge.store import ChunkRow, KnowledgeError, KnowledgeStore, StoredDocument
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
+UPLOAD = "upload:"  # the origin of a document given as bytes, before its name
 CANDIDATES = 50  # each ranker's list length before fusion
 EMBED_BATCH = 64
 
@@ -146,18 +149,36 @@ class KnowledgeBase:
     def add_documents(
         self, collection: str, documents: Sequence[Document], *, hidden: bool = False
     ) -> AddReport:
-        """Add documents already extracted (uploads, attachments); the same bytes twice are stored once."""
+        """Add documents already extracted (uploads, attachments), known by name: the same name with the same
+        bytes is left alone, with other bytes replaced."""
         self.store.ensure_collection(collection, hidden=hidden)
         report = AddReport()
         self.refresh_vectors(collection, report)
         stored = {doc.origin: doc for doc in self.store.documents(collection)}
         for document in documents:
-            origin = f"upload:{document.sha256}"
-            if origin in stored:
+            origin = f"{UPLOAD}{document.name}"
+            previous = stored.get(origin)
+            if previous is not None and previous.sha256 == document.sha256:
                 report.unchanged.append(document.name)
                 continue
             self._put(collection, origin, document, report)
-            report.added.append(document.name)
+            (report.updated if previous is not None else report.added).append(document.name)
+        return report
+
+    def add_uploads(
+        self, collection: str, files: Sequence[tuple[str, bytes]], *, hidden: bool = False
+    ) -> AddReport:
+        """Add files given as (name, bytes), as the page receives them; unreadable ones are reported in
+        ``failed`` and the others added."""
+        documents: list[Document] = []
+        failed: list[tuple[str, str]] = []
+        for name, data in files:
+            try:
+                documents.append(extract(name, data, max_bytes=self.max_file_bytes))
+            except DocumentError as exc:
+                failed.append((name, str(exc)))
+        report = self.add_documents(collection, documents, hidden=hidden)
+        report.failed += failed
         return report
 
     def _add_file(
@@ -181,9 +202,7 @@ class KnowledgeBase:
             return
         if progress is not None:
             progress(name)
-        document = Document(
-            name, document.kind, document.sha256, document.text, document.sections, document.size
-        )
+        document = dataclasses.replace(document, name=name)  # the path inside the folder added
         self._put(collection, origin, document, report)
         (report.updated if previous is not None else report.added).append(name)
 
@@ -321,7 +340,7 @@ def _passage(row: ChunkRow, score: float, vector_rank: int | None, keyword_rank:
 
 def _under(origin: str, folder: Path) -> bool:
     """Whether the file ``origin`` (an absolute path; uploads are not) lies inside ``folder``."""
-    if origin.startswith("upload:"):
+    if origin.startswith(UPLOAD):
         return False
     return Path(origin).is_relative_to(folder) and Path(origin) != folder
 
@@ -353,8 +372,22 @@ def attachment_retriever(
     def retrieve(question: str, top_k: int) -> list[Passage]:
         if not built:
             base = KnowledgeBase.in_memory(embedder, **options)
-            base.add_documents("attachments", documents)
+            base.add_documents("attachments", _distinct_names(documents))
             built.append(base)
         return built[0].search("attachments", question, top_k)
 
     return retrieve
+
+
+def _distinct_names(documents: Sequence[Document]) -> list[Document]:
+    """The documents, a name met again becoming "name (2)" (documents are known by name in a collection)."""
+    seen: set[str] = set()
+    named: list[Document] = []
+    for document in documents:
+        name, number = document.name, 1
+        while name in seen:
+            number += 1
+            name = f"{document.name} ({number})"
+        seen.add(name)
+        named.append(dataclasses.replace(document, name=name))
+    return named
