@@ -132,7 +132,7 @@ def test_on_a_phone_the_chat_comes_first_with_a_full_width_message_box(
         page = context.new_page()
         page.set_default_timeout(60_000)
         goto_chat(page, server.url)
-        box = page.locator("#chat-input textarea").bounding_box()
+        box = page.locator("#chat-input").bounding_box()  # the box with its attach button
         send = page.locator("#chat-send").bounding_box()
         chat = page.locator("#chatbot").bounding_box()
         sidebar = page.locator("#chat-sidebar").bounding_box()
