@@ -164,6 +164,8 @@ def test_a_model_without_projector_says_what_is_missing(tmp_path: Path, vision_m
         message = str(caught.value)
         assert isinstance(caught.value, ImageError)
         assert GGUF_NAME in message and "no projector" in message and "mmproj" in message
+        with pytest.raises(ModelCannotSeeError, match="no projector"):  # the engine checks too
+            service.engine.submit("What is this?", GREEDY, images=(RED,))
         text, _ = _reply(service, [ChatMessage("user", "Hello")])  # text still works
         assert isinstance(text, str)
     finally:
