@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.core.documents.extract import Document, DocumentError, extract
+from webui.core.documents.extract import DocumentError
 from webui.core.embeddings import EmbeddingError
 from webui.core.knowledge import AddReport, KnowledgeBase, KnowledgeError, Passage
 from webui.core.paths import InvalidNameError
@@ -105,21 +105,12 @@ class KnowledgeTab:
         paths = [Path(f if isinstance(f, str) else getattr(f, "name", str(f))) for f in files or []]
         if not paths:
             return "No file was uploaded."
-        documents: list[Document] = []
-        problems: list[tuple[str, str]] = []
-        for path in paths:
-            name = path.name  # Gradio keeps the uploaded file's own name
-            try:
-                read = extract(name, path.read_bytes())
-            except ERRORS as exc:
-                problems.append((name, str(exc)))
-                continue
-            documents.append(read)
         try:
-            report = self.knowledge.add_documents(collection, documents) if documents else AddReport()
+            report = self.knowledge.add_uploads(
+                collection, [(path.name, path.read_bytes()) for path in paths]
+            )
         except ERRORS as exc:
             return f"⚠️ {exc}"
-        report.failed += problems
         return report_text(report)
 
     def remove(self, collection: str | None, document: str | None) -> str:
