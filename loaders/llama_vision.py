@@ -12,7 +12,6 @@ image's positions hold ``IMAGE_SLOT`` (never a token id), with the image named i
 from __future__ import annotations
 
 import ctypes
-import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,11 +20,10 @@ from typing import Any
 
 from webui.core.loader import LoaderError
 from webui.core.media import Image
-from webui.core.models.capabilities import is_projector_name, projector_sees
+from webui.core.models.capabilities import is_projector_name, projector_beside
 
 IMAGE_SLOT = -1  # what llm.input_ids holds at an image's positions: no text token ever matches it
 _COUNT_CACHE = 256  # images whose token count is remembered (the context meter asks on every redraw)
-_QUANT_SUFFIX = re.compile(r"[-._](?:I?Q\d.*|[BF]F?16|F32|MXFP4.*)$", re.IGNORECASE)
 
 NO_PROJECTOR = (
     "it has no projector. Put an mmproj*.gguf beside it or choose one in the Model tab (the mmproj setting)."
@@ -34,9 +32,9 @@ NO_PROJECTOR = (
 
 def find_projector(model: Path, setting: str) -> Path | None:
     """The projector for the GGUF ``model``: the ``mmproj`` setting (a file beside the model, or a path), else
-    an ``mmproj*.gguf`` beside it that encodes images. When several lie there, the one whose name holds the
-    model's name (without its quantization) wins; a projector named for no model counts only when the model is
-    the only one in its folder. LoaderError for a setting that names no file."""
+    an ``mmproj*.gguf`` beside it that encodes images, as the model list shows it (the one whose name holds
+    the model's name wins; one named for no model counts when the model is the only one in its folder).
+    LoaderError for a setting that names no file."""
     if setting.strip():
         chosen = Path(setting.strip()).expanduser()
         chosen = chosen if chosen.is_absolute() else model.parent / chosen
@@ -45,32 +43,15 @@ def find_projector(model: Path, setting: str) -> Path | None:
                 f"The projector {setting!r} (mmproj setting) was not found beside {model.name}."
             )
         return chosen
-    stem = _QUANT_SUFFIX.sub("", model.stem).lower()
     try:
-        files = sorted(p for p in model.parent.iterdir() if p.is_file() and p.suffix.lower() == ".gguf")
+        models = [
+            p
+            for p in model.parent.iterdir()
+            if p.is_file() and p.suffix.lower() == ".gguf" and not is_projector_name(p.name)
+        ]
     except OSError:
         return None
-    projectors = [p for p in files if p != model and is_projector_name(p.name)]
-    named = [p for p in projectors if stem and stem in p.name.lower()]
-    # The longest shared name first: "mmproj-SmolVLM-256M" beats "mmproj-SmolVLM" for SmolVLM-256M-Q8_0.
-    named.sort(key=lambda p: -_shared_prefix(stem, _projector_stem(p)))
-    models = [p for p in files if not is_projector_name(p.name)]
-    candidates = named or (projectors if len(models) <= 1 else [])
-    return next((p for p in candidates if projector_sees(p)), None)
-
-
-def _projector_stem(path: Path) -> str:
-    name = _QUANT_SUFFIX.sub("", path.stem).lower()
-    return re.sub(r"(?:^|[-._])mmproj(?:[-._]|$)", "", name)
-
-
-def _shared_prefix(a: str, b: str) -> int:
-    count = 0
-    for left, right in zip(a, b, strict=False):
-        if left != right:
-            break
-        count += 1
-    return count
+    return projector_beside(model, own_folder=len(models) <= 1)
 
 
 @dataclass

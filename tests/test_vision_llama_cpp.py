@@ -3,6 +3,7 @@ own converter (tests/support/vision_models.py), its mmproj projector beside it, 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +183,26 @@ def test_the_mmproj_setting_names_a_projector_elsewhere(tmp_path: Path, vision_m
             service.load_model(GGUF_NAME, settings={"mmproj": "nowhere-mmproj.gguf"})
     finally:
         service.close()
+
+
+def test_the_projector_sharing_the_model_name_wins(tmp_path: Path, vision_models: VisionModels) -> None:
+    from loaders.llama_vision import find_projector
+
+    folder = tmp_path / "SmolVLM-256M-Instruct-GGUF"
+    folder.mkdir()
+    model = folder / "SmolVLM-256M-Instruct-Q8_0.gguf"
+    model.symlink_to(vision_models.gguf)
+    for name in (
+        "mmproj-SmolVLM-Instruct-f16.gguf",
+        "mmproj-SmolVLM-256M-Instruct-f16.gguf",
+        "mmproj-F16.gguf",
+    ):
+        shutil.copy(vision_models.mmproj, folder / name)
+    assert find_projector(model, "") == folder / "mmproj-SmolVLM-256M-Instruct-f16.gguf"
+    assert find_projector(model, "mmproj-F16.gguf") == folder / "mmproj-F16.gguf"  # the setting wins
+    # Loose among other models, a projector named for none of them belongs to none.
+    (folder / "mmproj-SmolVLM-256M-Instruct-f16.gguf").unlink()
+    (folder / "mmproj-SmolVLM-Instruct-f16.gguf").unlink()
+    assert find_projector(model, "") == folder / "mmproj-F16.gguf"  # the only model in its folder
+    (folder / "Other-Model-Q4_K_M.gguf").symlink_to(vision_models.gguf)
+    assert find_projector(model, "") is None

@@ -25,6 +25,7 @@ __all__ = [
     "folder_capabilities",
     "gguf_capabilities",
     "is_projector_name",
+    "projector_beside",
     "projector_sees",
 ]
 
@@ -114,23 +115,41 @@ def header_capabilities(header: dict[str, object]) -> ModelCapabilities:
     )
 
 
-def _projector_beside(path: Path, own_folder: bool) -> Path | None:
-    """A vision projector next to the GGUF at ``path``.
+_QUANT_SUFFIX = re.compile(r"[-._](?:I?Q\d.*|[BF]F?16|F32|MXFP4.*)$", re.IGNORECASE)
 
-    In a model's own folder (as a Hub download lays it out) any projector there is this model's; loose in the
-    models folder, only one whose name contains the model's name without its quantization.
+
+def projector_beside(path: Path, own_folder: bool) -> Path | None:
+    """A vision projector next to the GGUF at ``path`` (the one the llama.cpp loader opens).
+
+    Projectors whose name holds the model's name without its quantization come first, the longest shared
+    name first ("mmproj-SmolVLM-256M" before "mmproj-SmolVLM" for SmolVLM-256M-Q8_0). In a model's own folder
+    (as a Hub download lays it out) any other projector there is this model's too; loose among other models,
+    only a named one is.
     """
-    stem = re.sub(r"[-._](?:I?Q\d.*|[BF]F?16|F32|MXFP4.*)$", "", path.stem, flags=re.IGNORECASE).lower()
+    stem = _QUANT_SUFFIX.sub("", path.stem).lower()
     try:
         siblings = sorted(p for p in path.parent.iterdir() if p.is_file() and is_projector_name(p.name))
     except OSError:
         return None
-    for candidate in siblings:
-        if candidate == path:
-            continue
-        if (own_folder or (stem and stem in candidate.name.lower())) and projector_sees(candidate):
-            return candidate
-    return None
+    siblings = [p for p in siblings if p != path]
+    named = [p for p in siblings if stem and stem in p.name.lower()]
+    named.sort(key=lambda p: -_shared_prefix(stem, _projector_stem(p)))
+    others = [p for p in siblings if p not in named] if own_folder else []
+    return next((p for p in (*named, *others) if projector_sees(p)), None)
+
+
+def _projector_stem(path: Path) -> str:
+    name = _QUANT_SUFFIX.sub("", path.stem).lower()
+    return re.sub(r"(?:^|[-._])mmproj(?:[-._]|$)", "", name)
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    count = 0
+    for left, right in zip(a, b, strict=False):
+        if left != right:
+            break
+        count += 1
+    return count
 
 
 def gguf_capabilities(path: Path, *, own_folder: bool = True) -> ModelCapabilities:
@@ -139,7 +158,7 @@ def gguf_capabilities(path: Path, *, own_folder: bool = True) -> ModelCapabiliti
         header = read_gguf_header(path)
     except GGUFHeaderError as exc:
         raise ModelFileError(str(exc)) from exc
-    projector = _projector_beside(path, own_folder)
+    projector = projector_beside(path, own_folder)
     return header_capabilities(header).with_vision(
         projector is not None, projector.name if projector else None
     )
