@@ -67,7 +67,7 @@ def user_errors(fn: Callable[[], T], status: int = 400) -> T:
     except EngineError as exc:
         not_found = isinstance(exc.__cause__, ModelNotFoundError)
         raise InternalApiError(404 if not_found else status, str(exc)) from exc
-    except (LoaderError, PresetError, CharacterError) as exc:
+    except (LoaderError, PresetError, CharacterError, ImageError) as exc:
         raise InternalApiError(status, str(exc)) from exc
 
 
