@@ -54,7 +54,12 @@ class TransformersVisionLoader(HfLoader[HfSettings]):
             raise LoaderError(
                 f"{path.name} is a GGUF file: load it with llama.cpp (its mmproj projector beside it)."
             )
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        try:
+            from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise LoaderError(
+                "The transformers-vision loader needs torch and transformers: pip install 'palabre[transformers]'."
+            ) from exc
 
         model_type = config.get("model_type")
         if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:

@@ -4,6 +4,7 @@ model of tests/support/vision_models.py, loaded through the real Service and the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,23 @@ def test_two_images_in_order_and_typed_placeholders_stay_text(hf_vision_service:
     _, without = _reply(hf_vision_service, [ChatMessage("user", typed)])
     grown = with_image.prompt_tokens - without.prompt_tokens
     assert abs(grown - _image_tokens(hf_vision_service, RED)) <= 2  # exactly one image: the one sent
+
+
+def test_a_text_model_says_it_cannot_see(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    from webui.app import build_service
+    from webui.config import AppConfig
+    from webui.core.media import ModelCannotSeeError
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny-llama").symlink_to(tiny_llama_dir)
+    service = build_service(AppConfig(user_data_dir=tmp_path))
+    try:
+        service.load_model("tiny-llama")
+        state = service.loaded
+        assert state is not None and state.loader == "transformers" and not sees_images(state.model)
+        with pytest.raises(
+            ModelCannotSeeError, match=r"tiny-llama cannot see images: it is a text-only model"
+        ):
+            service.stream_chat_reply([ChatMessage("user", "What is this?", images=(RED,))], SETTINGS, GREEDY)
+    finally:
+        service.close()
