@@ -155,7 +155,7 @@ def test_attachments_are_kept_with_their_text(store: ChatStore, tmp_path: Path) 
         assert reopened.get(conversation.id).messages[0].attachments == (notes, report)
     (model_view,) = history_of(store.get(conversation.id))
     assert model_view.content == (
-        '<document name="notes.md">\n# Notes\nThe launch is on Tuesday.\n</document>\n\nWhen is the launch?'
+        "When is the launch?\n\nATTACHMENTS:\n\nName: notes.md\nContents:\n\n=====\n# Notes\nThe launch is on Tuesday.\n====="
     )
     with pytest.raises(ChatStoreError, match="SHA-256"):
         store.append(conversation.id, "user", "x", attachments=[AttachmentRecord("a", "text", "nope")])

@@ -15,17 +15,16 @@ import gradio as gr
 
 from webui.core.agent import ToolSession
 from webui.core.characters.store import Character, CharacterError
-from webui.core.chats.agent_reply import AgentReply, with_documents
+from webui.core.chats.agent_reply import AgentReply
 from webui.core.chats.conversation import Conversations, SavedReply, chat_settings_for, params_for
 from webui.core.chats.records import ChatStoreError, Conversation
 from webui.core.chats.store import ChatStore
-from webui.core.loader import sees_images
 from webui.core.media import ImageError
 from webui.core.params import GenerationParams
 from webui.core.prompts import PromptError
 from webui.core.service import ChatSettings, EngineError, Service
 from webui.core.templates.store import TemplateError
-from webui.ui.chat_media import PageMedia, box_parts, document_reader, read_sent_files
+from webui.ui.chat_media import PageMedia, box_parts, document_reader, model_messages, read_sent_files
 from webui.ui.convert import (
     GENERATING,
     InputError,
@@ -551,29 +550,12 @@ class ChatHandlers:
             settings, params = self.read(values)
         except InputError as exc:
             return f"Context: {exc}"
-        model_view = [  # the documents' text is part of what the model reads
-            {**m, "content": with_documents(m.get("content") or "", m.get("attachments") or ())}
-            if isinstance(m, dict) and m.get("attachments")
-            else m
-            for m in history or ()
-        ]
-        return context_meter(
-            self.service, normalize_history(model_view), settings, params, self._image_tokens(history)
-        )
-
-    def _image_tokens(self, history: Any) -> int:
-        """The context the history's images take with the loaded model (0 when it does not see images)."""
-        state = self.service.engine.state
-        if state is None or not sees_images(state.model) or self.service.chats is None:
-            return 0
-        total = 0
-        for message in history or ():
-            for ref in message.get("images") or () if isinstance(message, dict) else ():
-                try:
-                    total += state.model.image_tokens(self.service.chats.image(ref))
-                except ChatStoreError:
-                    continue  # a missing image file is not sent either
-        return total
+        loader = self.conversations.image_loader() if self.service.chats is not None else None
+        try:
+            messages = model_messages(history, loader)
+        except ChatStoreError as exc:  # an image file gone: sending would say so too
+            return f"Context: {exc}"
+        return context_meter(self.service, normalize_history(history), settings, params, messages)
 
     def prompt_text(self, history: Any, start_with: str, *values: Any) -> tuple[str | None, str]:
         """Send to Default / Notebook: (the next reply's prompt as the model would see it, or None; the status

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webui.core.chats.agent_reply import with_documents
 from webui.core.chats.media_files import MediaFiles
 from webui.core.chats.records import AttachmentRecord, ChatStoreError, ImageRef
 from webui.core.media import MAX_IMAGE_BYTES, Image, ImageError, decode_image
-from webui.ui.convert import InputError, Message
+from webui.core.prompts import ChatMessage
+from webui.ui.convert import InputError, Message, content_text
 
 # Files the box takes: images, and the documents whose text a model can be given.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"})
@@ -81,6 +83,12 @@ def document_reader() -> ReadDocument | None:
             document = extract(name, data)
         except DocumentError as exc:
             raise InputError(str(exc)) from None
+        if document.kind == "pdf":  # the pages marked, so that answers can name them
+            text = "\n\n".join(
+                f"[page {section.page}]\n{document.section_text(section).strip()}"
+                for section in document.sections
+            )
+            return document.kind, text
         return document.kind, document.text
 
     return read
@@ -148,11 +156,34 @@ def _attachment(
     return AttachmentRecord(name, kind, sha256, len(data), tokens, text)
 
 
+def model_messages(
+    history: Iterable[Any] | None, load_image: Callable[[ImageRef], Image] | None
+) -> list[ChatMessage]:
+    """The page's history as the model reads it: each message with its documents' text and (with
+    ``load_image``: a model that sees them) its images; ChatStoreError when an image file is gone."""
+    out = []
+    for message in history or ():
+        if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant", "system"):
+            continue
+        text = with_documents(content_text(message.get("content")), message.get("attachments") or ())
+        images = tuple(map(load_image, message.get("images") or ())) if load_image is not None else ()
+        out.append(ChatMessage(message["role"], text, images=images))
+    return out
+
+
 def chip_label(attachment: AttachmentRecord) -> str:
     """A file chip's text: its name, and its tokens once counted."""
     if attachment.tokens is None:
         return attachment.name
     return f"{attachment.name} · {attachment.tokens:,} token{'s' if attachment.tokens != 1 else ''}"
+
+
+def chip_name(attachment: AttachmentRecord) -> str:
+    """The name a file chip shows: ``notes (120 tokens).md`` (the page reads the type from the suffix)."""
+    if attachment.tokens is None:
+        return attachment.name
+    path = Path(attachment.name)
+    return f"{path.stem} ({attachment.tokens:,} tokens){path.suffix}"
 
 
 class PageMedia:
@@ -214,8 +245,13 @@ class PageMedia:
                 parts.append({"path": path, "alt_text": f"image {ref.width}×{ref.height}"})
         for attachment in files:
             path = self.attachment_path(attachment)
-            if path is not None:
-                parts.append({"path": path, "alt_text": chip_label(attachment)})
+            if path is not None:  # a file chip: its name (with its tokens), a link to the file
+                chip = {
+                    "path": path,
+                    "orig_name": chip_name(attachment),
+                    "mime_type": "application/octet-stream",
+                }
+                parts.append({"file": chip, "alt_text": chip_label(attachment)})
         if not parts:
             return message["content"]
         return [message["content"], *parts] if message["content"] else parts

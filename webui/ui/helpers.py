@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from webui.core.media import ImageError
 from webui.core.params import GenerationParams
+from webui.core.prompts import ChatMessage
 from webui.core.service import ChatSettings, EngineError, Service
 from webui.core.templates.store import InstructionTemplate, TemplateError
 from webui.ui.convert import (
@@ -30,20 +32,21 @@ def context_meter(
     history: Sequence[Message],
     settings: ChatSettings,
     params: GenerationParams,
-    image_tokens: int = 0,
+    messages: Sequence[ChatMessage] | None = None,
 ) -> str:
-    """The context meter's text: the tokens of the next reply's prompt (as the model would see it, with
-    ``image_tokens`` for the images a vision model is shown) out of the context size and the room kept for
-    the reply, as the Service built it."""
+    """The context meter's text: the tokens of the next reply's prompt (as the model would see it: the
+    ``messages`` when given, with their images and documents, else the ``history``'s text) out of the context
+    size and the room kept for the reply, as the Service built it."""
     if service.loaded is None:
         return "Context: no model loaded."
+    chat = list(messages) if messages is not None else to_chat_messages(history)
     try:
         # A preview: extensions must not stall the meter (e.g. summary_memory asking the model).
-        built = service.build_chat_prompt(to_chat_messages(history), settings, params, preview=True)
-    except EngineError as exc:
+        built = service.build_chat_prompt(chat, settings, params, preview=True)
+    except (EngineError, ImageError) as exc:
         return f"Context: the prompt cannot be built ({exc})"
     return context_meter_text(
-        built.prompt_tokens + image_tokens, built.context_tokens, built.reply_tokens, built.dropped_messages
+        built.prompt_tokens, built.context_tokens, built.reply_tokens, built.dropped_messages
     )
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 from webui.core.agent.loop import LoopUpdate, ToolLoop, ToolStep
 from webui.core.chats.records import AttachmentRecord, StoredMessage, ToolCallRecord, ToolRoundRecord
+from webui.core.documents.attach import format_whole
+from webui.core.documents.extract import Document, Section
 from webui.core.loader import GenerationStats
 from webui.core.media import Image
 from webui.core.params import GenerationParams
@@ -23,14 +25,21 @@ SAVE_INTERVAL_S = 0.5
 
 
 def with_documents(content: str, attachments: Sequence[AttachmentRecord]) -> str:
-    """A message's text as the model reads it: the text of each file sent with it (those whose text was
-    extracted), each in a ``<document>`` block, before what the user wrote."""
-    blocks = [
-        f'<document name="{a.name.replace(chr(34), "")}">\n{a.text.strip()}\n</document>'
+    """A message's text as the model reads it: what the user wrote, then the text of each file sent with it
+    (those whose text was extracted) in the documents' ATTACHMENTS block (``format_whole``)."""
+    documents = [
+        Document(
+            a.name,
+            "text" if a.kind == "pdf" else a.kind,
+            a.sha256,
+            a.text,
+            (Section(0, len(a.text)),),
+            a.size,
+        )
         for a in attachments
         if a.text and a.text.strip()
-    ]
-    return "\n\n".join([*blocks, content]) if blocks else content
+    ]  # a PDF's text is kept with its "[page n]" marks already
+    return f"{content}\n\n{format_whole(documents)}" if documents else content
 
 
 def expand(message: StoredMessage, images: tuple[Image, ...] = ()) -> list[ChatMessage]:

@@ -20,7 +20,7 @@ from webui.core.chats.agent_reply import AgentReply, expand, with_documents
 from webui.core.chats.records import AttachmentRecord, ImageRef, ToolRoundRecord
 from webui.core.chats.store import ChatStore, Conversation, StoredMessage
 from webui.core.engine import EngineError
-from webui.core.loader import Chunk, GenerationStats, sees_images
+from webui.core.loader import Chunk, GenerationStats, renders_own_template, sees_images
 from webui.core.media import Image, ImageError
 from webui.core.params import GenerationParams
 from webui.core.prompts import DEFAULT_CHAT_INSTRUCT_COMMAND, ChatMessage, Mode
@@ -41,17 +41,6 @@ def history_of(conversation: Conversation, load_image: LoadImage | None = None) 
         for stored in conversation.messages
         for message in expand(stored, tuple(map(load_image, stored.images)) if load_image else ())
     ]
-
-
-def check_sees(service: Service, images: Sequence[Image]) -> None:
-    """ImageError when ``images`` are sent to a loaded model that cannot see them (nothing is checked without
-    images, or without a model: sending then fails as any send does)."""
-    state = service.engine.state
-    if images and state is not None and not sees_images(state.model):
-        raise ImageError(
-            f"The loaded model ({state.entry.name}) cannot see images: load a vision model with its "
-            "projector (mmproj) to ask about them. The message was kept with its images."
-        )
 
 
 def chat_settings_for(
@@ -245,7 +234,16 @@ class Conversations:
             examples = [
                 ChatMessage(m.role, m.content) for m in persona.example_messages_for(persona.user_name)
             ]
-        return [*examples, *history_of(conversation, self.store.image)]
+        return [*examples, *history_of(conversation, self.image_loader())]
+
+    def image_loader(self) -> LoadImage | None:
+        """How the history's images are read for the loaded model: not at all for a model that cannot see
+        them (an image sent earlier must not stop a text-only model from going on with the conversation;
+        a new message's images still reach it, and it refuses them)."""
+        state = self.service.engine.state
+        if state is None or not (sees_images(state.model) or renders_own_template(state.model)):
+            return None
+        return self.store.image
 
     def _model_name(self) -> str | None:
         state = self.service.engine.state
@@ -266,8 +264,8 @@ class Conversations:
         """Save the user's message (with its images and files) and stream the reply (forced to begin with
         ``start_with`` if given); with ``tools``, the reply runs the tool loop (AgentReply).
 
-        Images the model cannot see raise ImageError (webui.core.media) after the message was saved: what the
-        user sent is kept, and a vision model can answer it later (Regenerate)."""
+        Images the model cannot see raise ModelCannotSeeError (an ImageError, webui.core.media) after the
+        message was saved: what the user sent is kept, and a vision model can answer it later (Regenerate)."""
         if not text.strip() and not images and not attachments:
             raise EngineError("The message is empty.")
         question = ChatMessage("user", with_documents(text, attachments), images=tuple(images))
@@ -278,11 +276,6 @@ class Conversations:
         def save_question() -> None:
             self.store.append(conversation_id, "user", text, images=images, attachments=attachments)
 
-        try:
-            check_sees(self.service, images)
-        except ImageError:
-            save_question()
-            raise
         if tools is not None and tools.tools:
             agent = self._agent_reply(tools, history, settings, params, start_with, lambda *a: new(*a))
             save_question()
@@ -379,7 +372,6 @@ class Conversations:
         conversation = self.store.get(conversation_id)
         last = self._last_reply(conversation)
         history = self._history_before(conversation)
-        check_sees(self.service, [image for message in history for image in message.images])
         if start_with:
             history.append(ChatMessage("assistant", start_with))
         if tools is not None and tools.tools:
@@ -421,8 +413,7 @@ class Conversations:
         """Make the last reply longer."""
         conversation = self.store.get(conversation_id)
         last = self._last_reply(conversation)
-        history = history_of(conversation, self.store.image)
-        check_sees(self.service, [image for message in history for image in message.images])
+        history = history_of(conversation, self.image_loader())
         stream = self.service.stream_chat_reply(history, settings, params, continue_last=True)
         return SavedReply(
             stream,
