@@ -290,7 +290,13 @@ class Projector:
                 )
                 if status != 0:
                     llm.n_tokens = position
-                    raise LoaderError(f"llama.cpp could not evaluate an image (error {status}).")
+                    hint = ""
+                    if (
+                        mtmd.mtmd_decode_use_non_causal(self._ctx, piece.image)
+                        and llm.n_batch < piece.n_tokens
+                    ):
+                        hint = f": this model reads an image at once, so n_batch must be at least {piece.n_tokens}"
+                    raise LoaderError(f"llama.cpp could not evaluate an image (error {status}){hint}.")
                 self.encodes += 1
                 llm.input_ids[position:end] = IMAGE_SLOT
                 self.spans[position] = (piece.sha256, piece.n_tokens)
