@@ -584,7 +584,9 @@ class Engine:
                 stream = model.stream_chat(
                     job.messages, run_params, job.token, tools=job.tools, template_kwargs=job.template_kwargs
                 )
-            elif job.images and sees_images(model):
+            elif job.images:
+                if not sees_images(model):  # another model was loaded after this job was queued
+                    raise cannot_see(model.facts.name, model.facts.extra)
                 stream = model.stream_images(text, job.images, run_params, job.token)
             else:
                 stream = model.stream(text, run_params, job.token)
