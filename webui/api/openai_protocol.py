@@ -198,8 +198,13 @@ class CompletionRequest(GenerationRequest):
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    type: str
+    type: str = Field(..., description="text or image_url.")
     text: str | None = None
+    image_url: dict[str, Any] | str | None = Field(
+        None,
+        description='{"url": "data:image/png;base64,...", "detail": ...} (or the URL alone); http(s) URLs only '
+        "from the hosts the server allows (serve --allow-image-host).",
+    )
 
 
 class FunctionCallIn(BaseModel):

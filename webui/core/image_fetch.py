@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import http.client
 from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from webui.core.media import MAX_IMAGE_BYTES, Image, ImageError, decode_image, image_from_data_url
@@ -144,13 +145,13 @@ class ImageFetcher:
         return data
 
 
+@dataclass(frozen=True)
 class ImageSources:
     """How an API request's image URLs are read: ``data:`` URLs always; http(s) URLs through ``fetcher``
     when the server allows remote images (None: refused, saying which option allows them); ``file:``, paths
     and other schemes never."""
 
-    def __init__(self, fetcher: ImageFetcher | None = None) -> None:
-        self.fetcher = fetcher
+    fetcher: ImageFetcher | None = None
 
     @classmethod
     def for_hosts(cls, hosts: Sequence[str]) -> ImageSources:
@@ -181,4 +182,4 @@ class ImageSources:
         )
 
 
-DATA_URLS_ONLY = ImageSources()  # immutable: no fetcher, so nothing but data: URLs
+DATA_URLS_ONLY = ImageSources()  # frozen, no fetcher: nothing but data: URLs
