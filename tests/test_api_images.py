@@ -301,3 +301,51 @@ def test_file_ids_and_raw_prompts_with_images_say_what_to_send_instead(server: S
     raw = {"model": EYE, "prompt": ASK, "images": [b64(png_bytes())], "raw": True, "stream": False}
     reply = httpx.post(f"{server.url}api/generate", json=raw, timeout=60)
     assert reply.status_code == 400 and "without raw" in reply.json()["error"]
+
+
+def test_an_image_in_a_tool_result_reaches_the_model(server: Server, records: Path) -> None:
+    before = len(recorded(records))
+    screenshot = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": b64(png_bytes())},
+    }
+    body = {
+        "model": EYE,
+        "max_tokens": 16,
+        "messages": [
+            {"role": "user", "content": "Take a screenshot."},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "screenshot", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [screenshot]}],
+            },
+        ],
+    }
+    reply = httpx.post(f"{server.url}v1/messages", json=body, timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["content"][0]["text"] == "I saw 1 image(s)."
+    last_seen(records, before)
+
+
+def test_with_allowed_image_hosts_a_loopback_address_is_still_refused(
+    tmp_path: Path, site: ImageSite
+) -> None:
+    allowing = Server(
+        tmp_path, extra_args=["--allow-image-host", "localhost", "--allow-image-host", "127.0.0.1"]
+    )
+    with allowing.running():
+        for host in ("localhost", "127.0.0.1"):
+            url = f"http://{host}:{site.port}/x.png"
+            body = {
+                "model": EYE,
+                "messages": [{"role": "user", "content": openai_parts(url)}],
+                "max_tokens": 4,
+            }
+            reply = httpx.post(f"{allowing.url}v1/chat/completions", json=body, timeout=60)
+            assert reply.status_code == 400, reply.text
+            message = reply.json()["error"]["message"]
+            assert "private, loopback or link-local" in message and "--allow-image-host" not in message
+    assert site.hits == []
