@@ -357,7 +357,7 @@ class LlamaCppModel:
             reused = projector.reuse(llm, plan)
             usage = PromptUsage(plan.n_tokens, reused)
             yield from self._decode(
-                params, cancel, plan.text_tokens(), usage, lambda: projector.evaluate(llm, plan, reused)
+                params, cancel, plan.text_tokens(), usage, lambda: projector.evaluate(llm, plan)
             )
         finally:
             plan.free()

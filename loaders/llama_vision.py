@@ -61,11 +61,17 @@ class Piece:
     tokens: list[int] = field(default_factory=list)
     image: Any = None  # the mtmd chunk of an image (owned by the plan's chunk list)
     sha256: str = ""
-    n_tokens: int = 0  # context positions it takes
+    n_tokens: int = 0  # context cells (tokens) it takes
+    image_positions: int = 0  # an image's positions: fewer than its tokens with M-RoPE (Qwen-VL)
 
     @property
     def is_image(self) -> bool:
         return self.image is not None
+
+    @property
+    def n_pos(self) -> int:
+        """Positions it advances the sequence by."""
+        return self.image_positions if self.is_image else self.n_tokens
 
 
 class PromptPlan:
@@ -79,6 +85,10 @@ class PromptPlan:
     @property
     def n_tokens(self) -> int:
         return sum(piece.n_tokens for piece in self.pieces)
+
+    @property
+    def n_pos(self) -> int:
+        return sum(piece.n_pos for piece in self.pieces)
 
     @property
     def image_tokens(self) -> int:
@@ -201,12 +211,7 @@ class Projector:
                 name = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode("ascii", "replace")
                 n_tokens = int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
                 n_pos = int(mtmd.mtmd_input_chunk_get_n_pos(chunk))
-                if n_pos != n_tokens:
-                    raise LoaderError(
-                        "This projector places images by M-RoPE positions (Qwen-VL), which Palabre's llama.cpp "
-                        "loader does not support yet."
-                    )
-                pieces.append(Piece(image=chunk, sha256=name, n_tokens=n_tokens))
+                pieces.append(Piece(image=chunk, sha256=name, n_tokens=n_tokens, image_positions=n_pos))
             else:
                 raise LoaderError("This projector gave audio where an image was expected.")
         return pieces
@@ -229,18 +234,24 @@ class Projector:
 
     def reuse(self, llm: Any, plan: PromptPlan) -> int:
         """Keep the longest prefix of ``plan`` already in the KV cache (whole images, any text tokens) and drop
-        the rest; return the positions kept. At least one position is left to evaluate (fresh logits)."""
+        the rest; return how many of the prompt's tokens were kept. At least one is left to evaluate.
+
+        The cache is tracked by position: ``llm.input_ids[p]`` is the token at position ``p`` (``IMAGE_SLOT``
+        within an image) and ``llm.n_tokens`` the next position. Without M-RoPE a position is a token; with it
+        an image takes fewer positions than tokens (Qwen-VL), and the same bookkeeping holds.
+        """
         cached = llm._input_ids
-        limit = min(len(cached), plan.n_tokens - 1)
-        kept = 0
+        limit = min(len(cached), plan.n_pos - 1)
+        kept = 0  # positions
+        tokens = 0
         for piece in plan.pieces:
             if kept >= limit:
                 break
             if piece.is_image:
-                span = self.spans.get(kept)
-                if kept + piece.n_tokens > limit or span != (piece.sha256, piece.n_tokens):
+                if kept + piece.n_pos > limit or self.spans.get(kept) != (piece.sha256, piece.n_pos):
                     break
-                kept += piece.n_tokens
+                kept += piece.n_pos
+                tokens += piece.n_tokens
                 continue
             matched = 0
             for token in piece.tokens:
@@ -248,6 +259,7 @@ class Projector:
                     break
                 matched += 1
             kept += matched
+            tokens += matched
             if matched < len(piece.tokens):
                 break
         if kept > 0 and llm._ctx.kv_cache_seq_rm(-1, kept, -1):
@@ -255,52 +267,46 @@ class Projector:
         else:
             llm.reset()
             llm._ctx.kv_cache_clear()
-            kept = 0
+            kept = tokens = 0
         self.forget_from(kept)
-        return kept
+        return tokens
 
     def forget_from(self, position: int) -> None:
         """Images at or after ``position`` are no longer in the KV cache."""
         self.spans = {start: span for start, span in self.spans.items() if start < position}
 
-    def evaluate(self, llm: Any, plan: PromptPlan, start: int) -> None:
-        """Evaluate ``plan`` from position ``start`` (what ``reuse`` kept): text through ``llm.eval``, images
-        encoded by the projector and decoded into the context; the last position gets logits."""
+    def evaluate(self, llm: Any, plan: PromptPlan) -> None:
+        """Evaluate what ``reuse`` did not keep of ``plan`` (from position ``llm.n_tokens``): text through
+        ``llm.eval``, images encoded by the projector and decoded into the context; the last one gets logits."""
         import llama_cpp
 
         mtmd = self._mtmd
+        start = llm.n_tokens
         position = 0
         last = len(plan.pieces) - 1
         for index, piece in enumerate(plan.pieces):
-            end = position + piece.n_tokens
+            end = position + piece.n_pos
             if end <= start:
                 position = end
                 continue
-            if piece.is_image:
-                past = llama_cpp.llama_pos(0)
-                status = mtmd.mtmd_helper_eval_chunk_single(
-                    self._ctx,
-                    llm.ctx,
-                    piece.image,
-                    position,
-                    0,
-                    llm.n_batch,
-                    index == last,
-                    ctypes.byref(past),
-                )
-                if status != 0:
-                    llm.n_tokens = position
-                    hint = ""
-                    if (
-                        mtmd.mtmd_decode_use_non_causal(self._ctx, piece.image)
-                        and llm.n_batch < piece.n_tokens
-                    ):
-                        hint = f": this model reads an image at once, so n_batch must be at least {piece.n_tokens}"
-                    raise LoaderError(f"llama.cpp could not evaluate an image (error {status}){hint}.")
-                self.encodes += 1
-                llm.input_ids[position:end] = IMAGE_SLOT
-                self.spans[position] = (piece.sha256, piece.n_tokens)
-                llm.n_tokens = end
-            else:
-                llm.eval(piece.tokens[start - position if start > position else 0 :])
+            if not piece.is_image:
+                llm.eval(piece.tokens[max(0, start - position) :])  # from position llm.n_tokens on
+                position = end
+                continue
+            past = llama_cpp.llama_pos(0)
+            status = mtmd.mtmd_helper_eval_chunk_single(
+                self._ctx, llm.ctx, piece.image, position, 0, llm.n_batch, index == last, ctypes.byref(past)
+            )
+            if status != 0:
+                llm.n_tokens = position
+                hint = ""
+                if mtmd.mtmd_decode_use_non_causal(self._ctx, piece.image) and llm.n_batch < piece.n_tokens:
+                    hint = (
+                        f": this model reads an image at once, so n_batch must be at least {piece.n_tokens}"
+                    )
+                raise LoaderError(f"llama.cpp could not evaluate an image (error {status}){hint}.")
+            self.encodes += 1
+            llm.input_ids[position:end] = IMAGE_SLOT
+            self.spans[position] = (piece.sha256, piece.n_pos)
+            llm.n_tokens = end
             position = end
