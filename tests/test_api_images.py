@@ -159,24 +159,20 @@ def test_responses_input_image_reaches_the_model(client: openai.OpenAI, records:
 
 def test_anthropic_image_block_reaches_the_model(claude: anthropic.Anthropic, records: Path) -> None:
     before = len(recorded(records))
-    message = claude.messages.create(
-        model=EYE,
-        max_tokens=16,
-        messages=[
-            {
-                "role": "user",
-                "content": [
-                    {
-                        "type": "image",
-                        "source": {"type": "base64", "media_type": "image/png", "data": b64(png_bytes())},
-                    },
-                    {"type": "text", "text": ASK},
-                ],
-            }
-        ],
-    )
+    image: Any = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": b64(png_bytes())},
+    }
+    messages: Any = [{"role": "user", "content": [image, {"type": "text", "text": ASK}]}]
+    message = claude.messages.create(model=EYE, max_tokens=16, messages=messages)
     assert message.content[0].type == "text" and message.content[0].text == "I saw 1 image(s)."
     last_seen(records, before)
+    # count_tokens counts the image's own tokens (the fake model's 16) in the prompt.
+    with_image = claude.messages.count_tokens(model=EYE, messages=messages).input_tokens
+    text_only = claude.messages.count_tokens(
+        model=EYE, messages=[{"role": "user", "content": ASK}]
+    ).input_tokens
+    assert with_image - text_only >= 16
 
 
 def test_ollama_show_reports_vision_for_the_model_that_sees(
