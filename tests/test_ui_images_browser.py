@@ -12,11 +12,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.support.page import goto_chat, start_new_chat
+from tests.support.page import goto_chat, set_max_new_tokens, start_new_chat
 from tests.support.servers import Server
+from tests.support.vision_models import GGUF_NAME, IMAGE_TOKENS, VisionModels
+from webui.benchmarks.browser import BOT
 from webui.core.media import decode_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -139,4 +142,75 @@ def test_images_are_attached_pasted_shown_stored_once_and_kept(
     # The page draws a message's text and each image as bubbles of their own.
     texts = [t.strip() for t in page.locator(USER).all_inner_texts() if t.strip()]
     assert texts == ["What is in this picture?", "And this one?"]
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def vision_server(tmp_path_factory: pytest.TempPathFactory, vision_models: VisionModels) -> Iterator[Server]:
+    """`webui serve` with the tiny vision GGUF and its mmproj projector, loaded by a first API request."""
+    server = Server(tmp_path_factory.mktemp("images-vlm-browser"))
+    for file in (vision_models.gguf, vision_models.mmproj):
+        (server.config.models_dir / file.name).symlink_to(file)
+    server.start()
+    try:
+        request = {"model": GGUF_NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        httpx.post(f"{server.url}v1/chat/completions", json=request, timeout=120).raise_for_status()
+        yield server
+    finally:
+        server.stop()
+
+
+def reply_done(page: Page) -> str:
+    """Wait until the new chat's reply has come and finished (the status shows its speed); the status."""
+    page.wait_for_function(f"() => document.querySelectorAll('{BOT}').length === 1")
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#chat-status')?.innerText ?? '';"
+        " return !s.startsWith('Generating') && s.includes('tokens/s'); }"
+    )
+    return page.locator("#chat-status").inner_text()
+
+
+def context_tokens(page: Page) -> int:
+    """The prompt tokens the context meter shows ("Context: 123 / 2,048 tokens ...")."""
+    page.wait_for_function(
+        "() => /Context: \\*?\\*?[\\d,]+ \\//.test(document.querySelector('#chat-context')?.innerText ?? '')"
+    )
+    found = re.search(r"Context: ([\d,]+) /", page.locator("#chat-context").inner_text())
+    assert found, page.locator("#chat-context").inner_text()
+    return int(found.group(1).replace(",", ""))
+
+
+def test_a_vision_model_answers_the_picture_sent_in_the_page(
+    browser: Browser, vision_server: Server, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    goto_chat(page, vision_server.url)
+    set_max_new_tokens(page, 8)  # random weights: a short reply says as much as a long one
+    start_new_chat(page)
+    page.locator("#chat-input textarea").fill("Describe it.")
+    page.locator("#chat-send").click()
+    reply_done(page)
+    text_only = context_tokens(page)
+
+    start_new_chat(page)
+    picture = tmp_path / "red.png"
+    picture.write_bytes(png((220, 30, 30)))
+    page.locator("#chat-input input[type=file]").set_input_files(str(picture))
+    wait_box_files(page, 1)
+    page.locator("#chat-input textarea").fill("Describe it.")
+    page.locator("#chat-send").click()
+    thumbnails_loaded(page, 1)
+    status = reply_done(page)
+    assert "cannot see" not in status
+    # The meter counts the picture's own tokens (a tile and the overview) with the same question's text.
+    page.wait_for_function(
+        "(before) => { const m = /Context: \\*?\\*?([\\d,]+) \\//.exec(document.querySelector('#chat-context')"
+        "?.innerText ?? ''); return m && Number(m[1].replace(/,/g, '')) >= before + 2 * arguments[0].tokens; }".replace(
+            "arguments[0].tokens", str(IMAGE_TOKENS)
+        ),
+        arg=text_only,
+    )
+    assert len(stored_images(vision_server)) == 1
     context.close()
