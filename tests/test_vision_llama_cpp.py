@@ -99,9 +99,13 @@ def test_the_next_turn_reuses_the_prefix_with_its_image(vision_service: Service)
     encoded = model.images_encoded  # type: ignore[attr-defined]
     assert encoded >= 1
     second = [*first, ChatMessage("assistant", reply), ChatMessage("user", "What colour is it?")]
-    _, stats = _reply(vision_service, second)
+    answer, stats = _reply(vision_service, second)
     assert stats.reused_prompt_tokens > model.image_tokens(RED)
     assert model.images_encoded == encoded  # type: ignore[attr-defined]  # the image was not encoded again
+    _reply(vision_service, [ChatMessage("user", "Something else entirely.")])  # the cache moves on
+    fresh, stats = _reply(vision_service, second)
+    assert stats.reused_prompt_tokens < model.image_tokens(RED)
+    assert fresh == answer  # what the reused prefix gave is what evaluating it again gives
     # A new image in the next turn is encoded; the earlier one still comes from the cache.
     third = [*second, ChatMessage("assistant", "ok"), ChatMessage("user", "And this one?", images=(BLUE,))]
     _, stats = _reply(vision_service, third)
@@ -206,3 +210,39 @@ def test_the_projector_sharing_the_model_name_wins(tmp_path: Path, vision_models
     assert find_projector(model, "") == folder / "mmproj-F16.gguf"  # the only model in its folder
     (folder / "Other-Model-Q4_K_M.gguf").symlink_to(vision_models.gguf)
     assert find_projector(model, "") is None
+
+
+def test_an_m_rope_model_sees_and_reuses_its_images(tmp_path: Path, vision_models: VisionModels) -> None:
+    """Qwen-VL's images take fewer positions than tokens: evaluation and reuse follow positions."""
+    from webui.app import build_service
+    from webui.config import AppConfig
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for file in (vision_models.mrope_gguf, vision_models.mrope_mmproj):
+        (models / file.name).symlink_to(file)
+    service = build_service(AppConfig(user_data_dir=tmp_path))
+    try:
+        service.load_model(vision_models.mrope_gguf.name, settings={"n_ctx": 1024})
+        model = _model(service)
+        assert sees_images(model)
+        small, large = model.image_tokens(RED), model.image_tokens(BLUE)
+        assert large > small  # the projector sizes images dynamically
+        question = "What is in this picture?"
+        _, text_stats = _reply(service, [ChatMessage("user", question)])
+        first = [ChatMessage("user", question, images=(BLUE,))]
+        reply, stats = _reply(service, first)
+        assert abs(stats.prompt_tokens - text_stats.prompt_tokens - large) <= 2
+        assert _reply(service, first)[0] == reply  # deterministic, and served from the cache
+        encoded = model.images_encoded  # type: ignore[attr-defined]
+        second = [*first, ChatMessage("assistant", reply), ChatMessage("user", "What colour is it?")]
+        again, stats = _reply(service, second)
+        assert stats.reused_prompt_tokens > large
+        assert model.images_encoded == encoded  # type: ignore[attr-defined]
+        service.unload_model()
+        service.load_model(vision_models.mrope_gguf.name, settings={"n_ctx": 1024})
+        fresh, stats = _reply(service, second)
+        assert stats.reused_prompt_tokens == 0
+        assert fresh == again  # the reused prefix gives what evaluating everything gives
+    finally:
+        service.close()

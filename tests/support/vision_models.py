@@ -7,7 +7,9 @@ Three things are saved under ~/.cache/palabre-tests/<hash>/ (keyed by this file 
   ``tokenizer.model``; ``text_config.architectures`` is ``LlamaForCausalLM`` so llama.cpp's converter takes it);
 - ``tiny-vlm.gguf`` and ``mmproj-tiny-vlm.gguf``: the same model converted by llama.cpp's own
   ``convert_hf_to_gguf.py`` (once for the text model, once with ``--mmproj``), taken from llama-cpp-python's
-  source distribution (``./start.sh test`` fetches it into .venv; see :func:`ensure_converter`).
+  source distribution (``./start.sh test`` fetches it into .venv; see :func:`ensure_converter`);
+- ``tiny-qwen2vl.gguf`` and its projector: a tiny Qwen2-VL converted the same way, whose images take fewer
+  positions than tokens (M-RoPE), as Qwen-VL models' do.
 
 The weights are random, so the replies mean nothing; what the tests check is that images reach the model as
 image tokens (:data:`IMAGE_TOKENS` per image), that greedy replies are deterministic and that the evaluated
@@ -50,6 +52,7 @@ LLAMA_CPP_VERSION = "0.3.36"  # the converter must match the llama.cpp that load
 HF_NAME = "tiny-vlm"
 GGUF_NAME = "tiny-vlm.gguf"
 MMPROJ_NAME = "mmproj-tiny-vlm.gguf"
+MROPE_GGUF_NAME = "tiny-qwen2vl.gguf"
 
 IMAGE_SIZE = 64  # pixels per side the vision tower sees
 PATCH_SIZE = 8
@@ -91,6 +94,8 @@ class VisionModels:
     hf: Path  # the Transformers folder
     gguf: Path  # the text model as GGUF
     mmproj: Path  # its projector, beside it
+    mrope_gguf: Path  # a tiny Qwen2-VL: its images take fewer positions than tokens (M-RoPE)
+    mrope_mmproj: Path
 
 
 def cache_key() -> str:
@@ -106,7 +111,13 @@ def cache_key() -> str:
 
 
 def _built(root: Path) -> VisionModels:
-    return VisionModels(hf=root / HF_NAME, gguf=root / "gguf" / GGUF_NAME, mmproj=root / "gguf" / MMPROJ_NAME)
+    return VisionModels(
+        hf=root / HF_NAME,
+        gguf=root / "gguf" / GGUF_NAME,
+        mmproj=root / "gguf" / MMPROJ_NAME,
+        mrope_gguf=root / "qwen2vl" / MROPE_GGUF_NAME,
+        mrope_mmproj=root / "qwen2vl" / f"mmproj-{MROPE_GGUF_NAME}",
+    )
 
 
 def ensure_vision_models(cache_root: Path | None = None) -> VisionModels:
@@ -310,8 +321,70 @@ def build(root: Path) -> VisionModels:
     # Palabre renders the conversation with the tokenizer's template (string contents).
     (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
     _mark_added_tokens(folder, tokenizer)
-    _convert(folder, built)
+    _convert(folder, built.gguf, built.mmproj)
+    _build_qwen2vl(root / "qwen2vl-hf", built.mrope_gguf, built.mrope_mmproj)
     return built
+
+
+def _build_qwen2vl(folder: Path, gguf: Path, mmproj: Path) -> None:
+    """A tiny Qwen2-VL (M-RoPE; an image's positions are its merged grid's longest side, not its tokens),
+    kept only as GGUF files: llama.cpp's projector for it sizes images dynamically (28x28 pixels a token)."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    folder.mkdir(parents=True)
+    tokenizer = _build_tokenizer(folder)
+    config = Qwen2VLConfig(
+        vision_config={
+            "depth": 3,  # the converter maps the merger's layers 0 and 2 as blocks: at least three
+            "embed_dim": 32,
+            "hidden_size": 64,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        text_config={
+            "vocab_size": len(tokenizer),  # type: ignore[arg-type]
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 2048,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "bos_token_id": tokenizer.bos_token_id,  # type: ignore[attr-defined]
+            "eos_token_id": tokenizer.eos_token_id,  # type: ignore[attr-defined]
+            "pad_token_id": tokenizer.pad_token_id,  # type: ignore[attr-defined]
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),  # type: ignore[attr-defined]
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<fake_token_around_image>"),  # type: ignore[attr-defined]
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<global-img>"),  # type: ignore[attr-defined]
+    )
+    config.architectures = ["Qwen2VLForConditionalGeneration"]
+    model = Qwen2VLForConditionalGeneration(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, 0.2)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
+    _mark_added_tokens(folder, tokenizer)
+    preprocessor = {
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "patch_size": 4,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+        "min_pixels": 64,
+        "max_pixels": 64 * 64,
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor), encoding="utf-8")
+    _convert(folder, gguf, mmproj)
+    shutil.rmtree(folder)
 
 
 def _mark_added_tokens(folder: Path, tokenizer: object) -> None:
@@ -327,14 +400,15 @@ def _mark_added_tokens(folder: Path, tokenizer: object) -> None:
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
-def _convert(folder: Path, built: VisionModels) -> None:
+def _convert(folder: Path, gguf: Path, mmproj: Path) -> None:
+    """The text model and its projector, converted by llama.cpp's own convert_hf_to_gguf.py."""
     converter = ensure_converter()
-    built.gguf.parent.mkdir(parents=True)
+    gguf.parent.mkdir(parents=True)
     env = dict(
         os.environ, NO_LOCAL_GGUF="", PYTHONPATH=os.pathsep.join([str(converter), str(converter / "gguf-py")])
     )
     env.pop("NO_LOCAL_GGUF")
-    for extra, out in (([], built.gguf), (["--mmproj"], built.mmproj)):
+    for extra, out in (([], gguf), (["--mmproj"], mmproj)):
         result = subprocess.run(
             [
                 sys.executable,
