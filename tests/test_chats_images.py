@@ -161,6 +161,22 @@ def test_attachments_are_kept_with_their_text(store: ChatStore, tmp_path: Path) 
         store.append(conversation.id, "user", "x", attachments=[AttachmentRecord("a", "text", "nope")])
 
 
+def test_prune_deletes_only_old_files_no_message_names(store: ChatStore, tmp_path: Path) -> None:
+    kept, dropped = store.create(), store.create()
+    red, blue = decode_image(picture()), decode_image(picture((0, 0, 255)))
+    store.append(kept.id, "user", "Mine", images=[red])
+    store.append(dropped.id, "user", "Gone", images=[red, blue])
+    sha = store.media.put_attachment(b"notes")
+    store.append(dropped.id, "user", "A file", attachments=[AttachmentRecord("n.txt", "text", sha, 5)])
+    (tmp_path / "images" / "my-own-picture.png").write_bytes(b"not Palabre's")
+    store.delete(dropped.id)
+    assert store.prune_media() == 0  # too recent: it may belong to a message being committed
+    assert store.prune_media(older_than_s=0) == 2  # blue and the file; red is still shown
+    assert image_files(tmp_path) == sorted([f"{red.sha256}.png", "my-own-picture.png"])
+    assert store.media.attachment(sha) is None
+    assert store.image(store.get(kept.id).messages[0].images[0]) == red
+
+
 # -- export and import -----------------------------------------------------------------------------------
 
 

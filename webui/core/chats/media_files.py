@@ -5,7 +5,8 @@ of those PNG bytes); ``user_data/attachments/<sha256>`` holds the bytes of a fil
 database's messages name them by hash, so an image sent twice, branched or imported again is one file. Writes are
 atomic (a temporary file renamed into place): a crash leaves either the whole file or none.
 
-Files are never deleted here: a message that names one may be committed by another process at any moment.
+A file is deleted only by ``prune``: when no message names it any more (its conversations were deleted) and
+it is older than a grace period, so that an image written just before its message is committed is never taken.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import hashlib
 import os
 import re
 import tempfile
+import time
+from collections.abc import Collection
 from pathlib import Path
 
 from webui.core.chats.records import ChatStoreError, ImageRef
@@ -33,9 +36,13 @@ def check_sha256(value: object) -> str:
 
 
 def _write_once(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically unless a file is already there (same name, same bytes)."""
-    if path.is_file():
+    """Write ``data`` to ``path`` atomically unless a file is already there (same name, same bytes: it is only
+    touched, so that ``prune`` sees it in use again)."""
+    try:
+        os.utime(path)
         return
+    except FileNotFoundError:
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-", suffix=".tmp")
     try:
@@ -107,3 +114,28 @@ class MediaFiles:
             return self.attachment_path(sha256).read_bytes()
         except OSError:
             return None
+
+    def prune(
+        self, images_in_use: Collection[str], files_in_use: Collection[str], *, older_than_s: float = 3600.0
+    ) -> int:
+        """Delete the kept images and files no message names, once older than ``older_than_s``; how many."""
+        deleted = 0
+        now = time.time()
+        for folder, in_use, suffix in (
+            (self.images_dir, images_in_use, ".png"),
+            (self.attachments_dir, files_in_use, ""),
+        ):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                name = path.name.removesuffix(suffix) if suffix else path.name
+                if _SHA256.match(name) is None or (suffix and not path.name.endswith(suffix)):
+                    continue  # not a kept file (a temporary one being written, something of the user's)
+                try:
+                    if name in in_use or now - path.stat().st_mtime < older_than_s:
+                        continue
+                    path.unlink()
+                    deleted += 1
+                except OSError:
+                    continue
+        return deleted

@@ -486,6 +486,14 @@ class ChatStore:
         """The image a message names (ChatStoreError when its file is missing or damaged)."""
         return self.media.image(ref)
 
+    def prune_media(self, *, older_than_s: float = 3600.0) -> int:
+        """Delete the image and attachment files no message names any more (their conversations were
+        deleted), once older than ``older_than_s``; returns how many were deleted."""
+        with self._read() as conn:
+            images = {row[0] for row in conn.execute("SELECT DISTINCT sha256 FROM message_images")}
+            files = {row[0] for row in conn.execute("SELECT DISTINCT sha256 FROM message_attachments")}
+        return self.media.prune(images, files, older_than_s=older_than_s)
+
     def add_alternative(
         self,
         message_id: int,
