@@ -18,18 +18,18 @@ from typing import Any
 from webui.core.chats.agent_reply import with_documents
 from webui.core.chats.media_files import MediaFiles
 from webui.core.chats.records import AttachmentRecord, ChatStoreError, ImageRef
+from webui.core.documents.extract import MAX_FILE_BYTES as MAX_DOCUMENT_BYTES
+from webui.core.documents.extract import SUPPORTED_SUFFIXES, DocumentError, extract
 from webui.core.media import MAX_IMAGE_BYTES, Image, ImageError, decode_image
 from webui.core.prompts import ChatMessage
 from webui.ui.convert import InputError, Message, content_text
 
 # Files the box takes: images, and the documents whose text a model can be given.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"})
-DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown", ".csv", ".json", ".html", ".htm", ".pdf", ".docx")
-BOX_FILE_TYPES = ["image", *DOCUMENT_SUFFIXES, ".py", ".js", ".ts", ".yaml", ".yml", ".toml", ".xml", ".log"]
-MAX_FILE_BYTES = 50 * 1024 * 1024  # a document sent with a message (as the documents reader's cap)
+BOX_FILE_TYPES = ["image", *sorted(SUPPORTED_SUFFIXES)]
 _SAFE_NAME = re.compile(r"[^\w.\- ]+")
 
-# Reads a document's text: (file name, bytes) -> (kind, text); None when document reading is not available.
+# Reads a document's text: (file name, bytes) -> (kind, text); InputError when it cannot.
 ReadDocument = Callable[[str, bytes], tuple[str, str]]
 
 
@@ -71,12 +71,8 @@ class SentFiles:
     notes: list[str] = field(default_factory=list)
 
 
-def document_reader() -> ReadDocument | None:
-    """The documents reader (webui.core.documents), when this Palabre has it."""
-    try:
-        from webui.core.documents.extract import DocumentError, extract
-    except ImportError:
-        return None
+def document_reader() -> ReadDocument:
+    """Reads a sent document's text with webui.core.documents (InputError when it cannot be read)."""
 
     def read(name: str, data: bytes) -> tuple[str, str]:
         try:
@@ -109,7 +105,7 @@ def read_sent_files(
     sent = SentFiles()
     for path in paths:
         name = display_name(path)
-        limit = MAX_IMAGE_BYTES if is_image_name(name) else MAX_FILE_BYTES
+        limit = MAX_IMAGE_BYTES if is_image_name(name) else MAX_DOCUMENT_BYTES
         try:
             size = Path(path).stat().st_size
             if size > limit:
@@ -142,7 +138,7 @@ def _attachment(
         except InputError as exc:
             notes.append(f"{exc} The file is kept with the message; the model does not get its text.")
     else:
-        notes.append(f"{name} is kept with the message; reading documents' text is not available yet.")
+        notes.append(f"{name} is kept with the message; its text was not read.")
     tokens = None
     if text is not None and count_tokens is not None:
         try:
