@@ -1,7 +1,10 @@
-"""Images in the Chat tab, in a real Chromium against the real server and the default (text-only) model: an image
-attached with the 📎 button and one pasted into the box show as thumbnails in the history, are stored once in
-user_data/images, stay after a reload; the model that cannot see them says so in the status; a file that is not
-an image is refused before anything is sent."""
+"""Images and documents in the Chat tab, in a real Chromium against the real server.
+
+With the default (text-only) model: images attached with the 📎 button, pasted into the box and dropped on it
+show as thumbnails in the history, are stored once in user_data/images and stay after a reload; the model that
+cannot see them says so in the status; a file that is not an image is refused before anything is sent; a
+document shows as a chip with its tokens. With the tiny vision GGUF: a picture sent in the page is answered,
+and the context meter counts its image tokens."""
 
 from __future__ import annotations
 
@@ -36,6 +39,19 @@ PASTE_IMAGE = """
   const box = document.querySelector('#chat-input textarea');
   box.focus();
   box.dispatchEvent(new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true}));
+}
+"""
+
+# Drops a PNG on the message box as a browser does for a file dragged from the desktop.
+DROP_IMAGE = """
+(b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+  const target = document.querySelector('#chat-input textarea');
+  for (const type of ['dragenter', 'dragover', 'drop']) {
+    target.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+  }
 }
 """
 
@@ -135,13 +151,39 @@ def test_images_are_attached_pasted_shown_stored_once_and_kept(
     wait_status(page, CANNOT_SEE)
     assert stored_images(server) == [expected]
 
-    # After a reload the conversation comes back with its thumbnails.
+    # Dropped on the box: a third thumbnail, still one file.
+    page.evaluate(DROP_IMAGE, base64.b64encode(red).decode())
+    wait_box_files(page, 1)
+    page.locator("#chat-input textarea").fill("Dropped.")
+    page.locator("#chat-send").click()
+    thumbnails_loaded(page, 3)
+    assert stored_images(server) == [expected]
+
+    # A document: kept with the message as a chip with its tokens; the text-only model answers from it.
+    set_max_new_tokens(page, 8)
+    notes = tmp_path / "notes.md"
+    notes.write_text("The launch is on Tuesday at noon.")
+    page.locator("#chat-input input[type=file]").set_input_files(str(notes))
+    wait_box_files(page, 1)
+    page.locator("#chat-input textarea").fill("When is the launch?")
+    page.locator("#chat-send").click()
+    chip = page.locator('#chatbot [data-testid="chatbot-file"]')
+    chip.wait_for()
+    assert re.fullmatch(r"notes \(\d+ tokens\)\.md", chip.inner_text().strip()), chip.inner_text()
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#chat-status')?.innerText ?? '';"
+        " return !s.startsWith('Generating') && s.includes('tokens/s'); }"
+    )
+
+    # After a reload the conversation comes back with its thumbnails and its chip.
     page.reload()
     page.wait_for_selector("#chat-input textarea")
-    thumbnails_loaded(page, 2)
+    thumbnails_loaded(page, 3)
+    page.locator('#chatbot [data-testid="chatbot-file"]').wait_for()
     # The page draws a message's text and each image as bubbles of their own.
     texts = [t.strip() for t in page.locator(USER).all_inner_texts() if t.strip()]
-    assert texts == ["What is in this picture?", "And this one?"]
+    assert texts[:4] == ["What is in this picture?", "And this one?", "Dropped.", "When is the launch?"]
+    assert re.fullmatch(r"notes \(\d+ tokens\)\.md\s+MD", texts[4])  # the chip: its name, then its type
     context.close()
 
 
