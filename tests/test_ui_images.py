@@ -95,7 +95,7 @@ def test_an_image_for_a_model_that_cannot_see_is_kept_and_shown(chat: Any, tmp_p
 def test_documents_become_chips_and_their_text_reaches_the_model(chat: Any, tmp_path: Path) -> None:
     notes = upload(tmp_path, "notes.md", b"The launch is on Tuesday.")
     updates = run(chat.send({"text": "When?", "files": [notes]}, "", None, SessionJobs(), *values()))
-    conversation_id, _history, shown, _, status = updates[-1]
+    conversation_id, history, shown, _, status = updates[-1]
     assert "tokens/s" in status
     (attachment,) = chat.store.get(conversation_id).messages[0].attachments
     assert (attachment.name, attachment.kind, attachment.text) == (
@@ -111,6 +111,9 @@ def test_documents_become_chips_and_their_text_reaches_the_model(chat: Any, tmp_
         "When?\n\nATTACHMENTS:\n\nName: notes.md\nContents:\n\n=====\nThe launch is on Tuesday.\n====="
         in last_prompt(chat.service)
     )
+    # Send to Default / Notebook gives the prompt with the document's text, as the model read it.
+    prompt, _ = chat.prompt_text(history, "", *values())
+    assert "Name: notes.md" in prompt and "The launch is on Tuesday." in prompt
 
 
 def test_without_a_document_reader_files_are_kept_and_said_so(tmp_path: Path) -> None:

@@ -562,7 +562,9 @@ class ChatHandlers:
         line to show when there is none)."""
         try:
             settings, params = self.read(values)
-            text = next_reply_prompt(self.service, normalize_history(history), settings, params, start_with)
+            # The documents' text as the model reads it; images cannot travel in a text box.
+            shown = [{"role": m.role, "content": m.content} for m in model_messages(history, None)]
+            text = next_reply_prompt(self.service, shown, settings, params, start_with)
         except (InputError, EngineError) as exc:
             return None, warn(str(exc))
         return text, ""
