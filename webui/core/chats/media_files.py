@@ -20,10 +20,10 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from webui.core.chats.records import ChatStoreError, ImageRef
+from webui.core.chats.records import AttachmentRecord, ChatStoreError, ImageRef, check_text
 from webui.core.media import Image
 
-__all__ = ["MediaFiles", "check_sha256"]
+__all__ = ["MediaFiles", "check_attachment", "check_sha256"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -33,6 +33,19 @@ def check_sha256(value: object) -> str:
     if not isinstance(value, str) or _SHA256.match(value) is None:
         raise ChatStoreError(f"{value!r} is not a SHA-256 (64 lowercase hex digits).")
     return value
+
+
+def check_attachment(attachment: object) -> AttachmentRecord:
+    if not isinstance(attachment, AttachmentRecord):
+        raise ChatStoreError(
+            f"An attached file must be an AttachmentRecord, not {type(attachment).__name__}."
+        )
+    check_sha256(attachment.sha256)
+    for value, what in ((attachment.name, "name"), (attachment.kind, "kind")):
+        check_text(value, f"attached file's {what}")
+    if attachment.text is not None:
+        check_text(attachment.text, "attached file's text")
+    return attachment
 
 
 def _write_once(path: Path, data: bytes) -> None:

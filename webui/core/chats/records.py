@@ -235,3 +235,9 @@ def check_choice(value: object, choices: tuple[str, ...], what: str) -> str:
     if value not in choices:
         raise ChatStoreError(f"Unknown {what} {value!r}; expected one of {', '.join(choices)}.")
     return str(value)
+
+
+def check_text(text: object, what: str) -> str:
+    if not isinstance(text, str):
+        raise ChatStoreError(f"The {what} must be text, not {type(text).__name__}.")
+    return text

@@ -1,6 +1,13 @@
-"""The conversation store's SQLite schema: its migrations, in order, and the column lists its queries share."""
+"""The conversation store's SQLite schema: its migrations, in order, the column lists its queries share, and
+the reading of messages' images and files."""
 
 from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from typing import Any
+
+from webui.core.chats.records import AttachmentRecord, ImageRef, MessageRecord
 
 # Migrations, in order: entry i takes the schema from user_version i to i + 1. Never edit a released entry;
 # append a new one. Each runs in the same transaction as the user_version bump.
@@ -77,3 +84,30 @@ ALTERNATIVE_COLUMNS = (
 SUMMARY_SQL = """SELECT c.id, c.title, c.character, c.mode, c.created_at, c.updated_at,
     (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), c.parent_id, c.branched_from_message
     FROM conversations c"""
+
+
+def with_media(
+    conn: sqlite3.Connection, messages: list[MessageRecord], where: str, args: tuple[Any, ...]
+) -> list[MessageRecord]:
+    """``messages`` (those ``where`` picks) with their images and files."""
+    chosen = f"SELECT m.id FROM messages m WHERE {where}"
+    images: dict[int, list[ImageRef]] = {}
+    for message_id, sha256, width, height in conn.execute(
+        f"""SELECT message_id, sha256, width, height FROM message_images
+        WHERE message_id IN ({chosen}) ORDER BY message_id, slot""",
+        args,
+    ):
+        images.setdefault(message_id, []).append(ImageRef(sha256, width, height))
+    files: dict[int, list[AttachmentRecord]] = {}
+    for message_id, *fields in conn.execute(
+        f"""SELECT message_id, name, kind, sha256, size, tokens, text FROM message_attachments
+        WHERE message_id IN ({chosen}) ORDER BY message_id, slot""",
+        args,
+    ):
+        files.setdefault(message_id, []).append(AttachmentRecord(*fields))
+    if not images and not files:
+        return messages
+    return [
+        replace(m, images=tuple(images.get(m.id, ())), attachments=tuple(files.get(m.id, ())))
+        for m in messages
+    ]

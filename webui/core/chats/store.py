@@ -33,14 +33,14 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from itertools import groupby
 from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
 from webui.core.chats.imports import export_message, number_or_none, palabre_messages, tgw_messages
-from webui.core.chats.media_files import MediaFiles, check_sha256
+from webui.core.chats.media_files import MediaFiles, check_attachment
 from webui.core.chats.records import (
     DEFAULT_TITLE,
     EXPORT_FORMAT,
@@ -59,11 +59,12 @@ from webui.core.chats.records import (
     StoredMessage,
     ToolRoundRecord,
     check_choice,
+    check_text,
     title_from,
     tool_rounds_from,
     tool_rounds_json,
 )
-from webui.core.chats.schema import ALTERNATIVE_COLUMNS, MIGRATIONS, SUMMARY_SQL
+from webui.core.chats.schema import ALTERNATIVE_COLUMNS, MIGRATIONS, SUMMARY_SQL, with_media
 from webui.core.media import Image
 
 __all__ = [
@@ -95,25 +96,6 @@ def _check_character(character: object) -> str | None:
     if character is not None and (not isinstance(character, str) or not character.strip()):
         raise ChatStoreError(f"A character must be a non-empty name or None, not {character!r}.")
     return character
-
-
-def _check_text(text: object, what: str) -> str:
-    if not isinstance(text, str):
-        raise ChatStoreError(f"The {what} must be text, not {type(text).__name__}.")
-    return text
-
-
-def _check_attachment(attachment: object) -> AttachmentRecord:
-    if not isinstance(attachment, AttachmentRecord):
-        raise ChatStoreError(
-            f"An attached file must be an AttachmentRecord, not {type(attachment).__name__}."
-        )
-    check_sha256(attachment.sha256)
-    for value, what in ((attachment.name, "name"), (attachment.kind, "kind")):
-        _check_text(value, f"attached file's {what}")
-    if attachment.text is not None:
-        _check_text(attachment.text, "attached file's text")
-    return attachment
 
 
 def _check_seconds(seconds: object) -> float | None:
@@ -223,34 +205,7 @@ class ChatStore:
             )
             active = min(active, len(alternatives) - 1)
             messages.append(MessageRecord(role, alternatives, active, created_at, message_id, position))
-        return ChatStore._with_media(conn, messages, where, args)
-
-    @staticmethod
-    def _with_media(
-        conn: sqlite3.Connection, messages: list[MessageRecord], where: str, args: tuple[Any, ...]
-    ) -> list[MessageRecord]:
-        """``messages`` (those ``where`` picks) with their images and files."""
-        chosen = f"SELECT m.id FROM messages m WHERE {where}"
-        images: dict[int, list[ImageRef]] = {}
-        for message_id, sha256, width, height in conn.execute(
-            f"""SELECT message_id, sha256, width, height FROM message_images
-            WHERE message_id IN ({chosen}) ORDER BY message_id, slot""",
-            args,
-        ):
-            images.setdefault(message_id, []).append(ImageRef(sha256, width, height))
-        files: dict[int, list[AttachmentRecord]] = {}
-        for message_id, *fields in conn.execute(
-            f"""SELECT message_id, name, kind, sha256, size, tokens, text FROM message_attachments
-            WHERE message_id IN ({chosen}) ORDER BY message_id, slot""",
-            args,
-        ):
-            files.setdefault(message_id, []).append(AttachmentRecord(*fields))
-        if not images and not files:
-            return messages
-        return [
-            replace(m, images=tuple(images.get(m.id, ())), attachments=tuple(files.get(m.id, ())))
-            for m in messages
-        ]
+        return with_media(conn, messages, where, args)
 
     def _message(self, conn: sqlite3.Connection, message_id: int) -> StoredMessage:
         found = self._messages(conn, "m.id = ?", (message_id,))
@@ -352,7 +307,7 @@ class ChatStore:
         """A new empty conversation; without a title it takes one from its first user message."""
         character, mode = _check_character(character), check_choice(mode, MODES, "chat mode")
         if title is not None:
-            title = _check_text(title, "title").strip() or DEFAULT_TITLE
+            title = check_text(title, "title").strip() or DEFAULT_TITLE
         with self._transaction() as conn:
             conversation_id = self._insert_conversation(conn, title=title, character=character, mode=mode)
             return self._summary(conn, conversation_id)
@@ -404,7 +359,7 @@ class ChatStore:
             return self._message(conn, message_id)
 
     def rename(self, conversation_id: int, title: str) -> None:
-        title = _check_text(title, "title").strip()
+        title = check_text(title, "title").strip()
         if not title:
             raise ChatStoreError("A conversation title must not be empty.")
         with self._transaction() as conn:
@@ -463,10 +418,10 @@ class ChatStore:
 
         Each image is kept once under its SHA-256 before the message is committed; an attachment's bytes, if
         kept, were kept with ``media.put_attachment``."""
-        role, content = check_choice(role, ROLES, "message role"), _check_text(content, "message")
-        reasoning, seconds = _check_text(reasoning, "reasoning"), _check_seconds(reasoning_seconds)
+        role, content = check_choice(role, ROLES, "message role"), check_text(content, "message")
+        reasoning, seconds = check_text(reasoning, "reasoning"), _check_seconds(reasoning_seconds)
         refs = tuple(self._keep_image(image) for image in images)
-        files = tuple(_check_attachment(a) for a in attachments)
+        files = tuple(check_attachment(a) for a in attachments)
         now = time.time()
         with self._transaction() as conn:
             self._summary(conn, conversation_id)
@@ -505,8 +460,8 @@ class ChatStore:
         tool_rounds: tuple[ToolRoundRecord, ...] = (),
     ) -> StoredMessage:
         """Keep a new version of the message (a regenerated reply, with its own reasoning) and show it."""
-        content = _check_text(content, "message")
-        reasoning, seconds = _check_text(reasoning, "reasoning"), _check_seconds(reasoning_seconds)
+        content = check_text(content, "message")
+        reasoning, seconds = check_text(reasoning, "reasoning"), _check_seconds(reasoning_seconds)
         with self._transaction() as conn:
             conversation_id, _ = self._owner(conn, message_id)
             index = conn.execute(
@@ -542,7 +497,7 @@ class ChatStore:
 
         The answer alone changes unless ``reasoning`` is given: then the reasoning and its duration are
         replaced too (a streamed reply saving what it has thought so far)."""
-        content = _check_text(content, "message")
+        content = check_text(content, "message")
         seconds = _check_seconds(reasoning_seconds)
         with self._transaction() as conn:
             conversation_id, active = self._owner(conn, message_id)
@@ -555,7 +510,7 @@ class ChatStore:
                 conn.execute(
                     """UPDATE alternatives SET content = ?, reasoning = ?, reasoning_seconds = ?
                     WHERE message_id = ? AND alt_index = ?""",
-                    (content, _check_text(reasoning, "reasoning"), seconds, message_id, active),
+                    (content, check_text(reasoning, "reasoning"), seconds, message_id, active),
                 )
             if tool_rounds is not None:
                 conn.execute(
