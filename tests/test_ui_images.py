@@ -132,3 +132,22 @@ def test_without_a_document_reader_files_are_kept_and_said_so(tmp_path: Path) ->
     with pytest.raises(InputError, match=r"tiny\.gif: The data is not an image"):
         read_sent_files([upload(tmp_path, "tiny.gif", b"GIF89a")], media)
     assert chip_name(AttachmentRecord("a.txt", "text", "0" * 64, 3, 1, "abc")) == "a (1 tokens).txt"
+
+
+def test_export_and_import_in_the_page_keep_the_pictures(chat: Any, tmp_path: Path) -> None:
+    from webui.ui.conversations_panel import ConversationHandlers
+
+    panel = ConversationHandlers(chat)
+    image = upload(tmp_path, "green.png", png())
+    conversation_id = run(chat.send({"text": "See", "files": [image]}, "", None, SessionJobs(), *values()))[
+        -1
+    ][0]
+    download, status = panel.export(conversation_id)
+    assert status.startswith("Exported")
+    for file in chat.store.media.images_dir.iterdir():
+        file.unlink()  # the export alone carries the picture
+    imported_id, _, shown, _, status, _ = panel.import_file(download["value"], None, SessionJobs())
+    assert status.startswith("Imported") and imported_id != conversation_id
+    _text, thumbnail = shown[0]["content"]
+    assert Path(thumbnail["path"]).read_bytes() == decode_image(png()).data
+    assert [p.name for p in chat.store.media.images_dir.iterdir()] == [f"{decode_image(png()).sha256}.png"]
