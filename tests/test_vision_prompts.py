@@ -35,8 +35,9 @@ def words(text: str) -> int:
 
 
 def render(messages: list[ChatMessage], budget: int = 100_000, **request: object):  # type: ignore[no-untyped-def]
+    request.setdefault("template", CHATML)
     return build_prompt(
-        PromptRequest(messages=messages, template=CHATML, media_marker=MARKER, **request),  # type: ignore[arg-type]
+        PromptRequest(messages=messages, media_marker=MARKER, **request),  # type: ignore[arg-type]
         count_tokens=words,
         max_prompt_tokens=budget,
         image_tokens=lambda image: IMAGE_COST,
@@ -94,3 +95,14 @@ def test_without_a_marker_images_are_not_rendered() -> None:
         max_prompt_tokens=1000,
     )
     assert built.images == () and "hi" in built.text
+
+
+def test_a_template_that_reads_content_parts_gets_the_text_and_the_markers() -> None:
+    from tests.support.vision_models import PARTS_TEMPLATE
+
+    smolvlm = InstructionTemplate("smolvlm", PARTS_TEMPLATE)  # SmolVLM's own: it iterates content parts
+    built = render([ChatMessage("user", "What is it?", images=(A,))], template=smolvlm)
+    assert built.text == f"<|im_start|>User: {MARKER}What is it?<end_of_utterance>\nAssistant:"
+    assert built.images == (A,)
+    text_only = render([ChatMessage("system", "Be brief."), ChatMessage("user", "Hi")], template=smolvlm)
+    assert "Be brief." in text_only.text and "User: Hi<end_of_utterance>" in text_only.text

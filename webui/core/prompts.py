@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from webui.core.media import Image
+from webui.core.prompt_content import ImageSlots, typed_content
 from webui.core.templates.store import InstructionTemplate, TemplateError, TemplateOutputTooLargeError
 from webui.core.tools.formats import detect_tool_format
 from webui.core.tools.writing import calls_as_text, mistral_id
@@ -152,7 +152,7 @@ def build_prompt(
     and TemplateError when the instruction template fails.
     """
     _validate(request)
-    slots = _ImageSlots(request) if request.media_marker else None
+    slots = ImageSlots(request.messages, request.media_marker) if request.media_marker else None
     if slots is not None:
         request = replace(request, messages=slots.messages)
         count_tokens = slots.counter(count_tokens, image_tokens or (lambda image: 0))
@@ -174,43 +174,6 @@ def build_prompt(
     return BuiltPrompt(
         text=text, stop_strings=stops, dropped_messages=dropped, prompt_tokens=tokens, images=images
     )
-
-
-class _ImageSlots:
-    """Images rendered as numbered slots while the prompt is fitted, then as the model's media marker.
-
-    A slot names its image, so the count of a candidate prompt adds the tokens of exactly the images it kept
-    (truncation drops old turns with their images; a template may leave a message out). The slots carry a
-    random nonce, and a marker a message already holds is broken up: typed text never becomes an image.
-    """
-
-    def __init__(self, request: PromptRequest) -> None:
-        self.marker = request.media_marker
-        nonce = secrets.token_hex(6)
-        self._pattern = re.compile(f"\ue001{nonce}:(\\d+)\ue001")
-        self.images: list[Image] = []
-        messages = []
-        for message in request.messages:
-            content = message.content.replace(self.marker, self.marker[:1] + "\u200b" + self.marker[1:])
-            slots = ""
-            for image in message.images:
-                slots += f"\ue001{nonce}:{len(self.images)}\ue001"
-                self.images.append(image)
-            messages.append(replace(message, content=slots + content))
-        self.messages = messages
-
-    def counter(
-        self, count_tokens: Callable[[str], int], image_tokens: Callable[[Image], int]
-    ) -> Callable[[str], int]:
-        def count(text: str) -> int:
-            shown = [self.images[int(index)] for index in self._pattern.findall(text)]
-            return count_tokens(self._pattern.sub("", text)) + sum(image_tokens(image) for image in shown)
-
-        return count
-
-    def finish(self, text: str) -> tuple[str, tuple[Image, ...]]:
-        shown = tuple(self.images[int(index)] for index in self._pattern.findall(text))
-        return self._pattern.sub(lambda _: self.marker, text), shown
 
 
 def build_messages(
@@ -375,7 +338,9 @@ def _flatten(turns: list[Turn]) -> list[ChatMessage]:
     return [message for turn in turns for message in turn]
 
 
-def _as_dicts(messages: Sequence[ChatMessage], *, string_arguments: bool = False) -> list[dict[str, Any]]:
+def _as_dicts(
+    messages: Sequence[ChatMessage], *, string_arguments: bool = False, typed: bool = False
+) -> list[dict[str, Any]]:
     """Messages as chat templates read them (HF's shape).
 
     Reasoning goes back only for the assistant messages after the last user message: within a tool loop
@@ -385,7 +350,8 @@ def _as_dicts(messages: Sequence[ChatMessage], *, string_arguments: bool = False
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
     out: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
-        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        content: Any = [{"type": "text", "text": message.content}] if typed else message.content
+        item: dict[str, Any] = {"role": message.role, "content": content}
         if message.reasoning and message.role == "assistant" and index > last_user:
             item["reasoning_content"] = message.reasoning
             item["thinking"] = message.reasoning
@@ -464,15 +430,21 @@ def _render(
     has_calls = any(message.tool_calls for message in messages)
     if has_calls or any(message.tool_call_id for message in messages):
         messages = _calls_for_template(template.source, messages)
+    # A template that iterates content parts (SmolVLM's) gets each text as a text part.
+    typed = typed_content(template)
     try:
-        return template.render(_as_dicts(messages), add_generation_prompt=add_generation_prompt, **variables)
+        return template.render(
+            _as_dicts(messages, typed=typed), add_generation_prompt=add_generation_prompt, **variables
+        )
     except TemplateOutputTooLargeError:
         raise
     except TemplateError:
         if not has_calls:
             raise
     return template.render(
-        _as_dicts(messages, string_arguments=True), add_generation_prompt=add_generation_prompt, **variables
+        _as_dicts(messages, string_arguments=True, typed=typed),
+        add_generation_prompt=add_generation_prompt,
+        **variables,
     )
 
 
