@@ -82,6 +82,11 @@ def test_an_image_for_a_model_that_cannot_see_is_kept_and_shown(chat: Any, tmp_p
     assert stored.content == "What is it?" and [r.sha256 for r in stored.images] == [sha]
     text, thumbnail = shown[0]["content"]
     assert text == "What is it?" and Path(thumbnail["path"]).read_bytes() == decode_image(png()).data
+    # Regenerate answers the question again: still refused, still one question with its picture.
+    (update,) = run(chat.regenerate("", conversation_id, SessionJobs(), *values()))
+    assert "cannot see images" in update[4]
+    (again,) = chat.store.get(conversation_id).messages
+    assert again.images == stored.images and again.content == "What is it?"
     # Text alone is still answered; the picture stays in the history.
     updates = run(chat.send("Just say hi", "", conversation_id, SessionJobs(), *values()))
     assert updates[-1][1][-1]["content"] == "Hello!"
