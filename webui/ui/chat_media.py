@@ -7,6 +7,7 @@ Chatbot takes ``{"path": ...}`` parts beside a message's text.
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 import tempfile
@@ -53,7 +54,9 @@ def box_parts(value: Any) -> tuple[str, list[str]]:
 
 
 def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+    """Whether a sent file is a picture by its name (any image type: one Pillow cannot read is refused)."""
+    guessed, _ = mimetypes.guess_type(name)
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES or bool(guessed and guessed.startswith("image/"))
 
 
 def display_name(path: str) -> str:
