@@ -140,6 +140,9 @@ def test_images_are_attached_pasted_shown_stored_once_and_kept(
     assert "Traceback" not in status
     assert "What is in this picture?" in page.locator(USER).first.inner_text()
     assert stored_images(server) == [expected]
+    # The thumbnail is the stored file itself, served as it is (no copy hashed on every page update).
+    source = page.locator(f"{USER} img").first.get_attribute("src") or ""
+    assert source.endswith(f"/user_data/images/{expected}"), source
     page.wait_for_function("() => document.querySelector('#chat-input textarea')?.value === ''")
 
     # The same image pasted into the box: a second thumbnail, still one file.

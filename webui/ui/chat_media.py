@@ -186,11 +186,26 @@ def chip_name(attachment: AttachmentRecord) -> str:
 
 
 class PageMedia:
-    """Copies of stored images and files where the page may serve them (gradio's temp folder), by hash."""
+    """Where the page finds a stored image or file to show.
+
+    With ``direct`` (the page registered the store's folders with gradio as static paths, see ``folders``) the
+    stored files themselves are served: gradio then neither copies nor hashes them on every streamed update.
+    The images are PNGs Palabre wrote and the files have no suffix (served as application/octet-stream, a
+    download, never a page). Without it, copies go to gradio's temp folder, by hash."""
 
     def __init__(self, media: Callable[[], MediaFiles | None], scratch_dir: Path | None = None) -> None:
         self._media = media
         self._scratch_dir = scratch_dir
+        self.direct = False
+
+    def folders(self) -> list[Path]:
+        """The folders to serve directly (created if missing); none without a store."""
+        media = self._media()
+        if media is None:
+            return []
+        for folder in (media.images_dir, media.attachments_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return [media.images_dir, media.attachments_dir]
 
     def _folder(self, kind: str) -> Path:
         base = (
@@ -205,6 +220,9 @@ class PageMedia:
         media = self._media()
         if media is None:
             return None
+        if self.direct:
+            stored = media.image_path(ref.sha256)
+            return str(stored) if stored.is_file() else None
         try:
             target = self._folder("chat-images") / f"{ref.sha256}.png"
             if not target.is_file():
@@ -217,7 +235,8 @@ class PageMedia:
         return str(target)
 
     def attachment_path(self, attachment: AttachmentRecord) -> str | None:
-        """A servable copy of a sent file under its own name (None when its bytes are not kept)."""
+        """A servable copy of a sent file under its own name, as the message box takes it again (None when its
+        bytes are not kept)."""
         media = self._media()
         data = media.attachment(attachment.sha256) if media is not None else None
         if data is None:
@@ -232,6 +251,13 @@ class PageMedia:
             return None
         return str(target)
 
+    def _chip_path(self, attachment: AttachmentRecord) -> str | None:
+        media = self._media()
+        if self.direct and media is not None:
+            stored = media.attachment_path(attachment.sha256)
+            return str(stored) if stored.is_file() else None
+        return self.attachment_path(attachment)
+
     def content(self, message: Message) -> Any:
         """What the Chatbot shows for ``message``: its text, then its images and file chips (the text alone
         when it has none)."""
@@ -243,7 +269,7 @@ class PageMedia:
             if path is not None:
                 parts.append({"path": path, "alt_text": f"image {ref.width}×{ref.height}"})
         for attachment in files:
-            path = self.attachment_path(attachment)
+            path = self._chip_path(attachment)
             if path is not None:  # a file chip: its name (with its tokens), a link to the file
                 chip = {
                     "path": path,

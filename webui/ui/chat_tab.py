@@ -94,6 +94,10 @@ class ChatTab:
         self.conversation = gr.State(None)
         self.remembered = gr.BrowserState(None, storage_key="palabre-conversation", secret="palabre")
         self.gate = gr.State(ApprovalGate(), delete_callback=lambda gate: gate.cancel())
+        folders = self.handlers.media.folders()
+        if folders:  # the stored images and files are served as they are (see PageMedia)
+            gr.set_static_paths(folders)
+            self.handlers.media.direct = True
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=240, elem_id="chat-sidebar"):
                 self._build_sidebar()
