@@ -51,6 +51,7 @@ def create_app(service: Service, config: AppConfig) -> Any:
 
     from webui.api.auth import install_access_control
     from webui.api.routes import install_api
+    from webui.core.agent import Toolbox
     from webui.ui.app import UI_CSS, build_ui
     from webui.ui.extensions_panel import extension_assets
     from webui.ui.uploads import UploadJanitor
@@ -67,9 +68,12 @@ def create_app(service: Service, config: AppConfig) -> Any:
         }
 
     install_access_control(app, config)
-    install_api(app, service, config)
+    # The page's tools (MCP servers from user_data/mcp.json only), shared with the API: chat requests get
+    # them only when the user turns on "API clients may use these tools too" in the Tools panel.
+    toolbox = Toolbox(config.user_data_dir)
+    install_api(app, service, config, toolbox)
     app.state.idle_unloader.start()
-    blocks = build_ui(service, config)
+    blocks = build_ui(service, config, toolbox)
     _calm_gradio_queue(blocks)
     extension_css, _ = extension_assets(service.extensions)
     app.state.upload_janitor = UploadJanitor(blocks.upload_file_set)

@@ -26,6 +26,7 @@ from tests.support.agent_models import WEATHER, WEATHER_TOOL
 
 NOTES_ENV = "PALABRE_TEST_NOTES"
 GUARDED_ENV = "PALABRE_TEST_GUARDED"  # "1": get_weather is not read-only and notes each call it runs
+CALLS_ENV = "PALABRE_TEST_CALLS"  # a file where every call is logged ("<name> <arguments JSON>" a line)
 
 
 def build_server() -> Server[Any, Any]:
@@ -63,6 +64,10 @@ def build_server() -> Server[Any, Any]:
 
     @server.call_tool()  # type: ignore[misc]
     async def call_tool(name: str, arguments: dict[str, Any]) -> list[types.TextContent]:
+        calls = os.environ.get(CALLS_ENV)
+        if calls:
+            with Path(calls).open("a", encoding="utf-8") as handle:
+                handle.write(f"{name} {json.dumps(arguments, sort_keys=True)}\n")
         if name == "get_weather":
             city = str(arguments.get("city", ""))
             if guarded:
@@ -117,15 +122,18 @@ if __name__ == "__main__":
 # -- for the tests: the server's mcp.json entries, and the HTTP server as a process ------------------------
 
 
-def stdio_entry(notes: Path | None = None, *, guarded: bool = False) -> dict[str, Any]:
+def stdio_entry(
+    notes: Path | None = None, *, guarded: bool = False, calls: Path | None = None
+) -> dict[str, Any]:
     """This server's mcp.json entry over stdio (the child gets only the environment the SDK allows, plus
-    the notes file and the guarded switch)."""
+    the notes file, the guarded switch and the calls log)."""
     root = Path(__file__).resolve().parents[2]
     entry: dict[str, Any] = {"command": sys.executable, "args": ["-m", "tests.support.mcp_server", "stdio"]}
     entry["cwd"] = str(root)
     env = {
         **({NOTES_ENV: str(notes)} if notes is not None else {}),
         **({GUARDED_ENV: "1"} if guarded else {}),
+        **({CALLS_ENV: str(calls)} if calls is not None else {}),
     }
     if env:
         entry["env"] = env

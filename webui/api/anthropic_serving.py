@@ -37,13 +37,14 @@ from webui.api.streams import (
     Reply,
     ReplyParts,
     Run,
+    RunJob,
     Started,
     ToolCallAssembly,
     new_call_id,
     warnings_body,
 )
 from webui.core.loader import Chunk, ToolCallDelta
-from webui.core.service import GenerationJob, LoadedState
+from webui.core.service import LoadedState
 
 AnthropicEvent = dict[str, Any]
 
@@ -193,7 +194,7 @@ class _Answer:
         yield {"type": "message_stop"}
 
 
-def requested_stop(job: GenerationJob) -> str | None:
+def requested_stop(job: RunJob) -> str | None:
     """The client's stop sequence that ended the reply (not the prompt's own stops, e.g. chat mode's)."""
     return job.stop_string if job.stop_string in job.params.stop else None
 

@@ -8,12 +8,14 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from webui.config import AppConfig
+    from webui.core.agent import Toolbox
     from webui.core.service import Service
 
 
-def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
+def install_api(app: FastAPI, service: Service, config: AppConfig, toolbox: Toolbox | None = None) -> None:
     """Add the internal, OpenAI-compatible and Ollama-compatible routers to ``app``, each with its serving
-    object built here once on one shared Serving (the Service, models by name, the API's running requests)."""
+    object built here once on one shared Serving (the Service, models by name, the API's running requests).
+    ``toolbox``: the page's tools, which chat requests get when the user lets API clients use them."""
     from webui.api.fallback_routes import install_fallback_routes
     from webui.api.internal_routes import install_internal_routes
     from webui.api.ollama_routes import install_ollama_routes
@@ -22,7 +24,7 @@ def install_api(app: FastAPI, service: Service, config: AppConfig) -> None:
     from webui.core.image_fetch import ImageSources
 
     idle_s = config.idle_unload_minutes * 60 if config.idle_unload_minutes else None
-    serving = Serving(service, idle_s, ImageSources.for_hosts(config.image_hosts))
+    serving = Serving(service, idle_s, ImageSources.for_hosts(config.image_hosts), toolbox)
     app.state.idle_unloader = serving.idle  # create_app starts it, run_server stops it
     install_internal_routes(app, serving)  # /v1/internal/*
     install_openai_routes(app, serving)  # /v1/models, /v1/completions, /v1/chat/completions

@@ -14,6 +14,9 @@ from webui.api.core_requests import CoreCompletionRequest, CoreRequest
 from webui.api.errors import ApiError, queue_full_error
 from webui.api.jobs import ApiJobs, Caller
 from webui.api.streams import Generation, Run, Started
+from webui.core.agent import Toolbox
+from webui.core.agent.api_reply import ApiToolReply, offers_server_tools
+from webui.core.agent.base import Tool
 from webui.core.embeddings import is_embedding_entry
 from webui.core.idle import IdleUnloader
 from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
@@ -81,9 +84,16 @@ class Serving:
     """Models by name and the start of generations, for every API route of one server."""
 
     def __init__(
-        self, service: Service, idle_unload_s: float | None = None, images: ImageSources = DATA_URLS_ONLY
+        self,
+        service: Service,
+        idle_unload_s: float | None = None,
+        images: ImageSources = DATA_URLS_ONLY,
+        toolbox: Toolbox | None = None,
     ) -> None:
         self.service = service
+        # The page's tools, shared with the page: offered to API clients only when the user turned on "API
+        # clients may use these tools too" (see server_tools).
+        self.toolbox = toolbox
         # Where requests' image URLs may be read from (data: URLs; http(s) with --allow-image-host).
         self.images = images
         self.jobs = ApiJobs()  # the requests generating now, for /v1/internal/stop and the queue view
@@ -214,9 +224,20 @@ class Serving:
                 request.n,
                 tools=request.tools,
                 template_kwargs=request.template_kwargs,
+                request_id=request_id,
             )
 
         return self.start(model, admin, submit, request_id)
+
+    def server_tools(self, client: ToolRequest | None) -> list[Tool]:
+        """The page's tools a chat request gets on top of its own ``client`` tools: none unless the user lets
+        API clients use them (Tools panel; off by default), only those that need no approval (read-only, or
+        allowed for the API in tools.yaml), none when the request forces a call of its own tools or asks for
+        none, and never one named like a client's tool (the client's wins). A request cannot change this."""
+        if self.toolbox is None or not offers_server_tools(client):
+            return []
+        theirs = set(client.names) if client is not None else set()
+        return [tool for tool in self.toolbox.api_tools() if tool.spec.name not in theirs]
 
     def follow(self, started: Started, context: RequestContext, request_id: str) -> Generation:
         """``started`` followed for its client, registered under ``request_id`` (owned by the caller's key)
@@ -233,12 +254,28 @@ class Serving:
         *,
         tools: ToolRequest | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> list[Run]:
         """Queue ``n`` replies to ``history`` (on the loaded model), offering ``tools``, with more template
-        variables ``template_kwargs``."""
+        variables ``template_kwargs``; with the server's tools (``server_tools``) each reply is a tool loop
+        whose calls of those tools run here (webui.core.agent.api_reply)."""
         runs: list[Run] = []
+        server = self.server_tools(tools)
         try:
             for index in range(n):
+                if server:
+                    reply = ApiToolReply(
+                        self.service,
+                        server,
+                        history,
+                        settings,
+                        seeded(params, index),
+                        client=tools,
+                        template_kwargs=template_kwargs,
+                        origin=lambda: self.service.job_origin("api", request_id),
+                    )
+                    runs.append(Run(index, reply, reply, counts_prompt=index == 0, warnings=reply.warnings))
+                    continue
                 stream = self.service.stream_chat_reply(
                     history,
                     settings,

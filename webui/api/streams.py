@@ -15,13 +15,13 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from webui.api.errors import ApiError, api_error
-from webui.core.loader import Chunk, GenerationStats, ToolCallDelta
-from webui.core.service import GenerationJob
+from webui.core.loader import Chunk, FinishReason, GenerationStats, ToolCallDelta
+from webui.core.params import GenerationParams
 
 POLL_S = 0.25  # how often a waiting request checks whether its client is still there
 WARNINGS_FIELD = "palabre_warnings"
@@ -33,12 +33,31 @@ Piece = tuple["Run", Chunk]
 EventStream = AsyncGenerator[Event, None]
 
 
+class RunJob(Protocol):
+    """What the API reads of a run's generation: an engine GenerationJob, or a reply that may use the
+    server's tools (webui.core.agent.api_reply.ApiToolReply: several generations, counted as one)."""
+
+    @property
+    def finish_reason(self) -> FinishReason | None: ...
+
+    @property
+    def stats(self) -> GenerationStats | None: ...
+
+    @property
+    def stop_string(self) -> str | None: ...
+
+    @property
+    def params(self) -> GenerationParams: ...
+
+    def cancel(self) -> None: ...
+
+
 @dataclass
 class Run:
     """One generation the API started (one choice): ``chunks`` streams it, ``job`` holds its stats."""
 
     index: int
-    job: GenerationJob
+    job: RunJob
     chunks: Iterable[Chunk]
     counts_prompt: bool = True  # False for the 2nd..nth choice of one prompt: OpenAI counts a prompt once
     prefix: str = ""  # text shown before the generated text (a completion's echoed prompt)

@@ -82,7 +82,11 @@ class ToolsPanel:
                 label="API clients may use these tools too",
                 value=False,
                 elem_id="chat-tools-api",
-                info="Off by default: requests to the API get the page's tools only when this is on.",
+                info=(
+                    "Off by default. When on, API chat requests get the enabled tools that need no approval "
+                    "(read-only ones; others only if listed under api_allowed in user_data/tools.yaml) and "
+                    "Palabre runs their calls."
+                ),
             )
             self.status = gr.Markdown(elem_id="chat-tools-status")
 

@@ -5,6 +5,10 @@ Plain Python (no page): ``ToolLoop.run`` is a generator of updates the page show
 tool that is not read-only runs, the loop yields an ``approval`` update and then asks its Approver, which
 blocks until the user answers (``ApprovalGate`` is the page's). Nothing runs
 without an answer; a rejection reaches the model as the tool's result ("The user rejected this call.").
+
+The API runs the same loop for a client's request (webui.core.agent.api_reply): the client's own tools are
+offered with the loop's (``client``), and a round that calls one of them ends the loop, its calls left for
+the client.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from webui.core.agent.base import REJECTED, Tool, run_tool
+from webui.core.loader import Chunk
 from webui.core.params import GenerationParams
 from webui.core.prompts import ChatMessage, ToolCall
 from webui.core.service import ChatSettings, ReplyStream, Service
@@ -24,7 +29,7 @@ from webui.core.tools.request import ToolRequest
 MAX_ROUNDS = 8
 Decision = Literal["approve", "always", "reject"]
 StepStatus = Literal["pending", "awaiting", "running", "done", "error", "rejected", "unknown"]
-UpdateKind = Literal["text", "step", "approval", "round"]
+UpdateKind = Literal["text", "step", "approval", "round", "chunk"]
 
 
 @dataclass
@@ -52,10 +57,13 @@ class ToolRound:
 @dataclass(frozen=True)
 class LoopUpdate:
     """What changed: ``text`` (the answer or reasoning grew), ``step`` (a call's state), ``approval`` (the
-    loop waits for the user's answer on ``step``), ``round`` (a new generation begins)."""
+    loop waits for the user's answer on ``step``), ``round`` (a new generation begins), ``chunk`` (a chunk
+    without text: only for a loop made with ``every_chunk``). ``text`` and ``chunk`` updates carry the
+    chunk."""
 
     kind: UpdateKind
     step: ToolStep | None = None
+    chunk: Chunk | None = None
 
 
 class Approver(Protocol):
@@ -138,7 +146,13 @@ def round_messages(rounds: Sequence[ToolRound]) -> list[ChatMessage]:
 
 class ToolLoop:
     """Run one reply with ``tools``: iterate ``run`` for updates; ``rounds`` (with calls) and ``answer`` hold
-    the reply as it is, ``reasoning`` the answer's reasoning."""
+    the reply as it is, ``reasoning`` the answer's reasoning.
+
+    ``client``: a caller's own tools (an API request's), offered along with ``tools``; a tool of ``tools``
+    named like one of them is left out (the caller's wins). A round that calls one of the caller's tools
+    ends the loop: ``handed_back`` holds those calls (the caller runs them), and the round's calls of
+    ``tools`` do not run. ``every_chunk``: ``run`` also yields a ``chunk`` update for each chunk without text
+    (tool-call pieces, the last chunk), so a caller can follow the stream as it is."""
 
     def __init__(
         self,
@@ -148,9 +162,17 @@ class ToolLoop:
         *,
         max_rounds: int = MAX_ROUNDS,
         clock: Callable[[], float] = time.monotonic,
+        client: ToolRequest | None = None,
+        every_chunk: bool = False,
     ) -> None:
         self.service = service
-        self.tools: Mapping[str, Tool] = {tool.spec.name: tool for tool in tools}
+        self.client = client
+        theirs = set(client.names) if client is not None else set()
+        self.tools: Mapping[str, Tool] = {
+            tool.spec.name: tool for tool in tools if tool.spec.name not in theirs
+        }
+        self.every_chunk = every_chunk
+        self.handed_back: list[ToolStep] = []
         self.approver = approver
         self.max_rounds = max_rounds
         self.clock = clock
@@ -162,11 +184,15 @@ class ToolLoop:
         self.warnings: list[str] = []
 
     def request(self, choice: str = "auto") -> ToolRequest | None:
-        return (
-            ToolRequest.build([t.spec.definition() for t in self.tools.values()], choice)
-            if self.tools
-            else None
-        )
+        """The tools offered in a round (the caller's first, then the loop's), with ``choice``."""
+        definitions = [t.spec.definition() for t in self.tools.values()]
+        if self.client is None:
+            return ToolRequest.build(definitions, choice) if definitions else None
+        return ToolRequest.build([*self.client.definitions, *definitions], choice, self.client.parallel)
+
+    def is_clients(self, name: str) -> bool:
+        """Whether ``name`` is one of the caller's own tools (``client``)."""
+        return self.client is not None and name in self.client.names
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -180,23 +206,30 @@ class ToolLoop:
         params: GenerationParams,
         *,
         continue_last: bool = False,
+        template_kwargs: Mapping[str, Any] | None = None,
+        first: ReplyStream | None = None,
     ) -> Iterator[LoopUpdate]:
+        """The updates of one reply. ``first``: the first round's stream when the caller started it already
+        (with ``request()``'s tools); ``template_kwargs`` go to every round's prompt."""
         messages = list(history)
         for number in range(self.max_rounds + 1):
             last = number == self.max_rounds
             if number:
                 yield LoopUpdate("round")
-            tools = self.request("none" if last else "auto")
             current = ToolRound()
             self.answer, self.reasoning = "", ""
             calls: dict[int, ToolStep] = {}
-            stream = self.stream = self.service.stream_chat_reply(
-                messages,  # past the round limit the tools are not offered (choice none): the model answers
-                settings,
-                params,
-                continue_last=continue_last and number == 0,
-                tools=tools,
-            )
+            if number == 0 and first is not None:
+                stream = self.stream = first
+            else:
+                stream = self.stream = self.service.stream_chat_reply(
+                    messages,  # past the round limit the tools are not offered (choice none): it answers
+                    settings,
+                    params,
+                    continue_last=continue_last and number == 0,
+                    tools=self.request("none" if last else "auto"),
+                    template_kwargs=template_kwargs,
+                )
             for chunk in stream:
                 self.answer += chunk.text
                 self.reasoning += chunk.reasoning
@@ -206,12 +239,18 @@ class ToolLoop:
                     step.name += delta.name
                     step.arguments += delta.arguments
                 if chunk.text or chunk.reasoning:
-                    yield LoopUpdate("text")
+                    yield LoopUpdate("text", chunk=chunk)
+                elif self.every_chunk:
+                    yield LoopUpdate("chunk", chunk=chunk)
             self.warnings.extend(stream.warnings)
             if not calls or self.cancelled:
                 return  # the answer (or what was written before Stop)
+            steps = [calls[i] for i in sorted(calls)]
+            if any(self.is_clients(step.name) for step in steps):
+                self.handed_back = [step for step in steps if self.is_clients(step.name)]
+                return  # the caller runs its own tools
             current.text, current.reasoning = self.answer, self.reasoning
-            current.steps = [calls[i] for i in sorted(calls)]
+            current.steps = steps
             self.rounds.append(current)
             self.answer, self.reasoning = "", ""
             yield LoopUpdate("step")

@@ -3,6 +3,10 @@
 The choices live in ``user_data/tools.yaml`` (written by the Tools panel): which tools are switched off (the
 fetch tool is off until the user turns it on), the folders the file tool may read, and whether API clients
 may use the page's tools (off by default).
+
+API clients cannot answer an approval question, so they are offered only the enabled tools that need none:
+the read-only ones, and those the user listed under ``api_allowed`` in tools.yaml (the stored form of "Always
+for this tool" for the API; empty by default). See ``Toolbox.api_tools``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class ToolSettings(BaseModel):
     allowed_folders: list[str] = Field(default_factory=list, description="Folders read_file may read.")
     expose_to_api: bool = Field(
         False, description="Whether API clients may use the page's enabled tools (available_tools_for_api)."
+    )
+    api_allowed: list[str] = Field(
+        default_factory=list,
+        description="Tools that are not read-only which API clients may run without asking (none at first).",
     )
 
 
@@ -87,6 +95,7 @@ class Toolbox:
         self.hub = McpHub(self.mcp_config.servers)
         self._lock = threading.Lock()
         self._mcp_tools: list[Tool] = []
+        self.started = threading.Event()  # set once start_servers has listed the servers' tools
 
     # -- the tools -------------------------------------------------------------------------------------
 
@@ -102,6 +111,7 @@ class Toolbox:
                     taken.add(name)
                     tools.append(McpToolAdapter(server, tool, name))
             self._mcp_tools = tools
+            self.started.set()
 
     def reload_servers(self) -> None:
         """Stop the MCP servers, read mcp.json again and start its servers (after the user edited it)."""
@@ -148,6 +158,7 @@ class Toolbox:
         folders: Sequence[str] | None = None,
         expose_to_api: bool | None = None,
         use_in_chat: bool | None = None,
+        api_allowed: Sequence[str] | None = None,
     ) -> ToolSettings:
         """Save new choices (``enabled``: the names switched on, every other known tool is off)."""
         with self._lock:
@@ -163,6 +174,8 @@ class Toolbox:
                 data["expose_to_api"] = bool(expose_to_api)
             if use_in_chat is not None:
                 data["use_in_chat"] = bool(use_in_chat)
+            if api_allowed is not None:
+                data["api_allowed"] = [str(name) for name in api_allowed]
             self.settings = ToolSettings.model_validate(data)
             write_tool_settings(self.user_data_dir, self.settings)
             return self.settings
@@ -172,6 +185,16 @@ class Toolbox:
         clients" (off by default), else none. The API layer must still ask for approval of tools that are not
         read-only (or refuse them): see webui.core.agent.loop for the page's way."""
         return self.enabled() if self.settings.expose_to_api else []
+
+    def api_tools(self, wait_s: float = 30.0) -> list[Tool]:
+        """The tools the API offers its clients and runs for them: of ``available_tools_for_api``, those that
+        need no approval (read-only, or listed in ``api_allowed``): nobody can answer one for an API request.
+        While the MCP servers are starting, waits for them up to ``wait_s`` (only when exposing is on)."""
+        if not self.settings.expose_to_api:
+            return []
+        self.started.wait(wait_s)
+        allowed = set(self.settings.api_allowed)
+        return [t for t in self.available_tools_for_api() if t.spec.read_only or t.spec.name in allowed]
 
 
 def available_tools_for_api(toolbox: Toolbox | None) -> list[Tool]:
