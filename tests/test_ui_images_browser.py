@@ -173,6 +173,10 @@ def test_images_are_attached_pasted_shown_stored_once_and_kept(
     chip = page.locator('#chatbot [data-testid="chatbot-file"]')
     chip.wait_for()
     assert re.fullmatch(r"notes \(\d+ tokens\)\.md", chip.inner_text().strip()), chip.inner_text()
+    # The file is served as a download, never as a page of this site (an .html file could hold a script).
+    served = httpx.get(chip.get_attribute("href") or "", timeout=30)
+    assert served.status_code == 200 and served.headers["content-type"] == "application/octet-stream"
+    assert served.content == notes.read_bytes()
     page.wait_for_function(
         "() => { const s = document.querySelector('#chat-status')?.innerText ?? '';"
         " return !s.startsWith('Generating') && s.includes('tokens/s'); }"
