@@ -337,7 +337,8 @@ class ChatHandlers:
             if conversation is None:
                 yield status_only(warn(str(exc)))
                 return
-            yield self.view(self.conversation(conversation.id), warn(str(exc)), "")
+            kept = f"{exc} The message is kept with its images: Regenerate answers it once a vision model is loaded."
+            yield self.view(self.conversation(conversation.id), warn(kept), "")
             return
         except ERRORS as exc:
             if created is not None:
