@@ -88,3 +88,22 @@ def test_the_store_file_is_shared(tmp_path: Path) -> None:
     assert [c.name for c in second.collections()] == ["notes"]
     first.close()
     second.close()
+
+
+def test_documents_added_without_an_embedding_model_are_embedded_once_one_is_there(tmp_path: Path) -> None:
+    store = KnowledgeStore(tmp_path / "knowledge.sqlite3")
+    no_model = KnowledgeBase(store, ModelEmbedder(EmbeddingModels(lambda name: None)))
+    report = no_model.add_documents("later", [extract(n, t.encode()) for n, t in KITCHEN.items()])
+    assert report.added == list(KITCHEN) and report.embedded == 0 and "embedding model" in report.not_embedded
+    assert (
+        search_collections(no_model, ["later"], "sourdough starter rye", 1).sources[0].document == "bread.txt"
+    )
+
+    entry = ModelEntry(MINILM_NAME, minilm_folder(), "folder", 0)
+    models = EmbeddingModels(lambda name: entry, MINILM_NAME)
+    with_model = KnowledgeBase(store, ModelEmbedder(models))
+    assert with_model.refresh_vectors("later") == store.collection("later").chunks > 0
+    found = search_collections(with_model, ["later"], "How do I keep my bread culture alive?", 1)
+    assert found.sources[0].document == "bread.txt" and "words only" not in found.note
+    models.close()
+    store.close()

@@ -38,6 +38,8 @@ def report_text(report: AddReport) -> str:
     lines += [f"⚠️ {name}: {message}" for name, message in report.failed]
     if report.embedded:
         lines.append(f"{report.embedded} passages embedded.")
+    if report.not_embedded:
+        lines.append(f"Found by words only until an embedding model is loaded ({report.not_embedded})")
     return "\n\n".join(lines) or "Nothing to add."
 
 

@@ -23,7 +23,7 @@ from webui.core.documents.extract import (
     kind_of,
     read_document,
 )
-from webui.core.embeddings import EmbeddingModels
+from webui.core.embeddings import EmbeddingError, EmbeddingModels
 from webui.core.knowledge.ranking import from_blobs, fts_query, nearest, reciprocal_rank_fusion, to_blob
 from webui.core.knowledge.store import ChunkRow, KnowledgeError, KnowledgeStore, StoredDocument
 
@@ -85,6 +85,8 @@ class AddReport:
     removed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, message)
     embedded: int = 0
+    # Why passages were stored without vectors (no embedding model): found by words until one is loaded.
+    not_embedded: str = ""
 
 
 Progress = Callable[[str], None]
@@ -128,7 +130,7 @@ class KnowledgeBase:
         drops the documents of files no longer in it."""
         self.store.ensure_collection(collection)
         report = AddReport()
-        self.refresh_vectors(collection, report)
+        self._refresh_if_possible(collection, report)
         stored = {doc.origin: doc for doc in self.store.documents(collection)}
         for path in paths:
             path = Path(path).expanduser().resolve()
@@ -153,7 +155,7 @@ class KnowledgeBase:
         bytes is left alone, with other bytes replaced."""
         self.store.ensure_collection(collection, hidden=hidden)
         report = AddReport()
-        self.refresh_vectors(collection, report)
+        self._refresh_if_possible(collection, report)
         stored = {doc.origin: doc for doc in self.store.documents(collection)}
         for document in documents:
             origin = f"{UPLOAD}{document.name}"
@@ -208,13 +210,25 @@ class KnowledgeBase:
 
     def _put(self, collection: str, origin: str, document: Document, report: AddReport) -> None:
         chunks = chunk_document(document, self.chunk_size, self.chunk_overlap, self.count_tokens)
-        model = self.embedder.model
-        vectors = self._embed([chunk.text for chunk in chunks])
+        try:
+            model: str | None = self.embedder.model
+            vectors = self._embed([chunk.text for chunk in chunks])
+        except EmbeddingError as exc:  # kept all the same: searched by words, embedded once a model is there
+            report.not_embedded = str(exc)
+            self.store.put_document(collection, origin, document, chunks, None, None, 0)
+            return
         report.embedded += len(vectors)
         dimensions = len(vectors[0]) if vectors else 0
         self.store.put_document(
             collection, origin, document, chunks, [to_blob(v) for v in vectors], model, dimensions
         )
+
+    def _refresh_if_possible(self, collection: str, report: AddReport) -> None:
+        """Embed what an earlier model (or none) left without vectors, when an embedding model is there."""
+        try:
+            self.refresh_vectors(collection, report)
+        except EmbeddingError as exc:
+            report.not_embedded = str(exc)
 
     def _embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []

@@ -256,13 +256,14 @@ class KnowledgeStore:
         origin: str,
         document: Document,
         chunks: Sequence[Chunk],
-        vectors: Sequence[bytes],
-        model: str,
+        vectors: Sequence[bytes] | None,
+        model: str | None,
         dimensions: int,
     ) -> int:
         """Store ``document`` at ``origin`` (replacing what was there) with its chunks and their vectors, made
-        by ``model``; the collection's model becomes ``model``. The new document's id."""
-        if len(vectors) != len(chunks):
+        by ``model``; the collection's model becomes ``model``. ``vectors`` None: the chunks wait for an
+        embedding model (found by words meanwhile). The new document's id."""
+        if vectors is not None and len(vectors) != len(chunks):
             raise ValueError("One vector per chunk.")
         info = self.collection(collection)
         sections = json.dumps([[s.start, s.end, s.page] for s in document.sections])
@@ -286,20 +287,25 @@ class KnowledgeStore:
                 ).lastrowid
                 or 0
             )
-            for chunk, vector in zip(chunks, vectors, strict=True):
+            for index, chunk in enumerate(chunks):
                 chunk_id = tx.execute(
                     """INSERT INTO chunks(document_id, seq, text, page, start, "end")
                     VALUES (?, ?, ?, ?, ?, ?)""",
                     (document_id, chunk.index, chunk.text, chunk.page, chunk.start, chunk.end),
                 ).lastrowid
+                if vectors is not None:
+                    tx.execute(
+                        "INSERT INTO vectors(chunk_id, model, dimensions, vector) VALUES (?, ?, ?, ?)",
+                        (chunk_id, model, dimensions, vectors[index]),
+                    )
+            if model is not None:
                 tx.execute(
-                    "INSERT INTO vectors(chunk_id, model, dimensions, vector) VALUES (?, ?, ?, ?)",
-                    (chunk_id, model, dimensions, vector),
+                    "UPDATE collections SET embedding_model = ?, dimensions = ?, revision = revision + 1 "
+                    "WHERE id = ?",
+                    (model, dimensions, info.id),
                 )
-            tx.execute(
-                "UPDATE collections SET embedding_model = ?, dimensions = ?, revision = revision + 1 WHERE id = ?",
-                (model, dimensions, info.id),
-            )
+            else:
+                tx.execute("UPDATE collections SET revision = revision + 1 WHERE id = ?", (info.id,))
         return document_id
 
     def remove_documents(self, document_ids: Sequence[int]) -> int:
