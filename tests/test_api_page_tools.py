@@ -1,10 +1,10 @@
 """The page's tools for API clients, against a real `webui serve` with the tiny agent model and the MCP test
 server (stdio, from user_data/mcp.json; every call it runs is logged to a file): with "API clients may use
-these tools too" off (the default) no server tool is offered or run; on, the official OpenAI (whole and
-streamed), Ollama and Anthropic clients get the answer the model built from the MCP tool's result, the
-server-side call hidden from them; a tool that is not read-only is offered only when tools.yaml allows it for
-the API; a client's own tool named like a server tool stays the client's. The setting is written the way the
-page writes it (tools.yaml, through webui.core.agent.toolbox)."""
+these tools too" off (the default) no server tool is offered or run; on, the official OpenAI (chat whole and
+streamed, Responses), Ollama and Anthropic clients get the answer the model built from the MCP tool's result,
+the server-side call hidden from them; a tool that is not read-only is offered only when tools.yaml allows it
+for the API; a client's own tool named like a server tool stays the client's. The setting is written the way
+the page writes it (tools.yaml, through webui.core.agent.toolbox)."""
 
 from __future__ import annotations
 
@@ -181,6 +181,16 @@ def test_on_the_ollama_and_anthropic_clients_get_the_answer(server: PageToolsSer
     texts = [block.text for block in message.content if block.type == "text"]
     assert texts == [weather_answer("Berlin")] and message.stop_reason == "end_turn"
     assert server.calls_run()[-1] == 'get_weather {"city": "Berlin"}'
+
+
+def test_on_the_responses_api_gets_the_answer(server: PageToolsServer, model: str) -> None:
+    server.configure(expose=True)
+    response = openai_client(server).responses.create(
+        model=model, input=weather_question("Madrid"), temperature=0, max_output_tokens=96
+    )
+    assert response.output_text == weather_answer("Madrid") and response.status == "completed"
+    assert [item.type for item in response.output if item.type == "function_call"] == []
+    assert server.calls_run()[-1] == 'get_weather {"city": "Madrid"}'
 
 
 def test_a_clients_tool_named_like_a_server_tool_is_the_clients(server: PageToolsServer, model: str) -> None:
