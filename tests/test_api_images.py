@@ -345,3 +345,33 @@ def test_with_allowed_image_hosts_a_loopback_address_is_still_refused(
             message = reply.json()["error"]["message"]
             assert "private, loopback or link-local" in message and "--allow-image-host" not in message
     assert site.hits == []
+
+
+def test_more_images_than_a_request_may_carry_is_a_400_naming_the_limit(server: Server) -> None:
+    from webui.api.core_requests import MAX_REQUEST_IMAGES
+
+    many = [{"type": "image_url", "image_url": {"url": data_url(png_bytes())}}] * (MAX_REQUEST_IMAGES + 1)
+    body = {"model": EYE, "messages": [{"role": "user", "content": many}], "max_tokens": 4}
+    reply = httpx.post(f"{server.url}v1/chat/completions", json=body, timeout=60)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert f"at most {MAX_REQUEST_IMAGES} images" in error["message"] and error["code"] == "too_many_images"
+    images = [b64(png_bytes())] * (MAX_REQUEST_IMAGES + 1)
+    chat = {"model": EYE, "messages": [{"role": "user", "content": ASK, "images": images}], "stream": False}
+    reply = httpx.post(f"{server.url}api/chat", json=chat, timeout=60)
+    assert reply.status_code == 400 and f"at most {MAX_REQUEST_IMAGES}" in reply.json()["error"]
+
+
+def test_the_chat_prompt_endpoint_takes_image_parts(server: Server, records: Path) -> None:
+    load = {"model": EYE, "messages": [{"role": "user", "content": ASK}], "max_tokens": 4}
+    assert httpx.post(f"{server.url}v1/chat/completions", json=load, timeout=60).status_code == 200
+    plain = {"messages": [{"role": "user", "content": [{"type": "text", "text": ASK}]}]}
+    with_image = {"messages": [{"role": "user", "content": openai_parts(data_url(png_bytes()))}]}
+    without = httpx.post(f"{server.url}v1/internal/chat-prompt", json=plain, timeout=60)
+    shown = httpx.post(f"{server.url}v1/internal/chat-prompt", json=with_image, timeout=60)
+    assert without.status_code == 200 and shown.status_code == 200, shown.text
+    assert "<|image-" in shown.json()["prompt"] and "<|image-" not in without.json()["prompt"]
+    assert shown.json()["prompt_tokens"] > without.json()["prompt_tokens"]  # the image's own tokens count
+    bad = {"messages": [{"role": "user", "content": openai_parts("file:///etc/passwd")}]}
+    reply = httpx.post(f"{server.url}v1/internal/chat-prompt", json=bad, timeout=60)
+    assert reply.status_code == 400 and "file: URLs are never read" in reply.json()["error"]["message"]

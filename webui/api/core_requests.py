@@ -54,10 +54,15 @@ class Needs:
         )
 
 
+# The most images one request may carry (all its messages together): more is a 400 naming this limit.
+MAX_REQUEST_IMAGES = 16
+
+
 @dataclass(frozen=True)
 class CoreChatRequest:
     """A reply to ``history``: how it becomes a prompt, the sampler values, and ``n`` choices; the tools
-    offered to the model and more template variables (a request's chat_template_kwargs)."""
+    offered to the model and more template variables (a request's chat_template_kwargs). At most
+    MAX_REQUEST_IMAGES images in all its messages (a 400 otherwise)."""
 
     history: list[ChatMessage]
     settings: ChatSettings
@@ -66,6 +71,16 @@ class CoreChatRequest:
     needs: Needs = Needs()
     tools: ToolRequest | None = None
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        count = sum(len(message.images) for message in self.history)
+        if count > MAX_REQUEST_IMAGES:
+            raise ApiError(
+                400,
+                f"A request may carry at most {MAX_REQUEST_IMAGES} images; this one has {count}.",
+                param="messages",
+                code="too_many_images",
+            )
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from webui.api.core_requests import CoreChatRequest
+from webui.api.core_requests import CoreChatRequest, message_content
 from webui.api.errors import InternalApiError, user_errors
 from webui.core.characters.store import Character
 from webui.core.chats.conversation import chat_settings_for, params_for
+from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
 from webui.core.params import PARAM_NAMES, GenerationParams, describe_validation_error
 from webui.core.presets import DEFAULT_PRESET
 from webui.core.prompts import ChatMessage, Mode
@@ -41,10 +42,12 @@ class TokenCountResponse(BaseModel):
 
 
 class TextPart(BaseModel):
-    """One part of an OpenAI-style message content list; only text parts make a prompt."""
+    """One part of an OpenAI-style message content list: text, or an image (``image_url``, as in OpenAI's
+    chat requests: a data: URL, or http(s) from the hosts the server allows)."""
 
-    type: Literal["text"] = "text"
-    text: str
+    type: Literal["text", "image_url"] = "text"
+    text: str = ""
+    image_url: dict[str, Any] | str | None = None
 
 
 class PromptMessage(BaseModel):
@@ -54,7 +57,15 @@ class PromptMessage(BaseModel):
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if part.type == "text")
+
+    def to_core(self, images: ImageSources = DATA_URLS_ONLY) -> ChatMessage:
+        """The core's message: the text parts joined, the image parts read through ``images``."""
+        if isinstance(self.content, str) or all(part.type == "text" for part in self.content):
+            return ChatMessage(self.role, self.text())
+        parts = [part.model_dump(exclude_none=True) for part in self.content]
+        text, found = message_content(parts, images)
+        return ChatMessage(self.role, text, images=found)
 
 
 class ChatPromptRequest(BaseModel):
@@ -80,9 +91,9 @@ class ChatPromptRequest(BaseModel):
     impersonate: bool = Field(default=False, description="write the user's next message instead")
     preset: str | None = Field(default=None, description="sampler preset (default: Default)")
 
-    def to_chat_request(self, service: Service) -> CoreChatRequest:
-        """What the Chat tab would use for these fields: a personality shapes the prompt as on the page, and
-        explicitly given prompt fields win. Each sampler value comes from the first of: the personality, this
+    def to_chat_request(self, service: Service, images: ImageSources = DATA_URLS_ONLY) -> CoreChatRequest:
+        """What the Chat tab would use for these fields (image parts read through ``images``): a personality
+        shapes the prompt as on the page, and explicitly given prompt fields win. Each sampler value comes from the first of: the personality, this
         request's field, the preset (``preset``, else Default), GenerationParams' default (unlike OpenAI's
         requests, the personality's own sampler settings win here: kept as it was answered before)."""
         character = self._character(service)
@@ -101,7 +112,7 @@ class ChatPromptRequest(BaseModel):
         if character is None and self.context is not None:
             settings = replace(settings, context=self.context)
         params = request_params(service, self.preset, dict(self.model_extra or {}))
-        history = [ChatMessage(m.role, m.text()) for m in self.messages]
+        history = [m.to_core(images) for m in self.messages]
         return CoreChatRequest(history, settings, params_for(character, params))
 
     def _character(self, service: Service) -> Character | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from webui.api.errors import InternalApiError, user_errors
+from webui.api.errors import ApiError, InternalApiError, user_errors
 from webui.api.internal_protocol import (
     CharacterInfo,
     CharacterList,
@@ -134,6 +134,7 @@ class InternalServing:
     def __init__(self, serving: Serving) -> None:
         self.service = serving.service
         self.jobs = serving.jobs
+        self.images = serving.images  # where a chat-prompt request's image URLs may be read from
 
     def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
         tokens = _tokenize(self.service, body.text)
@@ -154,7 +155,12 @@ class InternalServing:
         """The prompt a chat request would be given, without generating."""
         service = self.service
         _loaded(service)
-        request = body.to_chat_request(service)
+        try:
+            request = body.to_chat_request(service, self.images)
+        except InternalApiError:
+            raise
+        except ApiError as exc:  # a bad image part, too many images: the same 400, in this router's shape
+            raise InternalApiError(exc.status, exc.message, code=exc.code) from exc
         settings = request.settings
         built = user_errors(
             lambda: service.build_chat_prompt(
