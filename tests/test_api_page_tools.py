@@ -204,6 +204,29 @@ def test_a_clients_tool_named_like_a_server_tool_is_the_clients(server: PageTool
     assert server.calls_run() == before  # the client runs it, not the server
 
 
+def test_a_client_with_tools_of_its_own_also_gets_the_servers(server: PageToolsServer, model: str) -> None:
+    server.configure(expose=True)
+    lookup = {
+        "type": "function",
+        "function": {
+            "name": "lookup_train",
+            "description": "Find a train between two stations.",
+            "parameters": {"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]},
+        },
+    }
+    reply = ask(server, model, weather_question("Berlin"), tools=[lookup])
+    choice = reply.choices[0]
+    assert choice.message.content == weather_answer("Berlin") and not choice.message.tool_calls
+    assert server.calls_run()[-1] == 'get_weather {"city": "Berlin"}'
+    # Forcing a call of its own tools (or asking for none) leaves the server's out.
+    before = server.calls_run()
+    for choice_ in ("required", "none"):
+        other = ask(server, model, weather_question("Berlin"), tools=[lookup], tool_choice=choice_)
+        assert other.choices[0].message.content != weather_answer("Berlin")
+        assert all(c.function.name == "lookup_train" for c in other.choices[0].message.tool_calls or [])
+    assert server.calls_run() == before
+
+
 def test_a_tool_that_asks_first_is_offered_only_when_allowed_for_the_api(
     server: PageToolsServer, model: str
 ) -> None:
