@@ -117,7 +117,7 @@ def test_off_by_default_nothing_is_offered_or_run(server: PageToolsServer, model
     choice = reply.choices[0]
     assert choice.finish_reason == "stop" and not choice.message.tool_calls
     assert choice.message.content != weather_answer("Paris")
-    assert server.calls_run() == []
+    assert server.calls_run() == [] and "palabre_tool_steps" not in (reply.model_extra or {})
     # Nothing a request says turns them on: its own tools are all it gets.
     own = ask(server, model, weather_question("Paris"), tools=[WEATHER_TOOL])
     assert own.choices[0].finish_reason == "tool_calls"
@@ -133,6 +133,12 @@ def test_on_the_server_runs_its_tool_and_the_client_gets_the_answer(
     assert choice.message.content == weather_answer("Paris")  # built from the MCP tool's result
     assert choice.finish_reason == "stop" and not choice.message.tool_calls
     assert server.calls_run() == ['get_weather {"city": "Paris"}']
+    # The server's call is told in an extra field (official clients keep it as an extra).
+    [step] = (reply.model_extra or {})["palabre_tool_steps"]
+    assert (step["choice"], step["name"], step["status"]) == (0, "get_weather", "done")
+    assert (
+        json.loads(step["arguments"]) == {"city": "Paris"} and json.loads(step["result"])["temperature"] == 22
+    )
     assert reply.usage is not None
     # Both rounds are counted: more than the first round's prompt alone.
     assert reply.usage.prompt_tokens > prompt_tokens(server, model)
@@ -147,7 +153,7 @@ def test_on_streamed_only_the_answer_comes(server: PageToolsServer, model: str) 
         stream_options={"include_usage": True},
         **GREEDY,  # type: ignore[arg-type]
     )
-    content, finishes, calls, usage = "", [], [], None
+    content, finishes, calls, usage, steps = "", [], [], None, []
     for chunk in stream:
         usage = chunk.usage or usage
         for choice in chunk.choices:
@@ -155,8 +161,10 @@ def test_on_streamed_only_the_answer_comes(server: PageToolsServer, model: str) 
             calls += choice.delta.tool_calls or []
             if choice.finish_reason:
                 finishes.append(choice.finish_reason)
+                steps = (chunk.model_extra or {}).get("palabre_tool_steps", [])
     assert content == weather_answer("Tokyo")
     assert finishes == ["stop"] and calls == []
+    assert [step["name"] for step in steps] == ["get_weather"]  # on the choice's last chunk
     assert usage is not None and usage.completion_tokens > 0
     assert server.calls_run()[-1] == 'get_weather {"city": "Tokyo"}'
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from anyio import to_thread
@@ -42,6 +42,7 @@ from webui.api.streams import (
     ToolCallAssembly,
     new_call_id,
     public_finish_reason,
+    tool_steps_body,
     warnings_body,
 )
 from webui.core.loader import Chunk
@@ -134,7 +135,9 @@ class _ChatAnswer(_Answer):
     def whole(self, replies: dict[int, ReplyParts]) -> Reply:
         answer = super().whole(replies)
         assert isinstance(answer.body, ChatCompletionResponse)
-        return Reply(answer.body.without_absent_parts(), answer.warnings)
+        # With the calls of the server's tools, if it ran any (an extra field clients ignore).
+        body = answer.body.without_absent_parts() | tool_steps_body(self.started.runs)
+        return Reply(body, answer.warnings)
 
     def choice(self, index: int, reply: ReplyParts, finish_reason: str) -> BaseModel:
         calls = [
@@ -155,12 +158,16 @@ class _ChatAnswer(_Answer):
         return ChatCompletionResponse(**self.envelope, choices=choices, usage=usage)
 
     def _chunk(
-        self, choices: list[ChatChunkChoice], usage: Usage | None = None, warnings: Sequence[str] = ()
+        self,
+        choices: list[ChatChunkChoice],
+        usage: Usage | None = None,
+        warnings: Sequence[str] = (),
+        extra: Mapping[str, Any] | None = None,
     ) -> OpenAIEvent:
         payload = ChatCompletionChunk(**self.envelope, choices=choices, usage=usage).model_dump()
         for choice in payload["choices"]:  # a delta carries only what changed, as OpenAI's do
             choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
-        return payload | warnings_body(warnings)
+        return payload | warnings_body(warnings) | dict(extra or {})
 
     def _deltas(self, chunk: Chunk, calls: ToolCallAssembly) -> list[ChatDelta]:
         """A chunk's parts as deltas: the reasoning, the answer, then each tool call's pieces (its id and
@@ -201,7 +208,7 @@ class _ChatAnswer(_Answer):
                 finish = public_finish_reason(piece.finish_reason)
                 # The choice's last chunk carries the extensions' errors (complete by now).
                 last = ChatChunkChoice(index=run.index, delta=ChatDelta(), finish_reason=finish)
-                yield self._chunk([last], warnings=run.warnings)
+                yield self._chunk([last], warnings=run.warnings, extra=tool_steps_body([run]))
         if self.include_usage:
             yield self._chunk([], usage_of(self.started))
 

@@ -20,11 +20,14 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from webui.api.errors import ApiError, api_error
+from webui.core.agent.api_reply import ApiToolReply
 from webui.core.loader import Chunk, FinishReason, GenerationStats, ToolCallDelta
 from webui.core.params import GenerationParams
 
 POLL_S = 0.25  # how often a waiting request checks whether its client is still there
 WARNINGS_FIELD = "palabre_warnings"
+# The server's own tool calls of a reply (the page's tools, run for the client): an extra field clients ignore.
+TOOL_STEPS_FIELD = "palabre_tool_steps"
 WARNINGS_HEADER = "X-Palabre-Warnings"
 
 Event = TypeVar("Event")
@@ -168,6 +171,24 @@ def warnings_body(warnings: Sequence[str]) -> dict[str, list[str]]:
     """The extensions' errors as an extra top-level field (clients of OpenAI / Ollama ignore unknown
     fields); nothing when there are none, so a clean answer has exactly the upstream shape."""
     return {WARNINGS_FIELD: list(warnings)} if warnings else {}
+
+
+def tool_steps_body(runs: Sequence[Run]) -> dict[str, list[dict[str, Any]]]:
+    """The calls Palabre ran with its own tools for these runs (``{choice, name, arguments, status, result}``
+    each, in order) as an extra top-level field; nothing when there were none."""
+    steps = [
+        {
+            "choice": run.index,
+            "name": s.name,
+            "arguments": s.arguments,
+            "status": s.status,
+            "result": s.result,
+        }
+        for run in runs
+        if isinstance(run.job, ApiToolReply)
+        for s in run.job.steps
+    ]
+    return {TOOL_STEPS_FIELD: steps} if steps else {}
 
 
 def warnings_headers(warnings: Sequence[str]) -> dict[str, str]:
