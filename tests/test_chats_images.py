@@ -91,7 +91,7 @@ def test_a_schema_3_database_gains_images_in_place_and_loses_nothing(tmp_path: P
         assert reopened.get(1).messages[0].content == "Hi?"
         assert reopened.get(1).messages[1].reasoning == ""  # the shown version's (the second)
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 5
     raw.close()
 
 

@@ -112,7 +112,7 @@ def test_an_older_database_gains_reasoning_in_place_and_loses_nothing(tmp_path: 
         assert reopened.get(1).messages[-1].reasoning == "French, then."
         assert reopened.get(1).messages[-1].alternatives == ("Hello.", "Hi there.", "Bonjour.")
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 4  # on to 4: images, files (17)
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 5  # on to 5: grounding, collections (17)
     raw.close()
 
 

@@ -193,7 +193,7 @@ class ConversationHandlers:
             return (*self.chat.view(None, warn("There is no conversation to delete.")), *hide)
         jobs.discard(CHAT)
         try:
-            self.chat.store.delete(conversation.id)
+            self.chat.conversations.delete(conversation.id)
             left = self.chat.store.conversations(character=personality_name(personality), limit=1)
         except ChatStoreError as exc:
             return (*self.chat.view(conversation, warn(str(exc))), *hide)

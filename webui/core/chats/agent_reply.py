@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from webui.core.agent.loop import LoopUpdate, ToolLoop, ToolStep
+from webui.core.chats.grounding import documents_of, with_grounding
 from webui.core.chats.records import AttachmentRecord, StoredMessage, ToolCallRecord, ToolRoundRecord
 from webui.core.documents.attach import format_whole
-from webui.core.documents.extract import Document, Section
 from webui.core.loader import GenerationStats
 from webui.core.media import Image
 from webui.core.params import GenerationParams
@@ -27,18 +27,7 @@ SAVE_INTERVAL_S = 0.5
 def with_documents(content: str, attachments: Sequence[AttachmentRecord]) -> str:
     """A message's text as the model reads it: what the user wrote, then the text of each file sent with it
     (those whose text was extracted) in the documents' ATTACHMENTS block (``format_whole``)."""
-    documents = [
-        Document(
-            a.name,
-            "text" if a.kind == "pdf" else a.kind,
-            a.sha256,
-            a.text,
-            (Section(0, len(a.text)),),
-            a.size,
-        )
-        for a in attachments
-        if a.text and a.text.strip()
-    ]  # a PDF's text is kept with its "[page n]" marks already
+    documents = documents_of(attachments)
     return f"{content}\n\n{format_whole(documents)}" if documents else content
 
 
@@ -52,7 +41,13 @@ def expand(message: StoredMessage, images: tuple[Image, ...] = ()) -> list[ChatM
         out.append(ChatMessage("assistant", round_.text, reasoning=round_.reasoning, tool_calls=calls))
         out.extend(ChatMessage("tool", c.result, tool_call_id=c.id, name=c.name) for c in round_.calls)
     if message.content or message.reasoning or not message.tool_rounds:
-        content = with_documents(message.content, message.attachments)
+        # A message saved with what it was given (files whole or passages found for it) shows that again;
+        # one saved before that existed shows its files' text.
+        content = (
+            with_grounding(message.content, message.grounding)
+            if message.grounding is not None
+            else with_documents(message.content, message.attachments)
+        )
         out.append(ChatMessage(message.role, content, reasoning=message.reasoning, images=images))  # type: ignore[arg-type]
     return out
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 from webui.core.agent.loop import ToolSession
 from webui.core.characters.store import DEFAULT_USER_NAME, Character, CharacterError
 from webui.core.chats.agent_reply import AgentReply, expand, with_documents
-from webui.core.chats.records import AttachmentRecord, ImageRef, ToolRoundRecord
+from webui.core.chats.grounding import Grounder, conversation_collection, with_grounding
+from webui.core.chats.records import AttachmentRecord, GroundingRecord, ImageRef, ToolRoundRecord
 from webui.core.chats.store import ChatStore, Conversation, StoredMessage
 from webui.core.engine import EngineError
+from webui.core.knowledge import KnowledgeError
 from webui.core.loader import Chunk, GenerationStats, renders_own_template, sees_images
 from webui.core.media import Image, ImageError
 from webui.core.params import GenerationParams
@@ -226,6 +229,16 @@ class Conversations:
             self.store.append(summary.id, "assistant", persona.greeting_for(user_name or persona.user_name))
         return self.store.get(summary.id)
 
+    def delete(self, conversation_id: int) -> None:
+        """Delete the conversation, and the files of it that were kept for retrieval."""
+        conversation = self.store.get(conversation_id)
+        self.store.delete(conversation_id)
+        if self.service.knowledge is not None:
+            hidden = conversation_collection(conversation)
+            with suppress(KnowledgeError):  # the conversation is gone; a file left behind harms nothing
+                if self.service.knowledge.store.find_collection(hidden) is not None:
+                    self.service.knowledge.remove(hidden)
+
     def _history(self, conversation: Conversation) -> list[ChatMessage]:
         """Example messages of the personality (Modelfile MESSAGEs), then the stored messages."""
         persona = self._character(conversation.character)
@@ -268,13 +281,21 @@ class Conversations:
         message was saved: what the user sent is kept, and a vision model can answer it later (Regenerate)."""
         if not text.strip() and not images and not attachments:
             raise EngineError("The message is empty.")
-        question = ChatMessage("user", with_documents(text, attachments), images=tuple(images))
-        history = [*self._history(self.store.get(conversation_id)), question]
+        conversation = self.store.get(conversation_id)
+        earlier = self._history(conversation)
+        grounding = self._ground(conversation, text, attachments, earlier, settings, params)
+        content = (
+            with_grounding(text, grounding) if grounding is not None else with_documents(text, attachments)
+        )
+        question = ChatMessage("user", content, images=tuple(images))
+        history = [*earlier, question]
         if start_with:
             history.append(ChatMessage("assistant", start_with))
 
         def save_question() -> None:
-            self.store.append(conversation_id, "user", text, images=images, attachments=attachments)
+            self.store.append(
+                conversation_id, "user", text, images=images, attachments=attachments, grounding=grounding
+            )
 
         if tools is not None and tools.tools:
             agent = self._agent_reply(tools, history, settings, params, start_with, lambda *a: new(*a))
@@ -317,6 +338,35 @@ class Conversations:
             )
 
         return SavedReply(stream, create, self._update, prefix=start_with)
+
+    def _ground(
+        self,
+        conversation: Conversation,
+        text: str,
+        attachments: Sequence[AttachmentRecord],
+        history: Sequence[ChatMessage],
+        settings: ChatSettings,
+        params: GenerationParams,
+    ) -> GroundingRecord | None:
+        """What the message is given with: its files (whole or by retrieval) and the passages of the
+        conversation's and the personality's collections that answer it."""
+        collections = self.store.knowledge(conversation.id)
+        if settings.character is not None:
+            collections += settings.character.knowledge
+        if not attachments and not collections and self.service.knowledge is None:
+            return None
+        try:
+            prompt_tokens = self.service.prompt_budget(params).prompt_tokens
+        except EngineError:  # nothing loaded yet: the reply loads the model; give files whole if they can be
+            prompt_tokens = 2**31
+        grounder = Grounder(self.service.knowledge, self._count_tokens)
+        return grounder.ground(conversation, text, attachments, collections, history, prompt_tokens)
+
+    def _count_tokens(self, text: str) -> int:
+        try:
+            return self.service.count_tokens(text)
+        except EngineError:  # nothing loaded (the reply loads it): about four characters a token
+            return len(text) // 4 + 1
 
     def _agent_reply(
         self,

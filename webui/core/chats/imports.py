@@ -19,9 +19,12 @@ from webui.core.chats.records import (
     AlternativeRecord,
     AttachmentRecord,
     ChatStoreError,
+    GroundingRecord,
     ImageRef,
     MessageRecord,
     check_choice,
+    grounding_from,
+    grounding_json,
     tool_rounds_from,
     tool_rounds_json,
 )
@@ -69,7 +72,24 @@ def export_message(message: MessageRecord, media: MediaFiles) -> dict[str, Any]:
             }
             for a in message.attachments
         ]
+    if message.grounding is not None:
+        context, note, sources = grounding_json(message.grounding)
+        item["grounding"] = {"context": context, "note": note, "sources": json.loads(sources)}
     return item
+
+
+def _grounding_of(item: Mapping[str, Any], where: str) -> GroundingRecord | None:
+    raw = item.get("grounding")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("context", ""), str):
+        raise ChatStoreError(f'{where} has a "grounding" that is not an object with a text "context".')
+    sources = raw.get("sources", [])
+    return grounding_from(
+        str(raw.get("context", "")),
+        str(raw.get("note", "")),
+        json.dumps(sources if isinstance(sources, list) else []),
+    )
 
 
 def _export_image(ref: ImageRef, media: MediaFiles) -> dict[str, Any]:
@@ -201,6 +221,7 @@ def palabre_messages(raw: object, images: dict[str, Image] | None = None) -> lis
                 number_or_none(item.get("created_at")) or now,
                 images=_images_of(item, where, found),
                 attachments=_attachments_of(item, where),
+                grounding=_grounding_of(item, where),
             )
         )
     return messages

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from webui.core.documents.attach import Source
+
 MODES = ("instruct", "chat", "chat-instruct")  # the same as webui.core.prompts.MODES (a test checks)
 ROLES = ("system", "user", "assistant")
 DEFAULT_TITLE = "New chat"
@@ -121,6 +123,16 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class GroundingRecord:
+    """What a user's message was given with, for the model: its files' text (whole) or the numbered passages
+    found for it (from its files and the conversation's collections), and the note the page shows."""
+
+    context: str  # added after the message's text in every prompt (so later turns see what this one did)
+    note: str  # "given whole: ..." / "through retrieval: ..." / "3 passages from handbook"
+    sources: tuple[Source, ...] = ()  # the numbered passages a reply cites as [n]
+
+
+@dataclass(frozen=True)
 class AttachmentRecord:
     """A file sent with a message (a document): what its chip shows and the text the model is given.
 
@@ -155,6 +167,7 @@ class StoredMessage:
     # The images and files sent with the message (every version of its text shares them), in order.
     images: tuple[ImageRef, ...] = ()
     attachments: tuple[AttachmentRecord, ...] = ()
+    grounding: GroundingRecord | None = None  # a user's message: what its files and collections added
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,7 @@ class MessageRecord:
     position: int = 0
     images: tuple[ImageRef, ...] = ()
     attachments: tuple[AttachmentRecord, ...] = ()
+    grounding: GroundingRecord | None = None
 
     def public(self) -> StoredMessage:
         shown = self.alternatives[self.active]
@@ -217,6 +231,7 @@ class MessageRecord:
             shown.tool_rounds,
             self.images,
             self.attachments,
+            self.grounding,
         )
 
 
@@ -241,3 +256,36 @@ def check_text(text: object, what: str) -> str:
     if not isinstance(text, str):
         raise ChatStoreError(f"The {what} must be text, not {type(text).__name__}.")
     return text
+
+
+def grounding_json(grounding: GroundingRecord) -> tuple[str, str, str]:
+    """(context, note, sources as JSON) for the message_grounding table."""
+    sources = json.dumps([source.to_dict() for source in grounding.sources], ensure_ascii=False)
+    return grounding.context, grounding.note, sources
+
+
+def grounding_from(context: str, note: str, sources: str) -> GroundingRecord:
+    """A stored grounding; sources that cannot be read are left out (the context still reaches the model)."""
+    read: list[Source] = []
+    try:
+        items = json.loads(sources or "[]")
+    except ValueError:
+        items = []
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        try:
+            page = item.get("page")
+            chunk = item.get("chunk_id")
+            read.append(
+                Source(
+                    int(item["number"]),
+                    str(item["document"]),
+                    int(page) if isinstance(page, int) else None,
+                    str(item["text"]),
+                    int(chunk) if isinstance(chunk, int) else None,
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return GroundingRecord(context, note, tuple(read))

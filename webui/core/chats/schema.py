@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import replace
 from typing import Any
 
-from webui.core.chats.records import AttachmentRecord, ImageRef, MessageRecord
+from webui.core.chats.records import AttachmentRecord, ImageRef, MessageRecord, grounding_from
 
 # Migrations, in order: entry i takes the schema from user_version i to i + 1. Never edit a released entry;
 # append a new one. Each runs in the same transaction as the user_version bump.
@@ -74,6 +74,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (message_id, slot)
         ) WITHOUT ROWID""",
     ),
+    (  # 5: what a user's message was given with (its files whole, or passages found for it) and the
+        # document collections a conversation answers from (a JSON list of names; '' for none)
+        """CREATE TABLE message_grounding (
+            message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            context TEXT NOT NULL,                  -- added after the message's text for the model
+            note TEXT NOT NULL,                     -- what the page says was given, and how
+            sources TEXT NOT NULL                   -- JSON: the numbered passages a reply cites as [n]
+        )""",
+        "ALTER TABLE conversations ADD COLUMN knowledge TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 
@@ -105,9 +115,22 @@ def with_media(
         args,
     ):
         files.setdefault(message_id, []).append(AttachmentRecord(*fields))
-    if not images and not files:
+    groundings = {
+        message_id: grounding_from(context, note, sources)
+        for message_id, context, note, sources in conn.execute(
+            f"""SELECT message_id, context, note, sources FROM message_grounding
+            WHERE message_id IN ({chosen})""",
+            args,
+        )
+    }
+    if not images and not files and not groundings:
         return messages
     return [
-        replace(m, images=tuple(images.get(m.id, ())), attachments=tuple(files.get(m.id, ())))
+        replace(
+            m,
+            images=tuple(images.get(m.id, ())),
+            attachments=tuple(files.get(m.id, ())),
+            grounding=groundings.get(m.id),
+        )
         for m in messages
     ]

@@ -28,6 +28,7 @@ Search: titles and message contents (every alternative) are matched case-insensi
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -54,12 +55,14 @@ from webui.core.chats.records import (
     ChatStoreError,
     Conversation,
     ConversationSummary,
+    GroundingRecord,
     ImageRef,
     MessageRecord,
     StoredMessage,
     ToolRoundRecord,
     check_choice,
     check_text,
+    grounding_json,
     title_from,
     tool_rounds_from,
     tool_rounds_json,
@@ -291,6 +294,11 @@ class ChatStore:
                 for i, a in enumerate(message.attachments)
             ],
         )
+        if message.grounding is not None:
+            conn.execute(
+                "INSERT INTO message_grounding (message_id, context, note, sources) VALUES (?, ?, ?, ?)",
+                (message_id, *grounding_json(message.grounding)),
+            )
         text = message.alternatives[message.active].content
         if message.role == "user" and text.strip():  # the first user message names an untitled conversation
             conn.execute(
@@ -358,6 +366,29 @@ class ChatStore:
         with self._read() as conn:
             return self._message(conn, message_id)
 
+    def knowledge(self, conversation_id: int) -> list[str]:
+        """The document collections the conversation answers from (chosen in the Chat tab)."""
+        with self._read() as conn:
+            self._summary(conn, conversation_id)
+            row = conn.execute(
+                "SELECT knowledge FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+        try:
+            names = json.loads(row[0]) if row and row[0] else []
+        except ValueError:
+            names = []
+        return [str(name) for name in names if isinstance(name, str)] if isinstance(names, list) else []
+
+    def set_knowledge(self, conversation_id: int, names: Sequence[str]) -> None:
+        """Choose the collections the conversation answers from (none: an empty list)."""
+        chosen = list(dict.fromkeys(check_text(name, "collection name").strip() for name in names))
+        with self._transaction() as conn:
+            self._summary(conn, conversation_id)
+            conn.execute(
+                "UPDATE conversations SET knowledge = ? WHERE id = ?",
+                (json.dumps([n for n in chosen if n]) if any(chosen) else "", conversation_id),
+            )
+
     def rename(self, conversation_id: int, title: str) -> None:
         title = check_text(title, "title").strip()
         if not title:
@@ -412,6 +443,7 @@ class ChatStore:
         tool_rounds: tuple[ToolRoundRecord, ...] = (),
         images: Sequence[Image] = (),
         attachments: Sequence[AttachmentRecord] = (),
+        grounding: GroundingRecord | None = None,
     ) -> StoredMessage:
         """Add a message at the end of the conversation (a reply with the reasoning before its answer, and
         the tool calls it made before that; a user's message with the images and files sent with it).
@@ -426,7 +458,9 @@ class ChatStore:
         with self._transaction() as conn:
             self._summary(conn, conversation_id)
             alternative = AlternativeRecord(content, model, now, reasoning, seconds, tool_rounds)
-            message = MessageRecord(role, (alternative,), 0, now, images=refs, attachments=files)
+            message = MessageRecord(
+                role, (alternative,), 0, now, images=refs, attachments=files, grounding=grounding
+            )
             message_id = self._insert_message(conn, conversation_id, message)
             self._touch(conn, conversation_id)
             return self._message(conn, message_id)
