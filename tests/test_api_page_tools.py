@@ -180,6 +180,18 @@ def test_on_the_ollama_and_anthropic_clients_get_the_answer(server: PageToolsSer
     assert reply.message.content == weather_answer("London")
     assert not reply.message.tool_calls and reply.done_reason == "stop"
     assert server.calls_run()[-1] == 'get_weather {"city": "London"}'
+    parts = list(
+        client.chat(
+            model=model,
+            messages=[{"role": "user", "content": weather_question("Rome")}],
+            options={"temperature": 0, "num_predict": 96, "seed": 1},
+            stream=True,
+        )
+    )
+    assert "".join(part.message.content or "" for part in parts) == weather_answer("Rome")
+    assert [part.done for part in parts].count(True) == 1 and parts[-1].done_reason == "stop"
+    assert not any(part.message.tool_calls for part in parts)
+    assert server.calls_run()[-1] == 'get_weather {"city": "Rome"}'
     message = anthropic.Anthropic(base_url=server.url.rstrip("/"), api_key="unused").messages.create(
         model=model,
         max_tokens=96,
