@@ -111,6 +111,27 @@ def prompt_tokens(server: Server, model: str) -> int:
     return reply.usage.prompt_tokens
 
 
+def test_api_tools_are_the_enabled_ones_that_need_no_approval(tmp_path: Path) -> None:
+    """Without a webui server: what Toolbox.api_tools gives the API, from tools.yaml as the page saves it (the
+    MCP test server's tools all ask first here)."""
+    from webui.core.agent import Toolbox
+
+    (tmp_path / "mcp.json").write_text(json.dumps({"mcpServers": {"weather": stdio_entry(guarded=True)}}))
+    box = Toolbox(tmp_path)
+    box.start_servers()
+    try:
+        assert box.api_tools() == []  # off by default
+        box.update(enabled=["calculator", "get_weather", "save_note"], expose_to_api=True)
+        assert [t.spec.name for t in box.api_tools()] == ["calculator"]  # the others ask first
+        box.update(api_allowed=["get_weather"])
+        assert [t.spec.name for t in box.api_tools()] == ["calculator", "get_weather"]
+        assert Toolbox(tmp_path).settings.api_allowed == ["get_weather"]  # stored in tools.yaml
+        box.update(expose_to_api=False)
+        assert box.api_tools() == []
+    finally:
+        box.close()
+
+
 def test_off_by_default_nothing_is_offered_or_run(server: PageToolsServer, model: str) -> None:
     server.configure(expose=False)
     reply = ask(server, model, weather_question("Paris"))

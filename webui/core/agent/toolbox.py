@@ -101,17 +101,19 @@ class Toolbox:
 
     def start_servers(self) -> None:
         """Start the MCP servers of mcp.json and list their tools (failures show as each server's status)."""
-        with self._lock:
-            self.hub.start()
-            taken = set(BUILTIN_NAMES)
-            tools: list[Tool] = []
-            for server in self.hub.servers.values():
-                for tool in server.tools:
-                    name = _exposed_name(server.config.name, tool.name, taken)
-                    taken.add(name)
-                    tools.append(McpToolAdapter(server, tool, name))
-            self._mcp_tools = tools
-            self.started.set()
+        try:
+            with self._lock:
+                self.hub.start()
+                taken = set(BUILTIN_NAMES)
+                tools: list[Tool] = []
+                for server in self.hub.servers.values():
+                    for tool in server.tools:
+                        name = _exposed_name(server.config.name, tool.name, taken)
+                        taken.add(name)
+                        tools.append(McpToolAdapter(server, tool, name))
+                self._mcp_tools = tools
+        finally:
+            self.started.set()  # also after a failure: nobody waits for servers that will not come
 
     def reload_servers(self) -> None:
         """Stop the MCP servers, read mcp.json again and start its servers (after the user edited it)."""
