@@ -153,15 +153,13 @@ class ApiToolReply:
         for update in self._labelled(updates):
             if update.kind == "round":
                 text_break, reasoning_break, held, theirs = sent_text, sent_reasoning, {}, {}
-                stream = self.loop.stream
-                if stream is not None and stream not in self._streams:
-                    self._streams.append(stream)
                 continue
             chunk = update.chunk
             if chunk is None:
                 continue
-            if self.loop.stream is not None and self.loop.stream not in self._streams:
-                self._streams.append(self.loop.stream)
+            stream = self.loop.stream  # the round's (its stats count)
+            if stream is not None and all(stream is not known for known in self._streams):
+                self._streams.append(stream)
             text, reasoning = chunk.text, chunk.reasoning
             if text and text_break:
                 text, text_break = ROUND_BREAK + text, False
@@ -181,9 +179,7 @@ class ApiToolReply:
                     self.warnings.append(warning)
         if self.loop.handed_back:
             self._finish = "tool_calls"
-        elif (
-            self._finish == "tool_calls"
-        ):  # the round limit ended it after server calls: nothing is the client's
+        elif self._finish == "tool_calls":  # ended (e.g. Stop) after server calls: none is the client's
             self._finish = "stop"
         yield Chunk(finish_reason=self._finish or "stop", stats=self.stats)
 
