@@ -474,7 +474,9 @@ def test_everything_is_there_after_reopening(db: Path) -> None:
         assert [reopened.get(c.id) for c in listing] == expected
         with sqlite3.connect(db) as raw:
             assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert raw.execute("PRAGMA user_version").fetchone()[0] == 5  # 5: grounding and collections (issue 17)
+            assert (
+                raw.execute("PRAGMA user_version").fetchone()[0] == 5
+            )  # 5: grounding and collections (issue 17)
 
 
 def test_closed_store_and_bad_files(tmp_path: Path, db: Path) -> None:

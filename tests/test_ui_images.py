@@ -110,8 +110,9 @@ def test_documents_become_chips_and_their_text_reaches_the_model(chat: Any, tmp_
     )
     assert attachment.tokens and attachment.tokens > 0
     assert chat.store.media.attachment(attachment.sha256) == b"The launch is on Tuesday."
-    text, chip = shown[0]["content"]
+    text, chip, note = shown[0]["content"]
     assert text == "When?" and chip["file"]["orig_name"] == f"notes ({attachment.tokens} tokens).md"
+    assert note.startswith("📚 given whole: notes.md")  # how the file reached the model
     assert (
         "When?\n\nATTACHMENTS:\n\nName: notes.md\nContents:\n\n=====\nThe launch is on Tuesday.\n====="
         in last_prompt(chat.service)

@@ -277,6 +277,9 @@ class PageMedia:
                     "mime_type": "application/octet-stream",
                 }
                 parts.append({"file": chip, "alt_text": chip_label(attachment)})
+        note = message.get("grounding_note")
+        if note:  # what the files and collections gave the model, and how
+            parts.append(f"📚 {note}")
         if not parts:
             return message["content"]
         return [message["content"], *parts] if message["content"] else parts

@@ -18,6 +18,7 @@ from webui.ui.chat_events import ChatHandlers
 from webui.ui.chat_media import BOX_FILE_TYPES
 from webui.ui.conversations_panel import ConversationHandlers
 from webui.ui.convert import MODES, NO_PERSONALITY
+from webui.ui.knowledge_picker import KnowledgePicker
 from webui.ui.parameters_tab import ParametersTab
 from webui.ui.tools_panel import ToolsPanel
 
@@ -39,6 +40,10 @@ class ChatTab:
         self.handlers = ChatHandlers(service, params, self.tools)
         self.panel = ConversationHandlers(self.handlers, settings)
         self.params = params
+        handlers = self.handlers
+        self.picker = KnowledgePicker(
+            service.knowledge, lambda: handlers.conversations, handlers._new_conversation
+        )
 
     def refresh_characters(self, current: str | None = None) -> Any:
         """The personality dropdown's update after personalities were created or deleted (Character tab).
@@ -190,6 +195,7 @@ class ChatTab:
                 elem_id="chat-command",
             )
         self.tools.build()
+        self.knowledge = self.picker.build()
 
     @property
     def values(self) -> list[Any]:
@@ -252,6 +258,18 @@ class ChatTab:
         for event in (*events, *changes, *self._wire_panel(jobs)):
             self._decorate(event)
         self.tools.wire(self.gate)
+        self._decorate(
+            self.knowledge.input(
+                self.picker.choose,
+                inputs=[self.knowledge, self.conversation, *values],
+                outputs=[self.conversation, self.status],
+                show_progress="hidden",
+            )
+        )
+        for trigger in (self.conversation.change, self.knowledge.focus):  # focus: collections made since
+            trigger(
+                self.picker.show, inputs=[self.conversation], outputs=[self.knowledge], show_progress="hidden"
+            )
         meter: dict[str, Any] = {
             "inputs": [self.history, *values],
             "outputs": [self.meter],
@@ -313,6 +331,9 @@ class ChatTab:
         """Page load: show the conversation this browser showed last (or the most recent one), and the Tools
         panel as saved."""
         blocks.load(self.tools.refresh, outputs=self.tools.refresh_outputs, show_progress="hidden")
+        blocks.load(
+            self.picker.show, inputs=[self.conversation], outputs=[self.knowledge], show_progress="hidden"
+        )
         event = blocks.load(
             self.panel.restore,
             inputs=[self.remembered],

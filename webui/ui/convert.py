@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from webui.core.chats.records import Conversation, ConversationSummary, StoredMessage, ToolRoundRecord
+from webui.core.documents.attach import Source, cited_sources
 from webui.core.loader import Chunk
 from webui.core.params import FieldSpec, GenerationParams, describe_validation_error
 from webui.core.prompts import ChatMessage, Role
@@ -286,6 +287,14 @@ def _chatbot_entries(
             continue  # the tools have run, the answer has not begun
         content = show(message) if show is not None else message["content"]  # with its images and files
         yield index, False, {"role": message["role"], "content": content}
+        for source in message.get("sources") or ():  # each cited passage opens below the reply
+            yield index, True, source_entry(source)
+
+
+def source_entry(source: Source) -> dict[str, Any]:
+    """A cited source: a closed block titled with its number and place, holding the passage it came from."""
+    metadata = {"title": f"📄 [{source.number}] {source.label}", "status": "done"}
+    return {"role": "assistant", "content": escape_reasoning(source.text.strip()), "metadata": metadata}
 
 
 def _done_reasoning_entry(reasoning: str) -> dict[str, Any]:
@@ -514,10 +523,22 @@ def personality_name(value: Any) -> str | None:
 
 
 def history_from(conversation: Conversation | None) -> list[Message]:
-    """The shown version of each stored message, as the per-session history and the Chatbot hold them."""
+    """The shown version of each stored message, as the per-session history and the Chatbot hold them; a
+    reply carries the sources it cites (the numbered passages its question was given)."""
     if conversation is None:
         return []
-    return [message_entry(m) for m in conversation.messages]
+    history: list[Message] = []
+    given: tuple[Source, ...] = ()
+    for message in conversation.messages:
+        entry = message_entry(message)
+        if message.role == "user":
+            given = message.grounding.sources if message.grounding is not None else ()
+        elif message.role == "assistant" and given:
+            cited = cited_sources(message.content, given)
+            if cited:
+                entry["sources"] = cited
+        history.append(entry)
+    return history
 
 
 def message_entry(message: StoredMessage) -> Message:
@@ -529,6 +550,8 @@ def message_entry(message: StoredMessage) -> Message:
         entry["images"] = message.images
     if message.attachments:
         entry["attachments"] = message.attachments
+    if message.grounding is not None and message.grounding.note:
+        entry["grounding_note"] = message.grounding.note
     return entry
 
 
