@@ -48,12 +48,16 @@ def build_service(config: AppConfig, registry: LoaderRegistry | None = None) -> 
     extensions, problems = build_extensions(config)
     for problem in problems:  # a broken or unknown extension is reported, never fatal
         print(f"warning: {problem}", file=sys.stderr, flush=True)
+    chats = ChatStore(config.user_data_dir / "palabre.db")
+    # Pictures and files no message names any more (their conversations were deleted) leave user_data; those
+    # younger than an hour stay, in case a message naming them is being saved by another process.
+    chats.prune_media()
     return Service(
         registry or LoaderRegistry.from_entry_points(),
         models_dir=config.models_dir,
         presets=PresetStore(config.bundled_presets_dir, config.user_presets_dir),
         templates=templates,
-        chats=ChatStore(config.user_data_dir / "palabre.db"),
+        chats=chats,
         characters=build_characters(config, templates),
         max_queue=config.max_queue,
         extensions=extensions,
