@@ -206,11 +206,15 @@ class HfLoader(Loader[HfSettingsT]):
         model = transformers.AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
         return tokenizer, model
 
+    def model_class(self) -> type[HfModel]:
+        """The class of the loaded model (HfModel, or a subclass taking its arguments)."""
+        return HfModel
+
     def wrap(
         self, model: Any, tokenizer: Any, path: Path, settings: HfSettingsT, extra: dict[str, str]
     ) -> HfModel:
-        """The loaded model object the engine gets."""
-        return HfModel(
+        """The loaded model object the engine gets (of the class ``model_class`` gives)."""
+        return self.model_class()(
             model,
             tokenizer,
             path,

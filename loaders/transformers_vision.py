@@ -80,19 +80,8 @@ class TransformersVisionLoader(HfLoader[HfSettings]):
         model = transformers.AutoModelForImageTextToText.from_pretrained(folder, **model_kwargs)
         return processor, model
 
-    def wrap(
-        self, model: Any, tokenizer: Any, path: Path, settings: HfSettings, extra: dict[str, str]
-    ) -> HfVisionModel:
-        return HfVisionModel(
-            model,
-            tokenizer,
-            path,
-            self.name,
-            settings.max_context,
-            extra,
-            capabilities=self.capabilities,
-            prompt_cache=settings.prompt_cache,
-        )
+    def model_class(self) -> type[HfModel]:
+        return HfVisionModel
 
 
 def image_placeholder(processor: Any) -> str:

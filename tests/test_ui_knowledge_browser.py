@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.support.documents import write_pdf
-from tests.support.embedding_models import MINILM_NAME, minilm_folder
+from tests.support.embedding_models import embedding_server
 from tests.support.page import choose, goto_chat
 from tests.support.servers import Server, open_page
 
@@ -33,12 +33,7 @@ PAGES = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
-    server = Server(
-        tmp_path_factory.mktemp("ui-knowledge"),
-        model=default_model_path,
-        extra_args=["--embedding-model", MINILM_NAME],
-    )
-    (server.config.models_dir / MINILM_NAME).symlink_to(minilm_folder(), target_is_directory=True)
+    server = embedding_server(tmp_path_factory.mktemp("ui-knowledge"), default_model_path)
     yield server
     server.stop()
 

@@ -8,6 +8,10 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.support.servers import Server
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_DIMENSIONS = 384
@@ -56,3 +60,12 @@ def reference_embeddings(folder: Path, texts: list[str]) -> list[list[float]]:
     mask = batch["attention_mask"].unsqueeze(-1).float()
     pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1)
     return [[float(x) for x in row] for row in torch.nn.functional.normalize(pooled, dim=1).tolist()]
+
+
+def embedding_server(root: Path, model: Path) -> Server:
+    """A server (not started yet) with ``model`` loaded and all-MiniLM-L6-v2 as its embedding model."""
+    from tests.support.servers import Server
+
+    server = Server(root, model=model, extra_args=["--embedding-model", MINILM_NAME])
+    (server.config.models_dir / MINILM_NAME).symlink_to(minilm_folder(), target_is_directory=True)
+    return server

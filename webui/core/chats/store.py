@@ -32,8 +32,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from itertools import groupby
 from pathlib import Path
@@ -69,6 +69,7 @@ from webui.core.chats.records import (
 )
 from webui.core.chats.schema import ALTERNATIVE_COLUMNS, MIGRATIONS, SUMMARY_SQL, with_media
 from webui.core.media import Image
+from webui.core.sqlite_tx import locked_transaction
 
 __all__ = [
     "DEFAULT_TITLE",
@@ -159,24 +160,9 @@ class ChatStore:
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AbstractContextManager[sqlite3.Connection]:
         """One transaction under the lock: IMMEDIATE for writes, a plain BEGIN for a consistent read."""
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise ChatStoreError("The chat store is closed.")
-            try:
-                conn.execute(begin)
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:  # locked too long, disk full, read-only file, ...
-                raise ChatStoreError(f"The chat database {self.path} could not be used: {exc}") from exc
+        return locked_transaction(self._lock, self._conn, begin, ChatStoreError, f"chat database {self.path}")
 
     def _read(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._transaction("BEGIN")

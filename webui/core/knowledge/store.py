@@ -12,14 +12,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from webui.core.documents.chunk import Chunk
 from webui.core.documents.extract import Document, Section
 from webui.core.paths import InvalidNameError, validate_name
+from webui.core.sqlite_tx import locked_transaction
 
 KNOWLEDGE_FILE = "knowledge.sqlite3"
 BUSY_TIMEOUT_S = 10.0
@@ -158,23 +159,10 @@ class KnowledgeStore:
                 self._conn.close()
                 self._conn = None
 
-    @contextmanager
-    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise KnowledgeError("The knowledge store is closed.")
-            try:
-                conn.execute(begin)
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise KnowledgeError(f"The knowledge database {self.path} could not be used: {exc}") from exc
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AbstractContextManager[sqlite3.Connection]:
+        return locked_transaction(
+            self._lock, self._conn, begin, KnowledgeError, f"knowledge database {self.path}"
+        )
 
     # -- collections ---------------------------------------------------------------------------------------
 
