@@ -34,6 +34,7 @@ def tab(tmp_path: Path) -> Iterator[CharacterTab]:
         presets=PresetStore(PROJECT_ROOT / "presets", tmp_path / "presets"),
         templates=templates,
         characters=CharacterStore(PROJECT_ROOT / "characters", tmp_path / "characters", templates),
+        knowledge_path=tmp_path / "knowledge.sqlite3",  # no embedding model: documents are found by words
     )
     yield CharacterTab(service, scratch_dir=tmp_path / "scratch")
     service.close()
@@ -45,7 +46,7 @@ def store(tab: CharacterTab) -> CharacterStore:
 
 def editor(tab: CharacterTab, name: str) -> list[Any]:
     """The editor values after picking ``name`` (name, greeting, context, user name, parameters, template,
-    avatar) plus the source name."""
+    avatar, knowledge) plus the source name."""
     loaded = tab.load(name)
     assert not str(loaded[-1]).startswith("⚠️"), loaded[-1]
     return loaded[:-1]
@@ -79,7 +80,7 @@ def test_save_a_new_personality_then_load_it(tab: CharacterTab) -> None:
     assert character.parameters == {"temperature": 0.5, "top_k": 20}
     assert character.instruction_template is None
 
-    name, greeting, context, user, params, template, avatar, source = editor(tab, "Ada")
+    name, greeting, context, user, params, template, avatar, _knowledge, source = editor(tab, "Ada")
     assert (name, greeting, context, user) == ("Ada", "Hello {{user}}!", "You are Ada.", "Bob")
     assert yaml.safe_load(params) == {"temperature": 0.5, "top_k": 20}
     assert value(template) == MODEL_TEMPLATE and avatar is None and source == "Ada"
@@ -122,7 +123,7 @@ def test_empty_name_and_invalid_name_are_refused(tab: CharacterTab) -> None:
 
 
 def test_saving_a_bundled_personality_makes_an_overriding_copy(tab: CharacterTab) -> None:
-    name, greeting, context, user, params, template, avatar, source = editor(tab, "Coder")
+    name, greeting, context, user, params, template, avatar, _knowledge, source = editor(tab, "Coder")
     assert yaml.safe_load(params) == {"temperature": 0.01, "repetition_penalty": 1}
     assert "bundled" in tab.load("Coder")[-1]
     status = tab.save(
@@ -165,7 +166,7 @@ def test_editing_a_card_import_keeps_its_character_book(tab: CharacterTab) -> No
     assert result[0]["value"] == "Mira" and "Imported **Mira**" in result[-1]
     before = store(tab).load("Mira")
     assert before.character_book and before.tags and before.alternate_greetings
-    name, _greeting, context, _user, _params, template, avatar, source = result[1:-1]
+    name, _greeting, context, _user, _params, template, avatar, _knowledge, source = result[1:-1]
     status = tab.save(
         source, name, "A new greeting.", context, "Ada", "temperature: 0.9", value(template), avatar
     )
@@ -188,7 +189,7 @@ def test_editing_a_card_import_keeps_its_character_book(tab: CharacterTab) -> No
 
 def test_saving_under_a_new_name_copies_the_card_fields(tab: CharacterTab) -> None:
     tab.import_file(str(CARD_FILE), "", False)
-    _name, greeting, context, user, params, template, avatar, source = editor(tab, "Mira")
+    _name, greeting, context, user, params, template, avatar, _knowledge, source = editor(tab, "Mira")
     tab.save(source, "Mira 2", greeting, context, user, params, value(template), avatar)
     assert store(tab).load("Mira 2").character_book == store(tab).load("Mira").character_book
 
@@ -265,3 +266,23 @@ def test_names_update_lists_every_personality(tab: CharacterTab) -> None:
     update = tab.names_update()
     assert update["choices"][0] == "Assistant" and "Zed" in update["choices"] and "value" not in update
     assert MODEL_TEMPLATE in tab.refresh()[1]["choices"]
+
+
+def test_documents_added_to_a_personality_are_its_collection(tab: CharacterTab, tmp_path: Path) -> None:
+    manual = tmp_path / "manual.txt"
+    manual.write_text("Reset the router by holding the red button for ten seconds.", encoding="utf-8")
+    refused = tab.add_documents("", [], [str(manual)])
+    assert "name" in refused[-1]
+    field, status = tab.add_documents("Helpdesk", [], [str(manual)])
+    assert value(field) == ["Helpdesk"] and "manual.txt" in status and "Save" in status
+    tab.save(None, "Helpdesk", "", "You help.", "", "", MODEL_TEMPLATE, None, value(field))
+    assert store(tab).load("Helpdesk").knowledge == ["Helpdesk"]
+    knowledge = tab.service.knowledge
+    assert knowledge is not None
+    found = knowledge.search("Helpdesk", "how do I reset the router", mode="keyword")
+    assert found and found[0].document == "manual.txt"
+    # Loading it shows its collections; saving without touching them keeps them.
+    loaded = editor(tab, "Helpdesk")
+    assert value(loaded[7]) == ["Helpdesk"]
+    tab.save("Helpdesk", "Helpdesk", "", "You help more.", "", "", MODEL_TEMPLATE, None)
+    assert store(tab).load("Helpdesk").knowledge == ["Helpdesk"]

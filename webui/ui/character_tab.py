@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +27,10 @@ from webui.core.characters.store import (
     CharacterStore,
     ExportFormat,
 )
+from webui.core.embeddings import EmbeddingError
+from webui.core.knowledge import KnowledgeError
 from webui.core.params import describe_validation_error
+from webui.core.paths import InvalidNameError
 from webui.core.safe_load import load_yaml
 from webui.core.service import Service
 
@@ -40,7 +44,7 @@ EXPORT_LABELS: dict[str, str] = {
     "modelfile": "modelfile: Ollama Modelfile",
 }
 PARAMETERS_HELP = "temperature: 0.7\ntop_p: 0.9"
-EDITOR_FIELDS = 7  # name, greeting, context, user name, parameters, template, avatar
+EDITOR_FIELDS = 8  # name, greeting, context, user name, parameters, template, avatar, knowledge
 
 
 def _warn(message: str) -> str:
@@ -112,7 +116,36 @@ class CharacterTab:
             format_parameters(character.parameters),
             gr.update(choices=self.template_choices(template), value=template or MODEL_TEMPLATE),
             avatar,
+            gr.update(choices=self.collection_choices(character.knowledge), value=list(character.knowledge)),
         ]
+
+    def collection_choices(self, chosen: Sequence[str] = ()) -> list[str]:
+        """The document collections a personality may answer from (and those it names that are gone)."""
+        knowledge = self.service.knowledge
+        names = [c.name for c in knowledge.store.collections()] if knowledge is not None else []
+        return list(dict.fromkeys([*names, *chosen]))
+
+    def add_documents(self, name: str, chosen: list[str] | None, files: Sequence[Any] | None) -> list[Any]:
+        """Documents for the personality: added to a collection of its name, which it then answers from
+        (once saved): [knowledge field, status]."""
+        name = (name or "").strip()
+        knowledge = self.service.knowledge
+        if knowledge is None:
+            return [gr.skip(), _warn("Document collections are not available here.")]
+        if not name:
+            return [gr.skip(), _warn("Type the personality's name first: its documents are kept under it.")]
+        uploads = [Path(f if isinstance(f, str) else getattr(f, "name", str(f))) for f in files or []]
+        try:
+            report = knowledge.add_uploads(name, [(path.name, path.read_bytes()) for path in uploads])
+        except (KnowledgeError, EmbeddingError, InvalidNameError, OSError) as exc:
+            return [gr.skip(), _warn(str(exc))]
+        value = list(dict.fromkeys([*(chosen or []), name]))
+        added = ", ".join(report.added + report.updated) or "nothing new"
+        problems = "".join(f" ⚠️ {n}: {m}" for n, m in report.failed)
+        status = (
+            f"Added {added} to the collection **{name}**; **Save** to keep it with the personality.{problems}"
+        )
+        return [gr.update(choices=self.collection_choices(value), value=value), status]
 
     def _avatar_copy(self, name: str) -> str | None:
         """A copy of ``name``'s avatar in the scratch folder (the page may only show files from there), or
@@ -156,6 +189,7 @@ class CharacterTab:
             "",
             gr.update(choices=self.template_choices(), value=MODEL_TEMPLATE),
             None,
+            gr.update(choices=self.collection_choices(), value=[]),
             None,
             "New personality: type a name, fill in the fields and click **Save**.",
         ]
@@ -169,6 +203,7 @@ class CharacterTab:
         user_name: str,
         parameters: str,
         template: str | None,
+        knowledge: list[str] | None = None,
     ) -> Character:
         """The edited personality: ``source`` (the one the editor was filled from) with the edited fields
         changed, every other field kept. CharacterError names what is wrong."""
@@ -189,6 +224,8 @@ class CharacterTab:
             "parameters": parse_parameters(parameters),
             "instruction_template": None if template in (None, "", MODEL_TEMPLATE) else template,
         }
+        if knowledge is not None:  # None: the field was not shown; keep what the file says
+            changes["knowledge"] = [n for n in knowledge if isinstance(n, str) and n.strip()]
         if name != source:
             base.pop("avatar", None)  # the avatar file belongs to the source; a new one is written on save
         try:
@@ -239,11 +276,14 @@ class CharacterTab:
         parameters: str,
         template: str | None,
         avatar: str | None,
+        knowledge: list[str] | None = None,
     ) -> list[Any]:
         """Save the editor as the user's personality: [dropdown, source name, status]. On an error, only the
         status changes."""
         try:
-            character = self.build_character(source, name, greeting, context, user_name, parameters, template)
+            character = self.build_character(
+                source, name, greeting, context, user_name, parameters, template, knowledge
+            )
             overrides = self.store.is_bundled(character.name) and not self.store.is_user_character(
                 character.name
             )
@@ -429,6 +469,17 @@ class CharacterTab:
                     height=260,
                     elem_id="character-avatar",
                 )
+                self.knowledge = gr.Dropdown(
+                    choices=self.collection_choices(),
+                    value=[],
+                    multiselect=True,
+                    label="Knowledge",
+                    info="Document collections this personality answers from, citing them as [n].",
+                    elem_id="character-knowledge",
+                )
+                documents = gr.UploadButton(
+                    "Add documents", file_count="multiple", size="sm", elem_id="character-documents"
+                )
 
         with gr.Row():
             with gr.Column(), gr.Group():
@@ -471,8 +522,14 @@ class CharacterTab:
             self.parameters,
             self.template,
             self.avatar,
+            self.knowledge,
         ]
         assert len(editor) == EDITOR_FIELDS
+        documents.upload(
+            self.add_documents,
+            inputs=[self.name, self.knowledge, documents],
+            outputs=[self.knowledge, self.status],
+        )
         self.dropdown.input(self.load, inputs=[self.dropdown], outputs=[*editor, self.source, self.status])
         new.click(self.new, outputs=[self.dropdown, *editor, self.source, self.status])
         save_event = save.click(
