@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import dataclasses
 import os
 import random
 import threading
@@ -37,10 +38,12 @@ from webui.core.params import PARAM_NAMES, GenerationParams
 if TYPE_CHECKING:
     import llama_cpp
 
+    from loaders.llama_slots import SlotScheduler
     from loaders.llama_vision import Projector
     from webui.core.media import Image
 
 AUTO_CONTEXT_CAP = 8192  # "auto" context: the model's own length, capped to keep the KV cache modest
+_IDLE_CONTEXT = 256  # the Llama object's own context when parallel slots have theirs (it only tokenizes)
 
 
 def automatic_threads() -> int:
@@ -87,6 +90,13 @@ class LlamaCppSettings(BaseModel):
     rope_freq_base: float = Field(0.0, ge=0.0, description="RoPE frequency base. 0 = the model's own.")
     tensor_split: str = Field(
         "", description="Share of the model per GPU, comma separated (e.g. 60,40). Empty = auto."
+    )
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Generations decoded together (slots), each with the full context (n_ctx per slot, so the "
+        "KV cache grows with it). 1 = one at a time.",
     )
     mmproj: str = Field(
         "",
@@ -150,12 +160,14 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
 
         projector_path = find_projector(path, settings.mmproj)  # a wrong mmproj setting fails before the load
         n_ctx = settings.n_ctx or min(metadata.context_length or 4096, AUTO_CONTEXT_CAP)
+        # With slots the Llama object only holds the weights and the tokenizer: the slots get their own context.
+        own_ctx = n_ctx if settings.parallel == 1 else min(n_ctx, _IDLE_CONTEXT)
         tensor_split = [float(x) for x in settings.tensor_split.split(",") if x.strip()] or None
         try:
             with _inert_metadata_templates(llama_cpp):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
-                    n_ctx=n_ctx,
+                    n_ctx=own_ctx,
                     n_gpu_layers=settings.n_gpu_layers,
                     n_threads=settings.n_threads or automatic_threads(),
                     n_threads_batch=settings.n_threads_batch or automatic_batch_threads(),
@@ -175,7 +187,13 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
         except BaseException:
             llm.close()
             raise
-        return LlamaCppModel(llm, path, metadata.chat_template, settings, projector)
+        try:
+            return LlamaCppModel(llm, path, metadata.chat_template, settings, projector, n_ctx)
+        except BaseException:
+            if projector is not None:
+                projector.free()
+            llm.close()
+            raise
 
 
 def _open_projector(path: Path, llm: Any, settings: LlamaCppSettings) -> Projector:
@@ -236,6 +254,7 @@ class LlamaCppModel:
         chat_template: str | None,
         settings: LlamaCppSettings,
         projector: Projector | None = None,
+        n_ctx: int = 0,
     ):
         from loaders.llama_vision import NO_PROJECTOR
 
@@ -248,12 +267,17 @@ class LlamaCppModel:
         vocab = llm._model.vocab
         self._vocab = vocab
         self._eog_tokens: tuple[int, ...] | None = None
+        self._slots: SlotScheduler | None = None
+        if settings.parallel > 1:
+            self._slots = self._open_slots(settings, n_ctx or llm.n_ctx())
+            self.capabilities = dataclasses.replace(LlamaCppLoader.capabilities, parallel=True)
+        self.parallel = settings.parallel
         bos, eos = llm.token_bos(), llm.token_eos()
         self.facts = ModelFacts(
             name=path.name,
             path=path,
             loader=LlamaCppLoader.name,
-            context_length=llm.n_ctx(),
+            context_length=self._n_ctx(),
             chat_template=chat_template,
             tool_chat_template=_text(llm.metadata.get("tokenizer.chat_template.tool_use")),
             bos_token=self._piece(bos) if bos >= 0 else "",
@@ -262,9 +286,30 @@ class LlamaCppModel:
                 "n_threads": str(llm.n_threads),
                 "n_threads_batch": str(llm.n_threads_batch),
                 "n_gpu_layers": str(settings.n_gpu_layers),
+                "parallel": str(settings.parallel),
                 VISION_FACT: f"projector {projector.path.name}" if projector is not None else NO_PROJECTOR,
             },
         )
+
+    def _open_slots(self, settings: LlamaCppSettings, n_ctx: int) -> SlotScheduler:
+        import llama_cpp
+
+        from loaders.llama_slots import SlotScheduler
+
+        vocab = self._vocab
+        llm = self._llm
+
+        def is_end(token: int) -> bool:
+            return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+        def piece(token: int, special: bool) -> bytes:
+            return bytes(llm.detokenize([token], special=special))
+
+        return SlotScheduler(llama_cpp, llm, settings.parallel, n_ctx, settings.n_batch, is_end, piece)
+
+    def _n_ctx(self) -> int:
+        """Context tokens one generation may use (per slot with parallel slots)."""
+        return self._slots.n_ctx if self._slots is not None else int(self._llm.n_ctx())
 
     def _end_tokens(self, lib: Any) -> tuple[int, ...]:
         """Every end-of-generation token id (scanned once per model: ~50k ctypes calls cost ~50 ms)."""
@@ -287,6 +332,9 @@ class LlamaCppModel:
         return bytes(self._llm.detokenize(tokens, special=True)).decode("utf-8", errors="replace")
 
     def unload(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.close()
         projector, self._projector = self._projector, None
         if projector is not None:
             projector.free()
@@ -318,7 +366,7 @@ class LlamaCppModel:
         return self._llm
 
     def _check_fits(self, n_prompt: int) -> None:
-        n_ctx = self._llm.n_ctx()
+        n_ctx = self._n_ctx()
         if n_prompt >= n_ctx:
             raise LoaderError(
                 f"The prompt is {n_prompt} tokens long, but the context holds only {n_ctx}. "
@@ -334,6 +382,9 @@ class LlamaCppModel:
         if not tokens:
             raise LoaderError("The prompt is empty.")
         self._check_fits(len(tokens))
+        if self._slots is not None:
+            yield from self._in_slot(params, cancel, list(tokens), tokens, len(tokens))
+            return
         reused = self._reuse_prefix(tokens)
         usage = PromptUsage(len(tokens), reused)
         yield from self._decode(params, cancel, tokens, usage, lambda: llm.eval(tokens[reused:]))
@@ -354,6 +405,12 @@ class LlamaCppModel:
             if not plan.pieces:
                 raise LoaderError("The prompt is empty.")
             self._check_fits(plan.n_tokens)
+            if self._slots is not None:
+                units: list[int | Any] = []
+                for piece in plan.pieces:
+                    units.extend(piece.tokens if not piece.is_image else [piece])
+                yield from self._in_slot(params, cancel, units, plan.text_tokens(), plan.n_tokens, projector)
+                return
             reused = projector.reuse(llm, plan)
             usage = PromptUsage(plan.n_tokens, reused)
             yield from self._decode(
@@ -373,6 +430,35 @@ class LlamaCppModel:
         """Images the projector has encoded since the load (one reused from the KV cache is not counted)."""
         return self._projector.encodes if self._projector is not None else 0
 
+    def _in_slot(
+        self,
+        params: GenerationParams,
+        cancel: CancelToken,
+        units: list[Any],
+        history: list[int],
+        n_tokens: int,
+        projector: Projector | None = None,
+    ) -> Iterator[Chunk]:
+        """Generate in a parallel slot (see loaders.llama_slots); the same sampler chain as ``_decode``."""
+        import llama_cpp
+
+        from loaders.llama_slots import SlotRequest
+
+        slots = self._slots
+        assert slots is not None
+        eog = self._end_tokens(llama_cpp) if params.ban_eos_token else ()
+        sampler = _SamplerChain(llama_cpp, slots.ctx, self._vocab, params, history, eog)
+        request = SlotRequest(
+            units=units,
+            n_tokens=n_tokens,
+            sampler=sampler,
+            max_new_tokens=params.max_new_tokens,
+            special=not params.skip_special_tokens,
+            cancel=cancel,
+            projector=projector,
+        )
+        yield from slots.run(request)
+
     def _decode(
         self,
         params: GenerationParams,
@@ -388,7 +474,7 @@ class LlamaCppModel:
         llm = self._llm
         budget = min(params.max_new_tokens, llm.n_ctx() - usage.tokens)
         eog = self._end_tokens(llama_cpp) if params.ban_eos_token else ()
-        sampler = _SamplerChain(llama_cpp, llm, self._vocab, params, history, eog)
+        sampler = _SamplerChain(llama_cpp, llm.ctx, self._vocab, params, history, eog)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         special = not params.skip_special_tokens
         produced = 0
@@ -422,14 +508,14 @@ class _SamplerChain:
     def __init__(
         self,
         lib: Any,
-        llm: Any,
+        ctx: Any,
         vocab: Any,
         params: GenerationParams,
         prompt: list[int],
         eog_tokens: tuple[int, ...],
     ) -> None:
         self._lib = lib
-        self._ctx = llm.ctx
+        self._ctx = ctx
         chain_params = lib.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self._chain = lib.llama_sampler_chain_init(chain_params)
@@ -538,8 +624,9 @@ class _SamplerChain:
         for token in tokens:
             self._lib.llama_sampler_accept(sampler, token)
 
-    def sample(self) -> int:
-        return int(self._lib.llama_sampler_sample(self._chain, self._ctx, -1))
+    def sample(self, index: int = -1) -> int:
+        """Sample from the logits at ``index`` of the last decoded batch (-1: its last output)."""
+        return int(self._lib.llama_sampler_sample(self._chain, self._ctx, index))
 
     def free(self) -> None:
         if self._chain is not None:

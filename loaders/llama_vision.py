@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,9 @@ class PromptPlan:
 
 
 class Projector:
-    """A libmtmd context for one loaded model; not thread-safe (the engine runs one generation at a time)."""
+    """A libmtmd context for one loaded model. Tokenizing and image evaluation hold its lock (parallel slots
+    tokenize in the readers' threads while the scheduler thread evaluates); the KV bookkeeping (``reuse``,
+    ``spans``) is the single-sequence path's, which the engine runs one at a time."""
 
     def __init__(self, path: Path, llm: Any, n_threads: int, use_gpu: bool) -> None:
         from llama_cpp import mtmd_cpp
@@ -138,6 +141,7 @@ class Projector:
         # Image positions in the KV cache: start position -> (SHA-256, positions).
         self.spans: dict[int, tuple[str, int]] = {}
         self.encodes = 0  # images encoded so far (an image reused from the cache is not encoded again)
+        self._lock = threading.RLock()
 
     def free(self) -> None:
         ctx, self._ctx = self._ctx, None
@@ -149,6 +153,10 @@ class Projector:
     def tokenize(self, prompt: str, images: Sequence[Image], *, bos: int | None) -> PromptPlan:
         """Split ``prompt`` at its markers into text and image pieces; ``bos`` is put first unless the prompt
         already starts with it. LoaderError when the markers and the images do not pair up."""
+        with self._lock:
+            return self._tokenize(prompt, images, bos=bos)
+
+    def _tokenize(self, prompt: str, images: Sequence[Image], *, bos: int | None) -> PromptPlan:
         mtmd = self._mtmd
         count = prompt.count(self.marker)
         if count != len(images):
@@ -278,9 +286,6 @@ class Projector:
     def evaluate(self, llm: Any, plan: PromptPlan) -> None:
         """Evaluate what ``reuse`` did not keep of ``plan`` (from position ``llm.n_tokens``): text through
         ``llm.eval``, images encoded by the projector and decoded into the context; the last one gets logits."""
-        import llama_cpp
-
-        mtmd = self._mtmd
         start = llm.n_tokens
         position = 0
         last = len(plan.pieces) - 1
@@ -293,20 +298,38 @@ class Projector:
                 llm.eval(piece.tokens[max(0, start - position) :])  # from position llm.n_tokens on
                 position = end
                 continue
-            past = llama_cpp.llama_pos(0)
-            status = mtmd.mtmd_helper_eval_chunk_single(
-                self._ctx, llm.ctx, piece.image, position, 0, llm.n_batch, index == last, ctypes.byref(past)
-            )
-            if status != 0:
-                llm.n_tokens = position
-                hint = ""
-                if mtmd.mtmd_decode_use_non_causal(self._ctx, piece.image) and llm.n_batch < piece.n_tokens:
-                    hint = (
-                        f": this model reads an image at once, so n_batch must be at least {piece.n_tokens}"
-                    )
-                raise LoaderError(f"llama.cpp could not evaluate an image (error {status}){hint}.")
-            self.encodes += 1
+            self.eval_image(llm.ctx, piece, position, 0, llm.n_batch, index == last, on_error=llm)
             llm.input_ids[position:end] = IMAGE_SLOT
             self.spans[position] = (piece.sha256, piece.n_pos)
             llm.n_tokens = end
             position = end
+
+    def eval_image(
+        self,
+        lctx: Any,
+        piece: Piece,
+        position: int,
+        seq_id: int,
+        n_batch: int,
+        logits_last: bool,
+        on_error: Any = None,
+    ) -> int:
+        """Encode ``piece``'s image and decode it into sequence ``seq_id`` of ``lctx`` at ``position``; return
+        the next position. LoaderError when it fails (``on_error``, a Llama, is set back to ``position``)."""
+        import llama_cpp
+
+        mtmd = self._mtmd
+        past = llama_cpp.llama_pos(0)
+        with self._lock:
+            status = mtmd.mtmd_helper_eval_chunk_single(
+                self._ctx, lctx, piece.image, position, seq_id, n_batch, logits_last, ctypes.byref(past)
+            )
+        if status != 0:
+            if on_error is not None:
+                on_error.n_tokens = position
+            hint = ""
+            if mtmd.mtmd_decode_use_non_causal(self._ctx, piece.image) and n_batch < piece.n_tokens:
+                hint = f": this model reads an image at once, so n_batch must be at least {piece.n_tokens}"
+            raise LoaderError(f"llama.cpp could not evaluate an image (error {status}){hint}.")
+        self.encodes += 1
+        return position + piece.n_pos

@@ -1,5 +1,10 @@
 """The Engine owns the loaded model: one worker thread runs loads and generations in order from a job queue.
 
+A model that decodes several generations together (``ParallelModel``, e.g. llama.cpp with parallel slots) gets
+up to ``parallel`` of them at once, each streamed by its own thread; the next one to start is the oldest of the
+source (page or API) with fewer running, so neither side waits behind a queue full of the other's. Loads and
+unloads wait until every running generation has ended. Any other model runs one generation at a time, in order.
+
 Every generation has its own CancelToken, so Stop stops that generation and nobody else's. Stop strings are
 matched across chunk boundaries and never shown. Each finished generation carries its own stats.
 """
@@ -15,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -94,11 +99,26 @@ class QueuedJob:
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """What the engine is doing now and which generations wait, in the order they will run."""
+    """What the engine is doing now and which generations wait, in the order they were submitted."""
 
     activity: Activity
-    running: QueuedJob | None
+    running: QueuedJob | None  # the oldest running generation (the only one, unless the model is parallel)
     queued: tuple[QueuedJob, ...]
+    running_jobs: tuple[QueuedJob, ...] = ()  # every running generation, oldest first (position 0 each)
+
+
+@runtime_checkable
+class ParallelModel(Protocol):
+    """A loaded model that decodes up to ``parallel`` generations together (its capabilities say parallel)."""
+
+    parallel: int
+
+
+@dataclass(frozen=True)
+class _Tick:
+    """A generation's turn on the worker: it starts the next waiting job submitted before ``epoch`` ended."""
+
+    epoch: int
 
 
 @dataclass(frozen=True)
@@ -199,12 +219,15 @@ class Engine:
         self.models_dir = models_dir
         self.max_waiting = max_waiting  # generations allowed to wait (None: no limit); more raise QueueFull
         self._state: LoadedState | None = None
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        # The generations submitted and not yet started, in order (dicts keep insertion order), and the one
+        self._jobs: queue.Queue[Callable[[], None] | _Tick | None] = queue.Queue()
+        # The generations submitted and not yet started, in order (dicts keep insertion order), and the ones
         # running; guarded by _lock so that a cancel and the worker never both take a queued job.
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)  # notified when a running generation ends
         self._pending: dict[str, GenerationJob] = {}
-        self._running: GenerationJob | None = None
+        self._epochs: dict[str, int] = {}  # job id -> the epoch it was submitted in
+        self._running: dict[str, GenerationJob] = {}
+        self._epoch = 0  # moves on with every load, unload or other task: jobs never jump over one
         self._activity: Activity = "idle"
         self._last_active = time.monotonic()
         self._job_numbers = itertools.count(1)
@@ -222,9 +245,54 @@ class Engine:
     def _run(self) -> None:
         while True:
             task = self._jobs.get()
+            if isinstance(task, _Tick):
+                self._start_next(task.epoch)
+                continue
+            self._drain()
             if task is None:
                 return
             task()
+
+    def _drain(self) -> None:
+        """Wait until no generation runs (before a load, unload or check that needs the model to itself)."""
+        with self._ended:
+            while self._running:
+                self._ended.wait()
+
+    def _slots(self) -> int:
+        """Generations the loaded model runs at once."""
+        state = self._state
+        if state is None or not state.capabilities.parallel or not isinstance(state.model, ParallelModel):
+            return 1
+        return max(1, int(state.model.parallel))
+
+    def _start_next(self, epoch: int) -> None:
+        """Start the next waiting generation once a slot is free (at once, inline, for a one-at-a-time model)."""
+        slots = self._slots()
+        with self._ended:
+            while len(self._running) >= slots:
+                self._ended.wait()
+            job = self._next_job(epoch)
+            if job is None:
+                return  # withdrawn while queued (its stream has ended), or started by an earlier turn
+            del self._pending[job.id]
+            self._epochs.pop(job.id, None)
+            self._running[job.id] = job
+            self._activity = "generating"
+        if slots == 1:
+            self._generate(job)
+        else:
+            threading.Thread(
+                target=self._generate, args=(job,), name=f"palabre-{job.id}", daemon=True
+            ).start()
+
+    def _next_job(self, epoch: int) -> GenerationJob | None:
+        """The oldest waiting job of the source with fewer running ones (called with the lock held)."""
+        waiting = [job for job in self._pending.values() if self._epochs.get(job.id, 0) <= epoch]
+        if not waiting:
+            return None
+        running = [job.source for job in self._running.values()]
+        return min(waiting, key=lambda job: running.count(job.source))  # min keeps the oldest among equals
 
     def _call(self, fn: Callable[[], Any], activity: Activity | None = None) -> Any:
         """Run ``fn`` on the worker (after the jobs queued before it) and return its result.
@@ -248,7 +316,9 @@ class Engine:
             else:
                 future.set_result(result)
 
-        self._jobs.put(task)
+        with self._lock:
+            self._epoch += 1
+            self._jobs.put(task)
         return future.result()
 
     def close(self) -> None:
@@ -382,7 +452,7 @@ class Engine:
     def idle_seconds(self) -> float | None:
         """How long nothing has run or waited (None while a generation, load or unload runs or waits)."""
         with self._lock:
-            if self._pending or self._running is not None or self._activity != "idle":
+            if self._pending or self._running or self._activity != "idle":
                 return None
             return max(0.0, time.monotonic() - self._last_active)
 
@@ -438,13 +508,14 @@ class Engine:
             return QueuedJob(job.id, job.source, job.request_id, position, state, round(waited, 3))
 
         with self._lock:
-            running = self._running
+            running = list(self._running.values())
             pending = list(self._pending.values())
             activity = self._activity
         return QueueSnapshot(
             activity=activity,
-            running=view(running, 0) if running is not None else None,
+            running=view(running[0], 0) if running else None,
             queued=tuple(view(job, number) for number, job in enumerate(pending, start=1)),
+            running_jobs=tuple(view(job, 0) for job in running),
         )
 
     def require_model(self) -> LoadedState:
@@ -502,7 +573,8 @@ class Engine:
             if self.max_waiting is not None and len(self._pending) >= self.max_waiting:
                 raise QueueFull(len(self._pending), self._retry_after_s())
             self._pending[job.id] = job
-        self._jobs.put(lambda: self._generate(job))
+            self._epochs[job.id] = self._epoch
+            self._jobs.put(_Tick(self._epoch))
         return job
 
     def _retry_after_s(self) -> int:
@@ -515,6 +587,7 @@ class Engine:
         with self._lock:
             if self._pending.pop(job.id, None) is None:
                 return  # running (its token stops it) or already finished
+            self._epochs.pop(job.id, None)
         job.finish_reason = "cancelled"
         job._put(Chunk(text="", finish_reason="cancelled"))
         job._put(_END)
@@ -528,11 +601,7 @@ class Engine:
             job.cancel()
 
     def _generate(self, job: GenerationJob) -> None:
-        with self._lock:
-            if self._pending.pop(job.id, None) is None:
-                return  # withdrawn while queued: its stream has already ended
-            self._running = job
-            self._activity = "generating"
+        """Run ``job`` (already moved from waiting to running by ``_start_next``)."""
         try:
             if job.token.cancelled:
                 job.finish_reason = "cancelled"
@@ -548,9 +617,11 @@ class Engine:
             job._put(exc)
         finally:
             with self._lock:
-                self._running = None
-                self._activity = "idle"
+                self._running.pop(job.id, None)
+                if not self._running:
+                    self._activity = "idle"
                 self._last_active = time.monotonic()
+                self._ended.notify_all()
             job._put(_END)
 
     def _stream_into(self, job: GenerationJob, model: LoadedModel) -> None:

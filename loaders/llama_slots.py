@@ -1,0 +1,370 @@
+"""Parallel slots for the llama.cpp loader: several generations decoded together, one batch per step.
+
+With ``parallel`` > 1 the model gets its own llama.cpp context with ``n_seq_max = parallel`` (one sequence per
+slot, each with the full per-slot context: ``kv_unified`` off, so one long chat never starves the others) and
+ONE scheduler thread. Each step it builds one ``llama_batch`` from every active slot: the next token of each
+generating one, then prompt tokens of new requests (chunked to ``n_batch``), calls ``llama_decode`` once and
+samples each sequence at its own batch index with its own sampler chain (built from its request's
+GenerationParams by the loader's ``_SamplerChain``).
+
+Each slot keeps the cells it has evaluated (text tokens, and whole images by SHA-256), so the next turn of a
+chat goes to the free slot sharing most of its prompt and evaluates only the rest. A cancelled or abandoned
+request frees its slot at the next step. Images are evaluated per slot by libmtmd (its helper takes a seq_id):
+an image decode is its own ``llama_decode`` call, made between two steps.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from webui.core.loader import CancelToken, Chunk, FinishReason, LoaderError, PromptUsage
+
+if TYPE_CHECKING:
+    from loaders.llama_vision import Piece, Projector
+
+_END = object()
+# A cell of a slot's evaluated prefix: a text token, or a whole image (SHA-256, positions, tokens).
+Cell = int | tuple[str, int, int]
+
+
+@dataclass
+class SlotRequest:
+    """One generation handed to the scheduler: its prompt as units (tokens and image pieces) and its sampler."""
+
+    units: list[int | Piece]
+    n_tokens: int  # context cells the prompt takes (tokens, image tokens included)
+    sampler: Any  # a loaders.llama_cpp._SamplerChain (freed by the scheduler when the request ends)
+    max_new_tokens: int
+    special: bool  # detokenize special tokens (skip_special_tokens off)
+    cancel: CancelToken
+    projector: Projector | None = None
+    usage: PromptUsage = field(default_factory=lambda: PromptUsage(0))
+    out: Any = None  # queue.SimpleQueue of Chunk | BaseException | _END
+    done: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False  # the reader went away (closed the stream)
+    next_unit: int = 0
+    produced: int = 0
+    budget: int = 0
+    pending: int | None = None  # the sampled token still to be evaluated
+    index: int | None = None  # its logits' index in this step's batch
+    decoder: Any = None
+
+    def cell(self, unit: int | Piece) -> Cell:
+        if isinstance(unit, int):
+            return unit
+        return (unit.sha256, unit.n_pos, unit.n_tokens)
+
+
+@dataclass
+class Slot:
+    seq_id: int
+    cells: list[Cell] = field(default_factory=list)
+    n_pos: int = 0  # the next position of the sequence
+    request: SlotRequest | None = None
+    last_used: int = 0
+
+
+class SlotScheduler:
+    """``parallel`` sequences of one llama.cpp context, decoded together by one thread."""
+
+    def __init__(
+        self,
+        lib: Any,
+        llm: Any,
+        parallel: int,
+        n_ctx: int,
+        n_batch: int,
+        is_end: Callable[[int], bool],
+        piece: Callable[[int, bool], bytes],
+    ) -> None:
+        import queue
+
+        self._queue = queue
+        self._lib = lib
+        params = lib.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_ctx = n_ctx * parallel
+        params.n_seq_max = parallel
+        params.kv_unified = False  # every slot its own n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.no_perf = True
+        ctx = lib.llama_init_from_model(llm.model, params)
+        if not ctx:
+            raise LoaderError(
+                f"llama.cpp could not make a context for {parallel} slots of {n_ctx} tokens "
+                "(not enough memory? lower parallel or n_ctx)."
+            )
+        self.ctx: Any = ctx
+        self._memory = lib.llama_get_memory(ctx)
+        self.n_ctx = n_ctx
+        self.n_batch = max(n_batch, parallel)
+        self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+        self._is_end = is_end
+        self._piece = piece
+        self._slots = [Slot(seq_id) for seq_id in range(parallel)]
+        self._inbox: list[SlotRequest] = []
+        self._waiting: list[SlotRequest] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._uses = 0
+        self._thread = threading.Thread(target=self._loop, name="palabre-llama-slots", daemon=True)
+        self._thread.start()
+
+    # -- the reader's side ------------------------------------------------------------------------------------
+
+    def run(self, request: SlotRequest) -> Iterator[Chunk]:
+        """Hand ``request`` to the scheduler and yield its chunks; closing early frees its slot."""
+        request.out = self._queue.SimpleQueue()
+        with self._cond:
+            if self._closed:
+                request.sampler.free()
+                raise LoaderError("The model was unloaded.")
+            self._inbox.append(request)
+            self._cond.notify()
+        try:
+            while True:
+                item = request.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.abandoned = True
+            with self._cond:
+                self._cond.notify()
+            request.done.wait()  # the scheduler no longer touches its prompt (image chunks are freed next)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        lib = self._lib
+        lib.llama_batch_free(self._batch)
+        lib.llama_free(self.ctx)
+        self.ctx = None
+
+    # -- the scheduler thread -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closed and not self._inbox and not self._waiting and not self._busy():
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    self._waiting.extend(self._inbox)
+                    self._inbox.clear()
+                self._admit()
+                self._drop_stopped()
+                if self._busy():
+                    self._step()
+        finally:
+            with self._cond:
+                self._closed = True
+                left = [*self._inbox, *self._waiting]
+                self._inbox.clear()
+                self._waiting.clear()
+            for request in left:
+                request.sampler.free()
+                request.out.put(LoaderError("The model was unloaded."))
+                request.out.put(_END)
+                request.done.set()
+            for slot in self._slots:
+                if slot.request is not None:
+                    self._fail(slot, LoaderError("The model was unloaded."))
+
+    def _busy(self) -> bool:
+        return any(slot.request is not None for slot in self._slots)
+
+    def _admit(self) -> None:
+        """Give each waiting request the free slot whose evaluated prefix it shares most."""
+        while self._waiting:
+            free = [slot for slot in self._slots if slot.request is None]
+            if not free:
+                return
+            request = self._waiting.pop(0)
+            if request.cancel.cancelled or request.abandoned:
+                self._end_unplaced(request)
+                continue
+            cells = [request.cell(unit) for unit in request.units]
+            best, shared = free[0], -1
+            for slot in free:
+                n = _shared(slot.cells, cells)
+                if n > shared or (n == shared and slot.last_used < best.last_used):
+                    best, shared = slot, n
+            self._place(best, request, cells)
+
+    def _place(self, slot: Slot, request: SlotRequest, cells: list[Cell]) -> None:
+        """Keep the shared prefix in ``slot`` (at least one unit is evaluated for fresh logits)."""
+        lib = self._lib
+        keep = min(_shared(slot.cells, cells), len(cells) - 1)
+        positions = sum(_positions(cell) for cell in slot.cells[:keep])
+        if keep == 0 or not lib.llama_memory_seq_rm(self._memory, slot.seq_id, positions, -1):
+            lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            keep, positions = 0, 0
+        del slot.cells[keep:]
+        slot.n_pos = positions
+        reused = sum(_tokens(cell) for cell in cells[:keep])
+        request.usage = PromptUsage(request.n_tokens, reused)
+        request.next_unit = keep
+        request.budget = min(request.max_new_tokens, self.n_ctx - request.n_tokens)
+        request.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._uses += 1
+        slot.last_used = self._uses
+        slot.request = request
+        if request.budget <= 0:
+            self._finish(slot, "length")
+
+    def _end_unplaced(self, request: SlotRequest) -> None:
+        request.sampler.free()
+        request.out.put(Chunk("", finish_reason="cancelled", prompt=PromptUsage(request.n_tokens)))
+        request.out.put(_END)
+        request.done.set()
+
+    def _drop_stopped(self) -> None:
+        for slot in self._slots:
+            request = slot.request
+            if request is not None and (request.cancel.cancelled or request.abandoned):
+                self._finish(slot, "cancelled")
+
+    def _step(self) -> None:
+        lib = self._lib
+        batch = self._batch
+        n = 0
+        sampled: list[Slot] = []
+        active = [slot for slot in self._slots if slot.request is not None]
+        # The next token of every generating sequence first, one each.
+        for slot in active:
+            request = slot.request
+            assert request is not None
+            request.index = None
+            if request.pending is not None:
+                n = self._add(batch, n, request.pending, slot, True)
+                request.index = n - 1
+                request.pending = None
+                sampled.append(slot)
+        # Then prompt units, oldest request first, as far as the batch holds.
+        for slot in sorted(active, key=lambda s: s.last_used):
+            request = slot.request
+            if request is None or request.index is not None or request.next_unit >= len(request.units):
+                continue
+            units = request.units
+            last = len(units) - 1
+            if not isinstance(units[request.next_unit], int):
+                if not self._image(slot, request):
+                    continue
+                if request.next_unit > last:  # the prompt ended with the image: its logits are there now
+                    self._sample(slot, -1)
+                continue
+            while n < self.n_batch and request.next_unit <= last:
+                unit = units[request.next_unit]
+                if not isinstance(unit, int):
+                    break
+                final = request.next_unit == last
+                n = self._add(batch, n, unit, slot, final)
+                request.next_unit += 1
+                if final:
+                    request.index = n - 1
+                    sampled.append(slot)
+        if n == 0:
+            return
+        batch.n_tokens = n
+        status = lib.llama_decode(self.ctx, batch)
+        if status != 0:
+            error = LoaderError(f"llama.cpp could not decode the batch (error {status}).")
+            for slot in active:
+                if slot.request is not None:
+                    self._fail(slot, error)
+            return
+        for slot in sampled:
+            request = slot.request
+            if request is not None and request.index is not None:
+                self._sample(slot, request.index)
+
+    def _add(self, batch: Any, n: int, token: int, slot: Slot, logits: bool) -> int:
+        batch.token[n] = token
+        batch.pos[n] = slot.n_pos
+        batch.n_seq_id[n] = 1
+        batch.seq_id[n][0] = slot.seq_id
+        batch.logits[n] = logits
+        slot.n_pos += 1
+        slot.cells.append(token)
+        return n + 1
+
+    def _image(self, slot: Slot, request: SlotRequest) -> bool:
+        """Evaluate the image that is ``request``'s next unit into ``slot``'s sequence; False when it failed."""
+        piece = request.units[request.next_unit]
+        assert request.projector is not None and not isinstance(piece, int)
+        last = request.next_unit == len(request.units) - 1
+        try:
+            slot.n_pos = request.projector.eval_image(
+                self.ctx, piece, slot.n_pos, slot.seq_id, self.n_batch, last
+            )
+        except LoaderError as exc:
+            self._fail(slot, exc)
+            return False
+        slot.cells.append(request.cell(piece))
+        request.next_unit += 1
+        return True
+
+    def _sample(self, slot: Slot, index: int) -> None:
+        request = slot.request
+        assert request is not None
+        token = request.sampler.sample(index)
+        if self._is_end(token):
+            self._finish(slot, "stop")
+            return
+        request.produced += 1
+        text = request.decoder.decode(self._piece(token, request.special))
+        request.out.put(Chunk(text, tokens=1, prompt=request.usage))
+        if request.produced >= request.budget:
+            self._finish(slot, "length")
+            return
+        request.pending = token
+
+    def _finish(self, slot: Slot, reason: FinishReason) -> None:
+        request = slot.request
+        assert request is not None
+        slot.request = None
+        request.sampler.free()
+        if not request.abandoned:
+            tail = request.decoder.decode(b"", final=True) if request.decoder is not None else ""
+            request.out.put(Chunk(tail, finish_reason=reason, prompt=request.usage))
+        request.out.put(_END)
+        request.done.set()
+
+    def _fail(self, slot: Slot, error: BaseException) -> None:
+        request = slot.request
+        assert request is not None
+        slot.request = None
+        self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.cells.clear()
+        slot.n_pos = 0
+        request.sampler.free()
+        request.out.put(error)
+        request.out.put(_END)
+        request.done.set()
+
+
+def _shared(cached: list[Cell], cells: list[Cell]) -> int:
+    n = 0
+    for a, b in zip(cached, cells, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _positions(cell: Cell) -> int:
+    return 1 if isinstance(cell, int) else cell[1]
+
+
+def _tokens(cell: Cell) -> int:
+    return 1 if isinstance(cell, int) else cell[2]

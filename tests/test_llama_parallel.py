@@ -1,0 +1,226 @@
+"""Parallel slots in the llama.cpp loader (``parallel`` setting), through the real engine and a real server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.support.config import make_config
+from tests.support.servers import Server
+from tests.support.waiting import eventually
+from webui.app import build_service
+from webui.core.engine import GenerationJob
+from webui.core.grammar import json_grammar
+from webui.core.loader import Chunk
+from webui.core.params import GenerationParams
+from webui.core.service import Service
+from webui.provision import DEFAULT_MODEL_FILE
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n",
+    "Once upon a time",
+    "def fibonacci(n):",
+]
+GREEDY = GenerationParams(temperature=0, max_new_tokens=40)
+LONG = GenerationParams(temperature=0, max_new_tokens=400, ban_eos_token=True)
+
+
+def _service(root: Path, model: Path, **settings: object) -> Service:
+    service = build_service(make_config(root / "user_data", model))
+    service.load_model(model.name, settings={"n_ctx": 2048, "n_threads": 1, **settings})
+    return service
+
+
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Service]:
+    service = _service(tmp_path_factory.mktemp("parallel"), default_model_path, parallel=4)
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> list[str]:
+    """Each prompt's greedy text from the one-at-a-time loader (parallel=1)."""
+    service = _service(tmp_path_factory.mktemp("alone"), default_model_path)
+    try:
+        return [service.stream_completion(prompt, GREEDY).text() for prompt in PROMPTS]
+    finally:
+        service.close()
+
+
+def _collect(jobs: list[GenerationJob]) -> list[list[Chunk]]:
+    """Read every job's stream in its own thread, as concurrent clients do."""
+    out: list[list[Chunk]] = [[] for _ in jobs]
+
+    def read(index: int) -> None:
+        out[index] = list(jobs[index])
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out
+
+
+def _stop(jobs: list[GenerationJob]) -> None:
+    """Cancel ``jobs`` and read to the end those whose stream nobody read yet."""
+    for job in jobs:
+        job.cancel()
+    _collect([job for job in jobs if job.finish_reason is None])
+
+
+def _running(service: Service) -> int:
+    return len(service.engine.queue_snapshot().running_jobs)
+
+
+def test_the_loaded_model_says_it_is_parallel(parallel: Service) -> None:
+    state = parallel.engine.require_model()
+    assert state.capabilities.parallel
+    assert state.model.facts.context_length == 2048  # per slot
+    assert state.model.facts.extra["parallel"] == "4"
+
+
+def test_four_concurrent_greedy_requests_give_the_text_each_gives_alone(
+    parallel: Service, alone: list[str]
+) -> None:
+    jobs = [parallel.engine.submit(prompt, GREEDY) for prompt in PROMPTS]
+    results = _collect(jobs)
+    assert ["".join(c.text for c in chunks) for chunks in results] == alone
+    for prompt, chunks in zip(PROMPTS, results, strict=True):
+        stats = chunks[-1].stats
+        assert stats is not None
+        # Per-request stats add up: tokens streamed, prompt tokens as the model counts them.
+        assert stats.new_tokens == sum(c.tokens for c in chunks)
+        assert stats.prompt_tokens == len(parallel.engine.require_model().model.tokenize(prompt))
+        assert 0 <= stats.reused_prompt_tokens < stats.prompt_tokens
+
+
+def test_all_four_run_at_once(parallel: Service) -> None:
+    jobs = [parallel.engine.submit(prompt, LONG) for prompt in PROMPTS]
+    try:
+        eventually(lambda: _running(parallel) == 4, "four generations running together")
+        snapshot = parallel.engine.queue_snapshot()
+        assert snapshot.activity == "generating" and snapshot.queued == ()
+        assert {job.id for job in snapshot.running_jobs} == {job.id for job in jobs}
+    finally:
+        _stop(jobs)
+    eventually(lambda: parallel.engine.queue_snapshot().running is None, "every slot free again")
+
+
+def test_each_request_keeps_its_own_sampler_params(parallel: Service) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+    }
+    seeded = GenerationParams(temperature=1.2, top_k=0, top_p=1.0, min_p=0.0, max_new_tokens=30, seed=77)
+    requests = [
+        (PROMPTS[2], GenerationParams(temperature=0, max_new_tokens=5)),
+        (PROMPTS[0], GenerationParams(temperature=0, max_new_tokens=40, stop=["Paris"])),
+        (PROMPTS[0], GenerationParams(temperature=0, max_new_tokens=60, grammar=json_grammar(schema))),
+        ("Once upon a time", seeded),
+    ]
+    seeded_alone = parallel.stream_completion("Once upon a time", seeded).text()
+    jobs = [parallel.engine.submit(prompt, params) for prompt, params in requests]
+    short, stopped, shaped, sampled = _collect(jobs)
+
+    assert short[-1].stats is not None and short[-1].stats.new_tokens == 5
+    assert short[-1].finish_reason == "length"
+    stopped_text = "".join(c.text for c in stopped)
+    assert stopped[-1].finish_reason == "stop" and "Paris" not in stopped_text
+    assert jobs[1].stop_string == "Paris"
+    reply = json.loads("".join(c.text for c in shaped))
+    assert set(reply) == {"city", "population"} and isinstance(reply["population"], int)
+    assert "".join(c.text for c in sampled) == seeded_alone
+
+
+def test_cancelling_one_frees_its_slot_while_the_others_go_on(parallel: Service) -> None:
+    jobs = [parallel.engine.submit(prompt, LONG) for prompt in PROMPTS]
+    try:
+        eventually(lambda: _running(parallel) == 4, "four generations running")
+        late = parallel.engine.submit(PROMPTS[0], GREEDY)
+        assert [job.id for job in parallel.engine.queue_snapshot().queued] == [late.id]
+        cancelled = jobs[1]
+        cancelled.cancel()
+        chunks = list(cancelled)
+        assert chunks[-1].finish_reason == "cancelled"
+        # Its slot goes to the waiting request, which runs to the end while three long ones still run.
+        assert "Paris" in late.text() and late.finish_reason == "stop"
+        assert all(job.finish_reason is None for job in (jobs[0], jobs[2], jobs[3]))
+        assert _running(parallel) == 3
+    finally:
+        _stop(jobs)
+
+
+def test_a_second_chat_turn_reuses_its_prefix_while_other_slots_are_busy(parallel: Service) -> None:
+    busy = [parallel.engine.submit(prompt, LONG) for prompt in PROMPTS[2:]]
+    try:
+        eventually(lambda: _running(parallel) == 2, "two other generations running")
+        first_prompt = "<|im_start|>user\nWhat is the largest planet?<|im_end|>\n<|im_start|>assistant\n"
+        first = parallel.engine.submit(first_prompt, GREEDY)
+        answer = first.text()
+        second_prompt = f"{first_prompt}{answer}<|im_end|>\n<|im_start|>user\nAnd the smallest?<|im_end|>\n"
+        second = parallel.engine.submit(second_prompt + "<|im_start|>assistant\n", GREEDY)
+        second.text()
+        assert first.stats is not None and second.stats is not None
+        assert second.stats.reused_prompt_tokens >= first.stats.prompt_tokens
+        assert second.stats.reused_prompt_tokens < second.stats.prompt_tokens
+        assert all(job.finish_reason is None for job in busy)  # they really ran beside it
+    finally:
+        _stop(busy)
+
+
+def test_a_served_model_streams_four_openai_clients_at_once(tmp_path: Path, default_model_path: Path) -> None:
+    server = Server(tmp_path, model=default_model_path, extra_args=["--setting", "parallel=4"])
+    with server.running():
+        client = openai.OpenAI(base_url=f"{server.url}v1", api_key="unused", max_retries=0)
+        queue_api = httpx.Client(base_url=f"{server.url}v1/internal", timeout=60)
+        texts: list[str] = ["" for _ in PROMPTS]
+        started = [threading.Event() for _ in PROMPTS]
+        finished = [threading.Event() for _ in PROMPTS]
+        release = threading.Event()
+
+        def stream(index: int) -> None:
+            response = client.completions.create(
+                model=DEFAULT_MODEL_FILE,
+                prompt=PROMPTS[index],
+                max_tokens=400,
+                temperature=0,
+                stream=True,
+                extra_body={"ban_eos_token": True},
+            )
+            for event in response:
+                texts[index] += event.choices[0].text
+                started[index].set()
+                if len(texts[index]) > 20:
+                    release.wait()  # hold every stream open until the queue was read
+            finished[index].set()
+
+        threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(len(PROMPTS))]
+        for thread in threads:
+            thread.start()
+        try:
+            for event in started:
+                assert event.wait(120)
+            # One at a time, the last stream could start only after the others had finished.
+            assert not any(event.is_set() for event in finished)
+            queue = queue_api.get("/queue").json()
+            assert queue["activity"] == "generating"
+            assert queue["running"] is not None
+            assert queue["queued"] == []  # all four run: none waits
+        finally:
+            release.set()
+        for thread in threads:
+            thread.join(300)
+        assert all(len(text) > 20 for text in texts)
+        eventually(lambda: queue_api.get("/queue").json()["running"] is None, "the engine is free")
