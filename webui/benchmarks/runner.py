@@ -20,11 +20,12 @@ from typing import Any
 
 from webui.benchmarks.figures import Figure, Report, table
 
-SECTIONS = ("llama", "turns", "queue", "page", "startup", "memory", "transformers")
+SECTIONS = ("llama", "turns", "queue", "parallel", "page", "startup", "memory", "transformers")
 SECTION_HELP = {
     "llama": "raw llama_cpp vs engine vs streaming API: generation, prompt, first token",
     "turns": "time to first token at turns 1, 10, 25, 50 of a growing chat",
     "queue": "8 concurrent API clients vs one",
+    "parallel": "1, 2, 4, 8 concurrent API clients on parallel slots vs one client sending them in turn",
     "page": "the page in Chromium: Send to first visible token, tokens/s seen vs the API",
     "startup": "import webui.core; webui serve until the page answers",
     "memory": "peak RSS of serve vs a raw llama_cpp process",
@@ -186,6 +187,25 @@ def _run_sections(
             )
         if "queue" in selected and server is not None:
             _section(report, "queue", options, lambda: chat.queue(server, clients=options.clients))
+        if "parallel" in selected:
+            from webui.benchmarks import parallel
+
+            user_data = workdir / "parallel" / "user_data"
+            _link_model(user_data, options.model)
+            slot_settings = [f"n_ctx={N_CTX}", f"n_threads={threads}", f"n_threads_batch={batch_threads}"]
+            _section(
+                report,
+                "parallel",
+                options,
+                lambda: parallel.compare(
+                    user_data,
+                    options.model.name,
+                    slot_settings,
+                    workdir / "parallel.log",
+                    tokens=min(options.tokens, 64),
+                    rounds=options.rounds,
+                ),
+            )
         if "page" in selected and server is not None:
             from webui.benchmarks import browser
 
