@@ -92,6 +92,11 @@ class SlotScheduler:
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.no_perf = True
+        # llama.cpp runs every batch of more than one token on n_threads_batch, and a step of several
+        # generating sequences is such a batch: it runs on the generation threads (n_threads). On a busy small
+        # machine more threads spin-wait on each other and collapse; switching counts per step was slower
+        # still (measured), so prompt chunks run on n_threads too.
+        params.n_threads_batch = params.n_threads
         ctx = lib.llama_init_from_model(llm.model, params)
         if not ctx:
             raise LoaderError(
@@ -103,6 +108,7 @@ class SlotScheduler:
         self.n_ctx = n_ctx
         self.n_batch = max(n_batch, parallel)
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+
         self._is_end = is_end
         self._piece = piece
         self._slots = [Slot(seq_id) for seq_id in range(parallel)]
