@@ -15,7 +15,7 @@ from tests.support.config import make_config
 from tests.support.servers import Server
 from tests.support.waiting import eventually
 from webui.app import build_service
-from webui.core.engine import GenerationJob
+from webui.core.engine import GenerationJob, QueueSnapshot
 from webui.core.grammar import json_grammar
 from webui.core.loader import Chunk
 from webui.core.params import GenerationParams
@@ -224,3 +224,26 @@ def test_a_served_model_streams_four_openai_clients_at_once(tmp_path: Path, defa
             thread.join(300)
         assert all(len(text) > 20 for text in texts)
         eventually(lambda: queue_api.get("/queue").json()["running"] is None, "the engine is free")
+
+
+def test_a_freed_slot_goes_to_the_page_before_more_api_requests(parallel: Service) -> None:
+    engine = parallel.engine
+    with engine.origin("api"):
+        api = [engine.submit(prompt, LONG) for prompt in PROMPTS]
+        eventually(lambda: _running(parallel) == 4, "four API generations running")
+        api_waiting = engine.submit(PROMPTS[0], LONG)
+    page = engine.submit(PROMPTS[1], LONG)  # submitted after the waiting API request
+    try:
+        assert [job.id for job in engine.queue_snapshot().queued] == [api_waiting.id, page.id]
+        api[0].cancel()
+
+        def taken_again() -> QueueSnapshot | None:
+            snapshot = engine.queue_snapshot()
+            running = {job.id for job in snapshot.running_jobs}
+            return snapshot if api[0].id not in running and len(running) == 4 else None
+
+        snapshot = eventually(taken_again, "the freed slot taken again")
+        assert page.id in {job.id for job in snapshot.running_jobs}
+        assert [job.id for job in snapshot.queued] == [api_waiting.id]
+    finally:
+        _stop([*api, api_waiting, page])
