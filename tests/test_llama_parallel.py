@@ -13,11 +13,12 @@ import pytest
 
 from tests.support.config import make_config
 from tests.support.servers import Server
+from tests.support.vision_models import VisionModels
 from tests.support.waiting import eventually
 from webui.app import build_service
 from webui.core.engine import GenerationJob, QueueSnapshot
 from webui.core.grammar import json_grammar
-from webui.core.loader import Chunk
+from webui.core.loader import Chunk, sees_images
 from webui.core.params import GenerationParams
 from webui.core.service import Service
 from webui.provision import DEFAULT_MODEL_FILE
@@ -247,3 +248,56 @@ def test_a_freed_slot_goes_to_the_page_before_more_api_requests(parallel: Servic
         assert [job.id for job in snapshot.queued] == [api_waiting.id]
     finally:
         _stop([*api, api_waiting, page])
+
+
+def test_pictures_are_read_per_slot_beside_other_requests(
+    tmp_path: Path, vision_models: VisionModels
+) -> None:
+    """Images go through libmtmd into their own slot's sequence; the replies equal the one-at-a-time ones,
+    and a second turn reuses its image from the slot."""
+    from tests.support.vision_models import GGUF_NAME, solid_image
+    from webui.core.prompt_builder import ChatSettings
+    from webui.core.prompts import ChatMessage
+
+    settings = ChatSettings(mode="instruct")
+    params = GenerationParams(temperature=0, max_new_tokens=8, seed=1)
+    red, blue = solid_image((220, 30, 30)), solid_image((30, 30, 220), (90, 60))
+    chats = [
+        [ChatMessage("user", "Describe the image.", images=(red,))],
+        [ChatMessage("user", "What colour is this?", images=(blue,))],
+        [ChatMessage("user", "Say hello.")],
+    ]
+
+    def replies(service: Service) -> list[str]:
+        streams = [service.stream_chat_reply(chat, settings, params) for chat in chats]
+        return ["".join(chunk.text for chunk in stream) for stream in streams]
+
+    def vision(root: Path, **extra: object) -> Service:
+        models = root / "user_data" / "models"
+        models.mkdir(parents=True)
+        for file in (vision_models.gguf, vision_models.mmproj):
+            (models / file.name).symlink_to(file)
+        service = build_service(make_config(root / "user_data"))
+        service.load_model(GGUF_NAME, settings={"n_ctx": 1024, **extra})
+        return service
+
+    one = vision(tmp_path / "one")
+    try:
+        expected = replies(one)
+    finally:
+        one.close()
+    slots = vision(tmp_path / "slots", parallel=3)
+    try:
+        assert replies(slots) == expected  # submitted together: they run at once
+        first = chats[0]
+        stream = slots.stream_chat_reply(first, settings, params)
+        answer = "".join(chunk.text for chunk in stream)
+        second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "Is it red?")]
+        stream = slots.stream_chat_reply(second, settings, params)
+        "".join(chunk.text for chunk in stream)
+        stats = stream.job.stats
+        assert stats is not None and stats.reused_prompt_tokens > 0
+        model = slots.engine.require_model().model
+        assert sees_images(model) and stats.reused_prompt_tokens > model.image_tokens(red)
+    finally:
+        slots.close()
