@@ -52,7 +52,7 @@ def send_args(parameters: list[dict[str, Any]], text: str, max_new_tokens: int) 
     for parameter in parameters:
         name = parameter["parameter_name"]
         if name == "text":
-            args.append(text)
+            args.append({"text": text, "files": []})  # the message box takes text and files
         elif name == "start_with":
             args.append("")
         elif parameter["label"] == "max_new_tokens":
