@@ -218,7 +218,7 @@ def test_a_served_model_streams_four_openai_clients_at_once(tmp_path: Path, defa
             queue = queue_api.get("/queue").json()
             assert queue["activity"] == "generating"
             assert queue["running"] is not None
-            assert queue["queued"] == []  # all four run: none waits
+            assert len(queue["running_jobs"]) == 4 and queue["queued"] == []  # all four run: none waits
         finally:
             release.set()
         for thread in threads:

@@ -237,5 +237,9 @@ class QueueEntry(BaseModel):
 class QueueResponse(BaseModel):
     activity: Literal["idle", "generating", "loading", "unloading"]
     model: str | None = Field(description="the loaded model")
-    running: QueueEntry | None
+    running: QueueEntry | None = Field(description="the oldest running generation")
+    running_jobs: list[QueueEntry] = Field(
+        default_factory=list,
+        description="every running generation, oldest first (several with --setting parallel=N)",
+    )
     queued: list[QueueEntry]

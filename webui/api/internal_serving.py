@@ -115,6 +115,7 @@ def queue_view(snapshot: QueueSnapshot, model: str | None, jobs: ApiJobs, caller
         activity=snapshot.activity,
         model=model,
         running=entry(snapshot.running) if snapshot.running else None,
+        running_jobs=[entry(job) for job in snapshot.running_jobs],
         queued=[entry(job) for job in snapshot.queued],
     )
 
