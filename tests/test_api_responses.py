@@ -197,7 +197,8 @@ def test_a_client_that_leaves_mid_stream_frees_the_engine(client: openai.OpenAI)
     # The abandoned reply had ~1480 tokens to go; had it kept the engine, the next request would wait for them.
     begun = time.monotonic()
     assert client.responses.create(model=M, input="Hi", max_output_tokens=2).usage is not None
-    assert time.monotonic() - begun < (1480 / rate) / 4
+    # Half the time the rest of it would take: a busy machine may slow the next request, never by that much.
+    assert time.monotonic() - begun < (1480 / rate) / 2
 
 
 def test_every_event_shape_is_accumulated_by_the_sdk_into_the_whole_response() -> None:
