@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import httpx
 
 from webui.benchmarks.figures import Figure, Target, figure, interleave, median, paired_ratio
 from webui.benchmarks.llama import OPENERS
-from webui.benchmarks.server import ServeProcess, Streamed, stream_timed
+from webui.benchmarks.server import ServeProcess, Streamed, client_load, stream_timed
 
 MILESTONES = (1, 10, 25, 50)
 
@@ -181,30 +180,9 @@ def _requests(server: ServeProcess, clients: int, tokens: int, *, at_once: bool)
     Both ways send the same prompts, so the prompt evaluation each one needs is the same: the difference is
     what serving them concurrently (the queue, interleaved streams) costs.
     """
-    results: list[Streamed | BaseException] = []
-    lock = threading.Lock()
-
-    def worker(indexes: Sequence[int]) -> None:
-        with httpx.Client(timeout=600) as client:
-            for index in indexes:
-                try:
-                    outcome: Streamed | BaseException = _one_request(client, server, index, tokens)
-                except BaseException as exc:  # reported as an error count, never hidden
-                    outcome = exc
-                with lock:
-                    results.append(outcome)
-
-    groups = [[i] for i in range(clients)] if at_once else [list(range(clients))]
-    threads = [threading.Thread(target=worker, args=(group,)) for group in groups]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-    done = [r for r in results if isinstance(r, Streamed)]
-    produced = sum(r.completion_tokens for r in done)
-    return {"tps": produced / wall if wall else 0.0, "errors": float(len(results) - len(done))}
+    return client_load(
+        lambda client, index: _one_request(client, server, index, tokens), clients, at_once=at_once
+    )
 
 
 def queue(

@@ -7,8 +7,6 @@ summarise, a longer text to continue); each side sends the same requests, and th
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import httpx
 
 from webui.benchmarks.figures import Figure, Target, figure, interleave, median, paired_ratio
-from webui.benchmarks.server import ServeProcess, Streamed, stream_timed
+from webui.benchmarks.server import ServeProcess, Streamed, client_load, stream_timed
 
 CLIENTS = (1, 2, 4, 8)
 _PARAGRAPH = (
@@ -46,30 +44,9 @@ def _one(client: httpx.Client, url: str, prompt: str, tokens: int) -> Streamed:
 def _load(url: str, clients: int, tokens: int, *, at_once: bool, run: str) -> dict[str, float]:
     """``clients`` requests, all at once from their own connections or one after another from one;
     aggregate generated tokens/s over the wall time."""
-    results: list[Streamed | BaseException] = []
-    lock = threading.Lock()
-
-    def worker(indexes: Sequence[int]) -> None:
-        with httpx.Client(timeout=600) as client:
-            for index in indexes:
-                try:
-                    outcome: Streamed | BaseException = _one(client, url, _prompt(index, run), tokens)
-                except BaseException as exc:  # counted as an error, never hidden
-                    outcome = exc
-                with lock:
-                    results.append(outcome)
-
-    groups = [[i] for i in range(clients)] if at_once else [list(range(clients))]
-    threads = [threading.Thread(target=worker, args=(group,)) for group in groups]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-    done = [r for r in results if isinstance(r, Streamed)]
-    produced = sum(r.completion_tokens for r in done)
-    return {"tps": produced / wall if wall else 0.0, "errors": float(len(results) - len(done))}
+    return client_load(
+        lambda client, index: _one(client, url, _prompt(index, run), tokens), clients, at_once=at_once
+    )
 
 
 def _side(url: str, clients: int, tokens: int, *, at_once: bool) -> Callable[[int], dict[str, float]]:

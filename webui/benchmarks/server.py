@@ -7,8 +7,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,34 @@ def stream_timed(client: httpx.Client, url: str, body: dict[str, Any]) -> Stream
         chunks=chunks,
         text="".join(text_parts),
     )
+
+
+def client_load(
+    request: Callable[[httpx.Client, int], Streamed], clients: int, *, at_once: bool
+) -> dict[str, float]:
+    """Requests 0 .. ``clients`` - 1, all at once from their own connections or one after another from one
+    connection; aggregate generated tokens/s over the wall time, and how many failed (counted, never hidden)."""
+    results: list[Streamed | BaseException] = []
+    lock = threading.Lock()
+
+    def worker(indexes: Sequence[int]) -> None:
+        with httpx.Client(timeout=600) as client:
+            for index in indexes:
+                try:
+                    outcome: Streamed | BaseException = request(client, index)
+                except BaseException as exc:
+                    outcome = exc
+                with lock:
+                    results.append(outcome)
+
+    groups = [[i] for i in range(clients)] if at_once else [list(range(clients))]
+    threads = [threading.Thread(target=worker, args=(group,)) for group in groups]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    done = [r for r in results if isinstance(r, Streamed)]
+    produced = sum(r.completion_tokens for r in done)
+    return {"tps": produced / wall if wall else 0.0, "errors": float(len(results) - len(done))}
