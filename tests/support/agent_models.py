@@ -25,8 +25,6 @@ Run directly to build: ``python -m tests.support.agent_models [CACHE_ROOT]``.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.cached_build import build_once, default_cache_root
+from tests.support.cached_build import build_once, default_cache_root, source_key
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "data" / "templates"
 QWEN3_TEMPLATE_FILE = TEMPLATES_DIR / "qwen3.jinja"
@@ -161,15 +159,7 @@ class AgentModels:
 
 def cache_key() -> str:
     """Changes whenever this builder, its template or one of the libraries it relies on changes."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    digest.update(QWEN3_TEMPLATE_FILE.read_bytes())
-    for name in LIBRARIES:
-        try:
-            digest.update(f"{name}={importlib.metadata.version(name)}".encode())
-        except importlib.metadata.PackageNotFoundError:
-            digest.update(f"{name}=missing".encode())
-    digest.update(sys.version.encode())
-    return "agent-" + digest.hexdigest()[:16]
+    return source_key(__file__, LIBRARIES, prefix="agent-", extra=[QWEN3_TEMPLATE_FILE])
 
 
 def _built(root: Path) -> AgentModels:

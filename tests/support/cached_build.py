@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -52,3 +54,20 @@ def build_once(root: Path, module: str, what: str, env: Mapping[str, str] | None
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def source_key(
+    builder: str, libraries: Sequence[str], *, prefix: str = "", extra: Sequence[Path] = ()
+) -> str:
+    """A cache key that changes whenever the builder file ``builder`` (its ``__file__``), the ``extra`` files it
+    reads, one of the ``libraries`` it relies on, or Python changes."""
+    digest = hashlib.sha256(Path(builder).read_bytes())
+    for path in extra:
+        digest.update(path.read_bytes())
+    for name in libraries:
+        try:
+            digest.update(f"{name}={importlib.metadata.version(name)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            digest.update(f"{name}=missing".encode())
+    digest.update(sys.version.encode())
+    return prefix + digest.hexdigest()[:16]

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.support.toy_loader import install_loader_package
+
 PACKAGE = "palabre_seeing_loader"
 LOADER_NAME = "seeing"
 RECORD = "record.jsonl"
@@ -109,19 +111,7 @@ class SeeingLoader:
 
 def install_seeing_loader(folder: Path) -> Path:
     """Write the seeing loader package and its distribution metadata into ``folder``; return ``folder``."""
-    package = folder / PACKAGE
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text(_MODULE, encoding="utf-8")
-    dist_info = folder / f"{PACKAGE}-0.1.dist-info"
-    dist_info.mkdir(exist_ok=True)
-    (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {PACKAGE.replace('_', '-')}\nVersion: 0.1\n", encoding="utf-8"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        f"[palabre.loaders]\n{LOADER_NAME} = {PACKAGE}:SeeingLoader\n", encoding="utf-8"
-    )
-    (dist_info / "RECORD").write_text("", encoding="utf-8")
-    return folder
+    return install_loader_package(folder, PACKAGE, _MODULE, f"{LOADER_NAME} = {PACKAGE}:SeeingLoader")
 
 
 def seeing_model(models_dir: Path, records: Path, name: str = "eye.see") -> str:

@@ -11,14 +11,12 @@ Run directly to build: ``python -m tests.support.tiny_models [CACHE_ROOT]``.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.cached_build import build_once, default_cache_root
+from tests.support.cached_build import build_once, default_cache_root, source_key
 
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
@@ -81,14 +79,7 @@ class TinyModels:
 
 def cache_key() -> str:
     """Changes whenever this builder or one of the libraries it relies on changes."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    for name in LIBRARIES:
-        try:
-            digest.update(f"{name}={importlib.metadata.version(name)}".encode())
-        except importlib.metadata.PackageNotFoundError:
-            digest.update(f"{name}=missing".encode())
-    digest.update(sys.version.encode())
-    return digest.hexdigest()[:16]
+    return source_key(__file__, LIBRARIES)
 
 
 def _folders(root: Path) -> TinyModels:

@@ -98,18 +98,22 @@ class ToyLoader:
 '''
 
 
-def install_toy_loader(folder: Path) -> Path:
-    """Write the toy loader package and its distribution metadata into ``folder``; return ``folder``."""
-    package = folder / PACKAGE
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text(_MODULE, encoding="utf-8")
-    dist_info = folder / f"{PACKAGE}-0.1.dist-info"
+def install_loader_package(folder: Path, package: str, module: str, entry_point: str) -> Path:
+    """Write a loader package (``module`` as its ``__init__.py``) and its distribution metadata, with the
+    ``palabre.loaders`` entry point ``entry_point`` ("name = package:Class"), into ``folder``; return it."""
+    target = folder / package
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "__init__.py").write_text(module, encoding="utf-8")
+    dist_info = folder / f"{package}-0.1.dist-info"
     dist_info.mkdir(exist_ok=True)
     (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {PACKAGE.replace('_', '-')}\nVersion: 0.1\n", encoding="utf-8"
+        f"Metadata-Version: 2.1\nName: {package.replace('_', '-')}\nVersion: 0.1\n", encoding="utf-8"
     )
-    (dist_info / "entry_points.txt").write_text(
-        f"[palabre.loaders]\n{LOADER_NAME} = {PACKAGE}:ToyLoader\n", encoding="utf-8"
-    )
+    (dist_info / "entry_points.txt").write_text(f"[palabre.loaders]\n{entry_point}\n", encoding="utf-8")
     (dist_info / "RECORD").write_text("", encoding="utf-8")
     return folder
+
+
+def install_toy_loader(folder: Path) -> Path:
+    """Write the toy loader package and its distribution metadata into ``folder``; return ``folder``."""
+    return install_loader_package(folder, PACKAGE, _MODULE, f"{LOADER_NAME} = {PACKAGE}:ToyLoader")

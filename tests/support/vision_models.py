@@ -21,8 +21,6 @@ Run directly to build: ``python -m tests.support.vision_models [CACHE_ROOT]``;
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -34,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.support.cached_build import build_once, default_cache_root
+from tests.support.cached_build import build_once, default_cache_root, source_key
 
 if TYPE_CHECKING:
     from webui.core.media import Image
@@ -100,14 +98,7 @@ class VisionModels:
 
 def cache_key() -> str:
     """Changes whenever this builder or one of the libraries it relies on changes."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    for name in LIBRARIES:
-        try:
-            digest.update(f"{name}={importlib.metadata.version(name)}".encode())
-        except importlib.metadata.PackageNotFoundError:
-            digest.update(f"{name}=missing".encode())
-    digest.update(sys.version.encode())
-    return "vlm-" + digest.hexdigest()[:16]
+    return source_key(__file__, LIBRARIES, prefix="vlm-")
 
 
 def _built(root: Path) -> VisionModels:
