@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,6 +65,11 @@ def automatic_batch_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+KvCacheType = Literal["f16", "q8_0", "q4_0"]
+# ggml type ids of the KV cache types (llama.h's ggml_type).
+GGML_KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
+
+
 class LlamaCppSettings(BaseModel):
     """llama.cpp load settings; 0 / -1 mean "automatic" where stated."""
 
@@ -97,6 +102,14 @@ class LlamaCppSettings(BaseModel):
         le=64,
         description="Generations decoded together (slots), each with the full context (n_ctx per slot, so the "
         "KV cache grows with it). 1 = one at a time.",
+    )
+    cache_type_k: KvCacheType = Field(
+        "f16", description="KV cache type for keys: f16, q8_0 (about half the memory) or q4_0 (about a quarter)."
+    )
+    cache_type_v: KvCacheType = Field(
+        "f16",
+        description="KV cache type for values: f16, q8_0 or q4_0. A quantized value cache needs flash attention, "
+        "which is then switched on.",
     )
     mmproj: str = Field(
         "",
@@ -175,7 +188,10 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
                     n_ubatch=settings.n_batch,
                     use_mmap=settings.use_mmap,
                     use_mlock=settings.use_mlock,
-                    flash_attn=settings.flash_attn,
+                    # llama.cpp refuses a quantized V cache without flash attention.
+                    flash_attn=settings.flash_attn or settings.cache_type_v != "f16",
+                    type_k=GGML_KV_TYPES[settings.cache_type_k],
+                    type_v=GGML_KV_TYPES[settings.cache_type_v],
                     rope_freq_base=settings.rope_freq_base,
                     tensor_split=tensor_split,
                     verbose=False,

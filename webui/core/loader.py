@@ -95,6 +95,19 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One token's log-probability: the log-softmax of the model's own logits at that position, before any
+    sampler transform (temperature, penalties, top-k ...), as llama.cpp's server reports it. ``top`` holds the
+    most likely tokens at that position (each with an empty ``top``), most likely first."""
+
+    token_id: int
+    token: str  # its text; a token that is part of a UTF-8 character shows as replacement characters
+    token_bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class Chunk:
     """One piece of a streamed generation: deltas, never the cumulative string.
 
@@ -111,6 +124,10 @@ class Chunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     prompt: PromptUsage | None = None
     stats: GenerationStats | None = None
+    # With params.logprobs >= 0: one entry per generated token of this chunk, in order.
+    logprobs: tuple[TokenLogprob, ...] = ()
+    # With params.prompt_logprobs: the prompt's tokens (the first has no logprob: None), on the first chunk.
+    prompt_logprobs: tuple[TokenLogprob | None, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,20 @@ class GenerationParams(BaseModel):
         description="Most reasoning tokens before the answer is made to begin. -1 = no limit.",
         json_schema_extra=_ui("Thinking", 64),
     )
+    logprobs: int = Field(
+        -1,
+        ge=-1,
+        le=20,
+        description="Report each generated token's log-probability, with this many most likely alternatives "
+        "(0 = the token's own only). -1 = off.",
+        json_schema_extra=_ui("Output", 1),
+    )
+    prompt_logprobs: bool = Field(
+        False,
+        description="Also report the log-probability of every prompt token (scoring; the prompt is evaluated "
+        "in full, without reusing the cache).",
+        json_schema_extra=_ui("Output"),
+    )
 
     @field_validator("stop", "dry_sequence_breakers")
     @classmethod
