@@ -15,12 +15,14 @@ from tests.support.config import make_config
 from tests.support.machines import GB, FakeMachine, machine
 from webui.core.engine import EngineError
 from webui.core.hardware.estimates import (
+    KvCache,
     estimate_memory,
     estimate_speed,
     fit_advice,
     memory_verdict,
     quick_fit,
 )
+from webui.core.hardware.fit import kv_cache_layout
 from webui.core.hardware.machine import GpuFacts, parse_nvidia_smi
 from webui.core.models.facts import ArchFacts, gguf_facts, name_disagreements
 from webui.core.models.names import decode_model_name
@@ -181,6 +183,29 @@ def test_memory_estimate_arithmetic() -> None:
     assert memory.ram_bytes == memory.total_bytes and memory.gpu_bytes == 0
     # No n_ctx: the loader's automatic context (the model's own, capped at 8192).
     assert estimate_memory(facts, machine()).n_ctx == 8192
+
+
+def test_quantized_kv_cache_and_parallel_slots_in_the_estimate() -> None:
+    facts = synthetic()
+    f16 = estimate_memory(facts, machine(), n_ctx=4096).kv_cache_bytes
+    q8 = estimate_memory(facts, machine(), n_ctx=4096, kv_cache=KvCache("q8_0", "q8_0")).kv_cache_bytes
+    mixed = estimate_memory(facts, machine(), n_ctx=4096, kv_cache=KvCache("q8_0", "q4_0")).kv_cache_bytes
+    slots = estimate_memory(facts, machine(), n_ctx=4096, kv_cache=KvCache("q4_0", "q4_0", parallel=4))
+    elements = 32 * 8 * 128 * 4096  # per key (and per value): layers x kv heads x head length x n_ctx
+    assert f16 == elements * 2 * 2
+    assert q8 == elements * 2 * 34 // 32
+    assert mixed == elements * (34 + 18) // 32
+    assert slots.kv_cache_bytes == 4 * elements * 2 * 18 // 32  # every slot holds the whole context
+    # The loader settings as the Model tab and the CLI pass them (strings too), unknown types as f16.
+    assert kv_cache_layout({"cache_type_k": "q8_0", "cache_type_v": "q4_0", "parallel": "4"}) == KvCache(
+        "q8_0", "q4_0", 4
+    )
+    assert kv_cache_layout({"cache_type_k": "bogus"}) == KvCache()
+    # The fit message names the cache when it is not the default.
+    advice = fit_advice(facts, machine(64), n_ctx=4096, kv_cache=KvCache("q8_0", "q8_0", 2))
+    assert "(q8_0/q8_0, 2 slots)" in advice.message
+    assert advice.memory.kv_cache_bytes == 2 * q8
+    assert "slots" not in fit_advice(facts, machine(64), n_ctx=4096).message
 
 
 def test_gpu_layers_move_memory_to_the_gpu() -> None:

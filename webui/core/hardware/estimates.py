@@ -25,6 +25,9 @@ GPU_EFFICIENCY = 0.7  # share of a GPU's data-sheet bandwidth llama.cpp reaches 
 GPU_LAYER_SECONDS = 30e-6  # kernel launches per layer on a GPU
 OVERLAP_EXPOSED = 0.5  # share of the shorter of memory/compute time that is not hidden behind the longer
 SHORT_CONTEXT = 256  # tokens in the context for the headline speed: the start of a conversation
+# Bytes per cached element for each llama.cpp KV cache type: f16 is 2; q8_0 and q4_0 store blocks of 32 values
+# as one f16 scale plus 32 bytes (34/32) or 16 bytes (18/32).
+KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
 class MachineSource(Protocol):
@@ -39,6 +42,34 @@ class FitVerdict:
 
     verdict: Verdict
     message: str
+
+
+@dataclass(frozen=True)
+class KvCache:
+    """How the KV cache is stored: key and value types (llama.cpp's cache_type_k / cache_type_v) and the
+    parallel slots, each with the whole context."""
+
+    type_k: str = "f16"
+    type_v: str = "f16"
+    parallel: int = 1
+
+    def bytes_per_token(self, facts: ArchFacts) -> int:
+        """layers x kv heads x (key length x bytes per key element + value length x bytes per value element)."""
+        if not (facts.n_layers and facts.n_head_kv and facts.key_length and facts.value_length):
+            return 0
+        per_layer = facts.key_length * KV_TYPE_BYTES.get(self.type_k, 2.0)
+        per_layer += facts.value_length * KV_TYPE_BYTES.get(self.type_v, 2.0)
+        return int(facts.n_layers * facts.n_head_kv * per_layer)
+
+    def describe(self) -> str:
+        """'' for the default f16 cache with one slot, else e.g. ' (q8_0/q4_0, 4 slots)'."""
+        parts = [] if self.type_k == self.type_v == "f16" else [f"{self.type_k}/{self.type_v}"]
+        if self.parallel > 1:
+            parts.append(f"{self.parallel} slots")
+        return f" ({', '.join(parts)})" if parts else ""
+
+
+F16_CACHE = KvCache()
 
 
 @dataclass(frozen=True)
@@ -103,16 +134,24 @@ def gpu_layers_used(facts: ArchFacts, machine: MachineFacts, n_gpu_layers: int |
 
 
 def estimate_memory(
-    facts: ArchFacts, machine: MachineFacts, *, n_ctx: int | None = None, n_gpu_layers: int | None = None
+    facts: ArchFacts,
+    machine: MachineFacts,
+    *,
+    n_ctx: int | None = None,
+    n_gpu_layers: int | None = None,
+    kv_cache: KvCache = F16_CACHE,
 ) -> MemoryEstimate:
-    """weights (file size) + KV cache (layers x n_ctx x kv heads x (key+value length) x 2 bytes, f16) + overhead.
+    """weights (file size) + KV cache + overhead.
+
+    The KV cache holds, per context token of each parallel slot, layers x kv heads x (key + value length)
+    elements of the cache types' sizes (f16: 2 bytes, q8_0: 34/32, q4_0: 18/32; see ``KvCache``).
 
     The overhead is llama.cpp's compute buffer, which holds one micro-batch's logits and attention scores
     (4 bytes x 512 x (vocabulary + n_ctx x heads / 2)), plus the runtime itself. Offloaded layers move
     their share of weights and KV cache to the GPU; mmap keeps them out of RAM.
     """
     ctx = effective_n_ctx(facts, n_ctx)
-    kv = facts.kv_bytes_per_token * ctx
+    kv = kv_cache.bytes_per_token(facts) * ctx * max(1, kv_cache.parallel)
     compute = 4 * N_UBATCH * ((facts.n_vocab or 32000) + ctx * (facts.n_head or 8) // 2)
     overhead = compute + RUNTIME_BYTES
     on_gpu = gpu_layers_used(facts, machine, n_gpu_layers)
@@ -211,23 +250,29 @@ def memory_verdict(memory: MemoryEstimate, machine: MachineFacts) -> Verdict:
     return ram
 
 
-def _fits(facts: ArchFacts, machine: MachineFacts, n_ctx: int, n_gpu_layers: int) -> bool:
-    memory = estimate_memory(facts, machine, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
+def _fits(
+    facts: ArchFacts, machine: MachineFacts, n_ctx: int, n_gpu_layers: int, kv_cache: KvCache = F16_CACHE
+) -> bool:
+    memory = estimate_memory(facts, machine, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, kv_cache=kv_cache)
     return memory_verdict(memory, machine) == "fits"
 
 
-def suggest_gpu_layers(facts: ArchFacts, machine: MachineFacts, n_ctx: int) -> int | None:
+def suggest_gpu_layers(
+    facts: ArchFacts, machine: MachineFacts, n_ctx: int, kv_cache: KvCache = F16_CACHE
+) -> int | None:
     """The most layers whose weights and cache fit the free VRAM (None without a GPU or when none fit)."""
     if not machine.gpus or not facts.n_layers:
         return None
     for layers in range(facts.n_layers, 0, -1):
-        memory = estimate_memory(facts, machine, n_ctx=n_ctx, n_gpu_layers=layers)
+        memory = estimate_memory(facts, machine, n_ctx=n_ctx, n_gpu_layers=layers, kv_cache=kv_cache)
         if memory.gpu_bytes <= machine.free_vram_bytes * FITS_SHARE:
             return layers
     return None
 
 
-def suggest_quantization(facts: ArchFacts, machine: MachineFacts, n_ctx: int) -> str | None:
+def suggest_quantization(
+    facts: ArchFacts, machine: MachineFacts, n_ctx: int, kv_cache: KvCache = F16_CACHE
+) -> str | None:
     """The best common quantization smaller than this file whose estimate fits (None if none does)."""
     params = facts.parameter_count
     if not params:
@@ -240,18 +285,20 @@ def suggest_quantization(facts: ArchFacts, machine: MachineFacts, n_ctx: int) ->
             continue
         weights = int(params * bits / 8)
         scale = weights / max(facts.weight_bytes, 1)
-        total = weights + facts.kv_bytes_per_token * n_ctx + RUNTIME_BYTES
+        total = weights + kv_cache.bytes_per_token(facts) * n_ctx * max(1, kv_cache.parallel) + RUNTIME_BYTES
         total += 4 * N_UBATCH * ((facts.n_vocab or 32000) + n_ctx * (facts.n_head or 8) // 2)
         if total <= budget * FITS_SHARE and scale < 1:
             return quant
     return None
 
 
-def suggest_n_ctx(facts: ArchFacts, machine: MachineFacts, n_ctx: int, n_gpu_layers: int) -> int | None:
+def suggest_n_ctx(
+    facts: ArchFacts, machine: MachineFacts, n_ctx: int, n_gpu_layers: int, kv_cache: KvCache = F16_CACHE
+) -> int | None:
     """A smaller context (a power of two, at least 2048) that makes the model fit, if one does."""
     candidate = 1 << (max(n_ctx - 1, 1)).bit_length() - 1
     while candidate >= 2048:
-        if candidate < n_ctx and _fits(facts, machine, candidate, n_gpu_layers):
+        if candidate < n_ctx and _fits(facts, machine, candidate, n_gpu_layers, kv_cache):
             return candidate
         candidate //= 2
     return None
@@ -264,20 +311,21 @@ def fit_advice(
     name: str = "This model",
     n_ctx: int | None = None,
     n_gpu_layers: int | None = None,
+    kv_cache: KvCache = F16_CACHE,
 ) -> FitAdvice:
     """The verdict, its message and suggestions for loading ``facts`` with these settings."""
-    memory = estimate_memory(facts, machine, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
+    memory = estimate_memory(facts, machine, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, kv_cache=kv_cache)
     verdict = memory_verdict(memory, machine)
     ctx = memory.n_ctx
     ngl = n_gpu_layers if n_gpu_layers is not None else 0
-    layers = suggest_gpu_layers(facts, machine, ctx) if verdict != "fits" else None
-    quant = suggest_quantization(facts, machine, ctx) if verdict != "fits" else None
-    smaller_ctx = suggest_n_ctx(facts, machine, ctx, ngl) if verdict != "fits" else None
+    layers = suggest_gpu_layers(facts, machine, ctx, kv_cache) if verdict != "fits" else None
+    quant = suggest_quantization(facts, machine, ctx, kv_cache) if verdict != "fits" else None
+    smaller_ctx = suggest_n_ctx(facts, machine, ctx, ngl, kv_cache) if verdict != "fits" else None
     available = machine.available_ram_bytes + (machine.free_vram_bytes if memory.gpu_bytes else 0)
     where = "RAM + VRAM" if memory.gpu_bytes else "RAM"
     message = (
         f"{name} needs about {gb(memory.total_bytes)} (weights {gb(memory.weights_bytes)}, KV cache "
-        f"{gb(memory.kv_cache_bytes)} at n_ctx={ctx}, overhead {gb(memory.overhead_bytes)}); "
+        f"{gb(memory.kv_cache_bytes)} at n_ctx={ctx}{kv_cache.describe()}, overhead {gb(memory.overhead_bytes)}); "
         f"{gb(available)} {where} available: {verdict}."
     )
     tips = []

@@ -6,7 +6,15 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from webui.core.hardware.estimates import FitAdvice, MachineSource, advice_dict, estimate_speed, fit_advice
+from webui.core.hardware.estimates import (
+    KV_TYPE_BYTES,
+    FitAdvice,
+    KvCache,
+    MachineSource,
+    advice_dict,
+    estimate_speed,
+    fit_advice,
+)
 from webui.core.loader import LoaderError
 from webui.core.models.discovery import ModelEntry, ModelFileError, infer_loader
 from webui.core.models.facts import entry_facts, format_count, name_disagreements
@@ -28,6 +36,20 @@ def load_settings_layout(settings: Mapping[str, Any] | None) -> tuple[int | None
     loader may use every GPU (-1, also the llama.cpp loader's default)."""
     ngl = _setting(settings, "n_gpu_layers")
     return _setting(settings, "n_ctx"), -1 if ngl is None else ngl
+
+
+def kv_cache_layout(settings: Mapping[str, Any] | None) -> KvCache:
+    """The KV cache the load will allocate, from the llama.cpp settings that shape it (cache_type_k,
+    cache_type_v, parallel); f16 with one slot for anything else."""
+    values = settings or {}
+
+    def cache_type(key: str) -> str:
+        value = str(values.get(key) or "f16").strip().lower()
+        return value if value in KV_TYPE_BYTES else "f16"
+
+    return KvCache(
+        cache_type("cache_type_k"), cache_type("cache_type_v"), max(1, _setting(values, "parallel") or 1)
+    )
 
 
 def _runs_here(loader: str, registry: LoaderRegistry | None) -> bool:
@@ -59,7 +81,12 @@ def check_before_load(
         return None
     n_ctx, ngl = load_settings_layout(settings)
     return fit_advice(
-        facts, machine.facts(measure_speed=False), name=entry.name, n_ctx=n_ctx, n_gpu_layers=ngl
+        facts,
+        machine.facts(measure_speed=False),
+        name=entry.name,
+        n_ctx=n_ctx,
+        n_gpu_layers=ngl,
+        kv_cache=kv_cache_layout(settings),
     )
 
 
