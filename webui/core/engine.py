@@ -649,7 +649,7 @@ class Engine:
             run_params = (
                 params
                 if left == params.max_new_tokens
-                else params.model_copy(update={"max_new_tokens": left})
+                else params.model_copy(update={"max_new_tokens": left, "prompt_logprobs": False})
             )
             if own_template and job.messages is not None and isinstance(model, ChatTemplatedModel):
                 stream = model.stream_chat(
@@ -672,7 +672,9 @@ class Engine:
                     if chunk.finish_reason is not None:
                         finish = chunk.finish_reason
                     out = reader.feed(chunk)
-                    parts = bool(out.text or out.reasoning or out.tool_calls)
+                    parts = bool(
+                        out.text or out.reasoning or out.tool_calls or out.logprobs or out.prompt_logprobs
+                    )
                     if reader.stopped:
                         finish = "stop"
                         if parts:
@@ -711,5 +713,6 @@ class Engine:
                 tool_calls=tail.tool_calls,
                 finish_reason=finish,
                 stats=stats,
+                logprobs=tail.logprobs,
             )
         )

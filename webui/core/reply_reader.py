@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from webui.core.loader import Chunk, ToolCallDelta
+from webui.core.loader import Chunk, TokenLogprob, ToolCallDelta
 from webui.core.reasoning.formats import FORMATS as REASONING_FORMATS
 from webui.core.reasoning.formats import Phase, ReasoningFormat
 from webui.core.reasoning.splitter import ReasoningSplitter
@@ -63,6 +63,7 @@ class ReplyReader:
         self.raw = ""  # every character the model wrote (plus any forced closing marker)
         self.reasoning_tokens = 0
         self._loader_calls: set[int] = set()  # indexes of the calls a loader sent itself
+        self._logprobs = _HeldLogprobs()
 
     @property
     def stopped(self) -> bool:
@@ -85,7 +86,9 @@ class ReplyReader:
         return self._splitter is not None and self._splitter.phase is Phase.REASONING
 
     def feed(self, chunk: Chunk) -> Chunk:
-        """The reader's view of a loader chunk (its text parts replaced; tokens and usage kept)."""
+        """The reader's view of a loader chunk (its text parts replaced; tokens, usage and the prompt's
+        logprobs kept; the tokens' logprobs go out with the text they belong to)."""
+        self._logprobs.add(chunk.logprobs, len(self.raw), chunk.text)
         self.raw += chunk.text
         if self.in_reasoning:
             self.reasoning_tokens += chunk.tokens
@@ -93,13 +96,18 @@ class ReplyReader:
         if self._splitter is not None and chunk.text:
             split = self._splitter.feed(chunk.text)
             reasoning, answer = reasoning + split.reasoning, split.answer
-        text, calls = self._answer(self._stops.feed(answer))
+        shown = self._stops.feed(answer)
+        # What the stop strings hold back (or cut off) is the end of the raw text: tokens that begin there wait.
+        self._logprobs.held += len(answer) - len(shown)
+        text, calls = self._answer(shown)
         return Chunk(
             text,
             tokens=chunk.tokens,
             reasoning=reasoning,
             tool_calls=self._count(chunk.tool_calls) + calls,
             prompt=chunk.prompt,
+            logprobs=self._logprobs.release(len(self.raw)),
+            prompt_logprobs=chunk.prompt_logprobs,
         )
 
     def force_close(self) -> str:
@@ -124,7 +132,9 @@ class ReplyReader:
             tail = self._tools.flush()
             text += tail.content
             calls += tail.tool_calls
-        return Chunk(text, reasoning=reasoning, tool_calls=calls)
+        # After a stop string only the tokens that began before it count; otherwise every token does.
+        logprobs = self._logprobs.release(len(self.raw), final=not self.stopped)
+        return Chunk(text, reasoning=reasoning, tool_calls=calls, logprobs=logprobs)
 
     def _answer(self, text: str) -> tuple[str, tuple[ToolCallDelta, ...]]:
         if self._tools is None or not text:
@@ -136,3 +146,30 @@ class ReplyReader:
         """Note the calls a loader sent itself, so the reply's finish reason says it called tools."""
         self._loader_calls.update(call.index for call in calls)
         return calls
+
+
+class _HeldLogprobs:
+    """The generated tokens' logprobs waiting for their text: a token goes out once the text where it begins
+    is shown, so a token that a stop string cut off is never reported (as llama.cpp's server does)."""
+
+    def __init__(self) -> None:
+        self._waiting: list[
+            tuple[int, TokenLogprob]
+        ] = []  # (where the token begins in the raw text, logprob)
+        self.held = 0  # characters at the end of the raw text held back (or cut off) by the stop strings
+
+    def add(self, logprobs: Sequence[TokenLogprob], start: int, text: str) -> None:
+        """Note a chunk's tokens; ``start`` is where its ``text`` begins in the raw text."""
+        position = start
+        for entry in logprobs:
+            self._waiting.append((min(position, start + len(text)), entry))
+            position += len(entry.token_bytes.decode("utf-8", errors="ignore"))
+
+    def release(self, raw_length: int, *, final: bool = False) -> tuple[TokenLogprob, ...]:
+        """The waiting tokens that begin in shown text (every one when ``final``)."""
+        if not self._waiting:
+            return ()
+        shown = raw_length - self.held
+        ready = [entry for start, entry in self._waiting if final or start < shown]
+        self._waiting = [] if final else [(start, entry) for start, entry in self._waiting if start >= shown]
+        return tuple(ready)
