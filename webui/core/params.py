@@ -22,6 +22,10 @@ def _ui(group: str, step: float | None = None) -> dict[str, Any]:
     return extra
 
 
+# What an API request asks for its own answer (logprobs), not a sampler setting: no widget, CLI flag or preset.
+_PER_REQUEST: dict[str, Any] = {"per_request": True}
+
+
 class GenerationParams(BaseModel):
     """Every sampler and generation setting, with its default, bounds and meaning."""
 
@@ -243,13 +247,13 @@ class GenerationParams(BaseModel):
         le=20,
         description="Report each generated token's log-probability, with this many most likely alternatives "
         "(0 = the token's own only). -1 = off.",
-        json_schema_extra=_ui("Output", 1),
+        json_schema_extra=_PER_REQUEST,
     )
     prompt_logprobs: bool = Field(
         False,
         description="Also report the log-probability of every prompt token (scoring; the prompt is evaluated "
         "in full, without reusing the cache).",
-        json_schema_extra=_ui("Output"),
+        json_schema_extra=_PER_REQUEST,
     )
 
     @field_validator("stop", "dry_sequence_breakers")
@@ -292,10 +296,13 @@ _KINDS: dict[Any, WidgetKind] = {
 
 
 def field_specs() -> list[FieldSpec]:
-    """Every GenerationParams field, described for widget generation, in declaration order."""
+    """Every GenerationParams field, described for widget generation, in declaration order (without the
+    per-request ones: an API request's logprobs)."""
     specs: list[FieldSpec] = []
     for name, info in GenerationParams.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("per_request"):
+            continue  # PER_REQUEST_NAMES
         minimum = maximum = None
         for constraint in info.metadata:
             minimum = getattr(constraint, "ge", minimum)
@@ -317,6 +324,12 @@ def field_specs() -> list[FieldSpec]:
 
 
 PARAM_NAMES: frozenset[str] = frozenset(GenerationParams.model_fields)
+# Fields an API request sets for its own answer (logprobs): no widget, CLI flag or preset line.
+PER_REQUEST_NAMES: frozenset[str] = frozenset(
+    name
+    for name, info in GenerationParams.model_fields.items()
+    if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("per_request")
+)
 
 
 def describe_validation_error(error: ValidationError) -> str:
