@@ -193,8 +193,10 @@ def test_naming_another_model_loads_it_only_for_an_admin(client: TestClient, ser
     assert loaded.status_code == 200
     assert loaded.json()["model"] == "second-chatml.gguf"
     assert loaded.json()["choices"][0]["text"] == "Other words"
+    # Loaded beside the page's model (both fit the memory budget): the page keeps its model.
     listed = client.get("/api/ps").json()["models"]
-    assert [m["name"] for m in listed] == ["second-chatml.gguf"]
+    assert [m["name"] for m in listed] == ["first-chatml.gguf", "second-chatml.gguf"]
+    assert service.engine.require_model().entry.name == "first-chatml.gguf"
 
 
 def test_ollama_chat_streams_ndjson_with_counts(client: TestClient) -> None:

@@ -37,7 +37,8 @@ class FakeEngine:
         self.idle: float | None = 0.0  # None: busy
         self.unloads: list[float] = []
 
-    def unload_if_idle(self, limit: float) -> bool:
+    def unload_if_idle(self, model: str, limit: float) -> bool:
+        assert model == "m"
         if self.idle is None or self.idle < limit:
             return False
         self.unloads.append(limit)
@@ -47,7 +48,7 @@ class FakeEngine:
 
 def _watcher(default_s: float | None) -> tuple[IdleUnloader, FakeEngine]:
     fake = FakeEngine()
-    return IdleUnloader(fake.unload_if_idle, lambda: fake.idle, default_s), fake
+    return IdleUnloader(fake.unload_if_idle, lambda model: fake.idle, lambda: ["m"], default_s), fake
 
 
 def test_the_model_is_unloaded_only_after_the_idle_time() -> None:
@@ -67,23 +68,23 @@ def test_without_a_limit_nothing_is_unloaded() -> None:
     watcher, fake = _watcher(None)
     fake.idle = 10**9
     watcher.check()
-    assert fake.unloads == [] and watcher.expires_in() is None
+    assert fake.unloads == [] and watcher.expires_in("m") is None
 
 
 def test_keep_alive_sets_the_idle_time_after_a_request_as_ollama_does() -> None:
     watcher, fake = _watcher(300)
     fake.idle = 100
-    watcher.keep_alive(-1)  # forever
+    watcher.keep_alive(-1, "m")  # forever
     watcher.check()
-    assert fake.unloads == [] and watcher.expires_in() is None
-    watcher.keep_alive(60)
-    assert watcher.expires_in() == 0
+    assert fake.unloads == [] and watcher.expires_in("m") is None
+    watcher.keep_alive(60, "m")
+    assert watcher.expires_in("m") == 0
     watcher.check()
     assert fake.unloads == [60]
-    watcher.keep_alive(None)  # a request without keep_alive: back to --idle-unload
-    assert watcher.limit_s == 300
+    watcher.keep_alive(None, "m")  # a request without keep_alive: back to --idle-unload
+    assert watcher.limit_s("m") == 300
     fake.idle = 0.0
-    watcher.keep_alive(0)  # unload as soon as nothing runs
+    watcher.keep_alive(0, "m")  # unload as soon as nothing runs
     watcher.check()
     assert fake.unloads == [60, 0]
 

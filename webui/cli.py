@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -135,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="generations that may wait behind the running one (default 16); more get HTTP 429 + Retry-After",
     )
     serve.add_argument(
+        "--model-memory-budget",
+        type=_memory_size,
+        default=None,
+        metavar="SIZE",
+        help="memory the loaded models may hold together, e.g. 8GiB or 6GB (default: what the fit check says "
+        "this machine holds); a model that does not fit beside the others unloads the least recently used",
+    )
+    serve.add_argument(
+        "--max-loaded-models",
+        type=_loaded_models,
+        default=3,
+        metavar="N",
+        help="models loaded at once (default 3), as Ollama's OLLAMA_MAX_LOADED_MODELS; 1: one at a time",
+    )
+    serve.add_argument(
         "--max-upload-mb",
         type=_upload_megabytes,
         default=50.0,
@@ -234,6 +250,33 @@ def _queue_size(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError("the queue must hold at least 1 waiting request")
     return size
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS |= {"k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30, "tib": 2**40}
+
+
+def _memory_size(text: str) -> int:
+    """``--model-memory-budget``'s value: bytes, or a number with a unit (8GiB, 6.5GB, 512MiB, 4G)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size such as 8GiB, 6GB or 512MiB")
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size <= 0:
+        raise argparse.ArgumentTypeError("the memory budget must be above 0")
+    return size
+
+
+def _loaded_models(text: str) -> int:
+    """``--max-loaded-models``'s value: a whole number, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least 1 model must be allowed")
+    return count
 
 
 def _access_flags(serve: argparse.ArgumentParser) -> None:
@@ -418,6 +461,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         autoload_default_model=not getattr(args, "no_model", False),
         idle_unload_minutes=getattr(args, "idle_unload", None),
         max_queue=getattr(args, "max_queue", 16),
+        model_memory_budget=getattr(args, "model_memory_budget", None),
+        max_loaded_models=getattr(args, "max_loaded_models", 3),
         max_upload_mb=getattr(args, "max_upload_mb", 50.0),
         embedding_model=getattr(args, "embedding_model", None),
         extensions=_extension_names(getattr(args, "extensions", None)),

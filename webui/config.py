@@ -41,6 +41,10 @@ class AppConfig:
     # Extensions to enable (``--extensions a b``, in hook order); None = those saved in settings.yaml.
     extensions: tuple[str, ...] | None = None
     max_queue: int = 16  # generations that may wait behind the running one; more are refused (HTTP 429)
+    # Several models loaded at once: the memory they may hold together (None: what the fit check says the
+    # machine holds) and how many (as Ollama's OLLAMA_MAX_LOADED_MODELS).
+    model_memory_budget: int | None = None
+    max_loaded_models: int = 3
     # The embedding model (/v1/embeddings, /api/embed) to load at start and use when a request names none.
     embedding_model: str | None = None
     max_upload_mb: float = 50.0  # the largest file the page accepts; bigger uploads get HTTP 413

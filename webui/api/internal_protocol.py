@@ -153,7 +153,22 @@ class ChatPromptResponse(BaseModel):
     )
 
 
+class LoadedModelInfo(BaseModel):
+    """One of the models loaded now."""
+
+    name: str
+    loader: str
+    page: bool = Field(description="the page's model (the Model tab's choice; requests naming none get it)")
+    activity: str = Field(description="idle, generating, loading or unloading")
+    memory_bytes: int = Field(description="what it holds of the memory budget: its fit estimate (0: unknown)")
+    gpu_bytes: int = Field(description="of that, on a GPU")
+    context_length: int | None = None
+    template: str | None = None
+
+
 class ModelInfo(BaseModel):
+    """The page's model (the fields before ``models``), and every loaded model."""
+
     loaded: bool
     name: str | None = None
     loader: str | None = None
@@ -166,6 +181,14 @@ class ModelInfo(BaseModel):
     streams_logprobs: bool | None = None
     sees_images: bool | None = None  # requests may send images (None: a server that did not say)
     load_seconds: float | None = None
+    models: list[LoadedModelInfo] = Field(
+        default_factory=list, description="every loaded model, the page's first"
+    )
+    memory_budget_bytes: int | None = Field(
+        default=None, description="what the loaded models may hold together (--model-memory-budget)"
+    )
+    loads: int = Field(default=0, description="successful loads since the server started")
+    evictions: int = Field(default=0, description="models unloaded to make room for another")
 
 
 class LoadModelRequest(BaseModel):
@@ -178,6 +201,10 @@ class LoadModelRequest(BaseModel):
 
 class LoadModelResponse(ModelInfo):
     message: str
+
+
+class UnloadModelRequest(BaseModel):
+    model: str | None = Field(default=None, description="the loaded model to unload (default: the page's)")
 
 
 class UnloadModelResponse(BaseModel):

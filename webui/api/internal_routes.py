@@ -69,8 +69,8 @@ def load_model(body: wire.LoadModelRequest, request: Request) -> wire.LoadModelR
 
 
 @router.post("/model/unload", response_model=wire.UnloadModelResponse)
-def unload_model(request: Request) -> wire.UnloadModelResponse:
-    return internal(request).unload_model(Caller.of(request.state))
+def unload_model(request: Request, body: wire.UnloadModelRequest | None = None) -> wire.UnloadModelResponse:
+    return internal(request).unload_model(Caller.of(request.state), body.model if body else None)
 
 
 @router.get("/presets", response_model=wire.PresetList)

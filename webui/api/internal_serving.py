@@ -21,6 +21,7 @@ from webui.api.internal_protocol import (
     ChatPromptResponse,
     DetokenizeRequest,
     DetokenizeResponse,
+    LoadedModelInfo,
     LoadModelRequest,
     LoadModelResponse,
     ModelInfo,
@@ -81,12 +82,41 @@ def _tokenize(service: Service, text: str) -> list[int]:
     return user_errors(lambda: state.model.tokenize(text))
 
 
+def loaded_models(service: Service) -> dict[str, Any]:
+    """Every loaded model with its memory, the budget, and the load and eviction counts."""
+    status = service.engine_status()
+    models = []
+    for entry in status.models:
+        state = service.loaded_model(entry.name)
+        detection = service.detection_of(entry.name)
+        models.append(
+            LoadedModelInfo(
+                name=entry.name,
+                loader=entry.loader,
+                page=entry.page,
+                activity=entry.activity,
+                memory_bytes=entry.memory_bytes,
+                gpu_bytes=entry.gpu_bytes,
+                context_length=state.model.facts.context_length if state is not None else None,
+                template=detection.template.name if detection else None,
+            )
+        )
+    models.sort(key=lambda model: not model.page)
+    return {
+        "models": models,
+        "memory_budget_bytes": service.memory_budget(),
+        "loads": status.loads,
+        "evictions": status.evictions,
+    }
+
+
 def model_info(service: Service) -> ModelInfo:
     state = service.loaded
     if state is None:
-        return ModelInfo(loaded=False)
+        return ModelInfo(loaded=False, **loaded_models(service))
     detection = service.detection
     return ModelInfo(
+        **loaded_models(service),
         loaded=True,
         name=state.entry.name,
         loader=state.loader,
@@ -211,10 +241,19 @@ class InternalServing:
         )
         return LoadModelResponse(**model_info(service).model_dump(), message=report.message)
 
-    def unload_model(self, caller: Caller) -> UnloadModelResponse:
+    def unload_model(self, caller: Caller, model: str | None = None) -> UnloadModelResponse:
+        """Unload ``model`` (default: the page's model); the other loaded models stay."""
         _require_admin(caller)
-        state = self.service.loaded
-        user_errors(self.service.unload_model)
+        service = self.service
+        if model is not None:
+            name = _listed_model(service, model, None)
+            state = service.loaded_model(name)
+            if state is None:
+                return UnloadModelResponse(unloaded=None)
+            user_errors(lambda: service.unload_model(name))
+            return UnloadModelResponse(unloaded=name)
+        state = service.loaded
+        user_errors(service.unload_model)
         return UnloadModelResponse(unloaded=state.entry.name if state else None)
 
     def presets(self) -> PresetList:

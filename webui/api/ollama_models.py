@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from webui.api.serving import sees
+from webui.api.serving import Serving, sees
 from webui.core.abilities import TemplateAbilities, abilities_of
 from webui.core.characters.modelfile import PARAM_TO_OLLAMA, Modelfile, format_modelfile, parameter_lines
 from webui.core.models.discovery import ModelEntry, ModelFileError, ModelMetadata, model_metadata
@@ -65,15 +65,25 @@ def tag(entry: ModelEntry) -> dict[str, Any]:
 
 
 def running_model(state: LoadedState, expires_in: float | None) -> dict[str, Any]:
-    """The loaded model as /api/ps lists it; ``expires_in`` None: until another model is loaded."""
+    """A loaded model as /api/ps lists it: ``size`` is the memory it holds (the fit estimate: weights, KV
+    cache and overhead; the file's size when that cannot be judged), ``size_vram`` the part on a GPU;
+    ``expires_in`` None: until it is unloaded to make room or by hand."""
     model = tag(state.entry)
     del model["modified_at"]
-    # Without an idle limit the model stays until another is loaded: as Ollama's keep_alive -1.
+    # Without an idle limit the model stays until it must make room: as Ollama's keep_alive -1.
     lasts = timedelta(days=365 * 100) if expires_in is None else timedelta(seconds=expires_in)
     model["expires_at"] = (datetime.now(UTC) + lasts).isoformat()
-    model["size_vram"] = 0
+    model["size"] = state.memory_bytes or state.entry.size_bytes
+    model["size_vram"] = state.gpu_bytes
     model["context_length"] = state.model.facts.context_length
     return model
+
+
+def running_models(serving: Serving) -> list[dict[str, Any]]:
+    """/api/ps's list: every loaded model, the page's first, each with its own expiry."""
+    return [
+        running_model(state, serving.idle.expires_in(state.entry.name)) for state in serving.loaded_models()
+    ]
 
 
 def default_parameters() -> list[tuple[str, str, int]]:

@@ -177,10 +177,7 @@ class OllamaServing:
         return {"models": [ollama_models.tag(entry) for entry in self.serving.entries()]}
 
     def ps(self) -> dict[str, Any]:
-        state = self.serving.loaded()
-        if state is None:
-            return {"models": []}
-        return {"models": [ollama_models.running_model(state, self.serving.idle.expires_in())]}
+        return {"models": ollama_models.running_models(self.serving)}
 
     def show(self, body: ShowRequest) -> dict[str, Any]:
         name = body.model or body.name
@@ -243,7 +240,7 @@ class OllamaServing:
         request_id = f"ollama-{uuid.uuid4().hex[:24]}"
         outcome = await to_thread.run_sync(start, request_id)
         if outcome != "unload":
-            self.serving.idle.keep_alive(keep_alive)  # the idle time after this request, as in Ollama
+            self.serving.keep_alive(body.model, keep_alive)  # this model's idle time after it, as Ollama
         if isinstance(outcome, str):  # a load or an unload, no generation (Ollama's empty prompt)
             done = {
                 "model": body.model,
@@ -264,12 +261,11 @@ class OllamaServing:
         keep_alive is 0 (only an admin: _answer refuses anybody else's keep_alive first)."""
         if unloads(keep_alive):
             entry = self.serving.find(model)
-            state = self.serving.loaded()
-            if state is not None and state.entry == entry:
+            if self.service.loaded_model(entry.name) is not None:  # only the named model goes
                 if not admin:  # unreachable through _answer; kept so that no other caller can unload
                     raise ApiError(403, "Unloading the model needs an admin key.", kind="permission_error")
                 try:
-                    self.service.unload_model()
+                    self.serving.unload(entry)
                 except EngineError as exc:
                     raise ApiError(500, str(exc), kind="server_error") from exc
             return "unload"

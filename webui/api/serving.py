@@ -100,24 +100,47 @@ class Serving:
         # Held while a request makes sure of its model and queues its jobs, so that another request's
         # just-in-time load (or an idle unload) cannot slip between the two.
         self._switch = threading.Lock()
-        # Started by the server (create_app), stopped when it shuts down.
-        self.idle = IdleUnloader(self._unload_if_idle, self._idle_seconds, idle_unload_s)
+        # Started by the server (create_app), stopped when it shuts down; each loaded model on its own clock.
+        self.idle = IdleUnloader(
+            self._unload_if_idle, self.service.idle_seconds, self._loaded_names, idle_unload_s
+        )
 
-    def _idle_seconds(self) -> float | None:
-        return self.service.idle_seconds()
+    def _loaded_names(self) -> list[str]:
+        return [state.entry.name for state in self.service.loaded_models()]
 
-    def _unload_if_idle(self, idle_s: float) -> bool:
+    def _unload_if_idle(self, model: str, idle_s: float) -> bool:
         with self._switch:
-            return self.service.unload_if_idle(idle_s)
+            return self.service.unload_if_idle(idle_s, model)
 
     def entries(self) -> list[ModelEntry]:
         return self.service.models()
 
     def loaded(self) -> LoadedState | None:
+        """The page's model (or the model this thread's request targets)."""
         return self.service.loaded
 
+    def loaded_models(self) -> list[LoadedState]:
+        """Every loaded model, the page's first."""
+        return self.service.loaded_models()
+
+    def keep_alive(self, model: str, seconds: float | None) -> None:
+        """Ollama's keep_alive for the model a request named: how long it stays once idle (see IdleUnloader)."""
+        try:
+            name = self.find(model).name
+        except ApiError:
+            return  # the request itself failed on its model name
+        self.idle.keep_alive(seconds, name)
+
+    def unload(self, entry: ModelEntry) -> bool:
+        """Unload ``entry`` if it is loaded (the others stay); True if it was."""
+        if self.service.loaded_model(entry.name) is None:
+            return False
+        with self._switch:
+            self.service.unload_model(entry.name)
+        return True
+
     def find(self, name: str) -> ModelEntry:
-        """The model a request names (the loaded one for an empty name); 404 when there is none."""
+        """The model a request names (the page's model for an empty name); 404 when there is none."""
         state = self.loaded()
         if _normalize(name) in DEFAULT_MODEL_NAMES:
             unloaded = self.service.engine_status().idle_unload
@@ -129,10 +152,12 @@ class Serving:
                     400, "No model is loaded: name one in `model` (see /v1/models).", param="model"
                 )
             return state.entry
-        if state is not None and (
-            _normalize(name) in aliases(state.entry) or _normalize(name) == state.model.facts.name.lower()
-        ):
-            return state.entry
+        for loaded in self.loaded_models():
+            if (
+                _normalize(name) in aliases(loaded.entry)
+                or _normalize(name) == loaded.model.facts.name.lower()
+            ):
+                return loaded.entry
         entry = find_entry(self.entries(), name)
         if entry is None:
             listing = ", ".join(e.name for e in self.entries()) or "none"
@@ -154,7 +179,7 @@ class Serving:
                 param="model",
                 code="model_not_supported",
             )
-        state = self.loaded()
+        state = self.service.loaded_model(entry.name)
         if state is not None and state.entry == entry:
             return state, 0.0
         # The model the idle watcher unloaded comes back for anyone allowed to use it, as it was loaded:
@@ -166,7 +191,8 @@ class Serving:
         if resumed is not None:
             return resumed.state, resumed.state.load_seconds
         if not admin:
-            current = f" (loaded: {state.entry.name})" if state else ""
+            page = self.service.loaded
+            current = f" (loaded: {page.entry.name})" if page else ""
             raise ApiError(
                 403,
                 f"Loading the model {entry.name!r} needs an admin key{current}.",
@@ -175,7 +201,8 @@ class Serving:
                 code="admin_required",
             )
         try:
-            report = self.service.load_model(entry.name)
+            # Beside the page's model when the memory budget holds both (else the least recently used goes).
+            report = self.service.load_model(entry.name, page=False)
         except EngineError as exc:
             raise ApiError(500, f"Could not load {entry.name}: {exc}", kind="server_error") from exc
         return report.state, report.state.load_seconds
@@ -187,18 +214,19 @@ class Serving:
         submit: Callable[[LoadedState], list[Run]],
         request_id: str | None = None,
     ) -> Started:
-        """Make sure ``model`` is loaded (loading it if allowed), then queue the runs ``submit`` makes,
-        labelled in the engine's queue as the API's, under ``request_id``.
+        """Make sure ``model`` is loaded (loading it if allowed, beside the others when they fit), then queue
+        the runs ``submit`` makes on it, labelled in the engine's queue as the API's, under ``request_id``.
 
         Blocking (a load takes seconds): call it from a worker thread.
         """
-        # keep_alive is per request, as in Ollama: an earlier request's 0 must not unload the model under
-        # this one as soon as its reply is done (Ollama's routes set their request's own value once started).
-        self.idle.keep_alive(None)
         with self._switch:
             state, load_seconds = self._ensure(model, admin)
+            # keep_alive is per request, as in Ollama: an earlier request's 0 must not unload the model under
+            # this one as soon as its reply is done (Ollama's routes set their request's own value once
+            # started).
+            self.idle.keep_alive(None, state.entry.name)
             try:
-                with self.service.job_origin("api", request_id):
+                with self.service.job_origin("api", request_id, state.entry.name):
                     runs = submit(state)
             except QueueFull as exc:
                 raise queue_full_error(exc) from exc
@@ -261,6 +289,7 @@ class Serving:
         whose calls of those tools run here (webui.core.agent.api_reply)."""
         runs: list[Run] = []
         server = self.server_tools(tools)
+        model = self.service.target_model()  # the request's model: a tool loop's later turns use it too
         try:
             for index in range(n):
                 if server:
@@ -272,7 +301,7 @@ class Serving:
                         seeded(params, index),
                         client=tools,
                         template_kwargs=template_kwargs,
-                        origin=lambda: self.service.job_origin("api", request_id),
+                        origin=lambda: self.service.job_origin("api", request_id, model),
                     )
                     runs.append(Run(index, reply, reply, counts_prompt=index == 0, warnings=reply.warnings))
                     continue

@@ -1,9 +1,10 @@
-"""The Engine owns the loaded model: one worker thread runs loads and generations in order from a job queue.
+"""The Engine owns the loaded models: each has its own lane (webui.core.model_lane), whose worker thread runs
+that model's loads and generations in order, so one model's generation never waits for another's.
 
-A model that decodes several generations together (``ParallelModel``, e.g. llama.cpp with parallel slots) gets
-up to ``parallel`` of them at once, each streamed by its own thread; the next one to start is the oldest of the
-source (page or API) with fewer running, so neither side waits behind a queue full of the other's. Loads and
-unloads wait until every running generation has ended. Any other model runs one generation at a time, in order.
+Several models stay loaded at once within a memory budget (each model's fit estimate counts against it) and a
+count limit; loading one that does not fit beside the others first unloads the least recently used ones, idle
+ones before busy ones, only as many as needed. Generations go to the model the submitting thread targets
+(``target`` / ``origin``: the API's requests name theirs), else to the page's model (the one the Model tab chose).
 
 Every generation has its own CancelToken, so Stop stops that generation and nobody else's. Stop strings are
 matched across chunk boundaries and never shown. Each finished generation carries its own stats.
@@ -12,15 +13,15 @@ matched across chunk boundaries and never shown. Each finished generation carrie
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -38,6 +39,8 @@ from webui.core.loader import (
     sees_images,
 )
 from webui.core.media import Image, cannot_see
+from webui.core.model_lane import END as _END
+from webui.core.model_lane import Activity, ModelLane, ParallelModel
 from webui.core.models.discovery import (
     ModelEntry,
     ModelFileError,
@@ -51,7 +54,7 @@ from webui.core.registry import LoaderRegistry
 from webui.core.reply_reader import ReplyFormat, ReplyReader
 from webui.core.tools.request import ToolRequest
 
-_END = object()
+__all__ = ["Activity", "ParallelModel"]  # re-exported: the lane's types as the engine's users know them
 
 
 class EngineError(RuntimeError):
@@ -71,7 +74,7 @@ class QueueFull(EngineError):
 
 @dataclass(frozen=True)
 class LoadedState:
-    """What is loaded now, and how."""
+    """What is loaded, and how."""
 
     entry: ModelEntry
     loader: str
@@ -79,10 +82,13 @@ class LoadedState:
     capabilities: LoaderCapabilities
     model: LoadedModel
     load_seconds: float
+    # The fit estimate for this file and these settings (weights + KV cache + overhead): what it holds of the
+    # memory budget, and of that the part on a GPU (0 when it cannot be judged, e.g. a server's model).
+    memory_bytes: int = 0
+    gpu_bytes: int = 0
 
 
 JobSource = Literal["api", "page"]
-Activity = Literal["idle", "generating", "loading", "unloading"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class QueuedJob:
     position: int
     state: Literal["running", "queued"]
     waited_s: float  # since it was submitted
+    model: str = ""  # the model it runs on
 
 
 @dataclass(frozen=True)
@@ -105,20 +112,6 @@ class QueueSnapshot:
     running: QueuedJob | None  # the oldest running generation (the only one, unless the model is parallel)
     queued: tuple[QueuedJob, ...]
     running_jobs: tuple[QueuedJob, ...] = ()  # every running generation, oldest first (position 0 each)
-
-
-@runtime_checkable
-class ParallelModel(Protocol):
-    """A loaded model that decodes up to ``parallel`` generations together (its capabilities say parallel)."""
-
-    parallel: int
-
-
-@dataclass(frozen=True)
-class _Tick:
-    """A generation's turn on the worker: it starts the next waiting job submitted before ``epoch`` ended."""
-
-    epoch: int
 
 
 @dataclass(frozen=True)
@@ -137,15 +130,32 @@ class IdleUnload:
 
 
 @dataclass(frozen=True)
+class LoadedModelStatus:
+    """One loaded model as the lists show it (equal values: nothing changed)."""
+
+    name: str
+    loader: str
+    activity: Activity
+    memory_bytes: int
+    gpu_bytes: int
+    page: bool  # the page's model (the Model tab's choice)
+
+
+@dataclass(frozen=True)
 class EngineStatus:
-    """What is loaded and what the engine does, read without waiting (equal values: nothing changed)."""
+    """What is loaded and what the engine does, read without waiting (equal values: nothing changed).
+
+    ``model``, ``loader`` and ``activity`` are the page's model's; ``models`` lists every loaded model.
+    """
 
     model: str | None
     loader: str | None
     activity: Activity
     loading: str | None  # the model a load in progress is loading
     loads: int  # successful loads so far: a reload of the same model with other settings changes it
-    idle_unload: IdleUnload | None  # set while nothing is loaded because the idle watcher unloaded it
+    idle_unload: IdleUnload | None  # set while the page's model is unloaded because the idle watcher did it
+    models: tuple[LoadedModelStatus, ...] = ()
+    evictions: int = 0  # models unloaded to make room for another (the memory budget or the count limit)
 
 
 class GenerationJob:
@@ -166,10 +176,12 @@ class GenerationJob:
         request_id: str | None = None,
         withdraw: Callable[[GenerationJob], None] | None = None,
         images: Sequence[Image] = (),
+        model: str = "",
     ) -> None:
         self.id = job_id
         self.source: JobSource = source
         self.request_id = request_id
+        self.model = model  # the name of the model it runs on
         self.submitted_at = time.monotonic()
         self._withdraw = withdraw  # the engine's: a job cancelled while queued leaves the queue at once
         self.prompt = prompt
@@ -212,129 +224,107 @@ class GenerationJob:
 
 
 class Engine:
-    """Owns at most one loaded model and serializes work on it through one worker thread."""
+    """Owns the loaded models (one lane each) and the memory budget they share.
 
-    def __init__(self, registry: LoaderRegistry, models_dir: Path, max_waiting: int | None = None) -> None:
+    ``memory_budget`` (bytes; None: no limit) and ``max_loaded`` (models; None: no limit) bound what stays
+    loaded together; an Engine made without them holds one model at a time, as a plain single-model engine.
+    """
+
+    def __init__(
+        self,
+        registry: LoaderRegistry,
+        models_dir: Path,
+        max_waiting: int | None = None,
+        *,
+        memory_budget: int | None = None,
+        max_loaded: int | None = 1,
+    ) -> None:
         self.registry = registry
         self.models_dir = models_dir
         self.max_waiting = max_waiting  # generations allowed to wait (None: no limit); more raise QueueFull
-        self._state: LoadedState | None = None
-        self._jobs: queue.Queue[Callable[[], None] | _Tick | None] = queue.Queue()
-        # The generations submitted and not yet started, in order (dicts keep insertion order), and the ones
-        # running; guarded by _lock so that a cancel and the worker never both take a queued job.
+        self.memory_budget = memory_budget
+        self.max_loaded = max_loaded
+        self._lanes: dict[str, ModelLane] = {}  # the loaded models by name
+        self._page: str | None = None  # the page's model: the target of threads that name none
+        # Guards _lanes and _page; a submit holds it while it queues so that no unload slips in between.
         self._lock = threading.Lock()
-        self._ended = threading.Condition(self._lock)  # notified when a running generation ends
-        self._pending: dict[str, GenerationJob] = {}
-        self._epochs: dict[str, int] = {}  # job id -> the epoch it was submitted in
-        self._running: dict[str, GenerationJob] = {}
-        self._epoch = 0  # moves on with every load, unload or other task: jobs never jump over one
-        self._activity: Activity = "idle"
-        self._last_active = time.monotonic()
+        self._admit = threading.Lock()  # one load at a time decides what to evict and loads
+        self._local = threading.local()  # the labels and target model of the jobs this thread submits
         self._job_numbers = itertools.count(1)
-        self._origin = threading.local()  # labels for the jobs this thread submits (see ``origin``)
         self._closed = False
-        self._worker = threading.Thread(target=self._run, name="palabre-engine", daemon=True)
-        self._worker.start()
         self.last_stats: GenerationStats | None = None
         self._loading: str | None = None  # the model being loaded (for status())
-        self._idle_unload: IdleUnload | None = None  # the last unload, if the idle watcher made it
+        self._idle_unloads: dict[str, IdleUnload] = {}  # models the idle watcher unloaded, by name
         self._loads = 0
+        self._evictions = 0
 
-    # -- worker -------------------------------------------------------------------------------------------
+    # -- lanes --------------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            task = self._jobs.get()
-            if isinstance(task, _Tick):
-                self._start_next(task.epoch)
-                continue
-            self._drain()
-            if task is None:
-                return
-            task()
+    def _new_lane(self, name: str) -> ModelLane:
+        return ModelLane(name, self._stream_into, EngineError)
 
-    def _drain(self) -> None:
-        """Wait until no generation runs (before a load, unload or check that needs the model to itself)."""
-        with self._ended:
-            while self._running:
-                self._ended.wait()
+    def target_name(self) -> str | None:
+        """The model this thread's generations go to: the one it targets, else the page's model."""
+        return getattr(self._local, "model", None) or self._page
 
-    def _slots(self) -> int:
-        """Generations the loaded model runs at once."""
-        state = self._state
-        if state is None or not state.capabilities.parallel or not isinstance(state.model, ParallelModel):
-            return 1
-        return max(1, int(state.model.parallel))
-
-    def _start_next(self, epoch: int) -> None:
-        """Start the next waiting generation once a slot is free (at once, inline, for a one-at-a-time model)."""
-        slots = self._slots()
-        with self._ended:
-            while len(self._running) >= slots:
-                self._ended.wait()
-            job = self._next_job(epoch)
-            if job is None:
-                return  # withdrawn while queued (its stream has ended), or started by an earlier turn
-            del self._pending[job.id]
-            self._epochs.pop(job.id, None)
-            self._running[job.id] = job
-            self._activity = "generating"
-        if slots == 1:
-            self._generate(job)
-        else:
-            threading.Thread(
-                target=self._generate, args=(job,), name=f"palabre-{job.id}", daemon=True
-            ).start()
-
-    def _next_job(self, epoch: int) -> GenerationJob | None:
-        """The oldest waiting job of the source with fewer running ones (called with the lock held)."""
-        waiting = [job for job in self._pending.values() if self._epochs.get(job.id, 0) <= epoch]
-        if not waiting:
-            return None
-        running = [job.source for job in self._running.values()]
-        return min(waiting, key=lambda job: running.count(job.source))  # min keeps the oldest among equals
-
-    def _call(self, fn: Callable[[], Any], activity: Activity | None = None) -> Any:
-        """Run ``fn`` on the worker (after the jobs queued before it) and return its result.
-
-        With ``activity`` the queue shows it while it runs and it counts as use of the model.
-        """
-        future: Future[Any] = Future()
-
-        def task() -> None:
-            if activity is not None:
-                self._activity = activity
-            try:
-                try:
-                    result = fn()
-                finally:  # before the caller wakes: whoever reads status() after load() sees it done
-                    if activity is not None:
-                        self._activity = "idle"
-                        self._last_active = time.monotonic()
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
+    def _target_lane(self) -> ModelLane | None:
+        name = self.target_name()
         with self._lock:
-            self._epoch += 1
-            self._jobs.put(task)
-        return future.result()
+            return self._lanes.get(name) if name is not None else None
+
+    def _lane_of(self, name: str | None) -> ModelLane | None:
+        with self._lock:
+            return self._lanes.get(name if name is not None else self._page or "")
+
+    def _retire(self, lane: ModelLane) -> None:
+        """Forget ``lane`` (its model is unloaded) and end its worker; the page moves to the model used last."""
+        with self._lock:
+            if self._lanes.get(lane.name) is lane:
+                del self._lanes[lane.name]
+            lane.stop()  # after every job queued so far: they end with "No model is loaded"
+
+    def _pick_page(self, keep_name: bool) -> None:
+        """After the page's model went: keep its name (an idle unload: the next message brings it back) or
+        move the page to the most recently used model still loaded (called with _lock held)."""
+        if self._page is None or self._page in self._lanes or keep_name:
+            return
+        lanes = sorted(self._lanes.values(), key=lambda lane: lane.last_active)
+        self._page = lanes[-1].name if lanes else None
 
     def close(self) -> None:
-        """Unload the model and stop the worker."""
+        """Unload every model and stop the workers."""
         try:
-            self.unload()
+            with self._lock:
+                lanes = list(self._lanes.values())
+            for lane in lanes:
+                with contextlib.suppress(Exception):
+                    lane.call(functools.partial(self._unload_lane_now, lane), "unloading")
+                self._retire(lane)
         finally:
             self._closed = True
-            self._jobs.put(None)
-            self._worker.join(timeout=30)
+            for lane in lanes:
+                lane.join(timeout=30)
 
     # -- models -------------------------------------------------------------------------------------------
 
     @property
     def state(self) -> LoadedState | None:
-        return self._state
+        """The model this thread targets (see ``target``), else the page's model; None when not loaded."""
+        lane = self._target_lane()
+        return lane.state if lane is not None else None
+
+    def loaded(self) -> list[LoadedState]:
+        """Every loaded model, the page's first, then the most recently used first."""
+        with self._lock:
+            lanes = sorted(
+                self._lanes.values(), key=lambda lane: (lane.name != self._page, -lane.last_active)
+            )
+        return [lane.state for lane in lanes if lane.state is not None]
+
+    def state_of(self, name: str) -> LoadedState | None:
+        """The loaded model called ``name`` (None when it is not loaded)."""
+        lane = self._lane_of(name)
+        return lane.state if lane is not None else None
 
     def settings_for(self, loader: str, settings: Mapping[str, Any] | None) -> BaseModel:
         """Validate loader settings (strings from the CLI are accepted); EngineError with each bad field.
@@ -348,11 +338,11 @@ class Engine:
             raise EngineError(f"Invalid {loader} settings: {describe_validation_error(exc)}") from exc
 
     def resolve(self, name: str) -> ModelEntry:
-        state = self._state
-        if state is not None and name == state.entry.name:
+        state = self.state_of(name)
+        if state is not None:
             return state.entry  # also covers a model loaded by path from outside the models folder
-        unloaded = self._idle_unload
-        if state is None and unloaded is not None and unloaded.entry is not None and name == unloaded.model:
+        unloaded = self._idle_unloads.get(name)
+        if unloaded is not None and unloaded.entry is not None:
             return unloaded.entry  # the same, unloaded while idle: the next message loads it again
         try:
             return find_model(self.models_dir, name, self.registry)
@@ -362,23 +352,33 @@ class Engine:
     def uses_files(self, name: str, loader: str | None) -> bool:
         """False when ``name`` would load through a loader whose models are not files (a remote server)."""
         if loader is None:
-            state = self._state
-            return state is None or name != state.entry.name or state.capabilities.needs_files
+            state = self.state_of(name)
+            return state is None or state.capabilities.needs_files
         try:
             return self.registry.get(loader).capabilities.needs_files
         except LoaderError:
             return True  # the load itself reports the unknown loader
 
     def load(
-        self, name: str, loader: str | None = None, settings: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        loader: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        memory_bytes: int = 0,
+        gpu_bytes: int = 0,
+        page: bool = True,
     ) -> LoadedState:
-        """Load a model by name; on failure the previously loaded model stays loaded and usable.
+        """Load a model by name beside the others; on failure the models loaded before stay usable (unless
+        they had to be unloaded to make room).
 
-        For a loader whose models are not files (a remote server) any name is accepted and no file is
-        looked up; the entry is named after what the loaded model reports.
+        ``memory_bytes`` is what it will hold of the memory budget: the least recently used models are
+        unloaded first when it does not fit beside them. ``page``: it becomes the page's model (else only
+        when the page has none). For a loader whose models are not files (a remote server) any name is
+        accepted and no file is looked up; the entry is named after what the loaded model reports.
         """
-        current = self._state
-        if loader is None and current is not None and name == current.entry.name:
+        current = self.state_of(name)
+        if loader is None and current is not None:
             # Reloading a remote model: there are no files to infer its loader from.
             loader = None if current.capabilities.needs_files else current.loader
         entry: ModelEntry | None = None
@@ -397,129 +397,229 @@ class Engine:
             entry = self.resolve(name)
         validated = self.settings_for(loader_name, settings)
         target = entry.path if entry is not None else Path(name)
+        key = entry.name if entry is not None else name
 
-        def do_load() -> LoadedState:
-            started = time.perf_counter()
-            previous = self._state
-            if previous is not None and entry is not None and previous.entry.path == entry.path:
-                self._unload_now()  # reloading the same file: free it first so memory is not held twice
-                previous = None
+        with self._admit:
+            lane = self._lane_of(key)
+            fresh = lane is None
+            if lane is None:
+                lane = self._new_lane(key)
+            self._make_room(key, memory_bytes, count=False)  # memory first, so that the load has room
+
+            def named_load() -> LoadedState:
+                self._loading = key  # for status() while it loads
+                try:
+                    return do_load()
+                finally:
+                    self._loading = None
+
+            def do_load() -> LoadedState:
+                started = time.perf_counter()
+                previous = lane.state
+                if previous is not None and entry is not None and previous.entry.path == entry.path:
+                    self._unload_lane_now(lane)  # reloading the same file: free it first, not held twice
+                    previous = None
+                try:
+                    model = loader_cls().load(target, validated)
+                except LoaderError as exc:
+                    raise EngineError(str(exc)) from exc
+                except ValueError as exc:  # a setting the loader could not use (e.g. tensor_split "abc")
+                    raise EngineError(f"{loader_name} could not use these settings: {exc}") from exc
+                except MemoryError as exc:
+                    raise EngineError(f"Not enough memory to load {entry.name if entry else name}.") from exc
+                if previous is not None:
+                    self._unload_lane_now(lane)
+                loaded_entry = entry or ModelEntry(model.facts.name, model.facts.path, "remote", 0)
+                lane.state = LoadedState(
+                    entry=loaded_entry,
+                    loader=loader_name,
+                    settings=validated,
+                    # A loaded model may narrow its loader's capabilities (e.g. no tokenizer on that server).
+                    capabilities=model.capabilities,
+                    model=model,
+                    load_seconds=time.perf_counter() - started,
+                    memory_bytes=memory_bytes,
+                    gpu_bytes=gpu_bytes,
+                )
+                self._loads += 1
+                return lane.state
+
             try:
-                model = loader_cls().load(target, validated)
-            except LoaderError as exc:
-                raise EngineError(str(exc)) from exc
-            except ValueError as exc:  # a setting the loader could not use (e.g. tensor_split "abc")
-                raise EngineError(f"{loader_name} could not use these settings: {exc}") from exc
-            except MemoryError as exc:
-                raise EngineError(f"Not enough memory to load {entry.name if entry else name}.") from exc
-            if previous is not None:
-                self._unload_now()
-            loaded_entry = entry or ModelEntry(model.facts.name, model.facts.path, "remote", 0)
-            self._state = LoadedState(
-                entry=loaded_entry,
-                loader=loader_name,
-                settings=validated,
-                # A loaded model may narrow its loader's capabilities (e.g. no tokenizer on that server).
-                capabilities=model.capabilities,
-                model=model,
-                load_seconds=time.perf_counter() - started,
-            )
-            self._idle_unload = None
-            self._loads += 1
-            return self._state
+                result: LoadedState = lane.call(named_load, "loading")
+            except BaseException:
+                if fresh:
+                    lane.stop()
+                raise
+            with self._lock:
+                final = result.entry.name  # a server's model is named after what it reports
+                if final != key:
+                    self._lanes.pop(key, None)
+                    lane.name = final
+                self._lanes[final] = lane
+                self._idle_unloads.pop(key, None)
+                if page or self._page is None or self._page not in self._lanes:
+                    if self._page is not None and self._page not in self._lanes:
+                        self._idle_unloads.pop(self._page, None)  # the page moved on: no resume of it
+                    self._page = final
+            # The count limit after the load: a failed load leaves the models loaded before it in place.
+            self._make_room(final, memory_bytes, count=True)
+            with self._lock:
+                self._idle_unloads.pop(final, None)
+            return result
 
-        def named_load() -> LoadedState:
-            self._loading = entry.name if entry is not None else name  # for status() while it loads
-            try:
-                return do_load()
-            finally:
-                self._loading = None
+    def _make_room(self, key: str, needed: int, *, count: bool) -> None:
+        """Unload the least recently used models other than ``key`` (idle ones first) until ``key``'s
+        ``needed`` bytes fit the memory budget beside them (and, with ``count``, the count limit holds);
+        called holding _admit. A model that does not fit even alone (loaded anyway, e.g. --force) leaves
+        no other loaded."""
+        with self._lock:
+            others = [lane for name, lane in self._lanes.items() if name != key and lane.state is not None]
 
-        result: LoadedState = self._call(named_load, "loading")
-        return result
+        def over() -> bool:
+            loaded = len(others) + 1
+            used = needed + sum(lane.state.memory_bytes for lane in others if lane.state is not None)
+            too_many = count and self.max_loaded is not None and loaded > self.max_loaded
+            return too_many or (self.memory_budget is not None and used > self.memory_budget)
 
-    def _unload_now(self, idle: IdleUnload | None = None) -> None:
-        # The idle record first: a model unloaded while idle stays findable by name during the slow unload.
-        self._idle_unload = idle
-        state, self._state = self._state, None
+        for victim in sorted(others, key=lambda lane: (lane.busy(), lane.last_active)):
+            if not over():
+                return
+            victim.call(functools.partial(self._unload_lane_now, victim), "unloading")
+            self._retire(victim)
+            with self._lock:
+                self._pick_page(keep_name=False)
+            others.remove(victim)
+            self._evictions += 1
+
+    def _unload_lane_now(self, lane: ModelLane) -> None:
+        state, lane.state = lane.state, None
         if state is not None:
             state.model.unload()
 
-    def unload(self) -> None:
-        """Free the loaded model (after any running generation)."""
-        self._call(self._unload_now, "unloading")
-
-    def idle_seconds(self) -> float | None:
-        """How long nothing has run or waited (None while a generation, load or unload runs or waits)."""
+    def unload(self, name: str | None = None) -> None:
+        """Free the model ``name`` (default: the page's model) after its running generations."""
+        lane = self._lane_of(name)
+        if lane is None:
+            with self._lock:
+                if name is None or name == self._page:
+                    self._idle_unloads.pop(self._page or "", None)
+            return
+        lane.call(lambda: self._unload_lane_now(lane), "unloading")
+        self._retire(lane)
         with self._lock:
-            if self._pending or self._running or self._activity != "idle":
-                return None
-            return max(0.0, time.monotonic() - self._last_active)
+            self._idle_unloads.pop(lane.name, None)
+            self._pick_page(keep_name=False)
 
-    def unload_if_idle(self, idle_s: float) -> bool:
-        """Unload the model if it has been idle ``idle_s`` seconds; decided on the worker, so no job queued
-        before this check can lose its model. True if it unloaded."""
-        if self._closed:
+    def idle_seconds(self, name: str | None = None) -> float | None:
+        """How long the model ``name`` (default: the page's) has had nothing running or waiting (None while
+        busy, or when it is not loaded)."""
+        lane = self._lane_of(name)
+        return lane.idle_seconds() if lane is not None else None
+
+    def unload_if_idle(self, idle_s: float, name: str | None = None) -> bool:
+        """Unload the model ``name`` (default: the page's) if it has been idle ``idle_s`` seconds; decided on
+        its worker, so no job queued before this check can lose its model. True if it unloaded."""
+        lane = self._lane_of(name)
+        if self._closed or lane is None:
             return False
 
         def check_and_unload() -> bool:
-            idle = self.idle_seconds()
-            state = self._state
+            idle = lane.idle_seconds()
+            state = lane.state
             if state is None or idle is None or idle < idle_s:
                 return False
             files = state.entry if state.entry.kind != "remote" else None
-            self._unload_now(
-                IdleUnload(state.entry.name, idle_s, state.loader, state.settings.model_dump(), files)
-            )
+            record = IdleUnload(state.entry.name, idle_s, state.loader, state.settings.model_dump(), files)
+            self._idle_unloads[state.entry.name] = record  # first: it stays findable during the unload
+            self._unload_lane_now(lane)
             return True
 
-        unloaded: bool = self._call(check_and_unload)
+        unloaded: bool = lane.call(check_and_unload)
+        if unloaded:
+            self._retire(lane)
         return unloaded
+
+    def idle_unloaded(self, name: str) -> IdleUnload | None:
+        """The record of ``name``'s idle unload while it is not loaded again (None otherwise)."""
+        return self._idle_unloads.get(name) if self.state_of(name) is None else None
 
     def status(self) -> EngineStatus:
         """What is loaded and what runs now, without waiting for the worker (cheap enough to poll)."""
-        state = self._state
+        with self._lock:
+            page = self._page
+            lane = self._lanes.get(page) if page is not None else None
+            lanes = list(self._lanes.values())
+        state = lane.state if lane is not None else None
+        activity: Activity = "loading" if self._loading is not None else lane.activity if lane else "idle"
         return EngineStatus(
             model=state.entry.name if state is not None else None,
             loader=state.loader if state is not None else None,
-            activity=self._activity,
+            activity=activity,
             loading=self._loading,
             loads=self._loads,
-            idle_unload=self._idle_unload if state is None else None,
+            idle_unload=self._idle_unloads.get(page) if page is not None and state is None else None,
+            models=tuple(
+                LoadedModelStatus(
+                    s.entry.name, s.loader, one.activity, s.memory_bytes, s.gpu_bytes, one.name == page
+                )
+                for one in lanes
+                if (s := one.state) is not None
+            ),
+            evictions=self._evictions,
         )
 
     @contextlib.contextmanager
-    def origin(self, source: JobSource, request_id: str | None = None) -> Iterator[None]:
-        """Label the generations this thread submits inside the block (the API marks its requests' jobs)."""
-        previous = getattr(self._origin, "labels", None)
-        self._origin.labels = (source, request_id)
+    def origin(
+        self, source: JobSource, request_id: str | None = None, model: str | None = None
+    ) -> Iterator[None]:
+        """Label the generations this thread submits inside the block (the API marks its requests' jobs),
+        and with ``model`` send them (and ``state``) to that model instead of the page's."""
+        previous = getattr(self._local, "labels", None)
+        self._local.labels = (source, request_id)
+        try:
+            with self.target(model) if model is not None else contextlib.nullcontext():
+                yield
+        finally:
+            self._local.labels = previous
+
+    @contextlib.contextmanager
+    def target(self, model: str | None) -> Iterator[None]:
+        """Inside the block this thread's generations, ``state`` and token counts use ``model``."""
+        previous = getattr(self._local, "model", None)
+        self._local.model = model
         try:
             yield
         finally:
-            self._origin.labels = previous
+            self._local.model = previous
 
     def queue_snapshot(self) -> QueueSnapshot:
-        """The running generation and the queued ones, in the order they will run."""
+        """The running generations and the queued ones (every model's), in the order they will run."""
         now = time.monotonic()
 
         def view(job: GenerationJob, position: int) -> QueuedJob:
             state: Literal["running", "queued"] = "running" if position == 0 else "queued"
             waited = now - job.submitted_at
-            return QueuedJob(job.id, job.source, job.request_id, position, state, round(waited, 3))
+            return QueuedJob(job.id, job.source, job.request_id, position, state, round(waited, 3), job.model)
 
         with self._lock:
-            running = list(self._running.values())
-            pending = list(self._pending.values())
-            activity = self._activity
+            lanes = list(self._lanes.values())
+        running: list[GenerationJob] = []
+        pending: list[GenerationJob] = []
+        for lane in lanes:
+            with lane.lock:
+                running += lane.running.values()
+                pending += lane.pending.values()
+        running.sort(key=lambda job: job.submitted_at)
+        pending.sort(key=lambda job: job.submitted_at)
         return QueueSnapshot(
-            activity=activity,
+            activity=self.status().activity,
             running=view(running[0], 0) if running else None,
             queued=tuple(view(job, number) for number, job in enumerate(pending, start=1)),
             running_jobs=tuple(view(job, 0) for job in running),
         )
 
     def require_model(self) -> LoadedState:
-        state = self._state
+        state = self.state
         if state is None:
             raise EngineError("No model is loaded. Load one in the Model tab (or pass --model).")
         return state
@@ -541,19 +641,22 @@ class Engine:
         template_kwargs: Mapping[str, Any] | None = None,
         images: Sequence[Image] = (),
     ) -> GenerationJob:
-        """Queue a generation; iterate the returned job for its chunks.
+        """Queue a generation on the model this thread targets (else the page's); iterate the returned job
+        for its chunks.
 
         With ``messages`` the conversation goes to a model that applies its own chat template, and
         ``prompt`` is only its readable rendering. ``reply_format`` says how to read the reply's reasoning
         and tool calls (see ``ReplyReader``). ``images`` fill the prompt's media markers, in order, for a
         model that sees images (ModelCannotSeeError for any other).
         """
+        lane = self._target_lane()
         state = self.require_model()
+        assert lane is not None
         if messages is not None and not renders_own_template(state.model):
             raise EngineError("The loaded model takes a rendered prompt, not chat messages.")
         if images and messages is None and not sees_images(state.model):
             raise cannot_see(state.entry.name, state.model.facts.extra)
-        labels: tuple[JobSource, str | None] = getattr(self._origin, "labels", None) or ("page", None)
+        labels: tuple[JobSource, str | None] = getattr(self._local, "labels", None) or ("page", None)
         source, request_id = labels
         job = GenerationJob(
             prompt,
@@ -566,15 +669,18 @@ class Engine:
             job_id=f"job-{next(self._job_numbers)}",
             source=source,
             request_id=request_id,
-            withdraw=self._withdraw,
+            withdraw=lambda job: self._withdraw(lane, job),
             images=images if messages is None else (),
+            model=state.entry.name,
         )
         with self._lock:
-            if self.max_waiting is not None and len(self._pending) >= self.max_waiting:
-                raise QueueFull(len(self._pending), self._retry_after_s())
-            self._pending[job.id] = job
-            self._epochs[job.id] = self._epoch
-            self._jobs.put(_Tick(self._epoch))
+            if self._lanes.get(lane.name) is not lane:
+                raise EngineError(f"{state.entry.name} was unloaded. Load it again to use it.")
+            waiting = sum(len(one.pending) for one in self._lanes.values())
+            if self.max_waiting is not None and waiting >= self.max_waiting:
+                raise QueueFull(waiting, self._retry_after_s())
+            with lane.lock:
+                lane.enqueue(job)
         return job
 
     def _retry_after_s(self) -> int:
@@ -582,12 +688,10 @@ class Engine:
         last = self.last_stats
         return min(30, max(1, round(last.total_s + 0.5))) if last is not None else 2
 
-    def _withdraw(self, job: GenerationJob) -> None:
+    def _withdraw(self, lane: ModelLane, job: GenerationJob) -> None:
         """A cancelled job that has not started leaves the queue now and its reader gets the end at once."""
-        with self._lock:
-            if self._pending.pop(job.id, None) is None:
-                return  # running (its token stops it) or already finished
-            self._epochs.pop(job.id, None)
+        if not lane.withdraw(job):
+            return
         job.finish_reason = "cancelled"
         job._put(Chunk(text="", finish_reason="cancelled"))
         job._put(_END)
@@ -599,30 +703,6 @@ class Engine:
             yield from job
         finally:
             job.cancel()
-
-    def _generate(self, job: GenerationJob) -> None:
-        """Run ``job`` (already moved from waiting to running by ``_start_next``)."""
-        try:
-            if job.token.cancelled:
-                job.finish_reason = "cancelled"
-                job._put(Chunk(text="", finish_reason="cancelled"))
-                return
-            state = self._state
-            if state is None:
-                raise EngineError("No model is loaded.")
-            self._stream_into(job, state.model)
-        except LoaderError as exc:
-            job._put(EngineError(str(exc)))
-        except BaseException as exc:
-            job._put(exc)
-        finally:
-            with self._lock:
-                self._running.pop(job.id, None)
-                if not self._running:
-                    self._activity = "idle"
-                self._last_active = time.monotonic()
-                self._ended.notify_all()
-            job._put(_END)
 
     def _stream_into(self, job: GenerationJob, model: LoadedModel) -> None:
         reader = ReplyReader(job.reply_format, job.prompt, job.stops)

@@ -1,19 +1,19 @@
-"""The one loaded model's life: the fit check before a load, template detection after it, resuming after an
-idle unload, unloading, and the status line the page shows.
+"""The loaded models' lives: the fit check and the memory estimate before a load, template detection after it
+(per model), resuming after an idle unload, unloading, and the status line the page shows.
 
-The Engine owns the model and runs the loads; this decides whether and what to load and remembers which
-instruction template the model got.
+The Engine owns the models, runs the loads and keeps them within the memory budget; this decides whether and
+what to load, what each load holds of the budget, and remembers which instruction template each model got.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from webui.core.engine import Engine, EngineError, LoadedState
-from webui.core.hardware.estimates import MachineSource
+from webui.core.hardware.estimates import MachineSource, MemoryEstimate
 from webui.core.hardware.fit import check_before_load, refusal_message
 from webui.core.models.discovery import ModelEntry, ModelFileError, discover_models, infer_loader
 from webui.core.templates.store import (
@@ -25,6 +25,14 @@ from webui.core.templates.store import (
 )
 
 __all__ = ["LoadReport", "ModelManager"]
+
+
+@dataclass(frozen=True)
+class _Detected:
+    """What a load of one model found: its instruction template and its separate tool-use template."""
+
+    detection: TemplateDetection
+    tool_template: InstructionTemplate | None = field(default=None)
 
 
 @dataclass(frozen=True)
@@ -43,24 +51,50 @@ class LoadReport:
 class ModelManager:
     """Loads, checks and unloads models on the engine, and keeps the detected template (one per Service)."""
 
-    def __init__(self, engine: Engine, templates: TemplateStore, machine: MachineSource) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        templates: TemplateStore,
+        machine: MachineSource,
+        memory_budget: int | None = None,
+    ) -> None:
         self.engine = engine
         self.templates = templates
-        self.machine = machine  # measured once, used by the fit checks
-        self._detection: TemplateDetection | None = None
-        self._tool_template: InstructionTemplate | None = None
+        self._machine = machine  # measured once, used by the fit checks
+        self._budget = memory_budget  # --model-memory-budget; None: what the machine can hold
+        self._detected: dict[str, _Detected] = {}  # per model name, kept through an idle unload
         self._lock = threading.Lock()
         self._resume_lock = threading.Lock()  # one reload after an idle unload, however many ask at once
 
+    @property
+    def machine(self) -> MachineSource:
+        return self._machine
+
+    @machine.setter
+    def machine(self, machine: MachineSource) -> None:
+        self._machine = machine
+        self.engine.memory_budget = self._budget  # measured again on the next load
+
+    def memory_budget(self) -> int:
+        """Bytes the loaded models may hold together: --model-memory-budget, else what the fit check says this
+        machine can hold (available RAM + free VRAM, plus what the models loaded now hold of it)."""
+        if self._budget is not None:
+            return self._budget
+        facts = self._machine.facts(measure_speed=False)
+        held = sum(state.memory_bytes for state in self.engine.loaded())
+        return facts.available_ram_bytes + facts.free_vram_bytes + held
+
     def models(self) -> list[ModelEntry]:
-        """The models folder's models, plus the loaded model when it was loaded by path from elsewhere
-        (also while the idle watcher has it unloaded: the next message loads it again)."""
+        """The models folder's models, plus the loaded models loaded by path from elsewhere (also while the
+        idle watcher has the page's model unloaded: the next message loads it again)."""
         entries = discover_models(self.engine.models_dir, self.engine.registry)
-        state = self.engine.state
         unloaded = self.engine.status().idle_unload
-        elsewhere = state.entry if state is not None else unloaded.entry if unloaded is not None else None
-        if elsewhere is not None and all(entry.name != elsewhere.name for entry in entries):
-            entries.append(elsewhere)
+        elsewhere = [state.entry for state in self.engine.loaded()]
+        if unloaded is not None and unloaded.entry is not None:
+            elsewhere.append(unloaded.entry)
+        for entry in elsewhere:
+            if all(known.name != entry.name for known in entries):
+                entries.append(entry)
         return entries
 
     def load(
@@ -70,33 +104,55 @@ class ModelManager:
         settings: Mapping[str, Any] | None = None,
         template: str | None = None,
         insist: bool = False,
+        *,
+        page: bool = True,
     ) -> LoadReport:
-        """Load ``name``; on failure EngineError and the previous model (if any) stays loaded.
+        """Load ``name`` beside the models loaded already when the memory budget holds them all (else the
+        least recently used go first); on failure EngineError and the models loaded before stay loaded.
 
-        A model estimated not to fit in RAM (+VRAM) is refused unless ``insist``.
+        A model estimated not to fit in RAM (+VRAM) even alone is refused unless ``insist``. ``page``: it
+        becomes the page's model (an API request's load does not take the page's model away).
         """
-        if not insist:
-            self.check_fit(name, loader, settings)
-        state = self.engine.load(name, loader, settings)
+        memory, gpu = self._estimate(name, loader, settings, refuse=not insist)
+        if self._budget is None:
+            self.engine.memory_budget = self.memory_budget()
+        state = self.engine.load(name, loader, settings, memory_bytes=memory, gpu_bytes=gpu, page=page)
         detection = self._detect(state, template)
         tool_template = None if template else _tool_template(state)
         with self._lock:
-            self._detection = detection
-            self._tool_template = tool_template
+            self._detected[state.entry.name] = _Detected(detection, tool_template)
         return LoadReport(state, detection)
 
     def check_fit(self, name: str, loader: str | None, settings: Mapping[str, Any] | None) -> None:
         """EngineError with the estimate and suggestions when the model would not fit."""
+        self._estimate(name, loader, settings, refuse=True)
+
+    def _estimate(
+        self, name: str, loader: str | None, settings: Mapping[str, Any] | None, *, refuse: bool
+    ) -> tuple[int, int]:
+        """(bytes, of them on a GPU) the load will hold by the fit estimate ((0, 0) when it cannot be judged);
+        with ``refuse`` EngineError when it would not fit even alone."""
         if not self.engine.uses_files(name, loader):
-            return  # a server's model uses the server's memory, not this machine's
+            return 0, 0  # a server's model uses the server's memory, not this machine's
         entry = self.engine.resolve(name)
         try:
             loader_name = loader or infer_loader(entry, self.engine.registry)
         except ModelFileError:
-            return  # the load itself reports unreadable files
-        advice = check_before_load(entry, loader_name, settings, self.machine, self.engine.registry)
-        if advice is not None and advice.verdict == "does not fit":
+            return 0, 0  # the load itself reports unreadable files
+        advice = check_before_load(entry, loader_name, settings, self._machine, self.engine.registry)
+        if advice is None:
+            return 0, 0
+        if refuse and advice.verdict == "does not fit" and not self._fits_once_others_go(advice.memory):
             raise EngineError(refusal_message(advice))
+        return advice.memory.total_bytes, advice.memory.gpu_bytes
+
+    def _fits_once_others_go(self, memory: MemoryEstimate) -> bool:
+        """Whether the memory the loaded models hold (their estimates) would make room for this one."""
+        held = sum(state.memory_bytes for state in self.engine.loaded())
+        if not held:
+            return False
+        facts = self._machine.facts(measure_speed=False)
+        return memory.total_bytes <= facts.available_ram_bytes + facts.free_vram_bytes + held
 
     def _detect(self, state: LoadedState, explicit: str | None) -> TemplateDetection:
         try:
@@ -110,35 +166,56 @@ class ModelManager:
             raise EngineError(str(exc)) from exc
 
     def resume_idle(self, name: str | None = None) -> LoadReport | None:
-        """Load the model the idle watcher unloaded again, with the loader and settings it had, when nothing
-        else is loaded (and, given ``name``, when it is that model); None when there is nothing to resume."""
+        """Load the model the idle watcher unloaded again, with the loader and settings it had: ``name``, or
+        without one the model this thread targets (else the page's); None when there is nothing to resume."""
         with self._resume_lock:
-            status = self.engine.status()
-            unloaded = status.idle_unload
-            if status.model is not None or unloaded is None or name not in (None, unloaded.model):
+            target = name or self.engine.target_name()
+            unloaded = self.engine.idle_unloaded(target) if target is not None else None
+            if unloaded is None:
                 return None
+            page = self.engine.status().idle_unload == unloaded  # the page's own model comes back to it
             # The fit check already passed for these settings; the user chose them.
-            return self.load(unloaded.model, unloaded.loader or None, unloaded.settings, insist=True)
+            return self.load(
+                unloaded.model, unloaded.loader or None, unloaded.settings, insist=True, page=page
+            )
 
-    def unload(self) -> None:
-        self.engine.unload()
+    def unload(self, name: str | None = None) -> None:
+        """Unload ``name`` (default: the page's model)."""
+        target = name or self.engine.status().model
+        self.engine.unload(name)
         with self._lock:
-            self._detection = None
+            self._detected.pop(target or "", None)
+
+    def _current(self) -> _Detected | None:
+        """What the load of the model this thread targets (else the page's) found."""
+        name = self.engine.target_name()
+        with self._lock:
+            return self._detected.get(name) if name is not None else None
 
     @property
     def detection(self) -> TemplateDetection | None:
-        """The template detected for the loaded model (None once it is unloaded, also by the idle watcher)."""
-        return self._detection if self.engine.state is not None else None
+        """The template detected for the targeted (else the page's) model; None when it is not loaded (also
+        after the idle watcher unloaded it)."""
+        found = self._current()
+        return found.detection if found is not None and self.engine.state is not None else None
+
+    def detection_of(self, name: str) -> TemplateDetection | None:
+        """The template detected for the loaded model ``name``."""
+        with self._lock:
+            found = self._detected.get(name)
+        return found.detection if found is not None and self.engine.state_of(name) is not None else None
 
     def tool_template(self) -> InstructionTemplate | None:
-        """The model's own template for requests with tools, when it carries one apart (None otherwise, and
-        when the user chose a template)."""
-        return self._tool_template
+        """The targeted model's own template for requests with tools, when it carries one apart (None
+        otherwise, and when the user chose a template)."""
+        found = self._current()
+        return found.tool_template if found is not None else None
 
     def detected_template(self) -> InstructionTemplate | None:
-        """The template of the last load, kept through an idle unload (the prompt builder's default)."""
-        detection = self._detection
-        return detection.template if detection is not None else None
+        """The targeted model's template of its last load, kept through an idle unload (the prompt builder's
+        default)."""
+        found = self._current()
+        return found.detection.template if found is not None else None
 
     def status_line(self) -> str:
         """One line for the page: what is loaded, the template found, and the last reply's speed."""
@@ -146,8 +223,12 @@ class ModelManager:
         if state is None:
             return "No model loaded."
         parts = [f"Loaded: {state.entry.name} ({state.loader})."]
-        if self._detection is not None:
-            parts.append(self._detection.message())
+        others = [other.entry.name for other in self.engine.loaded() if other.entry != state.entry]
+        if others:
+            parts.append(f"Also loaded: {', '.join(others)}.")
+        detection = self.detection
+        if detection is not None:
+            parts.append(detection.message())
         stats = self.engine.last_stats
         if stats is not None and stats.new_tokens:
             parts.append(

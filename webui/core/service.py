@@ -30,6 +30,7 @@ from webui.core.engine import (
     GenerationJob,
     IdleUnload,
     JobSource,
+    LoadedModelStatus,
     LoadedState,
     QueuedJob,
     QueueFull,
@@ -68,6 +69,7 @@ __all__ = [
     "GenerationJob",
     "IdleUnload",
     "LoadReport",
+    "LoadedModelStatus",
     "LoadedState",
     "PromptBudget",
     "QueueFull",
@@ -99,14 +101,18 @@ class Service:
         extensions: ExtensionManager | None = None,
         embedding_model: str | None = None,
         knowledge_path: Path | None = None,
+        memory_budget: int | None = None,
+        max_loaded_models: int | None = 3,
     ):
-        self.engine = Engine(registry, models_dir, max_waiting=max_queue)
+        # Several models stay loaded within the memory budget (default: what the fit check says the machine
+        # holds) and the count limit (None: only memory decides), as Ollama's OLLAMA_MAX_LOADED_MODELS.
+        self.engine = Engine(registry, models_dir, max_waiting=max_queue, max_loaded=max_loaded_models)
         self.extensions = extensions or ExtensionManager(found=())
         self.presets = presets
         self.templates = templates
         self.chats = chats
         self.characters = characters
-        self.model_manager = ModelManager(self.engine, templates, machine or MachineProbe())
+        self.model_manager = ModelManager(self.engine, templates, machine or MachineProbe(), memory_budget)
         # The embedding model, apart from the chat model (loaded on first use, or by name).
         self.embeddings = EmbeddingModels(lambda name: match_entry(self.models(), name), embedding_model)
         # Document collections (user_data/knowledge.sqlite3), embedded by that model; None without a user_data.
@@ -137,28 +143,50 @@ class Service:
 
     @property
     def loaded(self) -> LoadedState | None:
-        """The loaded model, its loader and settings; None when nothing is loaded."""
+        """The loaded model this thread targets (see ``target_model``), else the page's model, with its loader
+        and settings; None when it is not loaded."""
         return self.engine.state
+
+    def loaded_models(self) -> list[LoadedState]:
+        """Every loaded model: the page's first, then the most recently used first."""
+        return self.engine.loaded()
+
+    def loaded_model(self, name: str) -> LoadedState | None:
+        """The loaded model called ``name`` (None when it is not loaded)."""
+        return self.engine.state_of(name)
+
+    def memory_budget(self) -> int:
+        """Bytes the loaded models may hold together (--model-memory-budget, else what the machine holds)."""
+        return self.model_manager.memory_budget()
 
     def engine_status(self) -> EngineStatus:
         """What is loaded and what runs now (cheap enough to poll)."""
         return self.engine.status()
 
     def queue_snapshot(self) -> QueueSnapshot:
-        """The running generation and the waiting ones, in the order they will run."""
+        """The running generations and the waiting ones, in the order they will run."""
         return self.engine.queue_snapshot()
 
-    def idle_seconds(self) -> float | None:
-        """How long the loaded model has had nothing to do; None while busy or with nothing loaded."""
-        return None if self.engine.state is None else self.engine.idle_seconds()
+    def idle_seconds(self, model: str | None = None) -> float | None:
+        """How long the model ``model`` (default: the page's) has had nothing to do; None while busy or when
+        it is not loaded."""
+        return self.engine.idle_seconds(model)
 
-    def unload_if_idle(self, idle_s: float) -> bool:
-        """Unload the model if it has been idle ``idle_s`` seconds (decided on the engine's worker)."""
-        return self.engine.unload_if_idle(idle_s)
+    def unload_if_idle(self, idle_s: float, model: str | None = None) -> bool:
+        """Unload ``model`` (default: the page's) if it has been idle ``idle_s`` seconds (decided on its
+        worker)."""
+        return self.engine.unload_if_idle(idle_s, model)
 
-    def job_origin(self, source: JobSource, request_id: str | None = None) -> AbstractContextManager[None]:
-        """Label the generations this thread submits inside the block (the API marks its requests' jobs)."""
-        return self.engine.origin(source, request_id)
+    def job_origin(
+        self, source: JobSource, request_id: str | None = None, model: str | None = None
+    ) -> AbstractContextManager[None]:
+        """Label the generations this thread submits inside the block (the API marks its requests' jobs);
+        with ``model`` they, the prompts built for them and ``loaded`` use that model, not the page's."""
+        return self.engine.origin(source, request_id, model)
+
+    def target_model(self) -> str | None:
+        """The model this thread's generations go to (see ``job_origin``), else the page's model."""
+        return self.engine.target_name()
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes with the loaded model's tokenizer (EngineError with nothing loaded)."""
@@ -187,11 +215,14 @@ class Service:
         settings: Mapping[str, Any] | None = None,
         template: str | None = None,
         insist: bool = False,
+        *,
+        page: bool = True,
     ) -> LoadReport:
-        """Load ``name``; on failure EngineError and the previous model (if any) stays loaded.
+        """Load ``name`` (beside the loaded models when the memory budget holds them all); on failure
+        EngineError and the models loaded before stay loaded.
 
         A model estimated not to fit in RAM (+VRAM) is refused unless ``insist``; so is an embedding-only model
-        (a sentence-transformers folder), which generates no text.
+        (a sentence-transformers folder), which generates no text. ``page``: it becomes the page's model.
         """
         entry = match_entry(self.models(), name)
         if entry is not None and is_embedding_entry(entry):
@@ -199,27 +230,32 @@ class Service:
                 f"{entry.name} is an embedding model, not a text generator: use it through /v1/embeddings or "
                 "/api/embed (or `webui serve --embedding-model`)."
             )
-        return self.model_manager.load(name, loader, settings, template, insist)
+        return self.model_manager.load(name, loader, settings, template, insist, page=page)
 
     def check_fit(self, name: str, loader: str | None, settings: Mapping[str, Any] | None) -> None:
         """EngineError with the estimate and suggestions when the model would not fit."""
         self.model_manager.check_fit(name, loader, settings)
 
     def resume_idle_model(self, name: str | None = None) -> LoadReport | None:
-        """Load the model the idle watcher unloaded again, with the loader and settings it had, when nothing
-        else is loaded (and, given ``name``, when it is that model); None when there is nothing to resume.
+        """Load the model the idle watcher unloaded again, with the loader and settings it had: ``name``, or
+        without one the page's model (when it is not loaded); None when there is nothing to resume.
 
         As with Ollama and LM Studio, an idle unload only frees memory: the next message brings the model back.
         """
         return self.model_manager.resume_idle(name)
 
-    def unload_model(self) -> None:
-        self.model_manager.unload()
+    def unload_model(self, name: str | None = None) -> None:
+        """Unload ``name`` (default: the page's model); the others stay loaded."""
+        self.model_manager.unload(name)
 
     @property
     def detection(self) -> TemplateDetection | None:
         """The template detected for the loaded model (None once it is unloaded, also by the idle watcher)."""
         return self.model_manager.detection
+
+    def detection_of(self, name: str) -> TemplateDetection | None:
+        """The template detected for the loaded model ``name``."""
+        return self.model_manager.detection_of(name)
 
     def status_line(self) -> str:
         """One line for the page: what is loaded, the template found, and the last reply's speed."""
