@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import json
 import random
 import sys
@@ -127,7 +128,7 @@ class HfLoader(Loader[HfSettingsT]):
     """
 
     capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
-        honoured_params=HF_HONOURED_PARAMS, streams_logprobs=False, can_tokenize=True, parallel=False
+        honoured_params=HF_HONOURED_PARAMS, streams_logprobs=True, can_tokenize=True, parallel=False
     )
 
     # -- hooks ---------------------------------------------------------------------------------------------
@@ -368,6 +369,7 @@ class HfModel:
         self._bos_id: int | None = tokenizer.bos_token_id
         self._adds_bos = self._tokenizer_adds_bos()
         self._eos_ids = self._end_token_ids()
+        self._pieces: Any = None  # each token's text and bytes (logprobs), made on first use
         template = tokenizer.chat_template
         tool_template = None
         if isinstance(
@@ -452,7 +454,7 @@ class HfModel:
         from transformers import StoppingCriteriaList
 
         from loaders.hf_sampling import build_generation
-        from loaders.hf_streaming import CancelCriteria, CountingStreamer
+        from loaders.hf_streaming import CancelCriteria, CountingStreamer, LogprobRecorder, TokenPieces
 
         model = self._model
         context = self.facts.context_length
@@ -474,16 +476,34 @@ class HfModel:
         # generate() then hands back its cache, kept for the next prompt.
         config.update(return_dict_in_generate=True)
         abandoned = threading.Event()
+        recorder: LogprobRecorder | None = None
+        if params.logprobs >= 0 or params.prompt_logprobs:
+            # Logprobs come from the model's raw logits (a forward hook), before our processors change them.
+            self._pieces = self._pieces or TokenPieces(self._tokenizer)
+            recorder = LogprobRecorder(
+                self._pieces,
+                max(params.logprobs, 0),
+                steps=params.logprobs >= 0,
+                prompt_ids=ids if params.prompt_logprobs else None,
+            )
         streamer = CountingStreamer(
-            self._tokenizer, self._eos_ids, skip_special_tokens=params.skip_special_tokens
+            self._tokenizer,
+            self._eos_ids,
+            skip_special_tokens=params.skip_special_tokens,
+            logprobs=recorder if params.logprobs >= 0 else None,
         )
         input_ids = torch.tensor([ids], dtype=torch.long, device=model.device)
         placement = (str(model.device), str(model.dtype))
         # The kept cache leaves self._prefix here: only a generation that ends cleanly puts one back. The logits
         # processors still see the whole prompt (generate() hands them every id), so none of them rules reuse out.
-        cache, reused = self._prefix.take(ids, placement) if reuse and self._may_reuse(model) else (None, 0)
-        if not reuse:
+        # Scoring the prompt needs logits for every prompt position: the whole prompt is evaluated.
+        scores_prompt = recorder is not None and params.prompt_logprobs
+        take = reuse and not scores_prompt and self._may_reuse(model)
+        cache, reused = self._prefix.take(ids, placement) if take else (None, 0)
+        if not take:
             self._prefix.clear()  # a cache holding an image's keys must never serve a later prompt
+        if scores_prompt and "logits_to_keep" in inspect.signature(model.forward).parameters:
+            inputs = {**inputs, "logits_to_keep": 0}
         failure: list[BaseException] = []
         result: list[Any] = []
 
@@ -514,15 +534,23 @@ class HfModel:
             daemon=True,
         )
         del cache
+        hook = model.register_forward_hook(recorder.hook) if recorder is not None else None
         thread.start()
         reported = 0
         usage = PromptUsage(len(ids), reused)
+        prompt_logprobs = True  # still to be sent (on the first chunk)
         try:
             for text in streamer:
                 produced = streamer.generated
                 if text or produced > reported:
-                    yield Chunk(text, tokens=produced - reported, prompt=usage)
-                    reported = produced
+                    yield Chunk(
+                        text,
+                        tokens=produced - reported,
+                        prompt=usage,
+                        logprobs=tuple(streamer.entries[reported:produced]),
+                        prompt_logprobs=recorder.prompt if recorder is not None and prompt_logprobs else (),
+                    )
+                    reported, prompt_logprobs = produced, False
             thread.join()
             if failure:
                 raise LoaderError(f"Generation failed: {failure[0]}") from failure[0]
@@ -533,11 +561,19 @@ class HfModel:
                 finish = "cancelled"
             else:
                 finish = "length"
-            yield Chunk(tokens=streamer.generated - reported, finish_reason=finish, prompt=usage)
+            yield Chunk(
+                tokens=streamer.generated - reported,
+                finish_reason=finish,
+                prompt=usage,
+                logprobs=tuple(streamer.entries[reported : streamer.generated]),
+                prompt_logprobs=recorder.prompt if recorder is not None and prompt_logprobs else (),
+            )
         finally:
             # A reader that stops early (closed generator, exception) must not leave generate() running.
             abandoned.set()
             thread.join()
+            if hook is not None:
+                hook.remove()
             if reuse:
                 self._keep_cache(result, placement)
 
