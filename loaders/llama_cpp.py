@@ -7,14 +7,13 @@ so turn N of a chat does not re-read the whole history.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ctypes
 import dataclasses
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -24,12 +23,10 @@ from webui.core.loader import (
     CancelToken,
     Chunk,
     Claim,
-    FinishReason,
     Loader,
     LoaderCapabilities,
     LoaderError,
     ModelFacts,
-    PromptUsage,
 )
 from webui.core.media import VISION_FACT
 from webui.core.models.discovery import ModelEntry, loader_for_path
@@ -43,7 +40,8 @@ if TYPE_CHECKING:
     from webui.core.media import Image
 
 AUTO_CONTEXT_CAP = 8192  # "auto" context: the model's own length, capped to keep the KV cache modest
-_IDLE_CONTEXT = 256  # the Llama object's own context when parallel slots have theirs (it only tokenizes)
+_IDLE_CONTEXT = 256  # the Llama object's own context: the slots have theirs (it only tokenizes)
+PROMPT_LOOKUP = "prompt-lookup"  # the draft_model value that drafts from n-grams instead of a model
 
 
 def automatic_threads() -> int:
@@ -104,13 +102,21 @@ class LlamaCppSettings(BaseModel):
         "KV cache grows with it). 1 = one at a time.",
     )
     cache_type_k: KvCacheType = Field(
-        "f16", description="KV cache type for keys: f16, q8_0 (about half the memory) or q4_0 (about a quarter)."
+        "f16",
+        description="KV cache type for keys: f16, q8_0 (about half the memory) or q4_0 (about a quarter).",
     )
     cache_type_v: KvCacheType = Field(
         "f16",
         description="KV cache type for values: f16, q8_0 or q4_0. A quantized value cache needs flash attention, "
         "which is then switched on.",
     )
+    draft_model: str = Field(
+        "",
+        description="Speculative decoding: prompt-lookup drafts from words the prompt or reply already holds "
+        "(fast edits of code and text), or a small GGUF with the same vocabulary (a path or a file in the "
+        "models folder) drafts for this one. Empty = off. The output is the same either way, only faster.",
+    )
+    draft_max: int = Field(8, ge=1, le=64, description="Speculative decoding: most tokens drafted per step.")
     mmproj: str = Field(
         "",
         description="Vision projector (mmproj*.gguf) that lets the model see images: a file beside the model "
@@ -173,8 +179,13 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
 
         projector_path = find_projector(path, settings.mmproj)  # a wrong mmproj setting fails before the load
         n_ctx = settings.n_ctx or min(metadata.context_length or 4096, AUTO_CONTEXT_CAP)
-        # With slots the Llama object only holds the weights and the tokenizer: the slots get their own context.
-        own_ctx = n_ctx if settings.parallel == 1 else min(n_ctx, _IDLE_CONTEXT)
+        # The Llama object only holds the weights and the tokenizer: the slots get their own context.
+        own_ctx = min(n_ctx, _IDLE_CONTEXT)
+        if settings.draft_model.strip() not in ("", PROMPT_LOOKUP):
+            raise LoaderError(
+                f"draft_model {settings.draft_model!r}: drafting with a second model is not available yet; "
+                f"use {PROMPT_LOOKUP!r}."
+            )
         tensor_split = [float(x) for x in settings.tensor_split.split(",") if x.strip()] or None
         try:
             with _inert_metadata_templates(llama_cpp):
@@ -283,11 +294,11 @@ class LlamaCppModel:
         vocab = llm._model.vocab
         self._vocab = vocab
         self._eog_tokens: tuple[int, ...] | None = None
-        self._slots: SlotScheduler | None = None
+        self._slots: SlotScheduler | None = self._open_slots(settings, n_ctx or llm.n_ctx())
         if settings.parallel > 1:
-            self._slots = self._open_slots(settings, n_ctx or llm.n_ctx())
             self.capabilities = dataclasses.replace(LlamaCppLoader.capabilities, parallel=True)
         self.parallel = settings.parallel
+        self._draft_max = settings.draft_max if settings.draft_model.strip() == PROMPT_LOOKUP else 0
         bos, eos = llm.token_bos(), llm.token_eos()
         self.facts = ModelFacts(
             name=path.name,
@@ -310,6 +321,7 @@ class LlamaCppModel:
     def _open_slots(self, settings: LlamaCppSettings, n_ctx: int) -> SlotScheduler:
         import llama_cpp
 
+        from loaders.llama_logprobs import LogprobReader
         from loaders.llama_slots import SlotScheduler
 
         vocab = self._vocab
@@ -321,11 +333,25 @@ class LlamaCppModel:
         def piece(token: int, special: bool) -> bytes:
             return bytes(llm.detokenize([token], special=special))
 
-        return SlotScheduler(llama_cpp, llm, settings.parallel, n_ctx, settings.n_batch, is_end, piece)
+        reader = LogprobReader(llama_cpp, llama_cpp.llama_vocab_n_tokens(vocab), lambda t: piece(t, True))
+        # Rejected drafts are cut from a sequence's end, which recurrent and hybrid models cannot do.
+        model = llm.model
+        can_trim = not (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
+        return SlotScheduler(
+            llama_cpp,
+            llm,
+            settings.parallel,
+            n_ctx,
+            settings.n_batch,
+            is_end,
+            piece,
+            reader,
+            can_trim=can_trim,
+        )
 
     def _n_ctx(self) -> int:
         """Context tokens one generation may use (per slot with parallel slots)."""
-        return self._slots.n_ctx if self._slots is not None else int(self._llm.n_ctx())
+        return self._require_slots().n_ctx
 
     def _end_tokens(self, lib: Any) -> tuple[int, ...]:
         """Every end-of-generation token id (scanned once per model: ~50k ctypes calls cost ~50 ms)."""
@@ -360,26 +386,15 @@ class LlamaCppModel:
 
     # -- generation ---------------------------------------------------------------------------------------
 
-    def _reuse_prefix(self, tokens: list[int]) -> int:
-        """Keep the longest evaluated prefix shared with ``tokens``; return how many tokens are reused."""
-        llm = self._llm
-        cached = llm._input_ids
-        limit = min(len(cached), len(tokens) - 1)  # at least one token must be evaluated for fresh logits
-        prefix = 0
-        while prefix < limit and cached[prefix] == tokens[prefix]:
-            prefix += 1
-        if prefix == 0 or not llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
-            llm.reset()
-            prefix = 0
-        llm.n_tokens = prefix
-        if self._projector is not None:
-            self._projector.forget_from(prefix)  # images past the kept text are gone from the cache
-        return prefix
-
     def _require(self) -> Any:
         if self._llm is None:
             raise LoaderError("The model was unloaded.")
         return self._llm
+
+    def _require_slots(self) -> SlotScheduler:
+        if self._slots is None:
+            raise LoaderError("The model was unloaded.")
+        return self._slots
 
     def _check_fits(self, n_prompt: int) -> None:
         n_ctx = self._n_ctx()
@@ -398,12 +413,7 @@ class LlamaCppModel:
         if not tokens:
             raise LoaderError("The prompt is empty.")
         self._check_fits(len(tokens))
-        if self._slots is not None:
-            yield from self._in_slot(params, cancel, list(tokens), tokens, len(tokens))
-            return
-        reused = self._reuse_prefix(tokens)
-        usage = PromptUsage(len(tokens), reused)
-        yield from self._decode(params, cancel, tokens, usage, lambda: llm.eval(tokens[reused:]))
+        yield from self._in_slot(params, cancel, list(tokens), tokens, len(tokens))
 
     def stream_images(
         self, prompt: str, images: Sequence[Image], params: GenerationParams, cancel: CancelToken
@@ -415,23 +425,18 @@ class LlamaCppModel:
             from webui.core.media import cannot_see
 
             raise cannot_see(self.facts.name, self.facts.extra)
+        if params.prompt_logprobs:
+            raise LoaderError("Prompt log-probabilities are not available for prompts with images.")
         bos = llm.token_bos() if params.add_bos_token else None
         plan = projector.tokenize(prompt, images, bos=bos)
         try:
             if not plan.pieces:
                 raise LoaderError("The prompt is empty.")
             self._check_fits(plan.n_tokens)
-            if self._slots is not None:
-                units: list[int | Any] = []
-                for piece in plan.pieces:
-                    units.extend(piece.tokens if not piece.is_image else [piece])
-                yield from self._in_slot(params, cancel, units, plan.text_tokens(), plan.n_tokens, projector)
-                return
-            reused = projector.reuse(llm, plan)
-            usage = PromptUsage(plan.n_tokens, reused)
-            yield from self._decode(
-                params, cancel, plan.text_tokens(), usage, lambda: projector.evaluate(llm, plan)
-            )
+            units: list[int | Any] = []
+            for piece in plan.pieces:
+                units.extend(piece.tokens if not piece.is_image else [piece])
+            yield from self._in_slot(params, cancel, units, plan.text_tokens(), plan.n_tokens, projector)
         finally:
             plan.free()
 
@@ -460,8 +465,7 @@ class LlamaCppModel:
 
         from loaders.llama_slots import SlotRequest
 
-        slots = self._slots
-        assert slots is not None
+        slots = self._require_slots()
         eog = self._end_tokens(llama_cpp) if params.ban_eos_token else ()
         sampler = _SamplerChain(llama_cpp, slots.ctx, self._vocab, params, history, eog)
         request = SlotRequest(
@@ -472,50 +476,11 @@ class LlamaCppModel:
             special=not params.skip_special_tokens,
             cancel=cancel,
             projector=projector,
+            logprobs=params.logprobs,
+            prompt_logprobs=params.prompt_logprobs,
+            draft_max=self._draft_max if projector is None else 0,  # drafting images: not yet
         )
         yield from slots.run(request)
-
-    def _decode(
-        self,
-        params: GenerationParams,
-        cancel: CancelToken,
-        history: list[int],
-        usage: PromptUsage,
-        evaluate: Callable[[], None],
-    ) -> Iterator[Chunk]:
-        """Evaluate the prompt (``evaluate``), then sample with the chain built from ``params`` until an end
-        token, the budget or ``cancel``; ``history`` is the prompt's text the penalty samplers see."""
-        import llama_cpp
-
-        llm = self._llm
-        budget = min(params.max_new_tokens, llm.n_ctx() - usage.tokens)
-        eog = self._end_tokens(llama_cpp) if params.ban_eos_token else ()
-        sampler = _SamplerChain(llama_cpp, llm.ctx, self._vocab, params, history, eog)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        special = not params.skip_special_tokens
-        produced = 0
-        finish: FinishReason = "length"
-        try:
-            evaluate()
-            while True:
-                if cancel.cancelled:
-                    finish = "cancelled"
-                    break
-                token = sampler.sample()
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish = "stop"
-                    break
-                produced += 1
-                piece = decoder.decode(bytes(llm.detokenize([token], special=special)))
-                # Hand the token out before evaluating it: the reader sees it one decode step sooner.
-                yield Chunk(piece, tokens=1, prompt=usage)
-                if produced >= budget:
-                    break
-                llm.eval([token])
-            tail = decoder.decode(b"", final=True)
-            yield Chunk(tail, finish_reason=finish, prompt=usage)
-        finally:
-            sampler.free()
 
 
 class _SamplerChain:

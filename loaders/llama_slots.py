@@ -1,8 +1,8 @@
-"""Parallel slots for the llama.cpp loader: several generations decoded together, one batch per step.
+"""Slots for the llama.cpp loader: every generation runs here, several decoded together, one batch per step.
 
-With ``parallel`` > 1 the model gets its own llama.cpp context with ``n_seq_max = parallel`` (one sequence per
-slot, each with the full per-slot context: ``kv_unified`` off, so one long chat never starves the others) and
-ONE scheduler thread. Each step it builds one ``llama_batch`` from every active slot: the next token of each
+The model gets its own llama.cpp context with ``n_seq_max = parallel`` (one sequence per slot, each with the
+full per-slot context: ``kv_unified`` off, so one long chat never starves the others) and ONE scheduler
+thread; ``parallel`` 1 is one slot. Each step it builds one ``llama_batch`` from every active slot: the next token of each
 generating one, then prompt tokens of new requests (chunked to ``n_batch``), calls ``llama_decode`` once and
 samples each sequence at its own batch index with its own sampler chain (built from its request's
 GenerationParams by the loader's ``_SamplerChain``).
@@ -11,6 +11,11 @@ Each slot keeps the cells it has evaluated (text tokens, and whole images by SHA
 chat goes to the free slot sharing most of its prompt and evaluates only the rest. A cancelled or abandoned
 request frees its slot at the next step. Images are evaluated per slot by libmtmd (its helper takes a seq_id):
 an image decode is its own ``llama_decode`` call, made between two steps.
+
+The per-token path is lean on purpose (it is what one stream's speed comes down to): sampling runs in
+llama.cpp's C sampler chain, token pieces are cached, and nothing reads the logits into Python unless the
+request asked for log-probabilities. With drafting on (see loaders.llama_drafting) a generating slot puts its
+drafts after its next token in the same batch, and keeps those the sampler confirms.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from webui.core.loader import CancelToken, Chunk, FinishReason, LoaderError, PromptUsage
+from loaders.llama_drafting import PromptLookup
+from webui.core.loader import CancelToken, Chunk, FinishReason, LoaderError, PromptUsage, TokenLogprob
 
 if TYPE_CHECKING:
+    from loaders.llama_logprobs import LogprobReader
     from loaders.llama_vision import Piece, Projector
 
 _END = object()
@@ -42,6 +49,9 @@ class SlotRequest:
     special: bool  # detokenize special tokens (skip_special_tokens off)
     cancel: CancelToken
     projector: Projector | None = None
+    logprobs: int = -1  # -1: none; else the token's log-probability and this many alternatives
+    prompt_logprobs: bool = False  # score every prompt token (the prompt is evaluated in full)
+    draft_max: int = 0  # most tokens drafted per step by prompt lookup (0: no drafting)
     usage: PromptUsage = field(default_factory=lambda: PromptUsage(0))
     out: Any = None  # queue.SimpleQueue of Chunk | BaseException | _END
     done: threading.Event = field(default_factory=threading.Event)
@@ -51,6 +61,12 @@ class SlotRequest:
     budget: int = 0
     pending: int | None = None  # the sampled token still to be evaluated
     index: int | None = None  # its logits' index in this step's batch
+    drafts: list[int] = field(
+        default_factory=list
+    )  # this step's drafts, at the batch indices after ``index``
+    lookup: PromptLookup | None = None
+    scored: list[tuple[int, int]] = field(default_factory=list)  # (batch index, unit) of prompt tokens scored
+    prompt_scores: list[TokenLogprob | None] = field(default_factory=list)
     decoder: Any = None
 
     def cell(self, unit: int | Piece) -> Cell:
@@ -80,6 +96,9 @@ class SlotScheduler:
         n_batch: int,
         is_end: Callable[[int], bool],
         piece: Callable[[int, bool], bytes],
+        logprob_reader: LogprobReader,
+        *,
+        can_trim: bool = True,
     ) -> None:
         import queue
 
@@ -92,11 +111,12 @@ class SlotScheduler:
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.no_perf = True
-        # llama.cpp runs every batch of more than one token on n_threads_batch, and a step of several
-        # generating sequences is such a batch: it runs on the generation threads (n_threads). On a busy small
-        # machine more threads spin-wait on each other and collapse; switching counts per step was slower
-        # still (measured), so prompt chunks run on n_threads too.
-        params.n_threads_batch = params.n_threads
+        if parallel > 1:
+            # llama.cpp runs every batch of more than one token on n_threads_batch, and a step of several
+            # generating sequences is such a batch: it runs on the generation threads (n_threads). On a busy
+            # small machine more threads spin-wait on each other and collapse; switching counts per step was
+            # slower still (measured), so prompt chunks run on n_threads too.
+            params.n_threads_batch = params.n_threads
         ctx = lib.llama_init_from_model(llm.model, params)
         if not ctx:
             raise LoaderError(
@@ -111,6 +131,11 @@ class SlotScheduler:
 
         self._is_end = is_end
         self._piece = piece
+        self._logprobs = logprob_reader
+        self._ends: dict[int, bool] = {}
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+        # Drafting needs the rejected drafts removed from a sequence (not possible for recurrent models).
+        self.can_trim = can_trim
         self._slots = [Slot(seq_id) for seq_id in range(parallel)]
         self._inbox: list[SlotRequest] = []
         self._waiting: list[SlotRequest] = []
@@ -210,7 +235,7 @@ class SlotScheduler:
     def _place(self, slot: Slot, request: SlotRequest, cells: list[Cell]) -> None:
         """Keep the shared prefix in ``slot`` (at least one unit is evaluated for fresh logits)."""
         lib = self._lib
-        keep = min(_shared(slot.cells, cells), len(cells) - 1)
+        keep = 0 if request.prompt_logprobs else min(_shared(slot.cells, cells), len(cells) - 1)
         positions = sum(_positions(cell) for cell in slot.cells[:keep])
         if keep == 0 or not lib.llama_memory_seq_rm(self._memory, slot.seq_id, positions, -1):
             lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
@@ -222,6 +247,10 @@ class SlotScheduler:
         request.next_unit = keep
         request.budget = min(request.max_new_tokens, self.n_ctx - request.n_tokens)
         request.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if request.prompt_logprobs:
+            request.prompt_scores = [None]  # the first token has nothing before it
+        if request.draft_max > 0 and self.can_trim:
+            request.lookup = PromptLookup([unit for unit in request.units if isinstance(unit, int)])
         self._uses += 1
         slot.last_used = self._uses
         slot.request = request
@@ -246,16 +275,28 @@ class SlotScheduler:
         n = 0
         sampled: list[Slot] = []
         active = [slot for slot in self._slots if slot.request is not None]
-        # The next token of every generating sequence first, one each.
+        # The next token of every generating sequence first, each followed by its drafts.
         for slot in active:
             request = slot.request
             assert request is not None
             request.index = None
-            if request.pending is not None:
-                n = self._add(batch, n, request.pending, slot, True)
-                request.index = n - 1
-                request.pending = None
-                sampled.append(slot)
+            request.drafts = []
+            if request.pending is None:
+                continue
+            n = self._add(batch, n, request.pending, slot, True)
+            request.index = n - 1
+            request.pending = None
+            sampled.append(slot)
+            if request.lookup is not None:
+                room = min(
+                    request.draft_max,
+                    request.budget - request.produced - 1,  # the step samples one more than it drafts
+                    self.n_ctx - slot.n_pos - 1,
+                    self.n_batch - n - (len(active) - len(sampled)),  # leave room for the others' tokens
+                )
+                request.drafts = request.lookup.draft(room)
+                for token in request.drafts:
+                    n = self._add(batch, n, token, slot, True)
         # Then prompt units, oldest request first, as far as the batch holds.
         for slot in sorted(active, key=lambda s: s.last_used):
             request = slot.request
@@ -269,16 +310,21 @@ class SlotScheduler:
                 if request.next_unit > last:  # the prompt ended with the image: its logits are there now
                     self._sample(slot, -1)
                 continue
+            request.scored.clear()
             while n < self.n_batch and request.next_unit <= last:
                 unit = units[request.next_unit]
                 if not isinstance(unit, int):
                     break
                 final = request.next_unit == last
-                n = self._add(batch, n, unit, slot, final)
+                n = self._add(batch, n, unit, slot, final or request.prompt_logprobs)
+                if request.prompt_logprobs and not final:
+                    request.scored.append((n - 1, request.next_unit + 1))
                 request.next_unit += 1
                 if final:
                     request.index = n - 1
                     sampled.append(slot)
+            if request.scored:
+                sampled.append(slot)
         if n == 0:
             return
         batch.n_tokens = n
@@ -291,8 +337,13 @@ class SlotScheduler:
             return
         for slot in sampled:
             request = slot.request
-            if request is not None and request.index is not None:
+            if request is None:
+                continue
+            if request.scored:
+                self._score_prompt(request)
+            if request.index is not None:
                 self._sample(slot, request.index)
+                request.index = None
 
     def _add(self, batch: Any, n: int, token: int, slot: Slot, logits: bool) -> int:
         batch.token[n] = token
@@ -320,20 +371,92 @@ class SlotScheduler:
         request.next_unit += 1
         return True
 
+    def _score_prompt(self, request: SlotRequest) -> None:
+        """The log-probability of each prompt token scored in this step, from the logits before it."""
+        reader = self._logprobs
+        top = max(request.logprobs, 0)
+        for index, unit in request.scored:
+            token = request.units[unit]
+            assert isinstance(token, int)
+            request.prompt_scores.append(reader.entry(reader.log_softmax(self.ctx, index), token, top))
+        request.scored.clear()
+
     def _sample(self, slot: Slot, index: int) -> None:
+        """Sample at ``index`` and at each of the step's drafts while they match; hand out one chunk."""
         request = slot.request
         assert request is not None
-        token = request.sampler.sample(index)
-        if self._is_end(token):
-            self._finish(slot, "stop")
-            return
-        request.produced += 1
-        text = request.decoder.decode(self._piece(token, request.special))
-        request.out.put(Chunk(text, tokens=1, prompt=request.usage))
-        if request.produced >= request.budget:
-            self._finish(slot, "length")
+        drafts = request.drafts
+        texts: list[str] = []
+        scores: list[TokenLogprob] = []
+        reason: FinishReason | None = None
+        kept = 0  # drafts the sampler confirmed
+        token = -1
+        for step in range(len(drafts) + 1):
+            position = index + step if index >= 0 else index
+            token = request.sampler.sample(position)
+            if self._end(token):
+                reason = "stop"
+                break
+            if request.logprobs >= 0:
+                reader = self._logprobs
+                scores.append(reader.entry(reader.log_softmax(self.ctx, position), token, request.logprobs))
+            request.produced += 1
+            texts.append(request.decoder.decode(self._token_bytes(token, request.special)))
+            if request.lookup is not None:
+                request.lookup.append(token)
+            if request.produced >= request.budget:
+                reason = "length"
+                break
+            if step < len(drafts) and token == drafts[step]:
+                kept += 1
+                continue
+            break
+        if drafts:
+            self._trim(slot, len(drafts) - kept)
+            request.drafts = []
+        tokens = len(texts)
+        if tokens or reason is None or request.prompt_scores:
+            request.out.put(
+                Chunk(
+                    "".join(texts),
+                    tokens=tokens,
+                    prompt=request.usage,
+                    logprobs=tuple(scores),
+                    prompt_logprobs=tuple(request.prompt_scores),
+                    drafted=len(drafts),
+                    accepted=kept,
+                )
+            )
+            request.prompt_scores = []
+        if reason is not None:
+            self._finish(slot, reason)
             return
         request.pending = token
+
+    def _trim(self, slot: Slot, rejected: int) -> None:
+        """Take the ``rejected`` drafts at the end of ``slot``'s sequence out of its cache."""
+        if rejected <= 0:
+            return
+        del slot.cells[-rejected:]
+        slot.n_pos -= rejected
+        if not self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, slot.n_pos, -1):
+            # Never expected (drafting is off where a partial removal is impossible): start the slot over.
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.cells.clear()
+            slot.n_pos = 0
+
+    def _end(self, token: int) -> bool:
+        found = self._ends.get(token)
+        if found is None:
+            found = self._ends[token] = self._is_end(token)
+        return found
+
+    def _token_bytes(self, token: int, special: bool) -> bytes:
+        key = (token, special)
+        found = self._pieces.get(key)
+        if found is None:
+            found = self._pieces[key] = self._piece(token, special)
+        return found
 
     def _finish(self, slot: Slot, reason: FinishReason) -> None:
         request = slot.request

@@ -5,8 +5,8 @@ chunks (one bitmap per image, decoded from its PNG bytes and named by its SHA-25
 here, one by one, after the longest prefix already in the KV cache: text tokens are compared token by token
 and an image by its SHA-256, so a chat's earlier images are not encoded again on its next turn.
 
-The KV cache bookkeeping is shared with the text path: ``llm.input_ids`` holds each position's token, and an
-image's positions hold ``IMAGE_SLOT`` (never a token id), with the image named in ``Projector.spans``.
+The KV cache bookkeeping is the slots' (loaders.llama_slots): a slot's cells are its text tokens and its whole
+images, named by SHA-256.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from webui.core.loader import LoaderError
 from webui.core.media import Image
 from webui.core.models.capabilities import is_projector_name, projector_beside
 
-IMAGE_SLOT = -1  # what llm.input_ids holds at an image's positions: no text token ever matches it
 _COUNT_CACHE = 256  # images whose token count is remembered (the context meter asks on every redraw)
 
 NO_PROJECTOR = (
@@ -106,9 +105,8 @@ class PromptPlan:
 
 
 class Projector:
-    """A libmtmd context for one loaded model. Tokenizing and image evaluation hold its lock (parallel slots
-    tokenize in the readers' threads while the scheduler thread evaluates); the KV bookkeeping (``reuse``,
-    ``spans``) is the single-sequence path's, which the engine runs one at a time."""
+    """A libmtmd context for one loaded model. Tokenizing and image evaluation hold its lock (the slots
+    tokenize in the readers' threads while the scheduler thread evaluates)."""
 
     def __init__(self, path: Path, llm: Any, n_threads: int, use_gpu: bool) -> None:
         from llama_cpp import mtmd_cpp
@@ -138,8 +136,6 @@ class Projector:
             raise LoaderError(f"The projector {path.name} does not encode images (an audio projector?).")
         self._ctx: Any = ctx
         self._counts: dict[str, int] = {}
-        # Image positions in the KV cache: start position -> (SHA-256, positions).
-        self.spans: dict[int, tuple[str, int]] = {}
         self.encodes = 0  # images encoded so far (an image reused from the cache is not encoded again)
         self._lock = threading.RLock()
 
@@ -238,72 +234,6 @@ class Projector:
             self._counts[image.sha256] = found
         return found
 
-    # -- the KV cache -----------------------------------------------------------------------------------------
-
-    def reuse(self, llm: Any, plan: PromptPlan) -> int:
-        """Keep the longest prefix of ``plan`` already in the KV cache (whole images, any text tokens) and drop
-        the rest; return how many of the prompt's tokens were kept. At least one is left to evaluate.
-
-        The cache is tracked by position: ``llm.input_ids[p]`` is the token at position ``p`` (``IMAGE_SLOT``
-        within an image) and ``llm.n_tokens`` the next position. Without M-RoPE a position is a token; with it
-        an image takes fewer positions than tokens (Qwen-VL), and the same bookkeeping holds.
-        """
-        cached = llm._input_ids
-        limit = min(len(cached), plan.n_pos - 1)
-        kept = 0  # positions
-        tokens = 0
-        for piece in plan.pieces:
-            if kept >= limit:
-                break
-            if piece.is_image:
-                if kept + piece.n_pos > limit or self.spans.get(kept) != (piece.sha256, piece.n_pos):
-                    break
-                kept += piece.n_pos
-                tokens += piece.n_tokens
-                continue
-            matched = 0
-            for token in piece.tokens:
-                if kept + matched >= limit or cached[kept + matched] != token:
-                    break
-                matched += 1
-            kept += matched
-            tokens += matched
-            if matched < len(piece.tokens):
-                break
-        if kept > 0 and llm._ctx.kv_cache_seq_rm(-1, kept, -1):
-            llm.n_tokens = kept
-        else:
-            llm.reset()
-            llm._ctx.kv_cache_clear()
-            kept = tokens = 0
-        self.forget_from(kept)
-        return tokens
-
-    def forget_from(self, position: int) -> None:
-        """Images at or after ``position`` are no longer in the KV cache."""
-        self.spans = {start: span for start, span in self.spans.items() if start < position}
-
-    def evaluate(self, llm: Any, plan: PromptPlan) -> None:
-        """Evaluate what ``reuse`` did not keep of ``plan`` (from position ``llm.n_tokens``): text through
-        ``llm.eval``, images encoded by the projector and decoded into the context; the last one gets logits."""
-        start = llm.n_tokens
-        position = 0
-        last = len(plan.pieces) - 1
-        for index, piece in enumerate(plan.pieces):
-            end = position + piece.n_pos
-            if end <= start:
-                position = end
-                continue
-            if not piece.is_image:
-                llm.eval(piece.tokens[max(0, start - position) :])  # from position llm.n_tokens on
-                position = end
-                continue
-            self.eval_image(llm.ctx, piece, position, 0, llm.n_batch, index == last, on_error=llm)
-            llm.input_ids[position:end] = IMAGE_SLOT
-            self.spans[position] = (piece.sha256, piece.n_pos)
-            llm.n_tokens = end
-            position = end
-
     def eval_image(
         self,
         lctx: Any,
@@ -312,10 +242,9 @@ class Projector:
         seq_id: int,
         n_batch: int,
         logits_last: bool,
-        on_error: Any = None,
     ) -> int:
         """Encode ``piece``'s image and decode it into sequence ``seq_id`` of ``lctx`` at ``position``; return
-        the next position. LoaderError when it fails (``on_error``, a Llama, is set back to ``position``)."""
+        the next position. LoaderError when it fails."""
         import llama_cpp
 
         mtmd = self._mtmd
@@ -325,8 +254,6 @@ class Projector:
                 self._ctx, lctx, piece.image, position, seq_id, n_batch, logits_last, ctypes.byref(past)
             )
         if status != 0:
-            if on_error is not None:
-                on_error.n_tokens = position
             hint = ""
             if mtmd.mtmd_decode_use_non_causal(self._ctx, piece.image) and n_batch < piece.n_tokens:
                 hint = f": this model reads an image at once, so n_batch must be at least {piece.n_tokens}"

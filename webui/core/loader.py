@@ -59,6 +59,14 @@ class GenerationStats:
     new_tokens: int
     time_to_first_token_s: float
     total_s: float
+    # Speculative decoding: tokens drafted, and how many of them the model kept.
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """The share of drafted tokens the model kept (0 without drafting)."""
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
 
     @property
     def prompt_tokens(self) -> int:
@@ -124,6 +132,9 @@ class Chunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     prompt: PromptUsage | None = None
     stats: GenerationStats | None = None
+    # Speculative decoding: tokens drafted for this chunk's step(s), and how many the model kept.
+    drafted: int = 0
+    accepted: int = 0
     # With params.logprobs >= 0: one entry per generated token of this chunk, in order.
     logprobs: tuple[TokenLogprob, ...] = ()
     # With params.prompt_logprobs: the prompt's tokens (the first has no logprob: None), on the first chunk.
