@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webui.core.engine import Engine, EngineError, LoadedState
-from webui.core.hardware.estimates import MachineSource, MemoryEstimate
+from webui.core.hardware.estimates import MachineSource, MemoryEstimate, gb
 from webui.core.hardware.fit import check_before_load, refusal_message
 from webui.core.models.discovery import ModelEntry, ModelFileError, discover_models, infer_loader
 from webui.core.templates.store import (
@@ -114,6 +114,11 @@ class ModelManager:
         becomes the page's model (an API request's load does not take the page's model away).
         """
         memory, gpu = self._estimate(name, loader, settings, refuse=not insist)
+        if not insist and self._budget is not None and memory > self._budget:
+            raise EngineError(
+                f"{name} needs about {gb(memory)}, more than the memory budget for loaded models "
+                f"({gb(self._budget)}, --model-memory-budget). Load it anyway with --force / 'Load anyway'."
+            )
         if self._budget is None:
             self.engine.memory_budget = self.memory_budget()
         state = self.engine.load(name, loader, settings, memory_bytes=memory, gpu_bytes=gpu, page=page)

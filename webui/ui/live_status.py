@@ -69,7 +69,8 @@ def fingerprint(status: EngineStatus) -> Fingerprint:
     """The status as plain values for ``gr.State`` (equal fingerprints: the page shows the right thing)."""
     unload = status.idle_unload
     idle = (unload.model, unload.idle_s) if unload is not None else None
-    return (status.model, status.loader, status.activity, status.loading, status.loads, idle)
+    models = tuple(model.name for model in status.models)  # a model loaded or unloaded beside the page's
+    return (status.model, status.loader, status.activity, status.loading, status.loads, idle, models)
 
 
 def loaded_key(status: EngineStatus) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 from pydantic import BaseModel
 
+from webui.core.hardware.estimates import gb
 from webui.core.hardware.fit import fit_line
 from webui.core.loader import LoaderError
 from webui.core.models.capabilities import entry_capabilities
@@ -196,12 +197,30 @@ class ModelTab:
             raise EngineError(f"Unknown loader {loader!r}.")
         return None
 
-    def unload(self) -> str:
+    def unload(self, name: str | None = None) -> str:
+        """Unload ``name`` (default: the page's model); the other loaded models stay."""
         try:
-            self.service.unload_model()
+            self.service.unload_model(name)
         except EngineError as exc:
             return f"⚠️ {exc}"
-        return "Model unloaded. " + self.status()
+        return f"{name or 'Model'} unloaded. " + self.status()
+
+    def loaded_lines(self) -> list[tuple[str, str]]:
+        """(name, one markdown line) per loaded model, the page's first: loader, memory, what it does."""
+        models = sorted(self.service.engine_status().models, key=lambda model: not model.page)
+        lines = []
+        for model in models:
+            memory = gb(model.memory_bytes) if model.memory_bytes else "memory unknown"
+            if model.gpu_bytes:
+                memory += f", {gb(model.gpu_bytes)} on the GPU"
+            page = " · **this page's model**" if model.page else ""
+            lines.append(
+                (model.name, f"**{model.name}** ({model.loader}) · {memory} · {model.activity}{page}")
+            )
+        if lines:
+            used, budget = sum(model.memory_bytes for model in models), self.service.memory_budget()
+            lines.append(("", f"Memory budget: {gb(used)} of {gb(budget)} used by the loaded models."))
+        return lines
 
     def refresh(self, saved: SessionSettings | None = None) -> list[Any]:
         """Page load: the models list, the loaded model and loader with its settings, and the status.
@@ -319,6 +338,7 @@ class ModelTab:
                 elem_id="model-force",
             )
         self.status_md = gr.Markdown(self.status(), elem_id="model-status")
+        self._build_loaded_list(mirrors)
         EmbeddingPanel(self.service).build()
         if Path(self.models_dir).is_absolute():  # a real folder to download into (not the placeholder)
             catalog_event = CatalogPanel(Path(self.models_dir), self.service.machine).build()
@@ -345,7 +365,7 @@ class ModelTab:
             fit_triggers += [
                 w.input
                 for n, w in zip(panel.names, panel.widgets, strict=True)
-                if n in ("n_ctx", "n_gpu_layers")
+                if n in ("n_ctx", "n_gpu_layers", "cache_type_k", "cache_type_v", "parallel")
             ]
         gr.on(fit_triggers, self.fit_text, inputs=fit_inputs, outputs=[self.fit_md], show_progress="hidden")
         self.model.change(
@@ -366,6 +386,32 @@ class ModelTab:
             outputs=status_outputs,
         )
         return load_event, unload_event
+
+    def _build_loaded_list(self, mirrors: Sequence[gr.components.Component]) -> None:
+        """Every loaded model with its memory and its own Unload button, redrawn whenever the status changes
+        (a load or unload here, or one the live status saw elsewhere)."""
+        gr.Markdown("#### Loaded models", elem_id="loaded-models-title")
+
+        @gr.render(inputs=[self.status_md])
+        def draw(_status: str) -> None:
+            lines = self.loaded_lines()
+            if not lines:
+                gr.Markdown("None.", elem_id="loaded-models-none")
+                return
+            for name, line in lines:
+                if not name:
+                    gr.Markdown(line, elem_id="loaded-models-budget")
+                    continue
+                slug = "".join(c if c.isalnum() else "-" for c in name)
+                with gr.Row(equal_height=True, elem_classes=["loaded-model"]):
+                    gr.Markdown(line, elem_id=f"loaded-{slug}")
+                    button = gr.Button("Unload", size="sm", scale=0, elem_id=f"unload-{slug}")
+
+                def unload_one(model: str = name) -> Any:
+                    message = self.unload(model)
+                    return (message, *(self.status() for _ in mirrors)) if mirrors else message
+
+                button.click(unload_one, outputs=[self.status_md, *mirrors])
 
     @property
     def refresh_outputs(self) -> list[gr.components.Component]:
