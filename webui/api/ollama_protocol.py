@@ -103,7 +103,17 @@ class OllamaRequest(BaseModel):
         "high). The reasoning comes apart from the answer, as `thinking`.",
     )
 
+    logprobs: bool | None = Field(None, description="Return each generated token's logprob (as `logprobs`).")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="With logprobs: this many most likely tokens at each position."
+    )
+
     _nulls = null_means_default("stream")
+
+    @property
+    def needs(self) -> core_requests.Needs:
+        """What the loader must support: a grammar when ``format`` asks for one, logprobs when asked for."""
+        return core_requests.Needs(grammar_param="format", logprobs=bool(self.logprobs))
 
     @property
     def shows_thinking(self) -> bool:
@@ -126,16 +136,15 @@ class OllamaRequest(BaseModel):
         for name, value in self.thinking_overrides().items():
             overrides[name] = value
             sources[name] = "think"
+        if self.logprobs:
+            overrides["logprobs"] = self.top_logprobs or 0
+            sources["logprobs"] = "top_logprobs"
         params = core_requests.resolve_params(service, overrides, sources)
         try:
             rules = grammar.format_grammar(self.format)
         except grammar.GrammarError as exc:
             raise ApiError(400, str(exc), param="response_format") from exc
         return core_requests.with_grammar(params, rules)
-
-
-# What a loader must support for an Ollama request: a grammar when ``format`` asks for one; no logprobs.
-OLLAMA_NEEDS = core_requests.Needs(grammar_param="format")
 
 
 class GenerateRequest(OllamaRequest):
@@ -167,13 +176,13 @@ class GenerateRequest(OllamaRequest):
         params = self.sampler_params(service)
         prompt = self.prompt or ""
         if self.raw:
-            return core_requests.CoreCompletionRequest(prompt, params, needs=OLLAMA_NEEDS)
+            return core_requests.CoreCompletionRequest(prompt, params, needs=self.needs)
         template = request_template(self.template) if self.template else None
         settings = core_requests.chat_settings(service, mode="instruct", character=None, template=template)
         history = [ChatMessage("system", self.system)] if self.system else []
         images = tuple(core_requests.base64_image(image, "images") for image in self.images or ())
         history.append(ChatMessage("user", prompt, images=images))
-        return core_requests.CoreChatRequest(history, settings, params, needs=OLLAMA_NEEDS)
+        return core_requests.CoreChatRequest(history, settings, params, needs=self.needs)
 
 
 class ChatRequest(OllamaRequest):
@@ -198,7 +207,7 @@ class ChatRequest(OllamaRequest):
         tools = core_requests.tool_request(self.tools, self.tool_choice or "auto")
         params = self.sampler_params(service)
         settings = core_requests.chat_settings(service, mode="instruct", character=None, template=None)
-        return core_requests.CoreChatRequest(history, settings, params, needs=OLLAMA_NEEDS, tools=tools)
+        return core_requests.CoreChatRequest(history, settings, params, needs=self.needs, tools=tools)
 
 
 class ShowRequest(BaseModel):

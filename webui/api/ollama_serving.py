@@ -19,6 +19,7 @@ from anyio import to_thread
 from webui import __version__
 from webui.api import ollama_models
 from webui.api.errors import ApiError
+from webui.api.logprob_shapes import tokens_out
 from webui.api.ollama_protocol import (
     OLLAMA_VERSION,
     ChatRequest,
@@ -110,6 +111,8 @@ class _Answer:
         self.started = started
         self.shape = shape
         self.thinking = thinking
+        runs = started.runs
+        self.logprobs = bool(runs) and runs[0].job.params.logprobs >= 0  # the request asked for them
 
     def _final(self, text: str, thinking: str = "", calls: Sequence[OllamaEvent] = ()) -> OllamaEvent:
         return {
@@ -133,6 +136,8 @@ class _Answer:
         reply = replies[self.started.runs[0].index]
         calls = [ollama_call(index, call) for index, call in enumerate(reply.calls)]
         final = self._final(reply.text, reply.reasoning if self.thinking else "", calls)
+        if self.logprobs:
+            final["logprobs"] = tokens_out(reply.logprobs)
         # The extensions' errors are complete once the reply is done.
         return Reply(final, self.started.warnings())
 
@@ -148,15 +153,22 @@ class _Answer:
             return calls
 
         async for _run, chunk in pieces:
+            events: list[OllamaEvent] = []
             if chunk.reasoning and self.thinking:
-                yield self._event("", chunk.reasoning)
+                events.append(self._event("", chunk.reasoning))
             if chunk.text:
-                yield self._event(chunk.text)
+                events.append(self._event(chunk.text))
             for delta in chunk.tool_calls:
                 assembly.add(delta)
             calls = written()
             if calls:
-                yield self._event("", calls=calls)
+                events.append(self._event("", calls=calls))
+            if self.logprobs and chunk.logprobs:
+                # The chunk's tokens go with its first event (alone when it has none: markup read away).
+                events = events or [self._event("")]
+                events[0]["logprobs"] = tokens_out(chunk.logprobs)
+            for event in events:
+                yield event
         rest = [ollama_call(index, assembly.calls[index]) for index in range(sent, len(assembly.calls))]
         if rest:
             yield self._event("", calls=rest)

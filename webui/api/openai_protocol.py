@@ -35,6 +35,7 @@ from webui.api.core_requests import (
     with_grammar,
 )
 from webui.api.errors import ApiError
+from webui.api.logprob_shapes import ChoiceLogprobs, CompletionLogprobs
 from webui.core.characters.store import Character
 from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
 from webui.core.params import GenerationParams
@@ -179,7 +180,13 @@ class CompletionRequest(GenerationRequest):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(..., description="Text, or token ids.")
     echo: bool = False
     suffix: str | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=5,
+        description="Each token's logprob with this many most likely alternatives (null = none); with echo, "
+        "the prompt's tokens too. max_tokens 0 with echo scores the prompt without generating.",
+    )
     best_of: int | None = None
 
     _completion_nulls = null_means_default("echo")
@@ -190,9 +197,18 @@ class CompletionRequest(GenerationRequest):
             raise ApiError(400, "suffix (fill in the middle) is not supported.", param="suffix")
         if self.best_of not in (None, 1, self.n):
             raise ApiError(400, "best_of is not supported (use n).", param="best_of")
-        params = self.sampler_params(service, None, ("max_tokens", self.max_tokens))
-        params, needs = self.constrained(params, logprobs=bool(self.logprobs))
+        # max_tokens 0 scores the prompt (echo with logprobs): one token is generated and left out of the answer.
+        limit = 1 if self.scores_only else self.max_tokens
+        params = self.sampler_params(service, None, ("max_tokens", limit))
+        if self.logprobs is not None:
+            params = params.overlay({"logprobs": self.logprobs, "prompt_logprobs": self.echo})
+        params, needs = self.constrained(params, logprobs=self.logprobs is not None)
         return CoreCompletionRequest(self.prompt, params, self.n, echo=self.echo, needs=needs)
+
+    @property
+    def scores_only(self) -> bool:
+        """max_tokens 0: nothing is generated (the answer is the echoed prompt and its logprobs)."""
+        return self.max_tokens == 0
 
 
 class ContentPart(BaseModel):
@@ -264,8 +280,10 @@ class ReasoningOptions(BaseModel):
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessageIn] = Field(..., min_length=1)
     max_completion_tokens: int | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = Field(None, description="Return each answer token's logprob.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="With logprobs: this many most likely tokens at each position."
+    )
     tools: list[dict[str, Any]] | None = Field(
         None, description="Functions the model may call: {type: function, function: {name, parameters}}."
     )
@@ -314,7 +332,11 @@ class ChatCompletionRequest(GenerationRequest):
             else ("max_tokens", self.max_tokens)
         )
         params = self.sampler_params(service, character, limit)
-        params, needs = self.constrained(params, logprobs=bool(self.logprobs or self.top_logprobs))
+        if self.top_logprobs and not self.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
+        if self.logprobs:
+            params = params.overlay({"logprobs": self.top_logprobs or 0})
+        params, needs = self.constrained(params, logprobs=bool(self.logprobs))
         variables, _ = template_variables(self.chat_template_kwargs)
         return CoreChatRequest(history, settings, params, self.n, needs, tools, variables)
 
@@ -409,7 +431,7 @@ class ModelList(BaseModel):
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -459,7 +481,7 @@ class ChatMessageOut(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -493,7 +515,7 @@ class ChatDelta(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 

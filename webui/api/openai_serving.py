@@ -14,6 +14,12 @@ from pydantic import BaseModel
 
 from webui.api.core_requests import CoreRequest
 from webui.api.errors import ApiError
+from webui.api.logprob_shapes import (
+    CompletionLogprobs,
+    CompletionOffsets,
+    chat_logprobs,
+    joined,
+)
 from webui.api.openai_protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -38,6 +44,7 @@ from webui.api.streams import (
     Piece,
     Reply,
     ReplyParts,
+    Run,
     Started,
     ToolCallAssembly,
     new_call_id,
@@ -77,6 +84,7 @@ class _Answer(ABC):
     def __init__(self, request_id: str, started: Started, include_usage: bool) -> None:
         self.started = started
         self.include_usage = include_usage
+        self.runs = {run.index: run for run in started.runs}
         # The fields every response and chunk of the request starts with.
         self.envelope: dict[str, Any] = {
             "id": request_id,
@@ -91,7 +99,14 @@ class _Answer(ABC):
             for run in runs
         ]
         # The extensions' errors, also in the server log.
-        return Reply(self.response(choices, usage_of(self.started)), self.started.warnings())
+        return Reply(self.response(choices, self.usage()), self.started.warnings())
+
+    def usage(self) -> Usage:
+        return usage_of(self.started)
+
+    def wants_logprobs(self, index: int) -> bool:
+        """Whether choice ``index``'s request asked for logprobs."""
+        return self.runs[index].job.params.logprobs >= 0
 
     @abstractmethod
     def choice(self, index: int, reply: ReplyParts, finish_reason: str) -> BaseModel:
@@ -107,28 +122,59 @@ class _Answer(ABC):
 
 
 class _CompletionAnswer(_Answer):
+    """A completion; with ``generates`` False (max_tokens 0) only the echoed prompt and its logprobs: the one
+    token generated is left out, and not counted."""
+
+    def __init__(
+        self, request_id: str, started: Started, include_usage: bool, *, generates: bool = True
+    ) -> None:
+        super().__init__(request_id, started, include_usage)
+        self.generates = generates
+
     def choice(self, index: int, reply: ReplyParts, finish_reason: str) -> BaseModel:
-        return CompletionChoice(index=index, text=reply.text, finish_reason=finish_reason)
+        run = self.runs[index]
+        text = reply.text if self.generates else run.prefix
+        logprobs = None
+        if self.wants_logprobs(index):
+            offsets = CompletionOffsets()
+            logprobs = self._logprobs(run, offsets, reply.prompt_logprobs, reply.logprobs)
+        return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)
+
+    def usage(self) -> Usage:
+        usage = super().usage()
+        if self.generates:
+            return usage
+        return Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=0, total_tokens=usage.prompt_tokens)
+
+    def _logprobs(
+        self, run: Run, offsets: CompletionOffsets, prompt: Sequence[Any], tokens: Sequence[Any]
+    ) -> CompletionLogprobs:
+        """The legacy logprobs of the echoed prompt's tokens (when given), then of the generated ones."""
+        shape = offsets.prompt(run.prefix, prompt) if prompt else offsets.generated(())
+        return joined(shape, offsets.generated(tokens if self.generates else ()))
 
     def response(self, choices: list[Any], usage: Usage | None) -> BaseModel:
         return CompletionResponse(**self.envelope, choices=choices, usage=usage)
 
     async def events(self, pieces: AsyncIterator[Piece]) -> AsyncIterator[OpenAIEvent]:
-        begun: set[int] = set()
+        offsets: dict[int, CompletionOffsets] = {}
         async for run, piece in pieces:
-            text = piece.text
-            if run.index not in begun:
-                begun.add(run.index)
+            text = piece.text if self.generates else ""
+            if run.index not in offsets:
+                offsets[run.index] = CompletionOffsets()
                 text = run.prefix + text
+            logprobs = None
+            if self.wants_logprobs(run.index):
+                logprobs = self._logprobs(run, offsets[run.index], piece.prompt_logprobs, piece.logprobs)
             finish = public_finish_reason(piece.finish_reason) if piece.finish_reason else None
-            if text or finish:
-                choice = CompletionChoice(index=run.index, text=text, finish_reason=finish)
+            if text or finish or (logprobs is not None and logprobs.tokens):
+                choice = CompletionChoice(index=run.index, text=text, logprobs=logprobs, finish_reason=finish)
                 chunk = CompletionResponse(**self.envelope, choices=[choice])
                 # The choice's last chunk carries the extensions' errors (complete by now).
                 warnings = run.warnings if finish else ()
                 yield chunk.model_dump() | warnings_body(warnings) if warnings else chunk
         if self.include_usage:
-            yield self.response([], usage_of(self.started))
+            yield self.response([], self.usage())
 
 
 class _ChatAnswer(_Answer):
@@ -152,7 +198,8 @@ class _ChatAnswer(_Answer):
             reasoning=reply.reasoning or None,
             tool_calls=calls or None,
         )
-        return ChatChoice(index=index, message=message, finish_reason=finish_reason)
+        logprobs = chat_logprobs(reply.logprobs) if self.wants_logprobs(index) else None
+        return ChatChoice(index=index, message=message, logprobs=logprobs, finish_reason=finish_reason)
 
     def response(self, choices: list[Any], usage: Usage) -> BaseModel:
         return ChatCompletionResponse(**self.envelope, choices=choices, usage=usage)
@@ -202,15 +249,21 @@ class _ChatAnswer(_Answer):
                 calls[run.index] = ToolCallAssembly(new_call_id)
                 opening = ChatDelta(role="assistant", content="")
                 yield self._chunk([ChatChunkChoice(index=run.index, delta=opening)])
-            for delta in self._deltas(piece, calls[run.index]):
-                yield self._chunk([ChatChunkChoice(index=run.index, delta=delta)])
+            # The piece's tokens' logprobs go with its first delta (alone when it has none: markup read away).
+            logprobs = (
+                chat_logprobs(piece.logprobs) if piece.logprobs and self.wants_logprobs(run.index) else None
+            )
+            deltas = self._deltas(piece, calls[run.index]) or ([ChatDelta()] if logprobs else [])
+            for delta in deltas:
+                yield self._chunk([ChatChunkChoice(index=run.index, delta=delta, logprobs=logprobs)])
+                logprobs = None
             if piece.finish_reason:
                 finish = public_finish_reason(piece.finish_reason)
                 # The choice's last chunk carries the extensions' errors (complete by now).
                 last = ChatChunkChoice(index=run.index, delta=ChatDelta(), finish_reason=finish)
                 yield self._chunk([last], warnings=run.warnings, extra=tool_steps_body([run]))
         if self.include_usage:
-            yield self._chunk([], usage_of(self.started))
+            yield self._chunk([], self.usage())
 
 
 class OpenAIServing:
@@ -231,7 +284,11 @@ class OpenAIServing:
         self, body: CompletionRequest, context: RequestContext
     ) -> Reply | EventStream[OpenAIEvent]:
         """Continue raw text: a whole CompletionResponse, or its chunks."""
-        return await self._generate(body, context, "cmpl", body.to_completion_request, _CompletionAnswer)
+
+        def answer(request_id: str, started: Started, include_usage: bool) -> _Answer:
+            return _CompletionAnswer(request_id, started, include_usage, generates=not body.scores_only)
+
+        return await self._generate(body, context, "cmpl", body.to_completion_request, answer)
 
     async def create_chat_completion(
         self, body: ChatCompletionRequest, context: RequestContext
@@ -250,7 +307,7 @@ class OpenAIServing:
         context: RequestContext,
         id_prefix: str,
         convert: Callable[[Service], CoreRequest],
-        answer: type[_Answer],
+        answer: Callable[[str, Started, bool], _Answer],
     ) -> Reply | EventStream[OpenAIEvent]:
         """Convert and start off the event loop (a load takes seconds), then answer whole or streamed."""
         request_id = f"{id_prefix}-{uuid.uuid4().hex[:24]}"

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from webui.api.errors import ApiError, api_error
 from webui.core.agent.api_reply import ApiToolReply
-from webui.core.loader import Chunk, FinishReason, GenerationStats, ToolCallDelta
+from webui.core.loader import Chunk, FinishReason, GenerationStats, TokenLogprob, ToolCallDelta
 from webui.core.params import GenerationParams
 
 POLL_S = 0.25  # how often a waiting request checks whether its client is still there
@@ -155,12 +155,17 @@ class ReplyParts:
     text: str = ""
     reasoning: str = ""
     tool_calls: ToolCallAssembly = field(default_factory=lambda: ToolCallAssembly(new_call_id))
+    # The generated tokens' logprobs, and the prompt's (when the request asked for them).
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)
 
     def add(self, chunk: Chunk) -> None:
         self.text += chunk.text
         self.reasoning += chunk.reasoning
         for delta in chunk.tool_calls:
             self.tool_calls.add(delta)
+        self.logprobs.extend(chunk.logprobs)
+        self.prompt_logprobs.extend(chunk.prompt_logprobs)
 
     @property
     def calls(self) -> list[AssembledCall]:
