@@ -119,8 +119,7 @@ class ModelManager:
                 f"{name} needs about {gb(memory)}, more than the memory budget for loaded models "
                 f"({gb(self._budget)}, --model-memory-budget). Load it anyway with --force / 'Load anyway'."
             )
-        if self._budget is None:
-            self.engine.memory_budget = self.memory_budget()
+        self.engine.memory_budget = self.memory_budget()  # measured now when it is the machine's
         state = self.engine.load(name, loader, settings, memory_bytes=memory, gpu_bytes=gpu, page=page)
         detection = self._detect(state, template)
         tool_template = None if template else _tool_template(state)
