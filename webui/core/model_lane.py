@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from webui.core.loader import Chunk, GenerationStats, LoadedModel, LoaderError
 
 if TYPE_CHECKING:
-    from webui.core.engine import GenerationJob, LoadedState
+    from webui.core.engine_types import GenerationJob, LoadedState
 
 Activity = Literal["idle", "generating", "loading", "unloading"]
 
