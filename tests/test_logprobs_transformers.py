@@ -264,3 +264,41 @@ def test_bad_logprob_requests_are_refused(client: openai.OpenAI) -> None:
         client.completions.create(model=MODEL, prompt=STORY, max_tokens=2, logprobs=6)
     with pytest.raises(openai.BadRequestError, match="top_logprobs"):
         client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2, top_logprobs=2)
+
+
+def test_responses_include_the_output_text_logprobs(
+    client: openai.OpenAI, server: Server, reference: Reference
+) -> None:
+    prompt_ids = reference.prompt_ids(chat_prompt(server))
+    whole = client.responses.create(
+        model=MODEL,
+        input=MESSAGES[0]["content"],
+        max_output_tokens=12,
+        top_logprobs=2,
+        include=["message.output_text.logprobs"],
+        extra_body=GREEDY,
+    )
+    (part,) = [content for item in whole.output if item.type == "message" for content in item.content]
+    assert part.type == "output_text" and part.logprobs
+    entries = [entry.model_dump() for entry in part.logprobs]
+    check_tokens(reference, prompt_ids, entries, 2)
+
+    streamed: list[dict[str, Any]] = []
+    done: list[Any] = []
+    with client.responses.stream(
+        model=MODEL,
+        input=MESSAGES[0]["content"],
+        max_output_tokens=12,
+        top_logprobs=2,
+        include=["message.output_text.logprobs"],
+        extra_body=GREEDY,
+    ) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                streamed += [entry.model_dump() for entry in event.logprobs]
+            elif event.type == "response.output_text.done":
+                done = list(event.logprobs)
+    assert [e["token"] for e in streamed] == [e["token"] for e in entries] == [e.token for e in done]
+
+    plain = client.responses.create(model=MODEL, input="Hi", max_output_tokens=4, extra_body=GREEDY)
+    assert all(not c.logprobs for item in plain.output if item.type == "message" for c in item.content)

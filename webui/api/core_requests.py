@@ -24,7 +24,7 @@ from webui.core.chats.conversation import chat_settings_for, params_for
 from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
 from webui.core.loader import LoaderError
 from webui.core.media import Image, ImageError, image_from_base64
-from webui.core.params import PARAM_NAMES, GenerationParams
+from webui.core.params import PARAM_NAMES, PER_REQUEST_NAMES, GenerationParams
 from webui.core.presets import DEFAULT_PRESET, PresetError
 from webui.core.prompts import ChatMessage, Mode
 from webui.core.service import (
@@ -175,9 +175,14 @@ def apply_overrides(
 
 
 def sampler_extras(extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The request's extra keys that are GenerationParams fields (unknown keys are ignored, as OpenAI's
-    clients send fields of their own; ``null`` means not given, as for OpenAI's own fields)."""
-    return {key: value for key, value in (extra or {}).items() if key in PARAM_NAMES and value is not None}
+    """The request's extra keys that are GenerationParams sampler fields (unknown keys are ignored, as OpenAI's
+    clients send fields of their own, and so are the logprob fields, which each protocol asks for in its own
+    words; ``null`` means not given, as for OpenAI's own fields)."""
+    return {
+        key: value
+        for key, value in (extra or {}).items()
+        if key in PARAM_NAMES and key not in PER_REQUEST_NAMES and value is not None
+    }
 
 
 def with_grammar(params: GenerationParams, rules: str | None) -> GenerationParams:

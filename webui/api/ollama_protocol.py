@@ -21,7 +21,7 @@ from webui.api.openai_protocol import null_means_default
 from webui.core import grammar
 from webui.core.characters.go_template import convert_go_template
 from webui.core.characters.modelfile import OLLAMA_TO_LOADER, OLLAMA_TO_PARAM, OLLAMA_UNMAPPED
-from webui.core.params import PARAM_NAMES, GenerationParams
+from webui.core.params import PARAM_NAMES, PER_REQUEST_NAMES, GenerationParams
 from webui.core.prompts import ChatMessage
 from webui.core.service import Service
 from webui.core.templates.store import InstructionTemplate, TemplateError
@@ -272,7 +272,8 @@ def ollama_overrides(options: dict[str, Any] | None) -> tuple[dict[str, Any], di
     for name, value in (options or {}).items():
         if value is None or name in OLLAMA_TO_LOADER or name in OLLAMA_UNMAPPED:
             continue
-        target = OLLAMA_TO_PARAM.get(name, name if name in PARAM_NAMES else None)
+        sampler = name in PARAM_NAMES and name not in PER_REQUEST_NAMES  # logprobs: the request's own fields
+        target = OLLAMA_TO_PARAM.get(name, name if sampler else None)
         if target is None:
             raise ApiError(400, f"Unknown option {name!r}.", param=name)
         if target == "stop" and isinstance(value, str):

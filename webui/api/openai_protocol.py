@@ -38,7 +38,7 @@ from webui.api.errors import ApiError
 from webui.api.logprob_shapes import ChoiceLogprobs, CompletionLogprobs
 from webui.core.characters.store import Character
 from webui.core.image_fetch import DATA_URLS_ONLY, ImageSources
-from webui.core.params import GenerationParams
+from webui.core.params import PER_REQUEST_NAMES, GenerationParams
 from webui.core.prompts import ChatMessage, Mode
 from webui.core.service import Service, ToolRequest
 from webui.core.templates.store import InstructionTemplate, TemplateError
@@ -52,7 +52,7 @@ def _add_sampler_fields(schema: dict[str, Any]) -> None:
     """Document every GenerationParams field as an optional request field (the values are checked later)."""
     properties = schema.setdefault("properties", {})
     for name, spec in GenerationParams.model_json_schema().get("properties", {}).items():
-        if name not in properties:
+        if name not in properties and name not in PER_REQUEST_NAMES:
             spec = {k: v for k, v in spec.items() if k != "default"}  # absent = the preset's value
             properties[name] = spec
 

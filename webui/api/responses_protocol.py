@@ -77,6 +77,10 @@ class TextConfig(BaseModel):
     format: TextFormat | None = None
 
 
+# The ``include`` value that asks for the answer tokens' logprobs.
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
 class ResponsesRequest(BaseModel):
     """POST /v1/responses; extra keys are GenerationParams fields by name."""
 
@@ -99,6 +103,16 @@ class ResponsesRequest(BaseModel):
     )
     temperature: float | None = None
     top_p: float | None = None
+    top_logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="With the logprobs included: this many most likely tokens at each position.",
+    )
+    include: list[str] | None = Field(
+        None,
+        description='"message.output_text.logprobs" returns each answer token\'s logprob; others are ignored.',
+    )
     reasoning: ReasoningConfig | None = Field(None, description="{effort}: none turns thinking off.")
     text: TextConfig | None = Field(None, description="{format: {type: text | json_object | json_schema}}.")
     stream: bool = False
@@ -146,8 +160,16 @@ class ResponsesRequest(BaseModel):
         overrides, sources = self._overrides()
         params = resolve_params(service, overrides, sources, preset=self.preset, character=character)
         params, needs = self._constrained(params)
+        if self.wants_logprobs:
+            params = params.overlay({"logprobs": self.top_logprobs or 0})
+            needs = Needs(needs.grammar_param, logprobs=True)
         variables, _ = template_variables(self.chat_template_kwargs)
         return CoreChatRequest(history, settings, params, 1, needs, tools, variables)
+
+    @property
+    def wants_logprobs(self) -> bool:
+        """Whether the answer's tokens come with their logprobs (``include`` names them, as OpenAI wants)."""
+        return LOGPROBS_INCLUDE in (self.include or ())
 
     def _overrides(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The request's sampler values by GenerationParams name, and which request field each came from."""

@@ -18,6 +18,7 @@ from anyio import to_thread
 
 from webui.api.core_requests import CoreChatRequest
 from webui.api.errors import ApiError
+from webui.api.logprob_shapes import tokens_out
 from webui.api.responses_protocol import (
     FunctionCallOutput,
     IncompleteDetails,
@@ -66,6 +67,10 @@ class ResponseAnswer:
         self._sequence = 0
         self._reasoning_tokens = 0
         self._finish: str | None = None
+        self._logprobs = body.wants_logprobs  # the answer's tokens come with their logprobs
+        self._waiting: list[
+            dict[str, Any]
+        ] = []  # answer tokens whose text has not come yet (e.g. whitespace)
         params = request.params
         tools = request.tools
         self.response = ResponseObject(
@@ -153,7 +158,11 @@ class ResponseAnswer:
             text = item.content[0]
             events.append(
                 self._event(
-                    "response.output_text.done", **where, content_index=0, text=text.text, logprobs=[]
+                    "response.output_text.done",
+                    **where,
+                    content_index=0,
+                    text=text.text,
+                    logprobs=list(text.logprobs),
                 )
             )
             events.append(
@@ -176,6 +185,9 @@ class ResponseAnswer:
         """A chunk's parts as events: reasoning, then answer text, then each tool call's pieces; a part of
         another kind than the open item's closes it and opens its own item."""
         events: list[ResponseEvent] = []
+        # Reasoning and tool-call tokens are no answer tokens.
+        if self._logprobs and (chunk.text or not (chunk.reasoning or chunk.tool_calls)):
+            self._waiting += tokens_out(chunk.logprobs)
         if chunk.reasoning:
             if not chunk.text:
                 self._reasoning_tokens += chunk.tokens
@@ -198,13 +210,15 @@ class ResponseAnswer:
             message = self._open
             assert isinstance(message, MessageOutput)
             message.content[0].text += chunk.text
+            logprobs, self._waiting = self._waiting, []
+            message.content[0].logprobs += logprobs
             events.append(
                 self._event(
                     "response.output_text.delta",
                     **self._where(message),
                     content_index=0,
                     delta=chunk.text,
-                    logprobs=[],
+                    logprobs=logprobs,
                 )
             )
         for delta in chunk.tool_calls:
