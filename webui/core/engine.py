@@ -100,7 +100,9 @@ class Engine:
         self.max_waiting = max_waiting  # generations allowed to wait (None: no limit); more raise QueueFull
         self.memory_budget = memory_budget
         self.max_loaded = max_loaded
-        self._lanes: dict[str, ModelLane] = {}  # the loaded models by name
+        # One lane per model name, kept after its model is unloaded (state None): a lane's worker never ends
+        # while a request may still queue on it; close() ends them all.
+        self._lanes: dict[str, ModelLane] = {}
         self._page: str | None = None  # the page's model: the target of threads that name none
         # Guards _lanes and _page; a submit holds it while it queues so that no unload slips in between.
         self._lock = threading.Lock()
@@ -132,20 +134,22 @@ class Engine:
         with self._lock:
             return self._lanes.get(name if name is not None else self._page or "")
 
-    def _retire(self, lane: ModelLane) -> None:
-        """Forget ``lane`` (its model is unloaded) and end its worker; the page moves to the model used last."""
-        with self._lock:
-            if self._lanes.get(lane.name) is lane:
-                del self._lanes[lane.name]
-            lane.stop()  # after every job queued so far: they end with "No model is loaded"
+    def _page_loaded(self) -> bool:
+        """Whether the page's model is loaded (called with _lock held)."""
+        lane = self._lanes.get(self._page) if self._page is not None else None
+        return lane is not None and lane.state is not None
 
-    def _pick_page(self, keep_name: bool) -> None:
-        """After the page's model went: keep its name (an idle unload: the next message brings it back) or
-        move the page to the most recently used model still loaded (called with _lock held)."""
-        if self._page is None or self._page in self._lanes or keep_name:
-            return
-        lanes = sorted(self._lanes.values(), key=lambda lane: lane.last_active)
-        self._page = lanes[-1].name if lanes else None
+    def _page_moves_on(self) -> None:
+        """After the page's model was unloaded (not by the idle watcher: then the next message brings it back),
+        the page gets the most recently used model still loaded, if any."""
+        with self._lock:
+            if self._page is None or self._page_loaded():
+                return
+            lanes = sorted(
+                (lane for lane in self._lanes.values() if lane.state is not None),
+                key=lambda lane: lane.last_active,
+            )
+            self._page = lanes[-1].name if lanes else None
 
     def close(self) -> None:
         """Unload every model and stop the workers."""
@@ -155,7 +159,7 @@ class Engine:
             for lane in lanes:
                 with contextlib.suppress(Exception):
                     lane.call(functools.partial(self._unload_lane_now, lane), "unloading")
-                self._retire(lane)
+                lane.stop()
         finally:
             self._closed = True
             for lane in lanes:
@@ -313,8 +317,8 @@ class Engine:
                     lane.name = final
                 self._lanes[final] = lane
                 self._idle_unloads.pop(key, None)
-                if page or self._page is None or self._page not in self._lanes:
-                    if self._page is not None and self._page not in self._lanes:
+                if page or not self._page_loaded():
+                    if self._page is not None and self._page != final and not self._page_loaded():
                         self._idle_unloads.pop(self._page, None)  # the page moved on: no resume of it
                     self._page = final
             # The count limit after the load: a failed load leaves the models loaded before it in place.
@@ -341,9 +345,7 @@ class Engine:
             if not over():
                 return
             victim.call(functools.partial(self._unload_lane_now, victim), "unloading")
-            self._retire(victim)
-            with self._lock:
-                self._pick_page(keep_name=False)
+            self._page_moves_on()
             others.remove(victim)
             self._evictions += 1
 
@@ -355,16 +357,11 @@ class Engine:
     def unload(self, name: str | None = None) -> None:
         """Free the model ``name`` (default: the page's model) after its running generations."""
         lane = self._lane_of(name)
-        if lane is None:
-            with self._lock:
-                if name is None or name == self._page:
-                    self._idle_unloads.pop(self._page or "", None)
-            return
-        lane.call(lambda: self._unload_lane_now(lane), "unloading")
-        self._retire(lane)
+        if lane is not None:
+            lane.call(functools.partial(self._unload_lane_now, lane), "unloading")
         with self._lock:
-            self._idle_unloads.pop(lane.name, None)
-            self._pick_page(keep_name=False)
+            self._idle_unloads.pop(name if name is not None else self._page or "", None)  # no resume after it
+        self._page_moves_on()
 
     def idle_seconds(self, name: str | None = None) -> float | None:
         """How long the model ``name`` (default: the page's) has had nothing running or waiting (None while
@@ -391,8 +388,6 @@ class Engine:
             return True
 
         unloaded: bool = lane.call(check_and_unload)
-        if unloaded:
-            self._retire(lane)
         return unloaded
 
     def idle_unloaded(self, name: str) -> IdleUnload | None:
@@ -530,8 +525,8 @@ class Engine:
             model=state.entry.name,
         )
         with self._lock:
-            if self._lanes.get(lane.name) is not lane:
-                raise EngineError(f"{state.entry.name} was unloaded. Load it again to use it.")
+            if lane.closed:
+                raise EngineError("The server is shutting down.")
             waiting = sum(len(one.pending) for one in self._lanes.values())
             if self.max_waiting is not None and waiting >= self.max_waiting:
                 raise QueueFull(waiting, self._retry_after_s())
