@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.support.fakes import ScriptedLoader, ScriptedModel, scripted_service
+from tests.support.machines import GB, FakeMachine, machine
 from tests.support.waiting import eventually
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes
@@ -227,3 +228,14 @@ def test_the_serve_options() -> None:
     ):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["serve", *bad])
+
+
+def test_the_default_budget_is_what_the_machine_holds_and_an_unloaded_model_is_not_idle(
+    service: Service,
+) -> None:
+    service.machine = FakeMachine(machine(available_gb=3.0))
+    assert service.memory_budget() == 3 * GB  # the scripted models hold nothing they can be measured by
+    assert service.idle_seconds("first-chatml.gguf") is not None
+    service.unload_model()
+    assert service.idle_seconds("first-chatml.gguf") is None  # not loaded: the idle watcher leaves it alone
+    assert service.engine_status().models == ()

@@ -367,7 +367,7 @@ class Engine:
         """How long the model ``name`` (default: the page's) has had nothing running or waiting (None while
         busy, or when it is not loaded)."""
         lane = self._lane_of(name)
-        return lane.idle_seconds() if lane is not None else None
+        return lane.idle_seconds() if lane is not None and lane.state is not None else None
 
     def unload_if_idle(self, idle_s: float, name: str | None = None) -> bool:
         """Unload the model ``name`` (default: the page's) if it has been idle ``idle_s`` seconds; decided on
