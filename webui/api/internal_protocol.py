@@ -258,12 +258,13 @@ class QueueEntry(BaseModel):
     position: int = Field(description="0: running now; 1, 2, ...: waiting, in the order they will run")
     state: Literal["running", "queued"]
     waited_s: float = Field(description="seconds since it was submitted")
+    model: str = Field("", description="the model it runs on (each loaded model runs its own generations)")
     mine: bool = Field(False, description="True for a request sent with the same key as this one")
 
 
 class QueueResponse(BaseModel):
     activity: Literal["idle", "generating", "loading", "unloading"]
-    model: str | None = Field(description="the loaded model")
+    model: str | None = Field(description="the page's model")
     running: QueueEntry | None = Field(description="the oldest running generation")
     running_jobs: list[QueueEntry] = Field(
         default_factory=list,
