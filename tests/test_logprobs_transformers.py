@@ -142,10 +142,18 @@ def test_chat_logprobs_are_the_models_own_streamed_or_not(
             if streamed_choice.logprobs is not None and streamed_choice.logprobs.content:
                 streamed += [entry.model_dump() for entry in streamed_choice.logprobs.content]
     assert text == choice.message.content
-    check_tokens(
-        reference, prompt_ids, streamed, 3
-    )  # the same tokens (a reused cache may move the last digits)
+    # The same tokens (a reused cache may move the last digits of a logprob).
+    check_tokens(reference, prompt_ids, streamed, 3)
     assert [entry["token"] for entry in streamed] == [entry["token"] for entry in entries]
+
+    # The client's stream helper puts the chunks' logprobs together again.
+    with client.chat.completions.stream(
+        model=MODEL, messages=MESSAGES, max_tokens=12, logprobs=True, top_logprobs=3, extra_body=GREEDY
+    ) as helper:
+        final = helper.get_final_completion()
+    assembled = final.choices[0].logprobs
+    assert assembled is not None and assembled.content is not None
+    assert [entry.token for entry in assembled.content] == [entry["token"] for entry in entries]
 
 
 def test_chat_without_logprobs_has_none(client: openai.OpenAI) -> None:

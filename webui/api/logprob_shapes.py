@@ -75,24 +75,27 @@ def chat_logprobs(entries: Sequence[TokenLogprob]) -> ChoiceLogprobs:
 @dataclass
 class CompletionOffsets:
     """Builds a completion choice's legacy ``logprobs``, keeping each token's ``text_offset`` in the text the
-    choice returns (the echoed prompt first, then the generated text), across streamed chunks."""
+    choice returns (the echoed prompt ``prefix`` first, then the generated text), across streamed chunks."""
 
-    offset: int = 0
-    _prompt_done: bool = field(default=False, init=False)
+    prefix: str = ""
+    offset: int = field(init=False)  # where the next generated token's text begins
 
-    def prompt(self, text: str, entries: Sequence[TokenLogprob | None]) -> CompletionLogprobs:
-        """The echoed prompt's tokens; ``text`` is the prompt as echoed. Each token is looked for in the text
-        from where the last one ended; one not found close by (a BOS token, a piece of a character, the first
-        token, whose text the loader does not give) takes the offset there and moves it by nothing."""
+    def __post_init__(self) -> None:
+        self.offset = len(self.prefix)
+
+    def prompt(self, entries: Sequence[TokenLogprob | None]) -> CompletionLogprobs:
+        """The echoed prompt's tokens. Each is looked for in the prefix from where the last one ended; one not
+        found close by (a BOS token, a piece of a character, the first token, whose text the loader does not
+        give) takes the offset there and moves it by nothing."""
         shape = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
         position = 0
         for index, entry in enumerate(entries):
             token = entry.token if entry is not None else ""
-            found = text.find(token, position, position + len(token) + _SLACK) if token else -1
+            found = self.prefix.find(token, position, position + len(token) + _SLACK) if token else -1
             if found != -1:
                 position = found
             shape.tokens.append(token)
-            shape.text_offset.append(self.offset + position)
+            shape.text_offset.append(position)
             if found != -1:
                 position += len(token)
             if entry is None or index == 0:
@@ -101,7 +104,6 @@ class CompletionOffsets:
             else:
                 shape.token_logprobs.append(entry.logprob)
                 shape.top_logprobs.append(_top_map(entry))
-        self.offset += len(text)
         return shape
 
     def generated(self, entries: Sequence[TokenLogprob]) -> CompletionLogprobs:

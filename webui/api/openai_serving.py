@@ -44,7 +44,6 @@ from webui.api.streams import (
     Piece,
     Reply,
     ReplyParts,
-    Run,
     Started,
     ToolCallAssembly,
     new_call_id,
@@ -52,7 +51,7 @@ from webui.api.streams import (
     tool_steps_body,
     warnings_body,
 )
-from webui.core.loader import Chunk
+from webui.core.loader import Chunk, TokenLogprob
 from webui.core.models.discovery import ModelEntry
 from webui.core.service import LoadedState, Service
 
@@ -136,8 +135,8 @@ class _CompletionAnswer(_Answer):
         text = reply.text if self.generates else run.prefix
         logprobs = None
         if self.wants_logprobs(index):
-            offsets = CompletionOffsets()
-            logprobs = self._logprobs(run, offsets, reply.prompt_logprobs, reply.logprobs)
+            offsets = CompletionOffsets(run.prefix)
+            logprobs = self._logprobs(offsets, reply.prompt_logprobs, reply.logprobs)
         return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)
 
     def usage(self) -> Usage:
@@ -147,10 +146,13 @@ class _CompletionAnswer(_Answer):
         return Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=0, total_tokens=usage.prompt_tokens)
 
     def _logprobs(
-        self, run: Run, offsets: CompletionOffsets, prompt: Sequence[Any], tokens: Sequence[Any]
+        self,
+        offsets: CompletionOffsets,
+        prompt: Sequence[TokenLogprob | None],
+        tokens: Sequence[TokenLogprob],
     ) -> CompletionLogprobs:
         """The legacy logprobs of the echoed prompt's tokens (when given), then of the generated ones."""
-        shape = offsets.prompt(run.prefix, prompt) if prompt else offsets.generated(())
+        shape = offsets.prompt(prompt) if prompt else offsets.generated(())
         return joined(shape, offsets.generated(tokens if self.generates else ()))
 
     def response(self, choices: list[Any], usage: Usage | None) -> BaseModel:
@@ -161,11 +163,11 @@ class _CompletionAnswer(_Answer):
         async for run, piece in pieces:
             text = piece.text if self.generates else ""
             if run.index not in offsets:
-                offsets[run.index] = CompletionOffsets()
+                offsets[run.index] = CompletionOffsets(run.prefix)
                 text = run.prefix + text
             logprobs = None
             if self.wants_logprobs(run.index):
-                logprobs = self._logprobs(run, offsets[run.index], piece.prompt_logprobs, piece.logprobs)
+                logprobs = self._logprobs(offsets[run.index], piece.prompt_logprobs, piece.logprobs)
             finish = public_finish_reason(piece.finish_reason) if piece.finish_reason else None
             if text or finish or (logprobs is not None and logprobs.tokens):
                 choice = CompletionChoice(index=run.index, text=text, logprobs=logprobs, finish_reason=finish)
