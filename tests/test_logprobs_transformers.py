@@ -310,3 +310,47 @@ def test_responses_include_the_output_text_logprobs(
 
     plain = client.responses.create(model=MODEL, input="Hi", max_output_tokens=4, extra_body=GREEDY)
     assert all(not c.logprobs for item in plain.output if item.type == "message" for c in item.content)
+
+
+def test_the_loader_reports_raw_logprobs_under_any_sampler(
+    tiny_llama_dir: Path, reference: Reference
+) -> None:
+    """Sampling with a temperature, top-k and penalties changes which token is chosen, never the reported
+    logprobs: they are the log-softmax of the raw logits at each position of the sequence generated."""
+    from loaders.transformers import TransformersLoader, TransformersSettings
+    from webui.core.loader import CancelToken
+    from webui.core.params import GenerationParams
+
+    model = TransformersLoader().load(tiny_llama_dir, TransformersSettings())
+    try:
+        params = GenerationParams(
+            temperature=1.5,
+            top_k=5,
+            repetition_penalty=1.3,
+            seed=7,
+            max_new_tokens=12,
+            logprobs=4,
+            prompt_logprobs=True,
+            ban_eos_token=True,
+        )
+        chunks = list(model.stream(STORY, params, CancelToken()))
+    finally:
+        model.unload()
+    entries = [entry for chunk in chunks for entry in chunk.logprobs]
+    assert len(entries) == sum(chunk.tokens for chunk in chunks) == 12
+    assert chunks[0].prompt_logprobs and all(not chunk.prompt_logprobs for chunk in chunks[1:])
+    ids = reference.prompt_ids(STORY)
+    rows = reference.rows(ids + [entry.token_id for entry in entries])
+    for step, entry in enumerate(entries):
+        row = rows[len(ids) - 1 + step]
+        assert abs(entry.logprob - float(row[entry.token_id])) < TOLERANCE
+        assert entry.token_bytes == reference.token_bytes(entry.token_id)
+        values, indices = row.topk(4)
+        assert [top.token_id for top in entry.top] == indices.tolist()
+        assert [top.logprob for top in entry.top] == pytest.approx(values.tolist(), abs=TOLERANCE)
+    prompt = chunks[0].prompt_logprobs
+    assert len(prompt) == len(ids) and prompt[0] is None
+    for position in range(1, len(ids)):
+        scored = prompt[position]
+        assert scored is not None and scored.token_id == ids[position]
+        assert abs(scored.logprob - float(rows[position - 1, ids[position]])) < TOLERANCE
