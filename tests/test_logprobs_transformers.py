@@ -354,3 +354,34 @@ def test_the_loader_reports_raw_logprobs_under_any_sampler(
         scored = prompt[position]
         assert scored is not None and scored.token_id == ids[position]
         assert abs(scored.logprob - float(rows[position - 1, ids[position]])) < TOLERANCE
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_quantized_checkpoints_report_logprobs_too(
+    method: str, tiny_gptq_dir: Path, tiny_awq_dir: Path
+) -> None:
+    """The GPTQ and AWQ loaders share the Transformers model's path: greedy picks the most likely token, and
+    every counted token and every prompt token has its entry."""
+    from loaders.awq import AwqLoader, AwqSettings
+    from loaders.gptq import GptqLoader, GptqSettings
+    from webui.core.loader import CancelToken
+    from webui.core.params import GenerationParams
+
+    if method == "gptq":
+        model = GptqLoader().load(tiny_gptq_dir, GptqSettings())
+    else:
+        model = AwqLoader().load(tiny_awq_dir, AwqSettings())
+    try:
+        assert model.capabilities.streams_logprobs
+        params = GenerationParams(temperature=0, max_new_tokens=8, logprobs=3, prompt_logprobs=True)
+        chunks = list(model.stream(STORY, params, CancelToken()))
+        prompt_tokens = len(model.tokenize(STORY, add_bos=True))
+    finally:
+        model.unload()
+    entries = [entry for chunk in chunks for entry in chunk.logprobs]
+    assert entries and len(entries) == sum(chunk.tokens for chunk in chunks)
+    for entry in entries:
+        assert entry.top[0].token_id == entry.token_id and entry.logprob == entry.top[0].logprob
+        assert [top.logprob for top in entry.top] == sorted((top.logprob for top in entry.top), reverse=True)
+        assert entry.logprob <= 0
+    assert len(chunks[0].prompt_logprobs) == prompt_tokens
