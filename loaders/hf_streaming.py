@@ -18,6 +18,7 @@ from transformers import StoppingCriteria, TextIteratorStreamer
 from webui.core.loader import CancelToken, TokenLogprob
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a SentencePiece byte-fallback token
+_SCORE_SLICE = 256  # prompt positions scored at once
 
 
 class CountingStreamer(TextIteratorStreamer):
@@ -158,18 +159,25 @@ class LogprobRecorder:
 
     def hook(self, module: Any, args: Any, output: Any) -> None:
         """A forward hook: keep the last position's logprobs (and score the prompt on the first pass)."""
-        logits = output.logits if hasattr(output, "logits") else output[0]
+        logits = (output.logits if hasattr(output, "logits") else output[0])[0]
         with torch.no_grad():
-            logprobs = torch.log_softmax(logits[0].float(), dim=-1)
-        if self._prompt_ids is not None:
-            ids, self._prompt_ids = self._prompt_ids, None
-            scored = logprobs[-len(ids) : -1] if logprobs.shape[0] >= len(ids) else logprobs[:0]
-            self.prompt = (
-                None,
-                *(self._entry(row, token) for row, token in zip(scored, ids[1:], strict=False)),
-            )
-        if self._steps:
-            self._rows.append(logprobs[-1])
+            if self._prompt_ids is not None:
+                ids, self._prompt_ids = self._prompt_ids, None
+                self.prompt = (None, *self._score(logits, ids))
+            if self._steps:
+                self._rows.append(torch.log_softmax(logits[-1].float(), dim=-1))
+
+    def _score(self, logits: torch.Tensor, ids: Sequence[int]) -> list[TokenLogprob]:
+        """Each prompt token after the first, scored by the logits of the position before it (a slice of
+        positions at a time, so the vocabulary-wide copies stay small)."""
+        if logits.shape[0] < len(ids):  # the pass did not return every position's logits
+            return []
+        positions = logits[logits.shape[0] - len(ids) : -1]
+        entries: list[TokenLogprob] = []
+        for start in range(0, positions.shape[0], _SCORE_SLICE):
+            rows = torch.log_softmax(positions[start : start + _SCORE_SLICE].float(), dim=-1)
+            entries += [self._entry(row, ids[start + 1 + i]) for i, row in enumerate(rows)]
+        return entries
 
     def chosen(self, token_id: int) -> TokenLogprob:
         """The entry of the token chosen at the oldest step not yet asked about."""
