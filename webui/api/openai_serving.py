@@ -276,11 +276,12 @@ class OpenAIServing:
         self.service = serving.service
 
     def list_models(self) -> ModelList:
-        loaded = self.serving.loaded()
-        return ModelList(data=[model_card(entry, loaded) for entry in self.serving.entries()])
+        loaded = self.service.loaded_model  # every loaded model is marked (several may be loaded at once)
+        return ModelList(data=[model_card(entry, loaded(entry.name)) for entry in self.serving.entries()])
 
     def get_model(self, model_id: str) -> ModelCard:
-        return model_card(self.serving.find(model_id), self.serving.loaded())
+        entry = self.serving.find(model_id)
+        return model_card(entry, self.service.loaded_model(entry.name))
 
     async def create_completion(
         self, body: CompletionRequest, context: RequestContext
