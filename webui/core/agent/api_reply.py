@@ -167,9 +167,14 @@ class ApiToolReply:
                 reasoning, reasoning_break = ROUND_BREAK + reasoning, False
             sent_text, sent_reasoning = sent_text or bool(text), sent_reasoning or bool(reasoning)
             calls = self._clients_calls(chunk.tool_calls, held, theirs)
-            if text or reasoning or calls:
+            if text or reasoning or calls or chunk.logprobs:
                 yield Chunk(
-                    text, tokens=chunk.tokens, reasoning=reasoning, tool_calls=calls, prompt=chunk.prompt
+                    text,
+                    tokens=chunk.tokens,
+                    reasoning=reasoning,
+                    tool_calls=calls,
+                    prompt=chunk.prompt,
+                    logprobs=chunk.logprobs,
                 )
             if chunk.finish_reason is not None:
                 self._finish = chunk.finish_reason
