@@ -308,6 +308,7 @@ _VOLATILE_KEYS = {
     "waited_s",
     "system_fingerprint",
     "digest",  # of the file's path, size and time: differs per folder
+    "memory_budget_bytes",  # this machine's available memory
 }
 _ID = re.compile(r"\b(chatcmpl|cmpl|ollama|req|job)-[0-9a-zA-Z]+")
 _USER_DATA = re.compile(r"\S*/golden\d*/user_data")  # the test's temporary folder
