@@ -62,6 +62,7 @@ class ModelManager:
         self.templates = templates
         self._machine = machine  # measured once, used by the fit checks
         self._budget = memory_budget  # --model-memory-budget; None: what the machine can hold
+        self._measured: int | None = None  # that, measured while nothing was loaded
         self._detected: dict[str, _Detected] = {}  # per model name, kept through an idle unload
         self._lock = threading.Lock()
         self._resume_lock = threading.Lock()  # one reload after an idle unload, however many ask at once
@@ -73,16 +74,20 @@ class ModelManager:
     @machine.setter
     def machine(self, machine: MachineSource) -> None:
         self._machine = machine
-        self.engine.memory_budget = self._budget  # measured again on the next load
+        self._measured = None  # measured again on the next load
 
     def memory_budget(self) -> int:
         """Bytes the loaded models may hold together: --model-memory-budget, else what the fit check says this
-        machine can hold (available RAM + free VRAM, plus what the models loaded now hold of it)."""
+        machine can hold (available RAM + free VRAM), measured while no model is loaded: a loaded model's
+        memory-mapped weights still count as available, so a measure beside it would count them twice."""
         if self._budget is not None:
             return self._budget
-        facts = self._machine.facts(measure_speed=False)
-        held = sum(state.memory_bytes for state in self.engine.loaded())
-        return facts.available_ram_bytes + facts.free_vram_bytes + held
+        loaded = self.engine.loaded()
+        if self._measured is None or not loaded:
+            facts = self._machine.facts(measure_speed=False)
+            held = sum(state.memory_bytes for state in loaded)  # 0, unless the machine was swapped meanwhile
+            self._measured = facts.available_ram_bytes + facts.free_vram_bytes + held
+        return self._measured
 
     def models(self) -> list[ModelEntry]:
         """The models folder's models, plus the loaded models loaded by path from elsewhere (also while the
