@@ -86,8 +86,8 @@ class ReplyReader:
         return self._splitter is not None and self._splitter.phase is Phase.REASONING
 
     def feed(self, chunk: Chunk) -> Chunk:
-        """The reader's view of a loader chunk (its text parts replaced; tokens, usage and the prompt's
-        logprobs kept; the tokens' logprobs go out with the text they belong to)."""
+        """The reader's view of a loader chunk (its text parts replaced; tokens, usage, drafting counts and the
+        prompt's logprobs kept; the tokens' logprobs go out with the text they belong to)."""
         self._logprobs.add(chunk.logprobs, len(self.raw), chunk.text)
         self.raw += chunk.text
         if self.in_reasoning:
@@ -108,6 +108,8 @@ class ReplyReader:
             prompt=chunk.prompt,
             logprobs=self._logprobs.release(len(self.raw)),
             prompt_logprobs=chunk.prompt_logprobs,
+            drafted=chunk.drafted,
+            accepted=chunk.accepted,
         )
 
     def force_close(self) -> str:
