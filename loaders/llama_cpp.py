@@ -479,6 +479,7 @@ class LlamaCppModel:
             logprobs=params.logprobs,
             prompt_logprobs=params.prompt_logprobs,
             draft_max=self._draft_max if projector is None else 0,  # drafting images: not yet
+            greedy=params.temperature <= 0,
         )
         yield from slots.run(request)
 

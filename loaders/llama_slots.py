@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from loaders.llama_vision import Piece, Projector
 
 _END = object()
+# Greedy drafting trusts a batch's choice only by this margin over the runner-up (logits). Measured on
+# gemma-3-270m: batch and one-token decoding moved the top-two margin by at most 0.63 over 192 positions.
+CLOSE_CALL = 1.5
+# A shorter shared prefix is evaluated again with the rest: it saves next to nothing, and one batch gives the
+# same numbers as a fresh evaluation (llama.cpp rounds differently when a prompt is split into batches).
+MIN_REUSE = 16
 # A cell of a slot's evaluated prefix: a text token, or a whole image (SHA-256, positions, tokens).
 Cell = int | tuple[str, int, int]
 
@@ -52,6 +58,9 @@ class SlotRequest:
     logprobs: int = -1  # -1: none; else the token's log-probability and this many alternatives
     prompt_logprobs: bool = False  # score every prompt token (the prompt is evaluated in full)
     draft_max: int = 0  # most tokens drafted per step by prompt lookup (0: no drafting)
+    draft_len: int = 0  # tokens drafted next step: grows while drafts are kept, shrinks when they miss
+    greedy: bool = False  # temperature 0: drafting must give exactly the tokens one-by-one decoding gives
+    solo: bool = False  # decode the next token without drafts (a close call in a batch is decided alone)
     usage: PromptUsage = field(default_factory=lambda: PromptUsage(0))
     out: Any = None  # queue.SimpleQueue of Chunk | BaseException | _END
     done: threading.Event = field(default_factory=threading.Event)
@@ -132,6 +141,7 @@ class SlotScheduler:
         self._is_end = is_end
         self._piece = piece
         self._logprobs = logprob_reader
+        self._n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(llm.model)))
         self._ends: dict[int, bool] = {}
         self._pieces: dict[tuple[int, bool], bytes] = {}
         # Drafting needs the rejected drafts removed from a sequence (not possible for recurrent models).
@@ -235,7 +245,9 @@ class SlotScheduler:
     def _place(self, slot: Slot, request: SlotRequest, cells: list[Cell]) -> None:
         """Keep the shared prefix in ``slot`` (at least one unit is evaluated for fresh logits)."""
         lib = self._lib
-        keep = 0 if request.prompt_logprobs else min(_shared(slot.cells, cells), len(cells) - 1)
+        keep = min(_shared(slot.cells, cells), len(cells) - 1)
+        if request.prompt_logprobs or keep < MIN_REUSE:
+            keep = 0
         positions = sum(_positions(cell) for cell in slot.cells[:keep])
         if keep == 0 or not lib.llama_memory_seq_rm(self._memory, slot.seq_id, positions, -1):
             lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
@@ -251,6 +263,7 @@ class SlotScheduler:
             request.prompt_scores = [None]  # the first token has nothing before it
         if request.draft_max > 0 and self.can_trim:
             request.lookup = PromptLookup([unit for unit in request.units if isinstance(unit, int)])
+            request.draft_len = max(1, request.draft_max // 2)
         self._uses += 1
         slot.last_used = self._uses
         slot.request = request
@@ -287,9 +300,11 @@ class SlotScheduler:
             request.index = n - 1
             request.pending = None
             sampled.append(slot)
-            if request.lookup is not None:
+            if request.solo:
+                request.solo = False
+            elif request.lookup is not None:
                 room = min(
-                    request.draft_max,
+                    request.draft_len,
                     request.budget - request.produced - 1,  # the step samples one more than it drafts
                     self.n_ctx - slot.n_pos - 1,
                     self.n_batch - n - (len(active) - len(sampled)),  # leave room for the others' tokens
@@ -386,13 +401,23 @@ class SlotScheduler:
         request = slot.request
         assert request is not None
         drafts = request.drafts
+        request.drafts = []
+        # The batch holds [token, *drafts] at the end of the sequence: ``evaluated[i]`` sits at ``index + i``.
+        evaluated = slot.cells[len(slot.cells) - len(drafts) - 1 :] if drafts else []
         texts: list[str] = []
         scores: list[TokenLogprob] = []
         reason: FinishReason | None = None
         kept = 0  # drafts the sampler confirmed
-        token = -1
+        pending: int | None = None
         for step in range(len(drafts) + 1):
             position = index + step if index >= 0 else index
+            if drafts and request.greedy and self._close_call(position):
+                # llama.cpp's batch and one-token kernels round differently (logits up to ~1.5 apart on small
+                # models): a near tie decided in a batch could go another way than one-by-one decoding. Take
+                # the token at this position out of the cache and decode it alone next step.
+                self._trim(slot, len(evaluated) - step)
+                pending, request.solo = evaluated[step], True
+                break
             token = request.sampler.sample(position)
             if self._end(token):
                 reason = "stop"
@@ -410,12 +435,19 @@ class SlotScheduler:
             if step < len(drafts) and token == drafts[step]:
                 kept += 1
                 continue
+            pending = token
             break
-        if drafts:
+        if drafts and not request.solo:
             self._trim(slot, len(drafts) - kept)
-            request.drafts = []
+        if drafts:
+            # Every logit a draft needs costs nearly a token's work on a CPU (the output layer of a large
+            # vocabulary dominates small models), so draft further only while drafts are being kept.
+            if kept == len(drafts):
+                request.draft_len = min(request.draft_max, request.draft_len + 2)
+            else:
+                request.draft_len = max(1, request.draft_len - 1)
         tokens = len(texts)
-        if tokens or reason is None or request.prompt_scores:
+        if tokens or request.prompt_scores:
             request.out.put(
                 Chunk(
                     "".join(texts),
@@ -431,7 +463,16 @@ class SlotScheduler:
         if reason is not None:
             self._finish(slot, reason)
             return
-        request.pending = token
+        request.pending = pending
+
+    def _close_call(self, index: int) -> bool:
+        """True when another token's logit at batch ``index`` is within ``CLOSE_CALL`` of the best one."""
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(
+            self._lib.llama_get_logits_ith(self.ctx, index), shape=(self._n_vocab,)
+        )
+        return int(np.count_nonzero(logits >= logits.max() - CLOSE_CALL)) > 1
 
     def _trim(self, slot: Slot, rejected: int) -> None:
         """Take the ``rejected`` drafts at the end of ``slot``'s sequence out of its cache."""

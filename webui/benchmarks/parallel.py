@@ -3,6 +3,10 @@
 The server runs the llama.cpp loader with ``parallel`` slots (the most clients measured), so N clients at once
 are decoded together, one batch per step. Prompts have mixed lengths (a short question, a paragraph to
 summarise, a longer text to continue); each side sends the same requests, and the rounds alternate.
+
+With ``llama_server`` (llama.cpp's C++ server) the same load also goes to ``llama-server -np N``, running at the
+same time and measured in the same interleaved rounds, and one client alone streams from Palabre (one slot) and
+from ``llama-server -np 1``, with one thread and with every core.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import httpx
 
 from webui.benchmarks.figures import Figure, Target, figure, interleave, median, paired_ratio
+from webui.benchmarks.llama_server import LlamaServerProcess
 from webui.benchmarks.server import ServeProcess, Streamed, client_load, stream_timed
 
 CLIENTS = (1, 2, 4, 8)
@@ -36,76 +41,194 @@ def _prompt(index: int, run: str) -> str:
     return f"{run}<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _one(client: httpx.Client, url: str, prompt: str, tokens: int) -> Streamed:
-    body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, "ban_eos_token": True}
+# How each server is told to run to the token budget: Palabre's sampler field, llama-server's own.
+_NO_END = {"palabre": {"ban_eos_token": True}, "llama-server": {"ignore_eos": True}}
+
+
+def _one(client: httpx.Client, url: str, prompt: str, tokens: int, kind: str = "palabre") -> Streamed:
+    body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, **_NO_END[kind]}
     return stream_timed(client, f"{url}/v1/completions", body)
 
 
-def _load(url: str, clients: int, tokens: int, *, at_once: bool, run: str) -> dict[str, float]:
+def _load(
+    url: str, clients: int, tokens: int, *, at_once: bool, run: str, kind: str = "palabre"
+) -> dict[str, float]:
     """``clients`` requests, all at once from their own connections or one after another from one;
     aggregate generated tokens/s over the wall time."""
     return client_load(
-        lambda client, index: _one(client, url, _prompt(index, run), tokens), clients, at_once=at_once
+        lambda client, index: _one(client, url, _prompt(index, run), tokens, kind), clients, at_once=at_once
     )
 
 
-def _side(url: str, clients: int, tokens: int, *, at_once: bool) -> Callable[[int], dict[str, float]]:
+def _side(
+    url: str, clients: int, tokens: int, *, at_once: bool, kind: str = "palabre"
+) -> Callable[[int], dict[str, float]]:
     name = "many" if at_once else "one "
 
     def run(number: int) -> dict[str, float]:
-        return _load(url, clients, tokens, at_once=at_once, run=f"{name} {clients} {number:02d} ")
+        return _load(url, clients, tokens, at_once=at_once, run=f"{name} {clients} {number:02d} ", kind=kind)
+
+    return run
+
+
+def _single(url: str, tokens: int, kind: str, name: str) -> Callable[[int], dict[str, float]]:
+    """One client alone: its generation rate as it reads the stream (the first token's wait excluded)."""
+
+    def run(number: int) -> dict[str, float]:
+        with httpx.Client(timeout=600) as client:
+            seen = _one(client, url, _prompt(1, f"{name} {number:02d} "), tokens, kind)
+        return {"gen_tps": seen.gen_tps}
 
     return run
 
 
 def compare(
     user_data: Path,
-    model: str,
+    model: Path,
     settings: Sequence[str],
     log: Path,
     *,
     clients: Sequence[int] = CLIENTS,
     tokens: int = 64,
     rounds: int = 3,
+    llama_server: Path | None = None,
+    n_ctx: int = 2048,
+    threads: tuple[int, int] = (1, 1),
+    every_core: int = 1,
 ) -> tuple[list[Figure], dict[str, Any]]:
-    """Serve ``model`` with ``max(clients)`` slots and measure every client count against one in turn."""
+    """Serve ``model`` with ``max(clients)`` slots and measure every client count against one in turn (and
+    against ``llama-server -np N`` when given); then one client alone against llama-server."""
     slots = max(clients)
-    args = ["--model", model]
-    for setting in (*settings, f"parallel={slots}"):
-        args += ["--setting", setting]
-    server = ServeProcess(user_data, args, log)
-    server.start()
+    server = ServeProcess(user_data, _serve_args(model, [*settings, f"parallel={slots}"]), log)
+    reference = (
+        LlamaServerProcess(
+            llama_server,
+            model,
+            slots=slots,
+            n_ctx=n_ctx,
+            threads=threads[0],
+            batch_threads=threads[1],
+            log=log,
+        )
+        if llama_server is not None
+        else None
+    )
     figures: list[Figure] = []
     details: dict[str, Any] = {"slots": slots}
     try:
+        server.start()
+        if reference is not None:
+            reference.start()
+            _load(reference.url, slots, 4, at_once=True, run="warm-up ", kind="llama-server")
         _load(server.url, slots, 4, at_once=True, run="warm-up ")  # every slot once
         for count in clients:
-            runs = interleave(
-                {
-                    "one": _side(server.url, count, tokens, at_once=False),
-                    "many": _side(server.url, count, tokens, at_once=True),
-                },
-                rounds,
-            )
-            many = median(r["tps"] for r in runs["many"])
-            one = median(r["tps"] for r in runs["one"])
-            errors = sum(r["errors"] for r in (*runs["many"], *runs["one"]))
-            target = Target("ratio_at_least", 1.7) if count >= 8 else None
-            figures.append(
-                figure(
-                    "parallel",
-                    f"{count} concurrent clients, aggregate",
-                    many,
-                    "tok/s",
-                    reference=one,
-                    reference_name="1 client, same requests in turn",
-                    target=target,
-                    samples=rounds,
-                    paired_ratio=paired_ratio(runs, "many", "one", "tps"),
-                    note=f"{errors:g} failed requests" if errors else "",
-                )
-            )
+            sides = {
+                "one": _side(server.url, count, tokens, at_once=False),
+                "many": _side(server.url, count, tokens, at_once=True),
+            }
+            if reference is not None:
+                sides["llama-server"] = _side(reference.url, count, tokens, at_once=True, kind="llama-server")
+            runs = interleave(sides, rounds)
+            figures += _count_figures(count, runs, rounds)
             details[f"clients_{count}"] = runs
     finally:
         server.stop()
+        if reference is not None:
+            reference.stop()
+    if llama_server is not None:
+        for label, count in (("1 thread", 1), ("every core", every_core)):
+            single, runs = _single_stream(
+                user_data, model, settings, log, llama_server, n_ctx, count, tokens * 2, rounds, label
+            )
+            figures.append(single)
+            details[f"single_{count}_threads"] = runs
     return figures, details
+
+
+def _serve_args(model: Path, settings: Sequence[str]) -> list[str]:
+    args = ["--model", model.name]
+    for setting in settings:
+        args += ["--setting", setting]
+    return args
+
+
+def _count_figures(count: int, runs: dict[str, list[dict[str, float]]], rounds: int) -> list[Figure]:
+    many = median(r["tps"] for r in runs["many"])
+    errors = sum(r["errors"] for side in runs.values() for r in side)
+    note = f"{errors:g} failed requests" if errors else ""
+    out = [
+        figure(
+            "parallel",
+            f"{count} concurrent clients, aggregate",
+            many,
+            "tok/s",
+            reference=median(r["tps"] for r in runs["one"]),
+            reference_name="1 client, same requests in turn",
+            target=Target("ratio_at_least", 1.7) if count >= 8 else None,
+            samples=rounds,
+            paired_ratio=paired_ratio(runs, "many", "one", "tps"),
+            note=note,
+        )
+    ]
+    if "llama-server" in runs:
+        out.append(
+            figure(
+                "parallel",
+                f"{count} concurrent clients vs llama-server -np {count}",
+                many,
+                "tok/s",
+                reference=median(r["tps"] for r in runs["llama-server"]),
+                reference_name=f"llama-server, {count} clients",
+                target=Target("ratio_at_least", 0.9) if count >= 8 else None,
+                samples=rounds,
+                paired_ratio=paired_ratio(runs, "many", "llama-server", "tps"),
+                note=note,
+            )
+        )
+    return out
+
+
+def _single_stream(
+    user_data: Path,
+    model: Path,
+    settings: Sequence[str],
+    log: Path,
+    llama_server: Path,
+    n_ctx: int,
+    threads: int,
+    tokens: int,
+    rounds: int,
+    label: str,
+) -> tuple[Figure, dict[str, Any]]:
+    """One client streaming from Palabre (one slot) and from ``llama-server -np 1``, both with ``threads``."""
+    own = [s for s in settings if not s.startswith(("n_threads=", "n_threads_batch="))]
+    own += [f"n_threads={threads}", f"n_threads_batch={threads}", "parallel=1"]
+    server = ServeProcess(user_data, _serve_args(model, own), log)
+    reference = LlamaServerProcess(
+        llama_server, model, slots=1, n_ctx=n_ctx, threads=threads, batch_threads=threads, log=log
+    )
+    try:
+        server.start()
+        reference.start()
+        sides = {
+            "palabre": _single(server.url, tokens, "palabre", "single"),
+            "llama-server": _single(reference.url, tokens, "llama-server", "single"),
+        }
+        for side in sides.values():
+            side(99)  # warm-up
+        runs = interleave(sides, rounds)
+    finally:
+        server.stop()
+        reference.stop()
+    single = figure(
+        "parallel",
+        f"1 client streaming, {label} ({threads})",
+        median(r["gen_tps"] for r in runs["palabre"]),
+        "tok/s",
+        reference=median(r["gen_tps"] for r in runs["llama-server"]),
+        reference_name="llama-server -np 1",
+        target=Target("ratio_at_least", 0.95),
+        samples=rounds,
+        paired_ratio=paired_ratio(runs, "palabre", "llama-server", "gen_tps"),
+    )
+    return single, runs

@@ -20,12 +20,14 @@ from typing import Any
 
 from webui.benchmarks.figures import Figure, Report, table
 
-SECTIONS = ("llama", "turns", "queue", "parallel", "page", "startup", "memory", "transformers")
+SECTIONS = ("llama", "turns", "queue", "parallel", "speculative", "page", "startup", "memory", "transformers")
 SECTION_HELP = {
     "llama": "raw llama_cpp vs engine vs streaming API: generation, prompt, first token",
     "turns": "time to first token at turns 1, 10, 25, 50 of a growing chat",
     "queue": "8 concurrent API clients vs one",
-    "parallel": "1, 2, 4, 8 concurrent API clients on parallel slots vs one client sending them in turn",
+    "parallel": "1, 2, 4, 8 concurrent API clients on parallel slots vs one client sending them in turn "
+    "(and vs llama-server -np N, and one stream vs llama-server, with --llama-server PATH)",
+    "speculative": "prompt-lookup drafting vs raw llama-cpp-python on an edit-this-code and a free-writing task",
     "page": "the page in Chromium: Send to first visible token, tokens/s seen vs the API",
     "startup": "import webui.core; webui serve until the page answers",
     "memory": "peak RSS of serve vs a raw llama_cpp process",
@@ -48,6 +50,7 @@ class BenchOptions:
     clients: int = 8
     page_rounds: int = 3
     hf_model: Path | None = None
+    llama_server: Path | None = None  # llama.cpp's C++ server, for the parallel section's comparison
     workdir: Path | None = None
     progress: Callable[[str], None] = field(default=lambda message: None)
 
@@ -133,6 +136,7 @@ def _section(
 def _run_sections(
     options: BenchOptions, report: Report, workdir: Path, threads: int, batch_threads: int
 ) -> None:
+    from loaders.llama_cpp import automatic_batch_threads
     from webui.benchmarks import chat, llama, startup
     from webui.benchmarks.server import ServeProcess
 
@@ -199,11 +203,32 @@ def _run_sections(
                 options,
                 lambda: parallel.compare(
                     user_data,
-                    options.model.name,
+                    options.model,
                     slot_settings,
                     workdir / "parallel.log",
                     tokens=min(options.tokens, 64),
                     rounds=options.rounds,
+                    llama_server=options.llama_server,
+                    n_ctx=N_CTX,
+                    threads=(threads, batch_threads),
+                    every_core=automatic_batch_threads(),
+                ),
+            )
+        if "speculative" in selected:
+            from webui.benchmarks import speculative
+
+            user_data = workdir / "speculative" / "user_data"
+            _link_model(user_data, options.model)
+            setup = llama.LlamaSetup(options.model, threads, batch_threads, options.tokens, options.rounds)
+            _section(
+                report,
+                "speculative",
+                options,
+                lambda: speculative.compare(
+                    setup,
+                    user_data,
+                    [f"n_ctx={N_CTX}", f"n_threads={threads}", f"n_threads_batch={batch_threads}"],
+                    workdir / "speculative.log",
                 ),
             )
         if "page" in selected and server is not None:
@@ -307,6 +332,22 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--user-data-dir", type=Path, default=None, help="folder holding models/ (default user_data)"
     )
+    parser.add_argument(
+        "--llama-server",
+        type=Path,
+        default=None,
+        help="llama.cpp's llama-server binary: the parallel section also measures it on the same requests",
+    )
+
+
+def _binary(path: Path | None) -> Path | None:
+    """The --llama-server binary, checked before any section runs."""
+    if path is None:
+        return None
+    path = path.expanduser()
+    if not path.is_file():
+        raise ValueError(f"--llama-server {path}: no such file (build it with build-llama-cpp-tools.sh).")
+    return path
 
 
 def _positive(text: str) -> int:
@@ -340,6 +381,7 @@ def options_from_args(
         conversations=args.conversations,
         turns=args.turns,
         hf_model=args.hf_model,
+        llama_server=_binary(args.llama_server),
         progress=progress,
     )
 
