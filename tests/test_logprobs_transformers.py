@@ -385,3 +385,19 @@ def test_quantized_checkpoints_report_logprobs_too(
         assert [top.logprob for top in entry.top] == sorted((top.logprob for top in entry.top), reverse=True)
         assert entry.logprob <= 0
     assert len(chunks[0].prompt_logprobs) == prompt_tokens
+
+
+def test_token_id_prompts_are_scored_as_sent(client: openai.OpenAI, reference: Reference) -> None:
+    """lm-evaluation-harness sends token ids and reads the logprobs from its context's length on: the echoed
+    tokens are exactly the ids sent (no BOS put before them), then the one generated token."""
+    ids = [int(t) for t in reference.tokenizer.encode(STORY, add_special_tokens=False)]
+    choice = client.completions.create(
+        model=MODEL, prompt=ids, max_tokens=1, echo=True, logprobs=1, temperature=0
+    ).choices[0]
+    assert choice.logprobs is not None and choice.logprobs.token_logprobs is not None
+    values = choice.logprobs.token_logprobs
+    assert len(values) == len(ids) + 1 and values[0] is None
+    rows = reference.rows(ids)
+    for position in range(1, len(ids)):
+        assert abs(values[position] - float(rows[position - 1, ids[position]])) < TOLERANCE  # type: ignore[operator]
+    assert choice.text.startswith(STORY)

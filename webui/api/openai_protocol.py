@@ -202,8 +202,18 @@ class CompletionRequest(GenerationRequest):
         params = self.sampler_params(service, None, ("max_tokens", limit))
         if self.logprobs is not None:
             params = params.overlay({"logprobs": self.logprobs, "prompt_logprobs": self.echo})
+        if self.token_ids and "add_bos_token" not in (self.model_extra or {}):
+            # Token ids are the prompt as the client wants it evaluated (an evaluation harness counts on its
+            # own ids lining up with the echoed ones): nothing is put before them.
+            params = params.overlay({"add_bos_token": False})
         params, needs = self.constrained(params, logprobs=self.logprobs is not None)
         return CoreCompletionRequest(self.prompt, params, self.n, echo=self.echo, needs=needs)
+
+    @property
+    def token_ids(self) -> bool:
+        """Whether the prompt is given as token ids (one list, or a list per prompt)."""
+        prompt = self.prompt
+        return isinstance(prompt, list) and any(not isinstance(item, str) for item in prompt)
 
     @property
     def scores_only(self) -> bool:
