@@ -224,3 +224,18 @@ def test_echo_scores_the_prompt_as_evaluation_harnesses_ask(
     generated = reference.greedy(ids, len(streamed) - len(ids))
     assert len(generated) == 4
     assert streamed[len(ids) :] == pytest.approx([row[token] for token, row in generated], abs=TOLERANCE)
+
+
+def test_token_id_prompts_are_scored_as_sent(client: openai.OpenAI, reference: Reference) -> None:
+    """lm-evaluation-harness sends token ids, ``max_tokens: 1``, ``echo`` and ``logprobs``, and reads the
+    logprobs from its context's length on: the echoed tokens are exactly the ids sent, then the generated one."""
+    ids = list(reference.llm.tokenize(STORY.encode(), add_bos=False, special=True))
+    choice = client.completions.create(
+        model=DEFAULT_MODEL_FILE, prompt=ids, max_tokens=1, echo=True, logprobs=1, temperature=0
+    ).choices[0]
+    assert choice.logprobs is not None and choice.logprobs.token_logprobs is not None
+    values = choice.logprobs.token_logprobs
+    assert len(values) == len(ids) + 1 and values[0] is None
+    rows = reference.prompt_rows(ids)
+    for position in range(1, len(ids)):
+        assert abs(values[position] - rows[position - 1][ids[position]]) < TOLERANCE  # type: ignore[operator]
