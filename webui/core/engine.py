@@ -390,6 +390,10 @@ class Engine:
         unloaded: bool = lane.call(check_and_unload)
         return unloaded
 
+    def idle_unloads(self) -> list[IdleUnload]:
+        """The models the idle watcher unloaded that are not loaded again (the next request brings each back)."""
+        return [record for name, record in list(self._idle_unloads.items()) if self.state_of(name) is None]
+
     def idle_unloaded(self, name: str) -> IdleUnload | None:
         """The record of ``name``'s idle unload while it is not loaded again (None otherwise)."""
         return self._idle_unloads.get(name) if self.state_of(name) is None else None

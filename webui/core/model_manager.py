@@ -91,12 +91,10 @@ class ModelManager:
 
     def models(self) -> list[ModelEntry]:
         """The models folder's models, plus the loaded models loaded by path from elsewhere (also while the
-        idle watcher has the page's model unloaded: the next message loads it again)."""
+        idle watcher has one unloaded: the next request naming it loads it again)."""
         entries = discover_models(self.engine.models_dir, self.engine.registry)
-        unloaded = self.engine.status().idle_unload
         elsewhere = [state.entry for state in self.engine.loaded()]
-        if unloaded is not None and unloaded.entry is not None:
-            elsewhere.append(unloaded.entry)
+        elsewhere += [record.entry for record in self.engine.idle_unloads() if record.entry is not None]
         for entry in elsewhere:
             if all(known.name != entry.name for known in entries):
                 entries.append(entry)
