@@ -145,7 +145,7 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
 
     name: ClassVar[str] = "llama.cpp"
     capabilities: ClassVar[LoaderCapabilities] = LoaderCapabilities(
-        honoured_params=frozenset(PARAM_NAMES), streams_logprobs=False, can_tokenize=True, parallel=False
+        honoured_params=frozenset(PARAM_NAMES), streams_logprobs=True, can_tokenize=True, parallel=False
     )
     settings_model = LlamaCppSettings
 

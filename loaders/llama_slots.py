@@ -403,7 +403,11 @@ class SlotScheduler:
         drafts = request.drafts
         request.drafts = []
         # The batch holds [token, *drafts] at the end of the sequence: ``evaluated[i]`` sits at ``index + i``.
-        evaluated = slot.cells[len(slot.cells) - len(drafts) - 1 :] if drafts else []
+        evaluated = [
+            cell for cell in slot.cells[len(slot.cells) - len(drafts) - 1 :] if isinstance(cell, int)
+        ]
+        if len(evaluated) != len(drafts) + 1:
+            evaluated = []
         texts: list[str] = []
         scores: list[TokenLogprob] = []
         reason: FinishReason | None = None
