@@ -572,6 +572,7 @@ class Engine:
         started = time.perf_counter()
         first_token_at: float | None = None
         new_tokens = 0
+        drafted = accepted = 0  # speculative decoding's drafts and kept drafts
         finish: FinishReason = "length"
         prompt: PromptUsage | None = None
         text = job.prompt
@@ -602,6 +603,8 @@ class Engine:
                     if chunk.tokens and first_token_at is None:
                         first_token_at = time.perf_counter()
                     new_tokens += chunk.tokens
+                    drafted += chunk.drafted
+                    accepted += chunk.accepted
                     if prompt is None or text is job.prompt:
                         prompt = chunk.prompt or prompt  # the request's prompt, not a budget continuation's
                     if chunk.finish_reason is not None:
@@ -634,6 +637,8 @@ class Engine:
         stats = GenerationStats(
             prompt=prompt or PromptUsage(0),
             new_tokens=new_tokens,
+            drafted_tokens=drafted,
+            accepted_tokens=accepted,
             time_to_first_token_s=(first_token_at - started) if first_token_at else total,
             total_s=total,
         )
