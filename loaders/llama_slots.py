@@ -166,14 +166,24 @@ class SlotScheduler:
                 raise LoaderError("The model was unloaded.")
             self._inbox.append(request)
             self._cond.notify()
+        held: Any = None  # what ended the last batch of waiting chunks (the end, or an error)
         try:
             while True:
-                item = request.out.get()
+                item, held = (held, None) if held is not None else (request.out.get(), None)
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                # Chunks that waited while the reader was busy go out as one: under load (many streams on a
+                # small machine) every hop downstream then costs once per batch of tokens, not per token.
+                waiting: list[Chunk] = []
+                while held is None and not request.out.empty():
+                    more = request.out.get()
+                    if isinstance(more, Chunk):
+                        waiting.append(more)
+                    else:
+                        held = more
+                yield _merged(item, waiting) if waiting else item
         finally:
             request.abandoned = True
             with self._cond:
@@ -542,3 +552,18 @@ def _positions(cell: Cell) -> int:
 
 def _tokens(cell: Cell) -> int:
     return 1 if isinstance(cell, int) else cell[2]
+
+
+def _merged(first: Chunk, rest: list[Chunk]) -> Chunk:
+    """One chunk holding ``first`` and ``rest`` in order (the last one's finish reason and prompt count)."""
+    chunks = [first, *rest]
+    return Chunk(
+        "".join(chunk.text for chunk in chunks),
+        tokens=sum(chunk.tokens for chunk in chunks),
+        finish_reason=chunks[-1].finish_reason,
+        prompt=next((chunk.prompt for chunk in reversed(chunks) if chunk.prompt is not None), None),
+        logprobs=tuple(entry for chunk in chunks for entry in chunk.logprobs),
+        prompt_logprobs=tuple(entry for chunk in chunks for entry in chunk.prompt_logprobs),
+        drafted=sum(chunk.drafted for chunk in chunks),
+        accepted=sum(chunk.accepted for chunk in chunks),
+    )

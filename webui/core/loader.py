@@ -69,6 +69,12 @@ class GenerationStats:
         return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
 
     @property
+    def tokens_per_decode(self) -> float:
+        """Tokens each decoding step gave: 1 without drafting, more as drafts are kept (the speed-up bound)."""
+        steps = self.new_tokens - self.accepted_tokens
+        return self.new_tokens / steps if steps > 0 else 1.0
+
+    @property
     def prompt_tokens(self) -> int:
         return self.prompt.tokens
 

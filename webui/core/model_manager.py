@@ -243,6 +243,11 @@ class ModelManager:
                 f"first token after {stats.time_to_first_token_s:.2f} s "
                 f"({stats.prompt_tokens} prompt tokens, {stats.reused_prompt_tokens} reused)."
             )
+            if stats.drafted_tokens:
+                parts.append(
+                    f"Drafting: {stats.accepted_tokens} of {stats.drafted_tokens} drafted tokens kept "
+                    f"({stats.acceptance_rate:.0%}), {stats.tokens_per_decode:.2f} tokens per decoding step."
+                )
         return " ".join(parts)
 
 
