@@ -12,17 +12,21 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.support.fakes import ScriptedLoader, ScriptedModel, scripted_service
+from tests.support.fakes import ScriptedLoader, ScriptedModel, ScriptedSettings, scripted_service
 from tests.support.machines import GB, FakeMachine, machine
 from tests.support.waiting import eventually
 from webui.api.ollama_routes import install_ollama_routes
 from webui.api.openai_routes import install_openai_routes
 from webui.api.serving import Serving
+from webui.api.streams import Run
 from webui.cli import build_parser, config_from_args
+from webui.config import PROJECT_ROOT
 from webui.core.engine import Engine, EngineError
 from webui.core.params import GenerationParams
+from webui.core.presets import PresetStore
 from webui.core.registry import LoaderRegistry
-from webui.core.service import ChatSettings, Service
+from webui.core.service import ChatSettings, LoadedState, Service
+from webui.core.templates.store import TemplateStore
 
 SHORT = GenerationParams(max_new_tokens=3)
 
@@ -239,3 +243,48 @@ def test_the_default_budget_is_what_the_machine_holds_and_an_unloaded_model_is_n
     service.unload_model()
     assert service.idle_seconds("first-chatml.gguf") is None  # not loaded: the idle watcher leaves it alone
     assert service.engine_status().models == ()
+
+
+class GatedLoader(ScriptedLoader):
+    """Scripted models whose load waits on ``GatedLoader.gate`` (a slow load, held as long as a test needs)."""
+
+    gate = threading.Event()
+
+    def load(self, path: Path, settings: ScriptedSettings) -> ScriptedModel:
+        if path.name.startswith("slow"):
+            assert GatedLoader.gate.wait(timeout=60)
+        return super().load(path, settings)
+
+
+def test_requests_for_a_loaded_model_go_on_while_another_model_loads(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "fast.gguf").write_text("f|a|s|t")
+    (folder / "slow.gguf").write_text("s|l|o|w")
+    service = Service(
+        LoaderRegistry({"llama.cpp": GatedLoader}),
+        models_dir=folder,
+        presets=PresetStore(PROJECT_ROOT / "presets", tmp_path / "presets"),
+        templates=TemplateStore(PROJECT_ROOT / "instruction-templates", tmp_path / "templates"),
+    )
+    serving = Serving(service)
+    GatedLoader.gate.clear()
+    try:
+        service.load_model("fast.gguf")
+        loading = threading.Thread(target=serving.start, args=("slow", True, lambda state: []))
+        loading.start()
+        eventually(lambda: service.engine_status().loading == "slow.gguf", "the slow model is loading")
+
+        def completion(state: LoadedState) -> list[Run]:
+            return serving.completion_runs(["x"], SHORT)
+
+        started = serving.start("fast", True, completion)  # not held behind the slow load
+        assert started.model == "fast.gguf"
+        assert started.runs[0].job.text() == "fas"
+        assert service.engine_status().loading == "slow.gguf"
+        GatedLoader.gate.set()
+        loading.join(timeout=60)
+        assert {state.entry.name for state in service.loaded_models()} == {"fast.gguf", "slow.gguf"}
+    finally:
+        GatedLoader.gate.set()
+        service.close()

@@ -169,7 +169,8 @@ class Serving:
             )
         return entry
 
-    def _ensure(self, name: str, admin: bool) -> tuple[LoadedState, float]:
+    def _generator(self, name: str) -> ModelEntry:
+        """The model a request names, when it generates text (400 for an embedding model)."""
         entry = self.find(name)
         if is_embedding_entry(entry):
             raise ApiError(
@@ -179,9 +180,12 @@ class Serving:
                 param="model",
                 code="model_not_supported",
             )
-        state = self.service.loaded_model(entry.name)
-        if state is not None and state.entry == entry:
-            return state, 0.0
+        return entry
+
+    def _ensure(self, entry: ModelEntry, admin: bool) -> float:
+        """Load ``entry`` unless it is loaded (if this caller may); the seconds the load took."""
+        if self.service.loaded_model(entry.name) is not None:
+            return 0.0
         # The model the idle watcher unloaded comes back for anyone allowed to use it, as it was loaded:
         # the unload was the server's own doing, not a switch made by a client.
         try:
@@ -189,7 +193,7 @@ class Serving:
         except EngineError as exc:
             raise ApiError(500, f"Could not load {entry.name}: {exc}", kind="server_error") from exc
         if resumed is not None:
-            return resumed.state, resumed.state.load_seconds
+            return resumed.state.load_seconds
         if not admin:
             page = self.service.loaded
             current = f" (loaded: {page.entry.name})" if page else ""
@@ -205,7 +209,7 @@ class Serving:
             report = self.service.load_model(entry.name, page=False)
         except EngineError as exc:
             raise ApiError(500, f"Could not load {entry.name}: {exc}", kind="server_error") from exc
-        return report.state, report.state.load_seconds
+        return report.state.load_seconds
 
     def start(
         self,
@@ -217,24 +221,35 @@ class Serving:
         """Make sure ``model`` is loaded (loading it if allowed, beside the others when they fit), then queue
         the runs ``submit`` makes on it, labelled in the engine's queue as the API's, under ``request_id``.
 
-        Blocking (a load takes seconds): call it from a worker thread.
+        A load runs outside the lock that queueing holds, so requests for models already loaded go on while
+        another model loads. Blocking (a load takes seconds): call it from a worker thread.
         """
-        with self._switch:
-            state, load_seconds = self._ensure(model, admin)
+        load_seconds = 0.0
+        for _ in range(3):  # a model unloaded again between its load and the queueing is loaded once more
+            entry = self._generator(model)
             # keep_alive is per request, as in Ollama: an earlier request's 0 must not unload the model under
             # this one as soon as its reply is done (Ollama's routes set their request's own value once
             # started).
-            self.idle.keep_alive(None, state.entry.name)
-            try:
-                with self.service.job_origin("api", request_id, state.entry.name):
-                    runs = submit(state)
-            except QueueFull as exc:
-                raise queue_full_error(exc) from exc
-            except ImageError as exc:  # the model cannot see images (ModelCannotSeeError), one it cannot take
-                raise ApiError(400, str(exc), param="messages", code="invalid_image") from exc
-            except EngineError as exc:
-                raise ApiError(400, str(exc)) from exc
-        return Started(runs, state.entry.name, load_seconds)
+            self.idle.keep_alive(None, entry.name)
+            with self._switch:
+                state = self.service.loaded_model(entry.name)
+                if state is not None:
+                    try:
+                        with self.service.job_origin("api", request_id, state.entry.name):
+                            runs = submit(state)
+                    except QueueFull as exc:
+                        raise queue_full_error(exc) from exc
+                    except (
+                        ImageError
+                    ) as exc:  # the model cannot see images (ModelCannotSeeError), or this one
+                        raise ApiError(400, str(exc), param="messages", code="invalid_image") from exc
+                    except EngineError as exc:
+                        raise ApiError(400, str(exc)) from exc
+                    return Started(runs, state.entry.name, load_seconds)
+            load_seconds += self._ensure(entry, admin)
+        raise ApiError(
+            503, f"{model} was unloaded while it was being loaded; try again.", kind="server_error"
+        )
 
     def start_request(self, model: str, admin: bool, request: CoreRequest, request_id: str) -> Started:
         """Queue ``request``'s replies or completions on ``model`` (blocking: see ``start``), once the
