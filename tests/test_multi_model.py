@@ -288,3 +288,12 @@ def test_requests_for_a_loaded_model_go_on_while_another_model_loads(tmp_path: P
     finally:
         GatedLoader.gate.set()
         service.close()
+
+
+def test_the_status_line_shows_the_page_s_model_s_last_reply_not_another_model_s(service: Service) -> None:
+    service.load_model("second-llama3.gguf", page=False)
+    assert service.stream_completion("x", GenerationParams(max_new_tokens=3)).text() == "Hello there."
+    with service.job_origin("api", None, "second-llama3.gguf"):
+        assert service.stream_completion("x", GenerationParams(max_new_tokens=1)).text() == "Other"
+    line = service.status_line()
+    assert "Last reply: 3 tokens" in line and "Also loaded: second-llama3.gguf." in line

@@ -390,6 +390,14 @@ class Engine:
         unloaded: bool = lane.call(check_and_unload)
         return unloaded
 
+    def stats_of(self, name: str) -> GenerationStats | None:
+        """The stats of the last generation on the model ``name`` (``last_stats``: on any model)."""
+        lane = self._lane_of(name)
+        if lane is None:
+            return None
+        latest = lane.latest  # its stats are set before its reader gets the last chunk
+        return latest.stats if latest is not None and latest.stats is not None else lane.last_stats
+
     def idle_unloads(self) -> list[IdleUnload]:
         """The models the idle watcher unloaded that are not loaded again (the next request brings each back)."""
         return [record for name, record in list(self._idle_unloads.items()) if self.state_of(name) is None]

@@ -59,6 +59,7 @@ class ModelLane:
         self.state: LoadedState | None = None
         self.loading = False
         self.last_stats: GenerationStats | None = None
+        self.latest: GenerationJob | None = None  # the one started last (stats set before its end)
         self._stream_into = stream_into
         self._error = error
         self._jobs: queue.Queue[Callable[[], None] | _Tick | None] = queue.Queue()
@@ -114,6 +115,7 @@ class ModelLane:
             del self.pending[job.id]
             self._epochs.pop(job.id, None)
             self.running[job.id] = job
+            self.latest = job
             self.activity = "generating"
         if slots == 1:
             self._generate(job)

@@ -236,7 +236,7 @@ class ModelManager:
         detection = self.detection
         if detection is not None:
             parts.append(detection.message())
-        stats = self.engine.last_stats
+        stats = self.engine.stats_of(state.entry.name)  # this model's last reply, not another model's
         if stats is not None and stats.new_tokens:
             parts.append(
                 f"Last reply: {stats.new_tokens} tokens, {stats.tokens_per_second:.1f} tokens/s, "
