@@ -20,7 +20,7 @@ from webui.benchmarks.figures import Figure, Target, figure, interleave, median,
 from webui.benchmarks.llama import LlamaSetup, raw_llama
 from webui.benchmarks.server import ServeProcess, stream_timed
 
-_CODE = '''import json
+CODE = '''import json
 from pathlib import Path
 
 
@@ -63,7 +63,7 @@ _ESSAY = (
 def _edit_request(opener: str) -> str:
     return (
         f"{opener}. Rename the method add_item to put and remove_item to take in this Python module. Reply "
-        f"with the whole module in one code block and nothing else.\n\n```python\n{_CODE}```"
+        f"with the whole module in one code block and nothing else.\n\n```python\n{CODE}```"
     )
 
 
