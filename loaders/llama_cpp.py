@@ -112,9 +112,9 @@ class LlamaCppSettings(BaseModel):
     )
     draft_model: str = Field(
         "",
-        description="Speculative decoding: prompt-lookup drafts from words the prompt or reply already holds "
-        "(fast edits of code and text), or a small GGUF with the same vocabulary (a path or a file in the "
-        "models folder) drafts for this one. Empty = off. The output is the same either way, only faster.",
+        description="Speculative decoding: 'prompt-lookup' drafts from words the prompt or reply already holds "
+        "(fast edits of code and text), or a small GGUF with the same vocabulary (a file beside the model, or "
+        "a path) drafts for this one. Empty = off. Greedy output stays the same, only faster.",
     )
     draft_max: int = Field(8, ge=1, le=64, description="Speculative decoding: most tokens drafted per step.")
     mmproj: str = Field(
@@ -181,11 +181,7 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
         n_ctx = settings.n_ctx or min(metadata.context_length or 4096, AUTO_CONTEXT_CAP)
         # The Llama object only holds the weights and the tokenizer: the slots get their own context.
         own_ctx = min(n_ctx, _IDLE_CONTEXT)
-        if settings.draft_model.strip() not in ("", PROMPT_LOOKUP):
-            raise LoaderError(
-                f"draft_model {settings.draft_model!r}: drafting with a second model is not available yet; "
-                f"use {PROMPT_LOOKUP!r}."
-            )
+        draft_path = _draft_model_path(path, settings.draft_model)  # a wrong name fails before the load
         tensor_split = [float(x) for x in settings.tensor_split.split(",") if x.strip()] or None
         try:
             with _inert_metadata_templates(llama_cpp):
@@ -215,12 +211,28 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
             llm.close()
             raise
         try:
-            return LlamaCppModel(llm, path, metadata.chat_template, settings, projector, n_ctx)
+            return LlamaCppModel(llm, path, metadata.chat_template, settings, projector, n_ctx, draft_path)
         except BaseException:
             if projector is not None:
                 projector.free()
             llm.close()
             raise
+
+
+def _draft_model_path(model: Path, setting: str) -> Path | None:
+    """The draft model the ``draft_model`` setting names (a path, or a file beside the model); None for none or
+    prompt lookup. LoaderError when no such file exists."""
+    name = setting.strip()
+    if name in ("", PROMPT_LOOKUP):
+        return None
+    chosen = Path(name).expanduser()
+    chosen = chosen if chosen.is_absolute() else model.parent / chosen
+    if not chosen.is_file():
+        raise LoaderError(
+            f"The draft model {name!r} (draft_model setting) was not found beside {model.name}: give a GGUF "
+            f"file of a smaller model with the same vocabulary, or {PROMPT_LOOKUP!r}."
+        )
+    return chosen
 
 
 def _open_projector(path: Path, llm: Any, settings: LlamaCppSettings) -> Projector:
@@ -282,6 +294,7 @@ class LlamaCppModel:
         settings: LlamaCppSettings,
         projector: Projector | None = None,
         n_ctx: int = 0,
+        draft_path: Path | None = None,
     ):
         from loaders.llama_vision import NO_PROJECTOR
 
@@ -294,11 +307,11 @@ class LlamaCppModel:
         vocab = llm._model.vocab
         self._vocab = vocab
         self._eog_tokens: tuple[int, ...] | None = None
-        self._slots: SlotScheduler | None = self._open_slots(settings, n_ctx or llm.n_ctx())
+        self._slots: SlotScheduler | None = self._open_slots(settings, n_ctx or llm.n_ctx(), draft_path)
         if settings.parallel > 1:
             self.capabilities = dataclasses.replace(LlamaCppLoader.capabilities, parallel=True)
         self.parallel = settings.parallel
-        self._draft_max = settings.draft_max if settings.draft_model.strip() == PROMPT_LOOKUP else 0
+        self._draft_max = settings.draft_max if settings.draft_model.strip() else 0
         bos, eos = llm.token_bos(), llm.token_eos()
         self.facts = ModelFacts(
             name=path.name,
@@ -318,7 +331,7 @@ class LlamaCppModel:
             },
         )
 
-    def _open_slots(self, settings: LlamaCppSettings, n_ctx: int) -> SlotScheduler:
+    def _open_slots(self, settings: LlamaCppSettings, n_ctx: int, draft_path: Path | None) -> SlotScheduler:
         import llama_cpp
 
         from loaders.llama_logprobs import LogprobReader
@@ -337,6 +350,14 @@ class LlamaCppModel:
         # Rejected drafts are cut from a sequence's end, which recurrent and hybrid models cannot do.
         model = llm.model
         can_trim = not (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
+        draft = None
+        if draft_path is not None:
+            from loaders.llama_drafting import DraftModel
+
+            threads = settings.n_threads or automatic_threads()
+            draft = DraftModel(
+                llama_cpp, draft_path, vocab, slots=settings.parallel, n_ctx=n_ctx, threads=threads
+            )
         return SlotScheduler(
             llama_cpp,
             llm,
@@ -347,6 +368,7 @@ class LlamaCppModel:
             piece,
             reader,
             can_trim=can_trim,
+            draft_model=draft,
         )
 
     def _n_ctx(self) -> int:

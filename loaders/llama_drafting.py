@@ -1,4 +1,5 @@
-"""Draft tokens for speculative decoding in the llama.cpp slots: prompt lookup (n-grams of the sequence itself).
+"""Draft tokens for speculative decoding in the llama.cpp slots: prompt lookup (n-grams of the sequence itself)
+or a small draft model of the same vocabulary.
 
 A drafter proposes the tokens it guesses come next; the scheduler evaluates the generated token and the drafts
 in one batch, samples every position with the request's own sampler chain and keeps drafts only while they
@@ -9,8 +10,21 @@ distribution; only the speed changes.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Protocol
+
+from webui.core.loader import LoaderError
+
 MAX_NGRAM = 4
 MIN_NGRAM = 2  # a single repeated token is too weak a hint in free text: it drafts mostly misses
+
+
+class Drafter(Protocol):
+    """What the slots ask of a drafter: hear each token of the sequence, guess the next ones."""
+
+    def append(self, token: int) -> None: ...
+
+    def draft(self, most: int) -> list[int]: ...
 
 
 class PromptLookup:
@@ -49,3 +63,132 @@ class PromptLookup:
             if start is not None:
                 return tokens[start : min(start + most, end)]
         return []
+
+
+class DraftModel:
+    """A small GGUF with the target's vocabulary, in its own llama.cpp context (one sequence per slot), that
+    drafts greedily for the target. Its cache keeps each slot's tokens, so a step evaluates only what is new."""
+
+    def __init__(
+        self, lib: Any, path: Path, target_vocab: Any, *, slots: int, n_ctx: int, threads: int
+    ) -> None:
+        self._lib = lib
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = 0
+        model = lib.llama_model_load_from_file(str(path).encode("utf-8"), params)
+        if not model:
+            raise LoaderError(f"llama.cpp could not load the draft model {path.name}.")
+        self._model = model
+        try:
+            self._vocab = lib.llama_model_get_vocab(model)
+            _check_vocabulary(lib, path.name, self._vocab, target_vocab)
+            context = lib.llama_context_default_params()
+            context.n_ctx = n_ctx * slots
+            context.n_seq_max = slots
+            context.kv_unified = False
+            context.n_batch = context.n_ubatch = 512
+            context.n_threads = context.n_threads_batch = threads
+            context.no_perf = True
+            ctx = lib.llama_init_from_model(model, context)
+            if not ctx:
+                raise LoaderError(f"llama.cpp could not make a context for the draft model {path.name}.")
+        except BaseException:
+            lib.llama_model_free(model)
+            raise
+        self._ctx = ctx
+        self._memory = lib.llama_get_memory(ctx)
+        self._batch = lib.llama_batch_init(512, 0, 1)
+        chain_params = lib.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        self._greedy = lib.llama_sampler_chain_init(chain_params)
+        lib.llama_sampler_chain_add(self._greedy, lib.llama_sampler_init_greedy())
+        self._cells: list[list[int]] = [[] for _ in range(slots)]
+        self.name = path.name
+
+    def draft(self, seq_id: int, tokens: list[int], most: int) -> list[int]:
+        """Up to ``most`` tokens the draft model expects after ``tokens`` (sequence ``seq_id``'s text)."""
+        if most <= 0 or not tokens:
+            return []
+        lib = self._lib
+        cells = self._cells[seq_id]
+        keep = 0
+        limit = min(len(cells), len(tokens) - 1)  # the last token is evaluated again for fresh logits
+        while keep < limit and cells[keep] == tokens[keep]:
+            keep += 1
+        if not lib.llama_memory_seq_rm(self._memory, seq_id, keep, -1):
+            lib.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            keep = 0
+        del cells[keep:]
+        if not self._decode(seq_id, tokens[keep:]):
+            return []
+        drafts: list[int] = []
+        while True:
+            token = int(lib.llama_sampler_sample(self._greedy, self._ctx, -1))
+            if lib.llama_vocab_is_eog(self._vocab, token):
+                break
+            drafts.append(token)
+            if len(drafts) >= most or not self._decode(seq_id, [token]):
+                break
+        return drafts
+
+    def _decode(self, seq_id: int, tokens: list[int]) -> bool:
+        """Evaluate ``tokens`` after sequence ``seq_id``'s cells (logits for the last one); False on failure."""
+        lib = self._lib
+        batch = self._batch
+        cells = self._cells[seq_id]
+        for start in range(0, len(tokens), 512):
+            part = tokens[start : start + 512]
+            for i, token in enumerate(part):
+                batch.token[i] = token
+                batch.pos[i] = len(cells) + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq_id
+                batch.logits[i] = start + i == len(tokens) - 1
+            batch.n_tokens = len(part)
+            if lib.llama_decode(self._ctx, batch) != 0:
+                lib.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+                cells.clear()
+                return False
+            cells.extend(part)
+        return True
+
+    def free(self) -> None:
+        lib = self._lib
+        if self._ctx is not None:
+            lib.llama_sampler_free(self._greedy)
+            lib.llama_batch_free(self._batch)
+            lib.llama_free(self._ctx)
+            lib.llama_model_free(self._model)
+            self._ctx = None
+
+
+class ModelDrafts:
+    """One request's drafting by a ``DraftModel``: the sequence so far, drafted for in the request's slot."""
+
+    def __init__(self, model: DraftModel, seq_id: int, tokens: list[int]) -> None:
+        self._model = model
+        self._seq_id = seq_id
+        self._tokens = list(tokens)
+
+    def append(self, token: int) -> None:
+        self._tokens.append(token)
+
+    def draft(self, most: int) -> list[int]:
+        return self._model.draft(self._seq_id, self._tokens, most)
+
+
+def _check_vocabulary(lib: Any, name: str, draft: Any, target: Any) -> None:
+    """LoaderError unless the draft model's tokens are the target's (same ids, same text)."""
+    size = lib.llama_vocab_n_tokens(draft)
+    if size != lib.llama_vocab_n_tokens(target):
+        raise LoaderError(
+            f"The draft model {name} has another vocabulary ({size} tokens, the model has "
+            f"{lib.llama_vocab_n_tokens(target)}): choose a smaller model of the same family."
+        )
+    step = max(1, size // 512)
+    for token in range(0, size, step):
+        if lib.llama_vocab_get_text(draft, token) != lib.llama_vocab_get_text(target, token):
+            raise LoaderError(
+                f"The draft model {name} has another vocabulary (token {token} differs): choose a smaller "
+                "model of the same family."
+            )

@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from loaders.llama_drafting import PromptLookup
+from loaders.llama_drafting import Drafter, ModelDrafts, PromptLookup
 from webui.core.loader import CancelToken, Chunk, FinishReason, LoaderError, PromptUsage, TokenLogprob
 
 if TYPE_CHECKING:
+    from loaders.llama_drafting import DraftModel
     from loaders.llama_logprobs import LogprobReader
     from loaders.llama_vision import Piece, Projector
 
@@ -73,7 +74,7 @@ class SlotRequest:
     drafts: list[int] = field(
         default_factory=list
     )  # this step's drafts, at the batch indices after ``index``
-    lookup: PromptLookup | None = None
+    drafter: Drafter | None = None
     scored: list[tuple[int, int]] = field(default_factory=list)  # (batch index, unit) of prompt tokens scored
     prompt_scores: list[TokenLogprob | None] = field(default_factory=list)
     decoder: Any = None
@@ -108,6 +109,7 @@ class SlotScheduler:
         logprob_reader: LogprobReader,
         *,
         can_trim: bool = True,
+        draft_model: DraftModel | None = None,
     ) -> None:
         import queue
 
@@ -146,6 +148,7 @@ class SlotScheduler:
         self._pieces: dict[tuple[int, bool], bytes] = {}
         # Drafting needs the rejected drafts removed from a sequence (not possible for recurrent models).
         self.can_trim = can_trim
+        self._draft_model = draft_model  # drafts for every slot when set (else prompt lookup, if asked)
         self._slots = [Slot(seq_id) for seq_id in range(parallel)]
         self._inbox: list[SlotRequest] = []
         self._waiting: list[SlotRequest] = []
@@ -199,6 +202,8 @@ class SlotScheduler:
         lib.llama_batch_free(self._batch)
         lib.llama_free(self.ctx)
         self.ctx = None
+        if self._draft_model is not None:
+            self._draft_model.free()
 
     # -- the scheduler thread -------------------------------------------------------------------------------
 
@@ -272,7 +277,9 @@ class SlotScheduler:
         if request.prompt_logprobs:
             request.prompt_scores = [None]  # the first token has nothing before it
         if request.draft_max > 0 and self.can_trim:
-            request.lookup = PromptLookup([unit for unit in request.units if isinstance(unit, int)])
+            tokens = [unit for unit in request.units if isinstance(unit, int)]
+            model = self._draft_model
+            request.drafter = ModelDrafts(model, slot.seq_id, tokens) if model else PromptLookup(tokens)
             request.draft_len = max(1, request.draft_max // 2)
         self._uses += 1
         slot.last_used = self._uses
@@ -312,14 +319,14 @@ class SlotScheduler:
             sampled.append(slot)
             if request.solo:
                 request.solo = False
-            elif request.lookup is not None:
+            elif request.drafter is not None:
                 room = min(
                     request.draft_len,
                     request.budget - request.produced - 1,  # the step samples one more than it drafts
                     self.n_ctx - slot.n_pos - 1,
                     self.n_batch - n - (len(active) - len(sampled)),  # leave room for the others' tokens
                 )
-                request.drafts = request.lookup.draft(room)
+                request.drafts = request.drafter.draft(room)
                 for token in request.drafts:
                     n = self._add(batch, n, token, slot, True)
         # Then prompt units, oldest request first, as far as the batch holds.
@@ -441,8 +448,8 @@ class SlotScheduler:
                 scores.append(reader.entry(reader.log_softmax(self.ctx, position), token, request.logprobs))
             request.produced += 1
             texts.append(request.decoder.decode(self._token_bytes(token, request.special)))
-            if request.lookup is not None:
-                request.lookup.append(token)
+            if request.drafter is not None:
+                request.drafter.append(token)
             if request.produced >= request.budget:
                 reason = "length"
                 break

@@ -14,6 +14,7 @@ from tests.support.servers import Server
 from webui.app import build_service
 from webui.benchmarks.speculative import CODE as MODULE
 from webui.core.engine import EngineError
+from webui.core.loader import LoaderError
 from webui.core.params import GenerationParams
 from webui.core.service import Service
 
@@ -82,13 +83,57 @@ def test_drafting_does_not_change_a_seeded_sampled_reply_length_or_stop(drafting
     assert "def load" not in text and text  # stop strings still cut drafted tokens
 
 
-def test_a_draft_model_file_is_refused_with_what_works(tmp_path: Path, default_model_path: Path) -> None:
+def test_a_missing_draft_model_is_refused_with_what_works(tmp_path: Path, default_model_path: Path) -> None:
     service = build_service(make_config(tmp_path / "user_data", default_model_path))
     try:
-        with pytest.raises(EngineError, match="prompt-lookup"):
+        with pytest.raises(EngineError, match=r"tiny-draft\.gguf.*prompt-lookup"):
             service.load_model(default_model_path.name, settings={"draft_model": "tiny-draft.gguf"})
     finally:
         service.close()
+
+
+def test_a_draft_model_of_the_same_vocabulary_drafts_for_the_model(
+    tmp_path: Path, default_model_path: Path, plain_text: str
+) -> None:
+    """The default model drafting for itself: greedy, so it guesses right nearly every time."""
+    config = make_config(tmp_path / "user_data", default_model_path)
+    (config.models_dir / "draft-copy.gguf").symlink_to(default_model_path.resolve())
+    service = build_service(config)
+    try:
+        service.load_model(
+            default_model_path.name,
+            settings={"n_ctx": 2048, "n_threads": 1, "draft_model": "draft-copy.gguf"},
+        )
+        assert service.stream_completion(COPY, GREEDY).text() == plain_text
+        stats = service.engine.last_stats
+        assert stats is not None and stats.drafted_tokens > 0
+        assert stats.acceptance_rate > 0.8
+    finally:
+        service.close()
+
+
+def test_a_draft_model_with_another_vocabulary_is_refused() -> None:
+    from loaders.llama_drafting import _check_vocabulary
+
+    class Vocab:
+        def __init__(self, words: list[bytes]) -> None:
+            self.words = words
+
+    class Lib:
+        @staticmethod
+        def llama_vocab_n_tokens(vocab: Vocab) -> int:
+            return len(vocab.words)
+
+        @staticmethod
+        def llama_vocab_get_text(vocab: Vocab, token: int) -> bytes:
+            return vocab.words[token]
+
+    ours = Vocab([b"a", b"b", b"c"])
+    _check_vocabulary(Lib, "same.gguf", Vocab([b"a", b"b", b"c"]), ours)
+    with pytest.raises(LoaderError, match=r"other\.gguf has another vocabulary \(4 tokens"):
+        _check_vocabulary(Lib, "other.gguf", Vocab([b"a", b"b", b"c", b"d"]), ours)
+    with pytest.raises(LoaderError, match="token 1 differs"):
+        _check_vocabulary(Lib, "other.gguf", Vocab([b"a", b"x", b"c"]), ours)
 
 
 @pytest.mark.parametrize(("key", "value"), [("q8_0", "q8_0"), ("q4_0", "q4_0"), ("f16", "q8_0")])
