@@ -145,9 +145,9 @@ def test_errors_reach_the_client_as_openai_errors(client: openai.OpenAI) -> None
     assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError, match="top_k"):
         client.completions.create(model=DEFAULT_MODEL_FILE, prompt="x", extra_body={"top_k": -5})
-    with pytest.raises(openai.BadRequestError, match="not supported by this loader"):
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
         client.chat.completions.create(
-            model=DEFAULT_MODEL_FILE, messages=[{"role": "user", "content": "x"}], logprobs=True
+            model=DEFAULT_MODEL_FILE, messages=[{"role": "user", "content": "x"}], top_logprobs=50
         )
 
 

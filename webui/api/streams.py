@@ -249,7 +249,11 @@ async def follow(
     try:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), poll_s)
+                # What already waits is taken at once: a timed wait costs a timer per chunk, which adds up
+                # with many streams on the event loop.
+                item = (
+                    queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), poll_s)
+                )
             except TimeoutError:
                 item = False  # type: ignore[assignment]
             if time.monotonic() - last_check >= poll_s or item is False:
