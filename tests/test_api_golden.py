@@ -326,6 +326,8 @@ def normalise(value: Any, key: str = "") -> Any:
         return _USER_DATA.sub("<user_data>", _ID.sub(r"\1-<id>", value))
     if isinstance(value, float) and ("per_second" in key or key.endswith("_s") or "speed" in key):
         return f"<{key}>"
+    if isinstance(value, float):
+        return round(value, 4)  # log-probabilities: the last digits follow the CPU's rounding
     return value
 
 
