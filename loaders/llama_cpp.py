@@ -89,7 +89,11 @@ class LlamaCppSettings(BaseModel):
     n_batch: int = Field(512, ge=1, le=65536, description="Prompt tokens evaluated per batch.")
     use_mmap: bool = Field(True, description="Memory-map the file instead of reading it into RAM.")
     use_mlock: bool = Field(False, description="Lock the model in RAM so it is never swapped out.")
-    flash_attn: bool = Field(False, description="Use flash attention (faster on GPUs).")
+    flash_attn: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Flash attention: on, off, or auto = on with parallel slots (faster here with many cached "
+        "tokens) and with a quantized value cache (which llama.cpp requires it for), off otherwise.",
+    )
     rope_freq_base: float = Field(0.0, ge=0.0, description="RoPE frequency base. 0 = the model's own.")
     tensor_split: str = Field(
         "", description="Share of the model per GPU, comma separated (e.g. 60,40). Empty = auto."
@@ -110,6 +114,13 @@ class LlamaCppSettings(BaseModel):
         description="KV cache type for values: f16, q8_0 or q4_0. A quantized value cache needs flash attention, "
         "which is then switched on.",
     )
+    stream_interval: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Seconds: tokens sampled within this time of the last streamed piece go out with the next "
+        "one (fewer, larger pieces cost a small machine less). 0 = every token on its own.",
+    )
     draft_model: str = Field(
         "",
         description="Speculative decoding: 'prompt-lookup' drafts from words the prompt or reply already holds "
@@ -122,6 +133,22 @@ class LlamaCppSettings(BaseModel):
         description="Vision projector (mmproj*.gguf) that lets the model see images: a file beside the model "
         "or a path. Empty = the one beside the model, if any.",
     )
+
+    @field_validator("flash_attn", mode="before")
+    @classmethod
+    def _switch(cls, value: object) -> object:
+        """Earlier settings said true / false."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return "on" if value.strip().lower() == "true" else "off"
+        return value
+
+    def flash_attention(self) -> bool:
+        """Whether the slots' context uses flash attention (``auto`` decided)."""
+        if self.flash_attn == "auto":
+            return self.parallel > 1 or self.cache_type_v != "f16"
+        return self.flash_attn == "on"
 
     @field_validator("tensor_split")
     @classmethod
@@ -196,7 +223,7 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
                     use_mmap=settings.use_mmap,
                     use_mlock=settings.use_mlock,
                     # llama.cpp refuses a quantized V cache without flash attention.
-                    flash_attn=settings.flash_attn or settings.cache_type_v != "f16",
+                    flash_attn=settings.flash_attention() or settings.cache_type_v != "f16",
                     type_k=GGML_KV_TYPES[settings.cache_type_k],
                     type_v=GGML_KV_TYPES[settings.cache_type_v],
                     rope_freq_base=settings.rope_freq_base,
@@ -502,6 +529,8 @@ class LlamaCppModel:
             prompt_logprobs=params.prompt_logprobs,
             draft_max=self._draft_max if projector is None else 0,  # drafting images: not yet
             greedy=params.temperature <= 0,
+            # A thinking budget is counted chunk by chunk downstream: keep its chunks one token each.
+            flush_s=self._settings.stream_interval if params.thinking_budget < 0 else 0.0,
         )
         yield from slots.run(request)
 

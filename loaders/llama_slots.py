@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,11 @@ class SlotRequest:
     draft_max: int = 0  # most tokens drafted per step by prompt lookup (0: no drafting)
     draft_len: int = 0  # tokens drafted next step: grows while drafts are kept, shrinks when they miss
     greedy: bool = False  # temperature 0: drafting must give exactly the tokens one-by-one decoding gives
+    flush_s: float = (
+        0.0  # tokens sampled within this long of the last chunk handed out wait to go with the next
+    )
+    held: Chunk | None = None  # tokens waiting to be handed out
+    sent_at: float = 0.0  # when the last chunk was handed out
     solo: bool = False  # decode the next token without drafts (a close call in a batch is decided alone)
     usage: PromptUsage = field(default_factory=lambda: PromptUsage(0))
     out: Any = None  # queue.SimpleQueue of Chunk | BaseException | _END
@@ -359,6 +365,10 @@ class SlotScheduler:
                 sampled.append(slot)
         if n == 0:
             return
+        if n > len(sampled):  # prompt tokens or drafts: a longer step, so nothing waits through it
+            for slot in active:
+                if slot.request is not None:
+                    self._hand_out(slot.request)
         batch.n_tokens = n
         status = lib.llama_decode(self.ctx, batch)
         if status != 0:
@@ -469,18 +479,19 @@ class SlotScheduler:
                 request.draft_len = max(1, request.draft_len - 1)
         tokens = len(texts)
         if tokens or request.prompt_scores:
-            request.out.put(
-                Chunk(
-                    "".join(texts),
-                    tokens=tokens,
-                    prompt=request.usage,
-                    logprobs=tuple(scores),
-                    prompt_logprobs=tuple(request.prompt_scores),
-                    drafted=len(drafts),
-                    accepted=kept,
-                )
+            chunk = Chunk(
+                "".join(texts),
+                tokens=tokens,
+                prompt=request.usage,
+                logprobs=tuple(scores),
+                prompt_logprobs=tuple(request.prompt_scores),
+                drafted=len(drafts),
+                accepted=kept,
             )
             request.prompt_scores = []
+            request.held = _merged(request.held, [chunk]) if request.held is not None else chunk
+            if reason is None and time.perf_counter() - request.sent_at >= request.flush_s:
+                self._hand_out(request)
         if reason is not None:
             self._finish(slot, reason)
             return
@@ -520,11 +531,20 @@ class SlotScheduler:
             found = self._pieces[key] = self._piece(token, special)
         return found
 
+    @staticmethod
+    def _hand_out(request: SlotRequest) -> None:
+        """Give the reader the tokens held back for ``request`` (see ``SlotRequest.flush_s``)."""
+        if request.held is not None:
+            request.out.put(request.held)
+            request.held = None
+            request.sent_at = time.perf_counter()
+
     def _finish(self, slot: Slot, reason: FinishReason) -> None:
         request = slot.request
         assert request is not None
         slot.request = None
         request.sampler.free()
+        self._hand_out(request)
         if not request.abandoned:
             tail = request.decoder.decode(b"", final=True) if request.decoder is not None else ""
             request.out.put(Chunk(tail, finish_reason=reason, prompt=request.usage))

@@ -359,7 +359,10 @@ def answer(server: Server, method: str, path: str, body: Any, headers: dict[str,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("golden"), default_model_path).running() as running:
+    # Every token streamed on its own: the recorded events must not depend on this machine's timing.
+    every_token = ["--setting", "stream_interval=0"]
+    root = tmp_path_factory.mktemp("golden")
+    with Server(root, default_model_path, extra_args=every_token).running() as running:
         yield running
 
 

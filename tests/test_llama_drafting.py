@@ -162,3 +162,14 @@ def test_drafting_through_the_api_with_the_openai_client(
             model="default", prompt=COPY, max_tokens=160, temperature=0, stream=True
         )
         assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == plain_text
+
+
+def test_flash_attention_auto_is_on_for_slots_and_quantized_values() -> None:
+    from loaders.llama_cpp import LlamaCppSettings
+
+    assert not LlamaCppSettings().flash_attention()
+    assert LlamaCppSettings(parallel=4).flash_attention()
+    assert LlamaCppSettings(cache_type_v="q8_0").flash_attention()
+    assert not LlamaCppSettings(parallel=4, flash_attn="off").flash_attention()
+    assert LlamaCppSettings(flash_attn=True).flash_attn == "on"  # settings saved before it had three values
+    assert LlamaCppSettings.model_validate({"flash_attn": "false"}).flash_attn == "off"

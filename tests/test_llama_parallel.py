@@ -51,7 +51,8 @@ def parallel(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path)
 @pytest.fixture(scope="module")
 def alone(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> list[str]:
     """Each prompt's greedy text from the one-at-a-time loader (parallel=1)."""
-    service = _service(tmp_path_factory.mktemp("alone"), default_model_path)
+    # The same attention as the slots (flash attention is on by default with parallel slots).
+    service = _service(tmp_path_factory.mktemp("alone"), default_model_path, flash_attn="on")
     try:
         return [service.stream_completion(prompt, GREEDY).text() for prompt in PROMPTS]
     finally:
