@@ -91,8 +91,8 @@ class LlamaCppSettings(BaseModel):
     use_mlock: bool = Field(False, description="Lock the model in RAM so it is never swapped out.")
     flash_attn: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Flash attention: on, off, or auto = on with parallel slots (faster here with many cached "
-        "tokens) and with a quantized value cache (which llama.cpp requires it for), off otherwise.",
+        description="Flash attention: auto (llama.cpp uses it where the device supports it, as llama-server "
+        "does), on or off. A quantized value cache needs it, so it is then on.",
     )
     rope_freq_base: float = Field(0.0, ge=0.0, description="RoPE frequency base. 0 = the model's own.")
     tensor_split: str = Field(
@@ -144,11 +144,12 @@ class LlamaCppSettings(BaseModel):
             return "on" if value.strip().lower() == "true" else "off"
         return value
 
-    def flash_attention(self) -> bool:
-        """Whether the slots' context uses flash attention (``auto`` decided)."""
-        if self.flash_attn == "auto":
-            return self.parallel > 1 or self.cache_type_v != "f16"
-        return self.flash_attn == "on"
+    def flash_attention(self) -> int:
+        """llama.cpp's flash_attn_type for the slots' context: -1 auto, 0 off, 1 on (always for a quantized
+        value cache, which llama.cpp refuses without it)."""
+        if self.cache_type_v != "f16" or self.flash_attn == "on":
+            return 1
+        return -1 if self.flash_attn == "auto" else 0
 
     @field_validator("tensor_split")
     @classmethod
@@ -222,8 +223,9 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
                     n_ubatch=settings.n_batch,
                     use_mmap=settings.use_mmap,
                     use_mlock=settings.use_mlock,
-                    # llama.cpp refuses a quantized V cache without flash attention.
-                    flash_attn=settings.flash_attention() or settings.cache_type_v != "f16",
+                    # The slots' context gets the setting (auto included); this one only tokenizes, but
+                    # llama.cpp refuses a quantized V cache without flash attention here too.
+                    flash_attn=settings.flash_attention() == 1,
                     type_k=GGML_KV_TYPES[settings.cache_type_k],
                     type_v=GGML_KV_TYPES[settings.cache_type_v],
                     rope_freq_base=settings.rope_freq_base,
@@ -396,6 +398,7 @@ class LlamaCppModel:
             reader,
             can_trim=can_trim,
             draft_model=draft,
+            flash_attn_type=settings.flash_attention(),
         )
 
     def _n_ctx(self) -> int:

@@ -43,7 +43,9 @@ class Reference:
     def __init__(self, path: Path) -> None:
         import llama_cpp
 
-        self.llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=N_CTX, verbose=False)
+        # Flash attention as the loader uses it by default (auto: on for this CPU): the attention kernels
+        # round differently, so the reference must compute what the loader computes.
+        self.llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=N_CTX, flash_attn=True, verbose=False)
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """The prompt as the loader sends it (BOS where the model wants one, special tokens read)."""

@@ -123,7 +123,12 @@ def raw_context_growth(
     import llama_cpp
 
     llm = llama_cpp.Llama(
-        str(model), n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads, verbose=False
+        str(model),
+        n_ctx=n_ctx,
+        n_threads=threads,
+        n_threads_batch=batch_threads,
+        flash_attn=True,
+        verbose=False,
     )
     try:
         history = llm.tokenize(b"The quick brown fox jumps over the lazy dog. " * 400, add_bos=False)

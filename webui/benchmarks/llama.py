@@ -71,6 +71,7 @@ def raw_llama(setup: LlamaSetup) -> Any:
         n_ctx=N_CTX,
         n_threads=setup.threads,
         n_threads_batch=setup.batch_threads,
+        flash_attn=True,  # as Palabre's default (auto), so both sides run the same attention kernels
         verbose=False,
     )
 

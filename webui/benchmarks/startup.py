@@ -18,7 +18,9 @@ _RAW_MEMORY = """
 import json, sys
 import llama_cpp
 path, n_ctx, threads, batch_threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads, verbose=False)
+llm = llama_cpp.Llama(
+    path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=batch_threads, flash_attn=True, verbose=False
+)
 for _ in llm.create_completion("<|im_start|>user\\nHello<|im_end|>\\n<|im_start|>assistant\\n", max_tokens=16, stream=True):
     pass
 for line in open("/proc/self/status"):
