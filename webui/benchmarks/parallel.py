@@ -19,7 +19,7 @@ import httpx
 
 from webui.benchmarks.figures import Figure, Target, figure, interleave, median, paired_ratio
 from webui.benchmarks.llama_server import LlamaServerProcess
-from webui.benchmarks.server import ServeProcess, Streamed, client_load, stream_timed
+from webui.benchmarks.server import ServeProcess, Streamed, client_load, serve_args, stream_timed
 
 CLIENTS = (1, 2, 4, 8)
 _PARAGRAPH = (
@@ -99,7 +99,7 @@ def compare(
     """Serve ``model`` with ``max(clients)`` slots and measure every client count against one in turn (and
     against ``llama-server -np N`` when given); then one client alone against llama-server."""
     slots = max(clients)
-    server = ServeProcess(user_data, _serve_args(model, [*settings, f"parallel={slots}"]), log)
+    server = ServeProcess(user_data, serve_args(model, [*settings, f"parallel={slots}"]), log)
     reference = (
         LlamaServerProcess(
             llama_server,
@@ -143,13 +143,6 @@ def compare(
             figures.append(single)
             details[f"single_{count}_threads"] = runs
     return figures, details
-
-
-def _serve_args(model: Path, settings: Sequence[str]) -> list[str]:
-    args = ["--model", model.name]
-    for setting in settings:
-        args += ["--setting", setting]
-    return args
 
 
 def _count_figures(count: int, runs: dict[str, list[dict[str, float]]], rounds: int) -> list[Figure]:
@@ -203,7 +196,7 @@ def _single_stream(
     """One client streaming from Palabre (one slot) and from ``llama-server -np 1``, both with ``threads``."""
     own = [s for s in settings if not s.startswith(("n_threads=", "n_threads_batch="))]
     own += [f"n_threads={threads}", f"n_threads_batch={threads}", "parallel=1"]
-    server = ServeProcess(user_data, _serve_args(model, own), log)
+    server = ServeProcess(user_data, serve_args(model, own), log)
     reference = LlamaServerProcess(
         llama_server, model, slots=1, n_ctx=n_ctx, threads=threads, batch_threads=threads, log=log
     )

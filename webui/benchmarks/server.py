@@ -36,6 +36,14 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def serve_args(model: Path, settings: Sequence[str]) -> list[str]:
+    """``webui serve`` arguments that load ``model`` (a file in the models folder) with ``settings``."""
+    args = ["--model", model.name]
+    for setting in settings:
+        args += ["--setting", setting]
+    return args
+
+
 class ServeProcess:
     """``python -m webui serve`` on a free port over ``user_data``; ``start()`` returns the seconds until the
     page (``GET /``) answers."""

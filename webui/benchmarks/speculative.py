@@ -18,7 +18,7 @@ import httpx
 
 from webui.benchmarks.figures import Figure, Target, figure, interleave, median, paired_ratio
 from webui.benchmarks.llama import LlamaSetup, raw_llama
-from webui.benchmarks.server import ServeProcess, stream_timed
+from webui.benchmarks.server import ServeProcess, serve_args, stream_timed
 
 CODE = '''import json
 from pathlib import Path
@@ -123,8 +123,10 @@ def compare(
 ) -> tuple[list[Figure], dict[str, Any]]:
     """Per task: raw, Palabre without drafting and Palabre with prompt lookup, interleaved."""
     servers = {
-        "palabre": ServeProcess(user_data, _args(setup.model, settings), log),
-        "lookup": ServeProcess(user_data, _args(setup.model, [*settings, "draft_model=prompt-lookup"]), log),
+        "palabre": ServeProcess(user_data, serve_args(setup.model, settings), log),
+        "lookup": ServeProcess(
+            user_data, serve_args(setup.model, [*settings, "draft_model=prompt-lookup"]), log
+        ),
     }
     llm = raw_llama(setup)
     wrap = chat_prompt(setup.model)
@@ -159,13 +161,6 @@ def compare(
         for server in servers.values():
             server.stop()
     return figures, details
-
-
-def _args(model: Path, settings: Sequence[str]) -> list[str]:
-    args = ["--model", model.name]
-    for setting in settings:
-        args += ["--setting", setting]
-    return args
 
 
 def _figures(task: str, runs: dict[str, list[dict[str, Any]]], rounds: int, same: bool) -> list[Figure]:
