@@ -62,9 +62,10 @@ class SlotRequest:
     draft_max: int = 0  # most tokens drafted per step by prompt lookup (0: no drafting)
     draft_len: int = 0  # tokens drafted next step: grows while drafts are kept, shrinks when they miss
     greedy: bool = False  # temperature 0: drafting must give exactly the tokens one-by-one decoding gives
-    flush_s: float = (
-        0.0  # tokens sampled within this long of the last chunk handed out wait to go with the next
-    )
+    # Tokens sampled within this long of the last chunk handed out wait to go with the next (0: none wait, and
+    # chunks are never merged). Every chunk wakes three threads on its way to a client, which a small machine
+    # pays for in generation speed; 20 ms is far below what a reader notices.
+    flush_s: float = 0.0
     held: Chunk | None = None  # tokens waiting to be handed out
     sent_at: float = 0.0  # when the last chunk was handed out
     solo: bool = False  # decode the next token without drafts (a close call in a batch is decided alone)
@@ -191,7 +192,7 @@ class SlotScheduler:
                 # Chunks that waited while the reader was busy go out as one: under load (many streams on a
                 # small machine) every hop downstream then costs once per batch of tokens, not per token.
                 waiting: list[Chunk] = []
-                while held is None and not request.out.empty():
+                while request.flush_s > 0 and held is None and not request.out.empty():
                     more = request.out.get()
                     if isinstance(more, Chunk):
                         waiting.append(more)

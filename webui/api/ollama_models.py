@@ -120,6 +120,8 @@ def show(
     if loaded is not None and loaded.entry == entry:
         template = loaded.model.facts.chat_template
         vision = sees(loaded.model) is True
+        if abilities is None and template:  # loaded beside the page's model: judged by its own template
+            abilities = abilities_of(template)
     elif meta is not None:
         template = meta.chat_template
         abilities = abilities_of(template) if template else None

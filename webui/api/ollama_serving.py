@@ -201,9 +201,11 @@ class OllamaServing:
             if exc.status == 404:
                 raise ApiError(404, f"model '{name}' not found") from exc
             raise
-        loaded = self.serving.loaded()
+        page = self.serving.loaded()
+        # The model itself when it is loaded (beside the page's model, too): it can say whether it sees.
+        loaded = next((state for state in self.service.engine.loaded() if state.entry == entry), None)
         abilities = None
-        if loaded is not None and loaded.entry == entry:
+        if loaded is not None and page is not None and page.entry == entry:
             try:
                 abilities = self.service.abilities()
             except TemplateError:
