@@ -364,6 +364,7 @@ class LlamaCppModel:
     def _open_slots(self, settings: LlamaCppSettings, n_ctx: int, draft_path: Path | None) -> SlotScheduler:
         import llama_cpp
 
+        from loaders.llama_drafting import PROBE_TEXT
         from loaders.llama_logprobs import LogprobReader
         from loaders.llama_slots import SlotScheduler
 
@@ -381,6 +382,7 @@ class LlamaCppModel:
         model = llm.model
         can_trim = not (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
         draft = None
+        drafting = bool(settings.draft_model.strip())
         if draft_path is not None:
             from loaders.llama_drafting import DraftModel
 
@@ -400,6 +402,8 @@ class LlamaCppModel:
             can_trim=can_trim,
             draft_model=draft,
             flash_attn_type=settings.flash_attention(),
+            probe_tokens=llm.tokenize(PROBE_TEXT.encode(), add_bos=True, special=False) if drafting else None,
+            draft_max=settings.draft_max if drafting else 0,
         )
 
     def _n_ctx(self) -> int:

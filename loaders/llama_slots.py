@@ -27,7 +27,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from loaders.llama_drafting import Drafter, ModelDrafts, PromptLookup
+from loaders.llama_drafting import (
+    CLOSE_CALL,
+    BatchExactness,
+    Drafter,
+    ModelDrafts,
+    PromptLookup,
+    measure_exactness,
+)
 from webui.core.loader import CancelToken, Chunk, FinishReason, LoaderError, PromptUsage, TokenLogprob
 
 if TYPE_CHECKING:
@@ -36,9 +43,6 @@ if TYPE_CHECKING:
     from loaders.llama_vision import Piece, Projector
 
 _END = object()
-# Greedy drafting trusts a batch's choice only by this margin over the runner-up (logits). Measured on
-# gemma-3-270m: batch and one-token decoding moved the top-two margin by at most 0.63 over 192 positions.
-CLOSE_CALL = 1.5
 # A shorter shared prefix is evaluated again with the rest: it saves next to nothing, and one batch gives the
 # same numbers as a fresh evaluation (llama.cpp rounds differently when a prompt is split into batches).
 MIN_REUSE = 16
@@ -118,6 +122,8 @@ class SlotScheduler:
         can_trim: bool = True,
         draft_model: DraftModel | None = None,
         flash_attn_type: int = -1,
+        probe_tokens: list[int] | None = None,
+        draft_max: int = 0,
     ) -> None:
         import queue
 
@@ -131,8 +137,8 @@ class SlotScheduler:
         params.n_ubatch = n_batch
         params.no_perf = True
         # -1 auto: llama.cpp uses flash attention where the device supports it (as llama-server does). Besides
-        # speed (8 parallel clients here: ~67 -> ~88 tok/s), its batched rows equal one-token decoding bit for bit
-        # on the models measured, which drafting's greedy checks rely on; without it they differ.
+        # speed (8 parallel clients here: ~67 -> ~88 tok/s), its small batches' rows equal one-token decoding bit
+        # for bit on the models measured, so greedy drafting needs no close-call checks; without it they differ.
         params.flash_attn_type = flash_attn_type
         if parallel > 1:
             # llama.cpp runs every batch of more than one token on n_threads_batch, and a step of several
@@ -161,6 +167,12 @@ class SlotScheduler:
         # Drafting needs the rejected drafts removed from a sequence (not possible for recurrent models).
         self.can_trim = can_trim
         self._draft_model = draft_model  # drafts for every slot when set (else prompt lookup, if asked)
+        # Where a batch's rows may differ from one-token decoding (greedy drafting decides near ties alone).
+        self.exactness = BatchExactness(1, CLOSE_CALL)
+        if probe_tokens and draft_max > 0 and can_trim:
+            self.exactness = measure_exactness(
+                lib, ctx, self._batch, 0, self._n_vocab, probe_tokens, draft_max + 1
+            )
         self._slots = [Slot(seq_id) for seq_id in range(parallel)]
         self._inbox: list[SlotRequest] = []
         self._waiting: list[SlotRequest] = []
@@ -338,6 +350,10 @@ class SlotScheduler:
                     self.n_ctx - slot.n_pos - 1,
                     self.n_batch - n - (len(active) - len(sampled)),  # leave room for the others' tokens
                 )
+                if request.greedy and self.exactness.exact_rows > 1:
+                    # Past the rows whose logits equal one-token decoding, nearly every greedy choice could be
+                    # a close call on a model like gemma-3 (decided alone, a step each): draft less instead.
+                    room = min(room, self.exactness.exact_rows - n)
                 request.drafts = request.drafter.draft(room)
                 for token in request.drafts:
                     n = self._add(batch, n, token, slot, True)
@@ -446,12 +462,13 @@ class SlotScheduler:
         reason: FinishReason | None = None
         kept = 0  # drafts the sampler confirmed
         pending: int | None = None
+        margin = self.exactness.close_call_margin(self._batch.n_tokens) if drafts and request.greedy else 0.0
         for step in range(len(drafts) + 1):
             position = index + step if index >= 0 else index
-            if drafts and request.greedy and self._close_call(position):
-                # llama.cpp's batch and one-token kernels round differently (logits up to ~1.5 apart on small
-                # models): a near tie decided in a batch could go another way than one-by-one decoding. Take
-                # the token at this position out of the cache and decode it alone next step.
+            if margin > 0 and self._close_call(position, margin):
+                # llama.cpp's batch and one-token kernels may round differently (see BatchExactness): a near
+                # tie decided in this batch could go another way than one-by-one decoding. Take the token at
+                # this position out of the cache and decode it alone next step.
                 self._trim(slot, len(evaluated) - step)
                 pending, request.solo = evaluated[step], True
                 break
@@ -503,14 +520,14 @@ class SlotScheduler:
             return
         request.pending = pending
 
-    def _close_call(self, index: int) -> bool:
-        """True when another token's logit at batch ``index`` is within ``CLOSE_CALL`` of the best one."""
+    def _close_call(self, index: int, margin: float) -> bool:
+        """True when another token's logit at batch ``index`` is within ``margin`` of the best one."""
         import numpy as np
 
         logits = np.ctypeslib.as_array(
             self._lib.llama_get_logits_ith(self.ctx, index), shape=(self._n_vocab,)
         )
-        return int(np.count_nonzero(logits >= logits.max() - CLOSE_CALL)) > 1
+        return int(np.count_nonzero(logits >= logits.max() - margin)) > 1
 
     def _trim(self, slot: Slot, rejected: int) -> None:
         """Take the ``rejected`` drafts at the end of ``slot``'s sequence out of its cache."""

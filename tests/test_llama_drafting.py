@@ -174,3 +174,28 @@ def test_flash_attention_is_auto_and_on_for_quantized_values() -> None:
     assert LlamaCppSettings(flash_attn="off", cache_type_v="q8_0").flash_attention() == 1  # required
     assert LlamaCppSettings(flash_attn=True).flash_attn == "on"  # settings saved before it had three values
     assert LlamaCppSettings.model_validate({"flash_attn": "false"}).flash_attn == "off"
+
+
+def test_greedy_drafting_stays_exact_where_batches_round_differently(
+    tmp_path: Path, default_model_path: Path
+) -> None:
+    """With flash attention off, llama.cpp's batched rows differ from one-token decoding on this model: the load
+    measures it, near ties in a drafted batch are then decided alone, and the reply is the undrafted one."""
+    from loaders.llama_drafting import CLOSE_CALL
+
+    plain = _service(tmp_path / "plain", default_model_path, flash_attn="off")
+    try:
+        expected = plain.stream_completion(COPY, GREEDY).text()
+    finally:
+        plain.close()
+    service = _service(
+        tmp_path / "drafting", default_model_path, flash_attn="off", draft_model="prompt-lookup"
+    )
+    try:
+        exactness = service.engine.require_model().model._require_slots().exactness
+        assert exactness.exact_rows == 1 and exactness.margin >= CLOSE_CALL
+        assert service.stream_completion(COPY, GREEDY).text() == expected
+        stats = service.engine.last_stats
+        assert stats is not None and stats.accepted_tokens > 0
+    finally:
+        service.close()
