@@ -66,9 +66,10 @@ class SlotRequest:
     draft_max: int = 0  # most tokens drafted per step by prompt lookup (0: no drafting)
     draft_len: int = 0  # tokens drafted next step: grows while drafts are kept, shrinks when they miss
     greedy: bool = False  # temperature 0: drafting must give exactly the tokens one-by-one decoding gives
-    # Tokens sampled within this long of the last chunk handed out wait to go with the next (0: none wait, and
-    # chunks are never merged). Every chunk wakes three threads on its way to a client, which a small machine
-    # pays for in generation speed; 20 ms is far below what a reader notices.
+    # Tokens sampled within this long of the last chunk handed out wait to go with the next (0: none wait; chunks
+    # that already wait for a busy reader still go as one; -1: never merged, every token its own chunk, as a
+    # thinking budget counts them). Every chunk wakes three threads on its way to a client, which a small
+    # machine pays for in generation speed; 20 ms is far below what a reader notices.
     flush_s: float = 0.0
     held: Chunk | None = None  # tokens waiting to be handed out
     sent_at: float = 0.0  # when the last chunk was handed out
@@ -204,7 +205,7 @@ class SlotScheduler:
                 # Chunks that waited while the reader was busy go out as one: under load (many streams on a
                 # small machine) every hop downstream then costs once per batch of tokens, not per token.
                 waiting: list[Chunk] = []
-                while request.flush_s > 0 and held is None and not request.out.empty():
+                while request.flush_s >= 0 and held is None and not request.out.empty():
                     more = request.out.get()
                     if isinstance(more, Chunk):
                         waiting.append(more)
@@ -510,6 +511,7 @@ class SlotScheduler:
                 prompt_logprobs=tuple(request.prompt_scores),
                 drafted=len(drafts),
                 accepted=kept,
+                pieces=tuple(texts),
             )
             request.prompt_scores = []
             request.held = _merged(request.held, [chunk]) if request.held is not None else chunk
@@ -607,8 +609,16 @@ def _tokens(cell: Cell) -> int:
 def _merged(first: Chunk, rest: list[Chunk]) -> Chunk:
     """One chunk holding ``first`` and ``rest`` in order (the last one's finish reason and prompt count)."""
     chunks = [first, *rest]
+    text = "".join(chunk.text for chunk in chunks)
+    pieces: list[str] = []
+    for chunk in chunks:
+        if chunk.tokens == 0 and chunk.text and pieces:
+            pieces[-1] += chunk.text  # the decoder's last bytes belong to the last token
+        else:
+            pieces += chunk.pieces
     return Chunk(
-        "".join(chunk.text for chunk in chunks),
+        text,
+        pieces=tuple(pieces) if "".join(pieces) == text else (),
         tokens=sum(chunk.tokens for chunk in chunks),
         finish_reason=chunks[-1].finish_reason,
         prompt=next((chunk.prompt for chunk in reversed(chunks) if chunk.prompt is not None), None),

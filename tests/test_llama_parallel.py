@@ -302,3 +302,17 @@ def test_pictures_are_read_per_slot_beside_other_requests(
         assert sees_images(model) and stats.reused_prompt_tokens > model.image_tokens(red)
     finally:
         slots.close()
+
+
+def test_merged_chunks_keep_each_tokens_text() -> None:
+    """Chunks that waited for a busy reader go out as one; the reply reader still reads it token by token."""
+    from loaders.llama_slots import _merged
+
+    first = Chunk("Hel", tokens=1, pieces=("Hel",))
+    second = Chunk("lo wor", tokens=2, pieces=("lo", " wor"))
+    tail = Chunk("ld", finish_reason="stop")  # the decoder's last bytes, no token of its own
+    merged = _merged(first, [second, tail])
+    assert (merged.text, merged.tokens, merged.finish_reason) == ("Hello world", 3, "stop")
+    assert merged.pieces == ("Hel", "lo", " world")
+    # A chunk without pieces makes the whole merge unsplittable (never wrongly split).
+    assert _merged(first, [Chunk("!", tokens=1)]).pieces == ()

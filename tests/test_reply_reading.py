@@ -81,6 +81,19 @@ def test_forcing_the_close_moves_to_the_answer() -> None:
     assert reader.feed(Chunk("Answer.", tokens=1)).text == "Answer."
 
 
+def test_a_chunk_of_several_tokens_counts_only_its_reasoning_tokens_as_reasoning() -> None:
+    """A loader hands several tokens at once (drafts kept, pieces that waited for a busy reader): the pieces
+    tell which text is which token's, so the end of the reasoning and the start of the answer count apart."""
+    reader = ReplyReader(ReplyFormat(THINKING["think"]), "<think>\n", [])
+    pieces = ("Sum", " is", " 4", ".", "\n</think>", "\n\n", "Four", ".")
+    out = reader.feed(Chunk("".join(pieces), tokens=len(pieces), pieces=pieces))
+    assert (out.reasoning, out.text) == ("Sum is 4.", "Four.")
+    assert (reader.reasoning_tokens, out.reasoning_tokens) == (5, 5)  # the closing marker's token included
+    # Without pieces the reader cannot tell: the chunk counts where it began, as before.
+    blurred = ReplyReader(ReplyFormat(THINKING["think"]), "<think>\n", [])
+    assert blurred.feed(Chunk("".join(pieces), tokens=len(pieces))).reasoning_tokens == len(pieces)
+
+
 def test_plain_models_text_passes_unchanged() -> None:
     reader = ReplyReader(None, "", [])
     assert (

@@ -188,9 +188,8 @@ class ResponseAnswer:
         # Reasoning and tool-call tokens are no answer tokens.
         if self._logprobs and (chunk.text or not (chunk.reasoning or chunk.tool_calls)):
             self._waiting += tokens_out(chunk.logprobs)
+        self._reasoning_tokens += chunk.reasoning_tokens
         if chunk.reasoning:
-            if not chunk.text:
-                self._reasoning_tokens += chunk.tokens
             if not isinstance(self._open, ReasoningOutput):
                 events += self._begin(ReasoningOutput(id=_new_id("rs")))
             item = self._open

@@ -2,11 +2,13 @@
 
 The server runs the llama.cpp loader with ``parallel`` slots (the most clients measured), so N clients at once
 are decoded together, one batch per step. Prompts have mixed lengths (a short question, a paragraph to
-summarise, a longer text to continue); each side sends the same requests, and the rounds alternate.
+summarise, a longer text to continue) in two loads (see ``LOADS``): chat-sized prompts for 1, 2, 4 and 8
+clients, and long prompts for the most clients. Each side sends the same requests, and the rounds alternate.
 
 With ``llama_server`` (llama.cpp's C++ server) the same load also goes to ``llama-server -np N``, running at the
-same time and measured in the same interleaved rounds, and one client alone streams from Palabre (one slot) and
-from ``llama-server -np 1``, with one thread and with every core.
+same time and measured in the same interleaved rounds (with the most clients also one client in turn, for
+llama-server's own gain), and one client alone streams from Palabre (one slot) and from ``llama-server -np 1``,
+with one thread and with every core.
 """
 
 from __future__ import annotations
@@ -26,18 +28,24 @@ _PARAGRAPH = (
     "The lighthouse keeper climbed the narrow stairs every evening, lit the great lamp and watched the ships "
     "pass through the strait. Storms came in autumn, and with them the wrecks he could not prevent. "
 )
+# Paragraphs in the medium and long prompts of each load: "chat" (a question, a paragraph to summarise, two to
+# continue: about 25, 60 and 100 tokens, so generation takes most of the time, as in a chat whose history is
+# already cached) and "long" (about 25, 110 and 270 tokens: prompt evaluation, which batching cannot speed up
+# on a small CPU, takes about half).
+LOADS: dict[str, tuple[int, int]] = {"chat": (1, 2), "long": (2, 6)}
 
 
-def _prompt(index: int, run: str) -> str:
+def _prompt(index: int, run: str, load: str = "chat") -> str:
     """Mixed lengths: every third request is short, one medium, one long. ``run`` (side and round, the same
     length for every run) opens each prompt, so no run reuses another's cached prompt."""
     kind = index % 3
+    medium, long = LOADS[load]
     if kind == 0:
         body = f"Request {index}: name a colour and a fruit."
     elif kind == 1:
-        body = f"Request {index}: summarise this.\n{_PARAGRAPH * 2}"
+        body = f"Request {index}: summarise this.\n{_PARAGRAPH * medium}"
     else:
-        body = f"Request {index}: continue this story.\n{_PARAGRAPH * 6}"
+        body = f"Request {index}: continue this story.\n{_PARAGRAPH * long}"
     return f"{run}<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -50,23 +58,21 @@ def _one(client: httpx.Client, url: str, prompt: str, tokens: int, kind: str = "
     return stream_timed(client, f"{url}/v1/completions", body)
 
 
-def _load(
-    url: str, clients: int, tokens: int, *, at_once: bool, run: str, kind: str = "palabre"
-) -> dict[str, float]:
-    """``clients`` requests, all at once from their own connections or one after another from one;
-    aggregate generated tokens/s over the wall time."""
-    return client_load(
-        lambda client, index: _one(client, url, _prompt(index, run), tokens, kind), clients, at_once=at_once
-    )
-
-
 def _side(
-    url: str, clients: int, tokens: int, *, at_once: bool, kind: str = "palabre"
+    url: str, clients: int, tokens: int, *, at_once: bool, load: str, kind: str = "palabre"
 ) -> Callable[[int], dict[str, float]]:
-    name = "many" if at_once else "one "
+    """``clients`` requests of ``load``, all at once from their own connections or one after another from one;
+    aggregate generated tokens/s over the wall time."""
+    name = f"{kind} {load} {'many' if at_once else 'one '} {clients}"
 
     def run(number: int) -> dict[str, float]:
-        return _load(url, clients, tokens, at_once=at_once, run=f"{name} {clients} {number:02d} ", kind=kind)
+        return client_load(
+            lambda client, index: _one(
+                client, url, _prompt(index, f"{name} {number:02d} ", load), tokens, kind
+            ),
+            clients,
+            at_once=at_once,
+        )
 
     return run
 
@@ -76,7 +82,7 @@ def _single(url: str, tokens: int, kind: str, name: str) -> Callable[[int], dict
 
     def run(number: int) -> dict[str, float]:
         with httpx.Client(timeout=600) as client:
-            seen = _one(client, url, _prompt(1, f"{name} {number:02d} "), tokens, kind)
+            seen = _one(client, url, _prompt(1, f"{name} {number:02d} ", "long"), tokens, kind)
         return {"gen_tps": seen.gen_tps}
 
     return run
@@ -119,18 +125,25 @@ def compare(
         server.start()
         if reference is not None:
             reference.start()
-            _load(reference.url, slots, 4, at_once=True, run="warm-up ", kind="llama-server")
-        _load(server.url, slots, 4, at_once=True, run="warm-up ")  # every slot once
-        for count in clients:
+            _side(reference.url, slots, 4, at_once=True, load="chat", kind="llama-server")(99)
+        _side(server.url, slots, 4, at_once=True, load="chat")(99)  # warm-up: every slot once
+        # Every client count on the chat load; the long load with the most clients only.
+        for load, count in [*(("chat", c) for c in clients), ("long", slots)]:
             sides = {
-                "one": _side(server.url, count, tokens, at_once=False),
-                "many": _side(server.url, count, tokens, at_once=True),
+                "one": _side(server.url, count, tokens, at_once=False, load=load),
+                "many": _side(server.url, count, tokens, at_once=True, load=load),
             }
             if reference is not None:
-                sides["llama-server"] = _side(reference.url, count, tokens, at_once=True, kind="llama-server")
+                sides["llama-server"] = _side(
+                    reference.url, count, tokens, at_once=True, load=load, kind="llama-server"
+                )
+                if count == slots:  # llama-server's own gain over one client in turn, for scale
+                    sides["llama-server one"] = _side(
+                        reference.url, count, tokens, at_once=False, load=load, kind="llama-server"
+                    )
             runs = interleave(sides, rounds)
-            figures += _count_figures(count, runs, rounds)
-            details[f"clients_{count}"] = runs
+            figures += _count_figures(count, load, runs, rounds)
+            details[f"{load}_clients_{count}"] = runs
     finally:
         server.stop()
         if reference is not None:
@@ -145,37 +158,55 @@ def compare(
     return figures, details
 
 
-def _count_figures(count: int, runs: dict[str, list[dict[str, float]]], rounds: int) -> list[Figure]:
-    many = median(r["tps"] for r in runs["many"])
+def _count_figures(
+    count: int, load: str, runs: dict[str, list[dict[str, float]]], rounds: int
+) -> list[Figure]:
     errors = sum(r["errors"] for side in runs.values() for r in side)
     note = f"{errors:g} failed requests" if errors else ""
-    out = [
-        figure(
+    chat = load == "chat"
+    prompts = "" if chat else ", long prompts"
+
+    def compared(name: str, side: str, other: str, reference_name: str, target: Target | None) -> Figure:
+        return figure(
             "parallel",
-            f"{count} concurrent clients, aggregate",
-            many,
+            name,
+            median(r["tps"] for r in runs[side]),
             "tok/s",
-            reference=median(r["tps"] for r in runs["one"]),
-            reference_name="1 client, same requests in turn",
-            target=Target("ratio_at_least", 1.7) if count >= 8 else None,
+            reference=median(r["tps"] for r in runs[other]),
+            reference_name=reference_name,
+            target=target,
             samples=rounds,
-            paired_ratio=paired_ratio(runs, "many", "one", "tps"),
+            paired_ratio=paired_ratio(runs, side, other, "tps"),
             note=note,
+        )
+
+    out = [
+        compared(
+            f"{count} concurrent clients, aggregate{prompts}",
+            "many",
+            "one",
+            "1 client, same requests in turn",
+            Target("ratio_at_least", 1.7) if count >= 8 and chat else None,
         )
     ]
     if "llama-server" in runs:
         out.append(
-            figure(
-                "parallel",
-                f"{count} concurrent clients vs llama-server -np {count}",
-                many,
-                "tok/s",
-                reference=median(r["tps"] for r in runs["llama-server"]),
-                reference_name=f"llama-server, {count} clients",
-                target=Target("ratio_at_least", 0.9) if count >= 8 else None,
-                samples=rounds,
-                paired_ratio=paired_ratio(runs, "many", "llama-server", "tps"),
-                note=note,
+            compared(
+                f"{count} concurrent clients vs llama-server -np {count}{prompts}",
+                "many",
+                "llama-server",
+                f"llama-server, {count} clients",
+                Target("ratio_at_least", 0.9) if count >= 8 and chat else None,
+            )
+        )
+    if "llama-server one" in runs:
+        out.append(
+            compared(
+                f"llama-server: {count} concurrent clients{prompts}",
+                "llama-server",
+                "llama-server one",
+                "llama-server, 1 client in turn",
+                None,
             )
         )
     return out

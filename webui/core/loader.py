@@ -145,6 +145,11 @@ class Chunk:
     logprobs: tuple[TokenLogprob, ...] = ()
     # With params.prompt_logprobs: the prompt's tokens (the first has no logprob: None), on the first chunk.
     prompt_logprobs: tuple[TokenLogprob | None, ...] = ()
+    # Each generated token's text, in order, when the loader gives it (``len(pieces) == tokens``): a chunk of
+    # several tokens (drafts kept, pieces that waited for a busy reader) is then still read token by token.
+    pieces: tuple[str, ...] = ()
+    # Of ``tokens``, how many were reasoning (set by the reply reader).
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)

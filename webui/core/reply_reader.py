@@ -90,12 +90,23 @@ class ReplyReader:
         prompt's logprobs kept; the tokens' logprobs go out with the text they belong to)."""
         self._logprobs.add(chunk.logprobs, len(self.raw), chunk.text)
         self.raw += chunk.text
-        if self.in_reasoning:
-            self.reasoning_tokens += chunk.tokens
+        counted = self.reasoning_tokens
         reasoning, answer = chunk.reasoning, chunk.text
-        if self._splitter is not None and chunk.text:
-            split = self._splitter.feed(chunk.text)
-            reasoning, answer = reasoning + split.reasoning, split.answer
+        if self._splitter is None or not chunk.text:
+            # Reasoning a loader split off itself (a remote server's) has no text beside it.
+            if self.in_reasoning or (chunk.reasoning and not chunk.text):
+                self.reasoning_tokens += chunk.tokens
+        else:
+            # Token by token where the loader says which text is which token's: a chunk that holds the end of
+            # the reasoning and the start of the answer counts only the reasoning's tokens as reasoning.
+            by_token = len(chunk.pieces) == chunk.tokens > 1 and "".join(chunk.pieces) == chunk.text
+            units = [(piece, 1) for piece in chunk.pieces] if by_token else [(chunk.text, chunk.tokens)]
+            answer = ""
+            for piece, tokens in units:
+                if self.in_reasoning:
+                    self.reasoning_tokens += tokens
+                split = self._splitter.feed(piece)
+                reasoning, answer = reasoning + split.reasoning, answer + split.answer
         shown = self._stops.feed(answer)
         # What the stop strings hold back (or cut off) is the end of the raw text: tokens that begin there wait.
         self._logprobs.held += len(answer) - len(shown)
@@ -110,6 +121,7 @@ class ReplyReader:
             prompt_logprobs=chunk.prompt_logprobs,
             drafted=chunk.drafted,
             accepted=chunk.accepted,
+            reasoning_tokens=self.reasoning_tokens - counted,
         )
 
     def force_close(self) -> str:
