@@ -180,36 +180,20 @@ def _count_figures(
             note=note,
         )
 
-    out = [
-        compared(
-            f"{count} concurrent clients, aggregate{prompts}",
-            "many",
-            "one",
-            "1 client, same requests in turn",
-            Target("ratio_at_least", 1.7) if count >= 8 and chat else None,
-        )
+    ours = Target("ratio_at_least", 1.7) if count >= 8 and chat else None
+    near = Target("ratio_at_least", 0.9) if count >= 8 and chat else None
+    wanted = [
+        ("many", "one", f"{count} concurrent clients, aggregate", "1 client, same requests in turn", ours),
+        ("many", "llama-server", f"{count} concurrent clients vs llama-server -np {count}",
+         f"llama-server, {count} clients", near),
+        ("llama-server", "llama-server one", f"llama-server: {count} concurrent clients",
+         "llama-server, 1 client in turn", None),
+    ]  # fmt: skip
+    return [
+        compared(f"{name}{prompts}", side, other, reference_name, target)
+        for side, other, name, reference_name, target in wanted
+        if side in runs and other in runs
     ]
-    if "llama-server" in runs:
-        out.append(
-            compared(
-                f"{count} concurrent clients vs llama-server -np {count}{prompts}",
-                "many",
-                "llama-server",
-                f"llama-server, {count} clients",
-                Target("ratio_at_least", 0.9) if count >= 8 and chat else None,
-            )
-        )
-    if "llama-server one" in runs:
-        out.append(
-            compared(
-                f"llama-server: {count} concurrent clients{prompts}",
-                "llama-server",
-                "llama-server one",
-                "llama-server, 1 client in turn",
-                None,
-            )
-        )
-    return out
 
 
 def _single_stream(

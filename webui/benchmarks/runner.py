@@ -206,7 +206,7 @@ def _run_sections(
                     options.model,
                     slot_settings,
                     workdir / "parallel.log",
-                    tokens=min(options.tokens, 64),
+                    tokens=options.tokens,
                     rounds=options.rounds,
                     llama_server=options.llama_server,
                     n_ctx=N_CTX,
