@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from webui.core.hardware.fit import PROMPT_LOOKUP  # the draft_model value that drafts from n-grams
 from webui.core.loader import (
     CancelToken,
     Chunk,
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 AUTO_CONTEXT_CAP = 8192  # "auto" context: the model's own length, capped to keep the KV cache modest
 _IDLE_CONTEXT = 256  # the Llama object's own context: the slots have theirs (it only tokenizes)
-PROMPT_LOOKUP = "prompt-lookup"  # the draft_model value that drafts from n-grams instead of a model
 
 
 def automatic_threads() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -206,6 +207,42 @@ def test_quantized_kv_cache_and_parallel_slots_in_the_estimate() -> None:
     assert "(q8_0/q8_0, 2 slots)" in advice.message
     assert advice.memory.kv_cache_bytes == 2 * q8
     assert "slots" not in fit_advice(facts, machine(64), n_ctx=4096).message
+
+
+def test_a_draft_model_counts_in_the_estimate(tmp_path: Path, default_model_path: Path) -> None:
+    """A draft model (speculative decoding) stays in RAM beside the model, with its own cache of each slot."""
+    facts, draft = synthetic(), synthetic(weight_gb=0.5, layers=16, params=0.5e9)
+    alone = fit_advice(facts, machine(64), n_ctx=4096)
+    both = fit_advice(facts, machine(64), n_ctx=4096, kv_cache=KvCache(parallel=2), draft=draft)
+    draft_kv = 2 * 16 * 8 * 128 * 4096 * 2 * 2  # two slots' f16 keys and values
+    assert both.memory.draft_bytes > draft.weight_bytes + draft_kv
+    assert (
+        both.memory.ram_bytes - both.memory.draft_bytes
+        == estimate_memory(facts, machine(64), n_ctx=4096, kv_cache=KvCache(parallel=2)).ram_bytes
+    )
+    assert "draft model" in both.message and "draft model" not in alone.message
+    # Enough to change the verdict on a machine the model alone fits.
+    snug = machine(alone.memory.total_bytes / GB / 0.7)
+    assert fit_advice(facts, snug, n_ctx=4096).verdict == "fits"
+    assert fit_advice(facts, snug, n_ctx=4096, draft=synthetic(weight_gb=3.0)).verdict != "fits"
+    # The settings as a load gives them: a GGUF beside the model (or a path); prompt lookup has no model.
+    from webui.core.hardware.fit import check_before_load
+    from webui.core.models.discovery import entry_at
+
+    shutil.copyfile(default_model_path, tmp_path / default_model_path.name)  # a link would resolve elsewhere
+    (tmp_path / "draft.gguf").symlink_to(tmp_path / default_model_path.name)
+    entry = entry_at(tmp_path / default_model_path.name)
+    assert entry is not None
+    advice = {
+        value: check_before_load(entry, "llama.cpp", {"draft_model": value}, FakeMachine(machine(64)))
+        for value in ("draft.gguf", str(tmp_path / "draft.gguf"), "prompt-lookup", "missing.gguf")
+    }
+    size = default_model_path.stat().st_size
+    assert all(a is not None for a in advice.values())
+    assert advice["draft.gguf"].memory.draft_bytes > size  # type: ignore[union-attr]
+    assert advice[str(tmp_path / "draft.gguf")].memory.draft_bytes > size  # type: ignore[union-attr]
+    assert advice["prompt-lookup"].memory.draft_bytes == 0  # type: ignore[union-attr]
+    assert advice["missing.gguf"].memory.draft_bytes == 0  # type: ignore[union-attr]  # the load says why
 
 
 def test_gpu_layers_move_memory_to_the_gpu() -> None:

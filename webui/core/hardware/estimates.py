@@ -5,7 +5,7 @@ The model's shape comes from webui/core/models/facts.py, the machine's figures f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, Protocol
 
 from webui.core.hardware.machine import MachineFacts
@@ -83,10 +83,11 @@ class MemoryEstimate:
     gpu_layers: int  # layers actually placed on a GPU (0 without one)
     gpu_bytes: int
     ram_bytes: int
+    draft_bytes: int = 0  # a draft model for speculative decoding, all in RAM (counted in ram_bytes)
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes + self.draft_bytes
 
 
 @dataclass(frozen=True)
@@ -312,9 +313,18 @@ def fit_advice(
     n_ctx: int | None = None,
     n_gpu_layers: int | None = None,
     kv_cache: KvCache = F16_CACHE,
+    draft: ArchFacts | None = None,
 ) -> FitAdvice:
-    """The verdict, its message and suggestions for loading ``facts`` with these settings."""
+    """The verdict, its message and suggestions for loading ``facts`` with these settings (and ``draft``, a
+    draft model the llama.cpp loader keeps beside it in RAM with its own cache of every slot's context; the
+    suggestions are for the model itself)."""
     memory = estimate_memory(facts, machine, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, kv_cache=kv_cache)
+    if draft is not None:
+        draft_kv = KvCache(parallel=kv_cache.parallel)
+        extra = estimate_memory(draft, machine, n_ctx=memory.n_ctx, n_gpu_layers=0, kv_cache=draft_kv)
+        memory = replace(
+            memory, draft_bytes=extra.total_bytes, ram_bytes=memory.ram_bytes + extra.total_bytes
+        )
     verdict = memory_verdict(memory, machine)
     ctx = memory.n_ctx
     ngl = n_gpu_layers if n_gpu_layers is not None else 0
@@ -325,7 +335,8 @@ def fit_advice(
     where = "RAM + VRAM" if memory.gpu_bytes else "RAM"
     message = (
         f"{name} needs about {gb(memory.total_bytes)} (weights {gb(memory.weights_bytes)}, KV cache "
-        f"{gb(memory.kv_cache_bytes)} at n_ctx={ctx}{kv_cache.describe()}, overhead {gb(memory.overhead_bytes)}); "
+        f"{gb(memory.kv_cache_bytes)} at n_ctx={ctx}{kv_cache.describe()}, overhead {gb(memory.overhead_bytes)}"
+        f"{f', draft model {gb(memory.draft_bytes)}' if memory.draft_bytes else ''}); "
         f"{gb(available)} {where} available: {verdict}."
     )
     tips = []

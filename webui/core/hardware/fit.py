@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from webui.core.hardware.estimates import (
@@ -17,7 +18,7 @@ from webui.core.hardware.estimates import (
 )
 from webui.core.loader import LoaderError
 from webui.core.models.discovery import ModelEntry, ModelFileError, infer_loader
-from webui.core.models.facts import entry_facts, format_count, name_disagreements
+from webui.core.models.facts import ArchFacts, entry_facts, format_count, gguf_facts, name_disagreements
 from webui.core.models.names import decode_model_name
 from webui.core.registry import LoaderRegistry
 
@@ -50,6 +51,24 @@ def kv_cache_layout(settings: Mapping[str, Any] | None) -> KvCache:
     return KvCache(
         cache_type("cache_type_k"), cache_type("cache_type_v"), max(1, _setting(values, "parallel") or 1)
     )
+
+
+# The draft_model value that drafts from n-grams (no second model), as the llama.cpp loader reads it.
+PROMPT_LOOKUP = "prompt-lookup"
+
+
+def draft_model_facts(entry: ModelEntry, settings: Mapping[str, Any] | None) -> ArchFacts | None:
+    """The draft model a load names (``draft_model``: a GGUF beside the model, or a path), as the llama.cpp
+    loader finds it; None for none, prompt lookup, or a file that cannot be read (the load says why)."""
+    name = str((settings or {}).get("draft_model") or "").strip()
+    if name in ("", PROMPT_LOOKUP) or entry.kind != "gguf":
+        return None
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else entry.path.parent / path
+    try:
+        return gguf_facts(path) if path.is_file() else None
+    except (ModelFileError, OSError, ValueError):
+        return None
 
 
 def _runs_here(loader: str, registry: LoaderRegistry | None) -> bool:
@@ -87,6 +106,7 @@ def check_before_load(
         n_ctx=n_ctx,
         n_gpu_layers=ngl,
         kv_cache=kv_cache_layout(settings),
+        draft=draft_model_facts(entry, settings),
     )
 
 
