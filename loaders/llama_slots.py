@@ -351,9 +351,10 @@ class SlotScheduler:
                     self.n_ctx - slot.n_pos - 1,
                     self.n_batch - n - (len(active) - len(sampled)),  # leave room for the others' tokens
                 )
-                if request.greedy and self.exactness.exact_rows > 1:
+                if request.greedy and len(active) == 1 and self.exactness.exact_rows > 1:
                     # Past the rows whose logits equal one-token decoding, nearly every greedy choice could be
                     # a close call on a model like gemma-3 (decided alone, a step each): draft less instead.
+                    # (Beside other sequences every step is a batch of several rows anyway.)
                     room = min(room, self.exactness.exact_rows - n)
                 request.drafts = request.drafter.draft(room)
                 for token in request.drafts:

@@ -199,3 +199,24 @@ def test_greedy_drafting_stays_exact_where_batches_round_differently(
         assert stats is not None and stats.accepted_tokens > 0
     finally:
         service.close()
+
+
+def test_greedy_drafting_on_a_model_whose_larger_batches_round_differently(
+    tmp_path: Path, gemma_model_path: Path
+) -> None:
+    """gemma-3-270m (Q4_K_M): llama.cpp's kernels for batches of 4 rows and more round differently here, so
+    greedy drafts stay within the rows measured exact at load; the reply is still the undrafted one."""
+    prompt = f"Copy this Python module exactly.\n\n{MODULE}\n\nCopy:\n```python\n"
+    replies = []
+    for name, settings in (("plain", {}), ("drafting", {"draft_model": "prompt-lookup"})):
+        service = _service(tmp_path / name, gemma_model_path, **settings)
+        try:
+            replies.append(service.stream_completion(prompt, GREEDY).text())
+            if settings:
+                exactness = service.engine.require_model().model._require_slots().exactness
+                assert 1 <= exactness.exact_rows <= 9 and exactness.margin >= 1.5
+                stats = service.engine.last_stats
+                assert stats is not None and stats.accepted_tokens > 0
+        finally:
+            service.close()
+    assert replies[0] == replies[1]
