@@ -15,7 +15,7 @@ from webui.core.loader import Chunk, ToolCallDelta
 from webui.core.params import GenerationParams
 from webui.core.prompts import PromptRequest, ToolCall, build_prompt
 from webui.core.reasoning import FORMATS as THINKING
-from webui.core.reply_reader import ReplyFormat, ReplyReader
+from webui.core.reply_reader import ReplyFormat, ReplyReader, reasoning_apart
 from webui.core.service import ChatMessage, ChatSettings, Service
 from webui.core.templates.store import InstructionTemplate
 from webui.core.tools import get_tool_format
@@ -89,6 +89,16 @@ def test_a_chunk_of_several_tokens_counts_only_its_reasoning_tokens_as_reasoning
     out = reader.feed(Chunk("".join(pieces), tokens=len(pieces), pieces=pieces))
     assert (out.reasoning, out.text) == ("Sum is 4.", "Four.")
     assert (reader.reasoning_tokens, out.reasoning_tokens) == (5, 5)  # the closing marker's token included
+    # Front ends get the reasoning and the answer in chunks of their own, the reasoning first.
+    thought, rest = reasoning_apart(out)
+    assert (thought.reasoning, thought.text, thought.tokens, thought.reasoning_tokens) == (
+        "Sum is 4.",
+        "",
+        5,
+        5,
+    )
+    assert (rest.reasoning, rest.text, rest.tokens, rest.reasoning_tokens) == ("", "Four.", 3, 0)
+    assert reasoning_apart(rest) == [rest]
     # Without pieces the reader cannot tell: the chunk counts where it began, as before.
     blurred = ReplyReader(ReplyFormat(THINKING["think"]), "<think>\n", [])
     assert blurred.feed(Chunk("".join(pieces), tokens=len(pieces))).reasoning_tokens == len(pieces)

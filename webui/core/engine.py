@@ -59,7 +59,7 @@ from webui.core.models.discovery import (
 from webui.core.params import GenerationParams, describe_validation_error
 from webui.core.prompts import ChatMessage
 from webui.core.registry import LoaderRegistry
-from webui.core.reply_reader import ReplyFormat, ReplyReader
+from webui.core.reply_reader import ReplyFormat, ReplyReader, reasoning_apart
 from webui.core.tools.request import ToolRequest
 
 __all__ = [
@@ -624,10 +624,12 @@ class Engine:
                     if reader.stopped:
                         finish = "stop"
                         if parts:
-                            job._put(out)
+                            for part in reasoning_apart(out):
+                                job._put(part)
                         break
                     if parts or chunk.tokens:
-                        job._put(out)
+                        for part in reasoning_apart(out):
+                            job._put(part)
                     if budget >= 0 and reader.in_reasoning and reader.reasoning_tokens >= budget:
                         over_budget = chunk.finish_reason is None
                         if over_budget:

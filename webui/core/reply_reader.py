@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webui.core.loader import Chunk, TokenLogprob, ToolCallDelta
@@ -40,6 +40,18 @@ class ReplyFormat:
     def parses(self) -> bool:
         """Whether anything needs reading at all (otherwise text passes straight through)."""
         return self.reasoning.thinks or self.tools is not None
+
+
+def reasoning_apart(chunk: Chunk) -> list[Chunk]:
+    """``chunk`` as front ends want it: reasoning never in the same chunk as answer text or tool calls (a chunk
+    of several tokens can hold the end of one and the start of the other), the reasoning first."""
+    if not (chunk.reasoning and (chunk.text or chunk.tool_calls)):
+        return [chunk]
+    thought = Chunk(
+        reasoning=chunk.reasoning, tokens=chunk.reasoning_tokens, reasoning_tokens=chunk.reasoning_tokens
+    )
+    rest = replace(chunk, reasoning="", tokens=chunk.tokens - chunk.reasoning_tokens, reasoning_tokens=0)
+    return [thought, rest]
 
 
 class ReplyReader:
