@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from webui.core.hardware.fit import PROMPT_LOOKUP  # the draft_model value that drafts from n-grams
+from webui.core.hardware.fit import PROMPT_LOOKUP, draft_model_location
 from webui.core.loader import (
     CancelToken,
     Chunk,
@@ -252,12 +252,11 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
 def _draft_model_path(model: Path, setting: str) -> Path | None:
     """The draft model the ``draft_model`` setting names (a path, or a file beside the model); None for none or
     prompt lookup. LoaderError when no such file exists."""
-    name = setting.strip()
-    if name in ("", PROMPT_LOOKUP):
+    chosen = draft_model_location(model, setting)
+    if chosen is None:
         return None
-    chosen = Path(name).expanduser()
-    chosen = chosen if chosen.is_absolute() else model.parent / chosen
     if not chosen.is_file():
+        name = setting.strip()
         raise LoaderError(
             f"The draft model {name!r} (draft_model setting) was not found beside {model.name}: give a GGUF "
             f"file of a smaller model with the same vocabulary, or {PROMPT_LOOKUP!r}."

@@ -57,14 +57,22 @@ def kv_cache_layout(settings: Mapping[str, Any] | None) -> KvCache:
 PROMPT_LOOKUP = "prompt-lookup"
 
 
-def draft_model_facts(entry: ModelEntry, settings: Mapping[str, Any] | None) -> ArchFacts | None:
-    """The draft model a load names (``draft_model``: a GGUF beside the model, or a path), as the llama.cpp
-    loader finds it; None for none, prompt lookup, or a file that cannot be read (the load says why)."""
-    name = str((settings or {}).get("draft_model") or "").strip()
-    if name in ("", PROMPT_LOOKUP) or entry.kind != "gguf":
+def draft_model_location(model: Path, setting: str) -> Path | None:
+    """Where the ``draft_model`` setting points for ``model``: a path, or a file beside the model (it may not
+    exist); None for no draft model or prompt lookup."""
+    name = setting.strip()
+    if name in ("", PROMPT_LOOKUP):
         return None
     path = Path(name).expanduser()
-    path = path if path.is_absolute() else entry.path.parent / path
+    return path if path.is_absolute() else model.parent / path
+
+
+def draft_model_facts(entry: ModelEntry, settings: Mapping[str, Any] | None) -> ArchFacts | None:
+    """The draft model a load names, as the llama.cpp loader finds it; None for none, prompt lookup, or a file
+    that cannot be read (the load says why)."""
+    path = draft_model_location(entry.path, str((settings or {}).get("draft_model") or ""))
+    if path is None or entry.kind != "gguf":
+        return None
     try:
         return gguf_facts(path) if path.is_file() else None
     except (ModelFileError, OSError, ValueError):
