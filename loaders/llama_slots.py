@@ -277,7 +277,10 @@ class SlotScheduler:
             cells = [request.cell(unit) for unit in request.units]
             best, shared = free[0], -1
             for slot in free:
+                # A prefix too short to be kept counts as none: a new chat that merely opens like another (the
+                # same few template tokens) goes to the least recently used slot instead of evicting that chat.
                 n = _shared(slot.cells, cells)
+                n = n if n >= MIN_REUSE else 0
                 if n > shared or (n == shared and slot.last_used < best.last_used):
                     best, shared = slot, n
             self._place(best, request, cells)

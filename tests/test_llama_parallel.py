@@ -182,6 +182,27 @@ def test_a_second_chat_turn_reuses_its_prefix_while_other_slots_are_busy(paralle
         _stop(busy)
 
 
+def test_chats_that_open_alike_each_keep_their_own_slot(parallel: Service) -> None:
+    """Four chats whose prompts share only the template's first tokens: every first turn takes a slot of its own
+    (not the slot of a chat before it that shares those few tokens), so every second turn reuses its own history."""
+    topics = ["the sea", "mountains", "old clocks", "bread"]
+    firsts = [
+        f"<|im_start|>user\nTell me about {topic}.<|im_end|>\n<|im_start|>assistant\n" for topic in topics
+    ]
+    answers, texts = [], []
+    for prompt in firsts:  # one after another, each slot free again when the next chat starts
+        answers.append(parallel.engine.submit(prompt, GREEDY))
+        texts.append(answers[-1].text())
+    for prompt, text, first in zip(firsts, texts, answers, strict=True):
+        follow = (
+            f"{prompt}{text}<|im_end|>\n<|im_start|>user\nTell me more.<|im_end|>\n<|im_start|>assistant\n"
+        )
+        second = parallel.engine.submit(follow, GREEDY)
+        second.text()
+        assert first.stats is not None and second.stats is not None
+        assert second.stats.reused_prompt_tokens >= first.stats.prompt_tokens, prompt
+
+
 def test_a_served_model_streams_four_openai_clients_at_once(tmp_path: Path, default_model_path: Path) -> None:
     server = Server(tmp_path, model=default_model_path, extra_args=["--setting", "parallel=4"])
     with server.running():

@@ -2,8 +2,9 @@
 
 The server runs the llama.cpp loader with ``parallel`` slots (the most clients measured), so N clients at once
 are decoded together, one batch per step. Prompts have mixed lengths (a short question, a paragraph to
-summarise, a longer text to continue) in two loads (see ``LOADS``): chat-sized prompts for 1, 2, 4 and 8
-clients, and long prompts for the most clients. Each side sends the same requests, and the rounds alternate.
+summarise, a longer text to continue) in three loads (see ``LOADS``): chat-sized prompts for 1, 2, 4 and 8
+clients, then with the most clients long prompts, and follow-up turns of chats whose history each server already
+holds in a slot (``FOLLOW_UP``). Each side sends the same requests, and the rounds alternate.
 
 With ``llama_server`` (llama.cpp's C++ server) the same load also goes to ``llama-server -np N``, running at the
 same time and measured in the same interleaved rounds (with the most clients also one client in turn, for
@@ -32,12 +33,31 @@ _PARAGRAPH = (
 # continue: about 25, 60 and 100 tokens, so generation takes most of the time, as in a chat whose history is
 # already cached) and "long" (about 25, 110 and 270 tokens: prompt evaluation, which batching cannot speed up
 # on a small CPU, takes about half).
-LOADS: dict[str, tuple[int, int]] = {"chat": (1, 2), "long": (2, 6)}
+LOADS: dict[str, tuple[int, int]] = {"chat": (1, 2), "long": (2, 6), "follow-up": (1, 2)}
+# The follow-up load: each chat opens with a request of the chat load and a written reply, evaluated (untimed,
+# one token asked) just before the timed requests, which add the next question: only it is new to the server's
+# slot, as when the chats of a household or an agent's conversations go on. The chat's name comes first, so a
+# chat's history shares next to nothing with another chat's and each server keeps every chat in its own slot.
+FOLLOW_UP = "follow-up"
+_REPLY = "Gladly. Here is a first answer, in a few words; ask me if you would like more."
+_NEXT = "Thank you. Now say more about it, in a longer answer."
+
+
+def _history(index: int, run: str) -> str:
+    """The follow-up load's first turn of chat ``index``: a chat-load request and its reply."""
+    opening = _prompt(index, "", FOLLOW_UP).removesuffix("<|im_start|>assistant\n")
+    return f"Chat {index} of {run}\n{opening}<|im_start|>assistant\n{_REPLY}<|im_end|>"
+
+
+def _follow_up(index: int, run: str) -> str:
+    return f"{_history(index, run)}\n<|im_start|>user\n{_NEXT}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def _prompt(index: int, run: str, load: str = "chat") -> str:
     """Mixed lengths: every third request is short, one medium, one long. ``run`` (side and round, the same
     length for every run) opens each prompt, so no run reuses another's cached prompt."""
+    if load == FOLLOW_UP and run:
+        return _follow_up(index, run)
     kind = index % 3
     medium, long = LOADS[load]
     if kind == 0:
@@ -66,6 +86,10 @@ def _side(
     name = f"{kind} {load} {'many' if at_once else 'one '} {clients}"
 
     def run(number: int) -> dict[str, float]:
+        if load == FOLLOW_UP:  # each chat's first turn, into the server's slots (untimed)
+            for index in range(clients):
+                with httpx.Client(timeout=600) as client:
+                    _one(client, url, _history(index, f"{name} {number:02d} "), 1, kind)
         return client_load(
             lambda client, index: _one(
                 client, url, _prompt(index, f"{name} {number:02d} ", load), tokens, kind
@@ -127,8 +151,8 @@ def compare(
             reference.start()
             _side(reference.url, slots, 4, at_once=True, load="chat", kind="llama-server")(99)
         _side(server.url, slots, 4, at_once=True, load="chat")(99)  # warm-up: every slot once
-        # Every client count on the chat load; the long load with the most clients only.
-        for load, count in [*(("chat", c) for c in clients), ("long", slots)]:
+        # Every client count on the chat load; the long and follow-up loads with the most clients only.
+        for load, count in [*(("chat", c) for c in clients), ("long", slots), (FOLLOW_UP, slots)]:
             sides = {
                 "one": _side(server.url, count, tokens, at_once=False, load=load),
                 "many": _side(server.url, count, tokens, at_once=True, load=load),
@@ -164,7 +188,7 @@ def _count_figures(
     errors = sum(r["errors"] for side in runs.values() for r in side)
     note = f"{errors:g} failed requests" if errors else ""
     chat = load == "chat"
-    prompts = "" if chat else ", long prompts"
+    prompts = {"chat": "", "long": ", long prompts", FOLLOW_UP: ", follow-up turns"}[load]
 
     def compared(name: str, side: str, other: str, reference_name: str, target: Target | None) -> Figure:
         return figure(
