@@ -108,6 +108,35 @@ def test_chat_streamed_and_not_gives_the_same_greedy_reply(
     assert (usage.prompt_tokens, usage.completion_tokens) == (whole.usage.prompt_tokens, 8)
 
 
+def test_a_second_chat_turn_reports_the_history_it_took_from_the_cache(client: openai.OpenAI) -> None:
+    """usage.prompt_tokens_details.cached_tokens, as OpenAI's own API reports it: the first turn's prompt (its
+    first token excepted at most) is not evaluated again for the second; a new chat reuses nothing."""
+    settings: dict[str, Any] = {"max_tokens": 6, "temperature": 0}
+    messages: list[Any] = [
+        {"role": "user", "content": "Tell me about lighthouses and the people who keep them."}
+    ]
+    first = client.chat.completions.create(model=DEFAULT_MODEL_FILE, messages=messages, **settings)
+    messages += [
+        {"role": "assistant", "content": first.choices[0].message.content or ""},
+        {"role": "user", "content": "And the storms?"},
+    ]
+    stream = client.chat.completions.create(
+        model=DEFAULT_MODEL_FILE,
+        messages=messages,
+        stream=True,
+        stream_options={"include_usage": True},
+        **settings,
+    )
+    second = list(stream)[-1].usage
+    assert first.usage is not None and second is not None
+    assert second.prompt_tokens_details is not None
+    cached = second.prompt_tokens_details.cached_tokens or 0
+    assert first.usage.prompt_tokens - 1 <= cached < second.prompt_tokens
+    fresh = client.completions.create(model=DEFAULT_MODEL_FILE, prompt="Zebra stripes are", **settings)
+    assert fresh.usage is not None and fresh.usage.prompt_tokens_details is not None
+    assert fresh.usage.prompt_tokens_details.cached_tokens == 0
+
+
 def test_sampler_fields_by_name_and_several_choices(client: openai.OpenAI) -> None:
     result = client.chat.completions.create(
         model="default",

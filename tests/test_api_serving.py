@@ -142,7 +142,12 @@ def test_chat_completion_text_usage_and_finish_reason(client: TestClient) -> Non
     short = client.post("/v1/completions", json={"prompt": "a b c", "max_tokens": 2, "n": 2}).json()
     assert [c["text"] for c in short["choices"]] == ["Hello there", "Hello there"]
     assert [c["finish_reason"] for c in short["choices"]] == ["length", "length"]
-    assert short["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert short["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "total_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def test_streamed_chat_ends_with_usage_and_done(client: TestClient) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from itertools import takewhile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from loaders.llama_cpp import automatic_batch_threads, automatic_threads
 from webui.benchmarks import llama
 from webui.benchmarks.figures import Report, Target, figure, paired_ratio, table
+from webui.benchmarks.llama_server import batched_bench_times
 from webui.benchmarks.server import ServeProcess
 from webui.config import PROJECT_ROOT
 from webui.core.service import Service
@@ -48,6 +50,40 @@ def test_report_json_lists_every_figure_with_ratio_and_verdict() -> None:
     rendered = table(report)
     assert "| llama.cpp | engine generation | 59.0 tok/s | 60.0 (raw) | 0.983 |" in rendered
     assert "**no**" in rendered  # a missed target stands out
+
+
+def test_llama_batched_bench_table_is_read_per_sequence_count() -> None:
+    printed = """
+main: n_kv_max = 4096, n_batch = 2048, n_ubatch = 512, flash_attn = 1, is_pp_shared = 0, n_gpu_layers = -1
+
+|    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |
+|-------|--------|------|--------|----------|----------|----------|----------|----------|----------|
+|    56 |    128 |    1 |    184 |    0.157 |   357.49 |    0.905 |   141.48 |    1.061 |   173.36 |
+|    56 |    128 |    8 |   1472 |    1.225 |   365.79 |    4.664 |   219.55 |    5.889 |   249.96 |
+"""
+    assert batched_bench_times(printed) == {1: 1.061, 8: 5.889}
+
+
+def test_follow_up_turns_extend_their_own_chat_and_share_little_with_others(default_model_path: Path) -> None:
+    """The parallel bench's follow-up load: a chat's next request begins with its first turn token for token
+    (so a server can reuse it), and two chats' first turns share fewer tokens than a slot would keep."""
+    import llama_cpp
+
+    from loaders.llama_slots import MIN_REUSE
+    from webui.benchmarks.parallel import _follow_up, _history
+
+    vocab = llama_cpp.Llama(str(default_model_path), vocab_only=True, verbose=False)
+
+    def tokens(text: str) -> list[int]:
+        return vocab.tokenize(text.encode(), add_bos=True, special=True)
+
+    run = "palabre follow-up many 8 03 "
+    for index in range(8):
+        first = tokens(_history(index, run))
+        assert tokens(_follow_up(index, run))[: len(first)] == first
+        for other in range(index):
+            pairs = zip(first, tokens(_history(other, run)), strict=False)
+            assert sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], pairs)) < MIN_REUSE
 
 
 def test_webui_bench_json_prints_the_startup_figures(default_model_path: Path) -> None:

@@ -52,8 +52,7 @@ AnthropicEvent = dict[str, Any]
 def usage_of(started: Started) -> MessageUsage:
     """The request's tokens: the prompt's evaluated ones, those reused from the cache, and the generated."""
     prompt, completion = started.usage()
-    reused = sum(run.stats.reused_prompt_tokens for run in started.runs if run.stats)
-    reused = min(reused, prompt)
+    reused = started.cached_prompt_tokens()
     return MessageUsage(
         input_tokens=prompt - reused, output_tokens=completion, cache_read_input_tokens=reused
     )

@@ -419,10 +419,15 @@ def request_template(source: str | None) -> InstructionTemplate | None:
 # -- responses -----------------------------------------------------------------------------------------------
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # prompt tokens taken from the loader's cache, not evaluated again
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
 
 
 class ModelCard(BaseModel):

@@ -35,6 +35,7 @@ from webui.api.openai_protocol import (
     GenerationRequest,
     ModelCard,
     ModelList,
+    PromptTokensDetails,
     ToolCallOut,
     Usage,
 )
@@ -69,7 +70,13 @@ def model_card(entry: ModelEntry, loaded: LoadedState | None) -> ModelCard:
 
 def usage_of(started: Started) -> Usage:
     prompt, completion = started.usage()
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    cached = PromptTokensDetails(cached_tokens=started.cached_prompt_tokens())
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=cached,
+    )
 
 
 def error_event(error: ApiError) -> OpenAIEvent:
@@ -143,7 +150,7 @@ class _CompletionAnswer(_Answer):
         usage = super().usage()
         if self.generates:
             return usage
-        return Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=0, total_tokens=usage.prompt_tokens)
+        return usage.model_copy(update={"completion_tokens": 0, "total_tokens": usage.prompt_tokens})
 
     def _logprobs(
         self,

@@ -96,6 +96,11 @@ class Started:
         completion = sum(run.stats.new_tokens for run in self.runs if run.stats)
         return prompt, completion
 
+    def cached_prompt_tokens(self) -> int:
+        """Prompt tokens the loader reused from its cache (of those ``usage`` counts)."""
+        reused = sum(run.stats.reused_prompt_tokens for run in self.runs if run.stats and run.counts_prompt)
+        return min(reused, self.usage()[0])
+
 
 def public_finish_reason(reason: str | None, *, tool_calls: bool = True) -> str:
     """The engine's finish reason as OpenAI names it ("cancelled" only reaches a gone client); without

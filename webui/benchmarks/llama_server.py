@@ -65,3 +65,41 @@ class LlamaServerProcess:
         if self.process is not None:
             stop_process(self.process)
         self.process = None
+
+
+def batched_bench(
+    binary: Path,
+    model: Path,
+    *,
+    prompt: int,
+    tokens: int,
+    sequences: int,
+    threads: int,
+    batch_threads: int,
+    n_ctx: int,
+) -> tuple[float, float]:
+    """llama.cpp's own ``llama-batched-bench`` (no server): generated tokens per second over the whole time,
+    prompt evaluation included, of ``sequences`` sequences decoded together and of one sequence alone, each with
+    ``prompt`` prompt tokens and ``tokens`` generated ones."""
+    args = (
+        *("-m", str(model), "-c", str(n_ctx * sequences), "-npp", str(max(1, prompt)), "-ntg", str(tokens)),
+        *("-npl", f"1,{sequences}", "-t", str(threads), "-tb", str(batch_threads), "-ngl", "0"),
+    )
+    done = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"llama-batched-bench exited with {done.returncode}: {done.stderr[-1000:]}")
+    total_s = batched_bench_times(done.stdout)
+    if 1 not in total_s or sequences not in total_s:
+        raise RuntimeError(f"llama-batched-bench printed no table: {done.stdout[-1000:]}")
+    return sequences * tokens / total_s[sequences], tokens / total_s[1]
+
+
+def batched_bench_times(table: str) -> dict[int, float]:
+    """Seconds in all (prompt and generation) per number of sequences, from llama-batched-bench's table:
+    ``| PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | T s | S t/s |``."""
+    total_s: dict[int, float] = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[2].isdigit():
+            total_s[int(cells[2])] = float(cells[8])
+    return total_s

@@ -115,6 +115,7 @@ class Streamed:
     total_s: float  # end of the stream
     completion_tokens: int
     prompt_tokens: int
+    cached_tokens: int  # of the prompt's, reused from the server's cache
     chunks: int  # text events
     text: str
 
@@ -155,6 +156,7 @@ def stream_timed(client: httpx.Client, url: str, body: dict[str, Any]) -> Stream
         total_s=time.perf_counter() - start,
         completion_tokens=int(usage.get("completion_tokens", chunks)),
         prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
         chunks=chunks,
         text="".join(text_parts),
     )
@@ -164,7 +166,8 @@ def client_load(
     request: Callable[[httpx.Client, int], Streamed], clients: int, *, at_once: bool
 ) -> dict[str, float]:
     """Requests 0 .. ``clients`` - 1, all at once or one after another; aggregate generated tokens/s over the
-    wall time, and how many failed (counted, never hidden)."""
+    wall time, how many failed (counted, never hidden), and the mean prompt tokens per request the server
+    evaluated (those it took from its cache left out)."""
     results: list[Streamed | BaseException] = []
     lock = threading.Lock()
 
@@ -190,4 +193,9 @@ def client_load(
     wall = time.perf_counter() - start
     done = [r for r in results if isinstance(r, Streamed)]
     produced = sum(r.completion_tokens for r in done)
-    return {"tps": produced / wall if wall else 0.0, "errors": float(len(results) - len(done))}
+    evaluated = sum(r.prompt_tokens - r.cached_tokens for r in done) / len(done) if done else 0.0
+    return {
+        "tps": produced / wall if wall else 0.0,
+        "errors": float(len(results) - len(done)),
+        "evaluated_prompt": evaluated,
+    }
