@@ -176,7 +176,7 @@ def compare(
             reference.stop()
     batched = llama_server.with_name("llama-batched-bench") if llama_server is not None else None
     if batched is not None and batched.exists():
-        for load in (*LOADS, FOLLOW_UP):
+        for load in LOADS:
             ceiling, runs = _ceiling(batched, model, details[f"{load}_clients_{slots}"]["one"], load, slots,
                                      tokens, threads, n_ctx, rounds)  # fmt: skip
             figures.append(ceiling)
