@@ -215,12 +215,11 @@ def _count_figures(
     # The targets, on the loads whose prompts are chat-sized (long prompts: for scale).
     ours = Target("ratio_at_least", 1.7) if count >= 8 and load != "long" else None
     near = Target("ratio_at_least", 0.9) if count >= 8 else None
+    clients = f"{count} concurrent client{'s' if count > 1 else ''}"
     wanted = [
-        ("many", "one", f"{count} concurrent clients, aggregate", "1 client, same requests in turn", ours),
-        ("many", "llama-server", f"{count} concurrent clients vs llama-server -np {count}",
-         f"llama-server, {count} clients", near),
-        ("llama-server", "llama-server one", f"llama-server: {count} concurrent clients",
-         "llama-server, 1 client in turn", None),
+        ("many", "one", f"{clients}, aggregate", "1 client, same requests in turn", ours),
+        ("many", "llama-server", f"{clients} vs llama-server -np {count}", f"llama-server, {clients}", near),
+        ("llama-server", "llama-server one", f"llama-server: {clients}", "llama-server, 1 client in turn", None),
     ]  # fmt: skip
     return [
         compared(f"{name}{prompts}", side, other, reference_name, target)
