@@ -30,8 +30,7 @@ _PARAGRAPH = (
     "pass through the strait. Storms came in autumn, and with them the wrecks he could not prevent. "
 )
 # Paragraphs in the medium and long prompts of each load: "chat" (a question, a paragraph to summarise, two to
-# continue: about 25, 60 and 100 tokens, so generation takes most of the time, as in a chat whose history is
-# already cached) and "long" (about 25, 110 and 270 tokens: prompt evaluation, which batching cannot speed up
+# continue: about 25, 60 and 100 tokens, so generation takes most of the time) and "long" (about 25, 110 and 270 tokens: prompt evaluation, which batching cannot speed up
 # on a small CPU, takes about half).
 LOADS: dict[str, tuple[int, int]] = {"chat": (1, 2), "long": (2, 6), "follow-up": (1, 2)}
 # The follow-up load: each chat opens with a request of the chat load and a written reply, evaluated (untimed,
@@ -47,8 +46,7 @@ _NEXT = "Thank you. Now say more about it, in a longer answer."
 
 def _history(index: int, run: str) -> str:
     """The follow-up load's first turn of chat ``index``: a chat-load request and its reply."""
-    opening = _prompt(index, "", FOLLOW_UP).removesuffix("<|im_start|>assistant\n")
-    return f"Chat {index} of {run}\n{opening}<|im_start|>assistant\n{_REPLY}<|im_end|>"
+    return f"Chat {index} of {run}\n{_turn(index, FOLLOW_UP)}<|im_start|>assistant\n{_REPLY}<|im_end|>"
 
 
 def _follow_up(index: int, run: str) -> str:
@@ -58,8 +56,13 @@ def _follow_up(index: int, run: str) -> str:
 def _prompt(index: int, run: str, load: str = "chat") -> str:
     """Mixed lengths: every third request is short, one medium, one long. ``run`` (side and round, the same
     length for every run) opens each prompt, so no run reuses another's cached prompt."""
-    if load == FOLLOW_UP and run:
+    if load == FOLLOW_UP:
         return _follow_up(index, run)
+    return f"{run}{_turn(index, load)}<|im_start|>assistant\n"
+
+
+def _turn(index: int, load: str) -> str:
+    """Request ``index``'s user turn: a short question, a paragraph to summarise or a text to continue."""
     kind = index % 3
     medium, long = LOADS[load]
     if kind == 0:
@@ -68,7 +71,7 @@ def _prompt(index: int, run: str, load: str = "chat") -> str:
         body = f"Request {index}: summarise this.\n{_PARAGRAPH * medium}"
     else:
         body = f"Request {index}: continue this story.\n{_PARAGRAPH * long}"
-    return f"{run}<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+    return f"<|im_start|>user\n{body}<|im_end|>\n"
 
 
 # How each server is told to run to the token budget: Palabre's sampler field, llama-server's own.
