@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.support.fake_hub import FakeHub, standard_hub
 from tests.support.servers import Server
@@ -81,6 +82,11 @@ def list_files(page: Page, repo: str) -> None:
     page.wait_for_function(
         "() => document.querySelector('#download-status')?.innerText.includes('Tick what')"
     )
+    # The capabilities line is read after the listing shows, from the GGUF's header on the Hub: wait for it, or
+    # its request could take a knob (die_after) the test sets next for the download.
+    page.wait_for_function(
+        "() => document.querySelector('#download-capabilities')?.innerText.trim().length > 0"
+    )
 
 
 def tick(page: Page, file: str) -> None:
@@ -91,10 +97,17 @@ def status_text(page: Page) -> str:
     return page.locator("#download-status").inner_text()
 
 
-def wait_for_status(page: Page, text: str) -> None:
-    page.wait_for_function(
-        "(text) => document.querySelector('#download-status')?.innerText.includes(text)", arg=text
-    )
+def wait_for_status(page: Page, text: str, hub: FakeHub) -> None:
+    """Wait until the status says ``text``; a timeout says what it said instead (and what the Hub was asked)."""
+    try:
+        page.wait_for_function(
+            "(text) => document.querySelector('#download-status')?.innerText.includes(text)", arg=text
+        )
+    except PlaywrightTimeoutError:
+        asked = hub.requests[-6:]
+        raise AssertionError(
+            f"the status never said {text!r}: {status_text(page)!r}; Hub requests: {asked}"
+        ) from None
 
 
 def test_list_files_then_download_with_a_moving_progress_bar(
@@ -110,7 +123,7 @@ def test_list_files_then_download_with_a_moving_progress_bar(
     tick(page, "tiny-model-Q8_0.gguf")
     page.evaluate(RECORD_PERCENTS)
     page.locator("#download-start").click()
-    wait_for_status(page, "verified sha256")
+    wait_for_status(page, "verified sha256", hub)
     percents = page.evaluate("() => window.__percents")
     moving = [p for p in percents if 0 < p < 100]
     assert len(moving) >= 2 and moving == sorted(moving), percents
@@ -131,7 +144,7 @@ def test_an_interrupted_or_cancelled_download_resumes(page: Page, server: Server
     tick(page, "tiny-model-Q4_K_M.gguf")
     hub.die_after = 100_000
     page.locator("#download-start").click()
-    wait_for_status(page, "interrupted")
+    wait_for_status(page, "interrupted", hub)
     assert "Download again to resume" in status_text(page)
 
     hub.throttle = 40_000  # slow enough to press Cancel in the middle
@@ -140,11 +153,11 @@ def test_an_interrupted_or_cancelled_download_resumes(page: Page, server: Server
         "() => parseFloat(document.querySelector('#download-progress .download-progress')?.dataset.percent) > 40"
     )
     page.locator("#download-cancel").click()
-    wait_for_status(page, "Cancelled")
+    wait_for_status(page, "Cancelled", hub)
 
     hub.throttle = None
     page.locator("#download-start").click()
-    wait_for_status(page, "verified sha256")
+    wait_for_status(page, "verified sha256", hub)
     assert "resumed" in status_text(page)
     ranges = [r for m, path, r in hub.requests if m == "GET" and path.endswith("tiny-model-Q4_K_M.gguf")]
     assert ranges[-2] == "bytes=100000-"  # after the interruption

@@ -424,8 +424,8 @@ def _fetch(
     got = partial.stat().st_size
     if got < f.size:
         raise DownloadError(
-            f"The download of {f.path} stopped at {format_size(got)} of {format_size(f.size)}. "
-            "Download again to resume from there."
+            f"The download of {f.path} was interrupted at {format_size(got)} of {format_size(f.size)} "
+            "(the server ended it early). Download again to resume from there."
         )
     if got > f.size or not hasher.ok():
         partial.unlink(missing_ok=True)
