@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from webui.core.hardware.fit import PROMPT_LOOKUP, draft_model_location
+from webui.core.hardware.fit import AUTOMATIC, PROMPT_LOOKUP, automatic_slots, draft_model_location
 from webui.core.loader import (
     CancelToken,
     Chunk,
@@ -99,11 +99,12 @@ class LlamaCppSettings(BaseModel):
         "", description="Share of the model per GPU, comma separated (e.g. 60,40). Empty = auto."
     )
     parallel: int = Field(
-        1,
-        ge=1,
+        AUTOMATIC,
+        ge=0,
         le=64,
         description="Generations decoded together (slots), each with the full context (n_ctx per slot, so the "
-        "KV cache grows with it). 1 = one at a time.",
+        "KV cache grows with it). 1 = one at a time. 0 = automatic: 4 when the caches of 4 slots fit this "
+        "machine's memory (the fit check's 'fits'), else 1.",
     )
     cache_type_k: KvCacheType = Field(
         "f16",
@@ -211,6 +212,10 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
         # The Llama object only holds the weights and the tokenizer: the slots get their own context.
         own_ctx = min(n_ctx, _IDLE_CONTEXT)
         draft_path = _draft_model_path(path, settings.draft_model)  # a wrong name fails before the load
+        if settings.parallel == AUTOMATIC:
+            settings = settings.model_copy(
+                update={"parallel": _automatic_parallel(path, settings, draft_path)}
+            )
         tensor_split = [float(x) for x in settings.tensor_split.split(",") if x.strip()] or None
         try:
             with _inert_metadata_templates(llama_cpp):
@@ -247,6 +252,22 @@ class LlamaCppLoader(Loader[LlamaCppSettings]):
                 projector.free()
             llm.close()
             raise
+
+
+def _automatic_parallel(path: Path, settings: LlamaCppSettings, draft_path: Path | None) -> int:
+    """The slots an automatic ``parallel`` gets on this machine: the fit check's own answer
+    (webui.core.hardware.fit.automatic_slots); 1 when the file's shape cannot be read."""
+    from webui.core.hardware.machine import MachineProbe
+    from webui.core.models.discovery import ModelFileError
+    from webui.core.models.facts import gguf_facts
+
+    try:
+        facts = gguf_facts(path)
+        draft = gguf_facts(draft_path) if draft_path is not None else None
+    except (ModelFileError, OSError, ValueError):
+        return 1
+    machine = MachineProbe().facts(measure_speed=False)
+    return automatic_slots(facts, settings.model_dump(), machine, draft)
 
 
 def _draft_model_path(model: Path, setting: str) -> Path | None:

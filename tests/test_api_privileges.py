@@ -41,6 +41,7 @@ def bearer(key: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
     args = ["--api-key", KEY_A, "--api-key", KEY_B, "--admin-key", ADMIN_KEY, "--page-auth", "u:p"]
+    args += ["--setting", "parallel=1"]  # one slot: a second request waits, and its key sees it waiting
     running = Server(tmp_path_factory.mktemp("privileges"), model=default_model_path, extra_args=args)
     (running.config.models_dir / OTHER_MODEL).symlink_to(default_model_path)
     with running.running():

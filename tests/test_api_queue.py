@@ -19,7 +19,10 @@ LONG = {"model": DEFAULT_MODEL_FILE, "prompt": "Once upon a time", "max_tokens":
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("queue"), model=default_model_path)
+    # One slot, so that a second request waits in the queue (with automatic slots it would run at once).
+    running = Server(
+        tmp_path_factory.mktemp("queue"), model=default_model_path, extra_args=["--setting", "parallel=1"]
+    )
     running.start()
     yield running
     running.stop()

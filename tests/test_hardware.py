@@ -16,14 +16,16 @@ from tests.support.config import make_config
 from tests.support.machines import GB, FakeMachine, machine
 from webui.core.engine import EngineError
 from webui.core.hardware.estimates import (
+    FITS_SHARE,
     KvCache,
+    automatic_parallel,
     estimate_memory,
     estimate_speed,
     fit_advice,
     memory_verdict,
     quick_fit,
 )
-from webui.core.hardware.fit import kv_cache_layout
+from webui.core.hardware.fit import AUTOMATIC, kv_cache_layout
 from webui.core.hardware.machine import GpuFacts, parse_nvidia_smi
 from webui.core.models.facts import ArchFacts, gguf_facts, name_disagreements
 from webui.core.models.names import decode_model_name
@@ -201,12 +203,47 @@ def test_quantized_kv_cache_and_parallel_slots_in_the_estimate() -> None:
     assert kv_cache_layout({"cache_type_k": "q8_0", "cache_type_v": "q4_0", "parallel": "4"}) == KvCache(
         "q8_0", "q4_0", 4
     )
-    assert kv_cache_layout({"cache_type_k": "bogus"}) == KvCache()
+    assert kv_cache_layout({"cache_type_k": "bogus"}) == KvCache(parallel=AUTOMATIC)  # left to the machine
     # The fit message names the cache when it is not the default.
     advice = fit_advice(facts, machine(64), n_ctx=4096, kv_cache=KvCache("q8_0", "q8_0", 2))
     assert "(q8_0/q8_0, 2 slots)" in advice.message
     assert advice.memory.kv_cache_bytes == 2 * q8
     assert "slots" not in fit_advice(facts, machine(64), n_ctx=4096).message
+
+
+def test_an_automatic_parallel_setting_gets_four_slots_when_their_caches_fit(
+    default_model_path: Path,
+) -> None:
+    facts = synthetic()  # 7 GB of weights, 1 GiB of f16 cache per slot at the automatic 8192 tokens
+    assert automatic_parallel(facts, machine(64)) == 4
+    one = fit_advice(facts, machine(64)).memory.total_bytes
+    four = fit_advice(facts, machine(64), kv_cache=KvCache(parallel=4)).memory.total_bytes
+    assert four - one == 3 * 2**30
+    # One slot fits this machine, four do not: one slot, not a refusal.
+    middle = machine((one + four) / 2 / FITS_SHARE / GB)
+    assert fit_advice(facts, middle).verdict == "fits"
+    assert fit_advice(facts, middle, kv_cache=KvCache(parallel=4)).verdict != "fits"
+    assert automatic_parallel(facts, middle) == 1
+    # A quantized cache or a shorter context makes room for four again.
+    assert automatic_parallel(facts, middle, kv_cache=KvCache("q4_0", "q4_0")) == 4
+    assert automatic_parallel(facts, middle, n_ctx=2048) == 4
+    # The fit check a load runs says so, for the loader with slots only; an explicit setting wins.
+    from webui.core.hardware.fit import check_before_load
+    from webui.core.models.discovery import entry_at
+
+    entry = entry_at(default_model_path)
+    assert entry is not None
+    big = FakeMachine(machine(64))
+
+    def message(settings: dict[str, str]) -> str:
+        advice = check_before_load(entry, "llama.cpp", settings, big)
+        assert advice is not None
+        return advice.message
+
+    assert "4 slots" in message({})
+    assert "4 slots" in message({"parallel": "0"})
+    assert "slots" not in message({"parallel": "1"})
+    assert "2 slots" in message({"parallel": "2"})
 
 
 def test_a_draft_model_counts_in_the_estimate(tmp_path: Path, default_model_path: Path) -> None:

@@ -52,7 +52,7 @@ def parallel(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path)
 def alone(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> list[str]:
     """Each prompt's greedy text from the one-at-a-time loader (parallel=1)."""
     # The same attention as the slots (flash attention is on by default with parallel slots).
-    service = _service(tmp_path_factory.mktemp("alone"), default_model_path, flash_attn="on")
+    service = _service(tmp_path_factory.mktemp("alone"), default_model_path, flash_attn="on", parallel=1)
     try:
         return [service.stream_completion(prompt, GREEDY).text() for prompt in PROMPTS]
     finally:
@@ -90,6 +90,7 @@ def test_the_loaded_model_says_it_is_parallel(parallel: Service) -> None:
     assert state.capabilities.parallel
     assert state.model.facts.context_length == 2048  # per slot
     assert state.model.facts.extra["parallel"] == "4"
+    assert "4 slots: up to 4 replies generate together." in parallel.status_line()
 
 
 def test_four_concurrent_greedy_requests_give_the_text_each_gives_alone(
@@ -204,7 +205,8 @@ def test_chats_that_open_alike_each_keep_their_own_slot(parallel: Service) -> No
 
 
 def test_a_served_model_streams_four_openai_clients_at_once(tmp_path: Path, default_model_path: Path) -> None:
-    server = Server(tmp_path, model=default_model_path, extra_args=["--setting", "parallel=4"])
+    """With no parallel setting: the caches of 4 slots of the default model fit any machine that runs the tests."""
+    server = Server(tmp_path, model=default_model_path)
     with server.running():
         client = openai.OpenAI(base_url=f"{server.url}v1", api_key="unused", max_retries=0)
         queue_api = httpx.Client(base_url=f"{server.url}v1/internal", timeout=60)

@@ -266,7 +266,10 @@ def settle(url: str) -> None:
 @pytest.fixture(scope="module")
 def loaded_server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
     server = Server(
-        tmp_path_factory.mktemp("load"), model=default_model_path, extra_args=["--max-queue", str(MAX_QUEUE)]
+        tmp_path_factory.mktemp("load"),
+        model=default_model_path,
+        # One slot, so that the mixed load fills the bounded queue behind it.
+        extra_args=["--max-queue", str(MAX_QUEUE), "--setting", "parallel=1"],
     )
     server.start()
     yield server

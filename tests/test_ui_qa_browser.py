@@ -53,6 +53,13 @@ def test_the_page_describes_the_model_that_is_loaded(page: Page) -> None:
     page.get_by_role("tab", name="Model").click()
     assert page.locator("#setting-llama-cpp-n_ctx input").input_value() == "2048"
     wait_for_text(page, "#model-fit", "at n_ctx=2048")
+    # parallel is automatic (0): the default model's caches of 4 slots fit any machine that runs the tests.
+    assert page.locator("#setting-llama-cpp-parallel input").input_value() == "0"
+    wait_for_text(page, "#model-fit", "at n_ctx=2048 (4 slots)")
+    wait_for_text(page, "#model-status", "4 slots: up to 4 replies generate together.")
+    page.locator("#setting-llama-cpp-parallel input").fill("1")
+    page.wait_for_function("() => !document.querySelector('#model-fit').innerText.includes('slots')")
+    assert "at n_ctx=2048," in inner_text(page, "#model-fit")
 
 
 @pytest.mark.browser

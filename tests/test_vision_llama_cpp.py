@@ -42,7 +42,8 @@ def _service(user_data: Path, *files: Path, **settings: object) -> Service:
 @pytest.fixture
 def vision_service(tmp_path: Path, vision_models: VisionModels) -> Iterator[Service]:
     """The tiny vision GGUF loaded with the projector lying beside it."""
-    service = _service(tmp_path / "ud", vision_models.gguf, vision_models.mmproj)
+    # One slot: another chat's request then moves the cache on (with several, it takes another slot).
+    service = _service(tmp_path / "ud", vision_models.gguf, vision_models.mmproj, parallel=1)
     yield service
     service.close()
 

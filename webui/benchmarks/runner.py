@@ -152,7 +152,13 @@ def _run_sections(
         if needs_server:
             user_data = workdir / "serve" / "user_data"
             _link_model(user_data, options.model)
-            settings = [f"n_ctx={N_CTX}", f"n_threads={threads}", f"n_threads_batch={batch_threads}"]
+            # One slot: these sections compare with one raw llama_cpp context (the parallel section has its own).
+            settings = [
+                f"n_ctx={N_CTX}",
+                f"n_threads={threads}",
+                f"n_threads_batch={batch_threads}",
+                "parallel=1",
+            ]
             args = ["--model", options.model.name]
             for setting in settings:
                 args += ["--setting", setting]
@@ -227,7 +233,12 @@ def _run_sections(
                 lambda: speculative.compare(
                     setup,
                     user_data,
-                    [f"n_ctx={N_CTX}", f"n_threads={threads}", f"n_threads_batch={batch_threads}"],
+                    [
+                        f"n_ctx={N_CTX}",
+                        f"n_threads={threads}",
+                        f"n_threads_batch={batch_threads}",
+                        "parallel=1",
+                    ],
                     workdir / "speculative.log",
                 ),
             )
@@ -288,7 +299,8 @@ def _engine_service(workdir: Path, model: Path, threads: int, batch_threads: int
     _link_model(user_data, model)
     service = build_service(AppConfig(user_data_dir=user_data))
     service.load_model(
-        model.name, settings={"n_ctx": N_CTX, "n_threads": threads, "n_threads_batch": batch_threads}
+        model.name,
+        settings={"n_ctx": N_CTX, "n_threads": threads, "n_threads_batch": batch_threads, "parallel": 1},
     )
     return service
 

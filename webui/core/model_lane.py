@@ -98,10 +98,7 @@ class ModelLane:
 
     def slots(self) -> int:
         """Generations the loaded model runs at once."""
-        state = self.state
-        if state is None or not state.capabilities.parallel or not isinstance(state.model, ParallelModel):
-            return 1
-        return max(1, int(state.model.parallel))
+        return slots_of(self.state)
 
     def _start_next(self, epoch: int) -> None:
         """Start the next waiting generation once a slot is free (at once, inline, for a one-at-a-time model)."""
@@ -221,3 +218,10 @@ class ModelLane:
                 self.last_active = time.monotonic()
                 self._ended.notify_all()
             job._put(END)
+
+
+def slots_of(state: LoadedState | None) -> int:
+    """Generations a loaded model runs at once (1 for none, or for a model without parallel slots)."""
+    if state is None or not state.capabilities.parallel or not isinstance(state.model, ParallelModel):
+        return 1
+    return max(1, int(state.model.parallel))

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webui.core.engine import Engine, EngineError, LoadedState
-from webui.core.hardware.estimates import MachineSource, MemoryEstimate, gb
-from webui.core.hardware.fit import check_before_load, refusal_message
+from webui.core.hardware.estimates import AUTO_PARALLEL, MachineSource, MemoryEstimate, gb
+from webui.core.hardware.fit import AUTOMATIC, check_before_load, has_slots, kv_cache_layout, refusal_message
+from webui.core.model_lane import slots_of
 from webui.core.models.discovery import ModelEntry, ModelFileError, discover_models, infer_loader
 from webui.core.templates.store import (
     InstructionTemplate,
@@ -116,6 +117,7 @@ class ModelManager:
         A model estimated not to fit in RAM (+VRAM) even alone is refused unless ``insist``. ``page``: it
         becomes the page's model (an API request's load does not take the page's model away).
         """
+        settings = self._with_slots(name, loader, settings)
         memory, gpu = self._estimate(name, loader, settings, refuse=not insist)
         if not insist and self._budget is not None and memory > self._budget:
             raise EngineError(
@@ -132,7 +134,30 @@ class ModelManager:
 
     def check_fit(self, name: str, loader: str | None, settings: Mapping[str, Any] | None) -> None:
         """EngineError with the estimate and suggestions when the model would not fit."""
-        self._estimate(name, loader, settings, refuse=True)
+        self._estimate(name, loader, self._with_slots(name, loader, settings), refuse=True)
+
+    def _with_slots(
+        self, name: str, loader: str | None, settings: Mapping[str, Any] | None
+    ) -> Mapping[str, Any] | None:
+        """``settings`` with an automatic ``parallel`` made a number: AUTO_PARALLEL slots when their caches fit
+        this machine (the fit check) and, beside the models loaded already, the memory budget; else 1. The
+        loader gets the number, so what is loaded is what was estimated. Other settings come back as they are."""
+        if kv_cache_layout(settings).parallel != AUTOMATIC or not self.engine.uses_files(name, loader):
+            return settings
+        entry = self.engine.resolve(name)
+        try:
+            loader_name = loader or infer_loader(entry, self.engine.registry)
+        except ModelFileError:
+            return settings  # the load itself reports unreadable files
+        if not has_slots(loader_name, self.engine.registry):
+            return settings
+        slots = {**(settings or {}), "parallel": AUTO_PARALLEL}
+        advice = check_before_load(entry, loader_name, slots, self._machine, self.engine.registry)
+        if advice is None:
+            return settings
+        held = sum(state.memory_bytes for state in self.engine.loaded() if state.entry.name != entry.name)
+        fits = advice.verdict == "fits" and advice.memory.total_bytes + held <= self.memory_budget()
+        return {**(settings or {}), "parallel": AUTO_PARALLEL if fits else 1}
 
     def _estimate(
         self, name: str, loader: str | None, settings: Mapping[str, Any] | None, *, refuse: bool
@@ -230,6 +255,9 @@ class ModelManager:
         if state is None:
             return "No model loaded."
         parts = [f"Loaded: {state.entry.name} ({state.loader})."]
+        slots = slots_of(state)
+        if slots > 1:
+            parts.append(f"{slots} slots: up to {slots} replies generate together.")
         others = [other.entry.name for other in self.engine.loaded() if other.entry != state.entry]
         if others:
             parts.append(f"Also loaded: {', '.join(others)}.")

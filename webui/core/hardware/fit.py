@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,11 @@ from webui.core.hardware.estimates import (
     KvCache,
     MachineSource,
     advice_dict,
+    automatic_parallel,
     estimate_speed,
     fit_advice,
 )
+from webui.core.hardware.machine import MachineFacts
 from webui.core.loader import LoaderError
 from webui.core.models.discovery import ModelEntry, ModelFileError, infer_loader
 from webui.core.models.facts import ArchFacts, entry_facts, format_count, gguf_facts, name_disagreements
@@ -39,9 +41,14 @@ def load_settings_layout(settings: Mapping[str, Any] | None) -> tuple[int | None
     return _setting(settings, "n_ctx"), -1 if ngl is None else ngl
 
 
+# The parallel setting that leaves the number of slots to the machine's memory (the llama.cpp loader's default).
+AUTOMATIC = 0
+
+
 def kv_cache_layout(settings: Mapping[str, Any] | None) -> KvCache:
     """The KV cache the load will allocate, from the llama.cpp settings that shape it (cache_type_k,
-    cache_type_v, parallel); f16 with one slot for anything else."""
+    cache_type_v, parallel); f16 with one slot for anything else. ``parallel`` is AUTOMATIC (0) when the
+    settings leave it to the machine (see ``automatic_slots``)."""
     values = settings or {}
 
     def cache_type(key: str) -> str:
@@ -49,8 +56,19 @@ def kv_cache_layout(settings: Mapping[str, Any] | None) -> KvCache:
         return value if value in KV_TYPE_BYTES else "f16"
 
     return KvCache(
-        cache_type("cache_type_k"), cache_type("cache_type_v"), max(1, _setting(values, "parallel") or 1)
+        cache_type("cache_type_k"),
+        cache_type("cache_type_v"),
+        max(AUTOMATIC, _setting(values, "parallel") or 0),
     )
+
+
+def automatic_slots(
+    facts: ArchFacts, settings: Mapping[str, Any] | None, machine: MachineFacts, draft: ArchFacts | None
+) -> int:
+    """The slots a load with an automatic ``parallel`` gets (the fit check and the llama.cpp loader both ask)."""
+    n_ctx, ngl = load_settings_layout(settings)
+    kv_cache = kv_cache_layout(settings)
+    return automatic_parallel(facts, machine, n_ctx=n_ctx, n_gpu_layers=ngl, kv_cache=kv_cache, draft=draft)
 
 
 # The draft_model value that drafts from n-grams (no second model), as the llama.cpp loader reads it.
@@ -87,6 +105,15 @@ def _runs_here(loader: str, registry: LoaderRegistry | None) -> bool:
         return False  # an unknown loader: the load itself says so
 
 
+def has_slots(loader: str, registry: LoaderRegistry | None) -> bool:
+    """Whether ``loader`` has a ``parallel`` setting (slots, each with its own cache; the llama.cpp loader)."""
+    try:
+        settings_model = (registry or LoaderRegistry.from_entry_points()).get(loader).settings_model
+    except LoaderError:
+        return False
+    return "parallel" in getattr(settings_model, "model_fields", {})
+
+
 def check_before_load(
     entry: ModelEntry,
     loader: str,
@@ -107,14 +134,14 @@ def check_before_load(
     if not facts.weight_bytes:
         return None
     n_ctx, ngl = load_settings_layout(settings)
+    machine_facts = machine.facts(measure_speed=False)
+    draft = draft_model_facts(entry, settings)
+    kv_cache = kv_cache_layout(settings)
+    if kv_cache.parallel == AUTOMATIC:
+        slots = automatic_slots(facts, settings, machine_facts, draft) if has_slots(loader, registry) else 1
+        kv_cache = replace(kv_cache, parallel=slots)
     return fit_advice(
-        facts,
-        machine.facts(measure_speed=False),
-        name=entry.name,
-        n_ctx=n_ctx,
-        n_gpu_layers=ngl,
-        kv_cache=kv_cache_layout(settings),
-        draft=draft_model_facts(entry, settings),
+        facts, machine_facts, name=entry.name, n_ctx=n_ctx, n_gpu_layers=ngl, kv_cache=kv_cache, draft=draft
     )
 
 
