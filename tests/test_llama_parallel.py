@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -91,6 +92,34 @@ def test_the_loaded_model_says_it_is_parallel(parallel: Service) -> None:
     assert state.model.facts.context_length == 2048  # per slot
     assert state.model.facts.extra["parallel"] == "4"
     assert "4 slots: up to 4 replies generate together." in parallel.status_line()
+
+
+def test_automatic_slots_fit_the_memory_budget(tmp_path: Path, default_model_path: Path) -> None:
+    """No parallel setting: 4 slots where they fit the budget, else 1; the fit line says what a load would get."""
+    settings = {"n_ctx": 2048, "n_threads": 1}
+    name = default_model_path.name
+    roomy = build_service(make_config(tmp_path / "roomy", default_model_path))
+    try:
+        assert roomy.with_slots(name, None, settings) == {**settings, "parallel": 4}
+        assert roomy.with_slots(name, None, {**settings, "parallel": 2}) == {**settings, "parallel": 2}
+        assert roomy.with_slots(name, None, {**settings, "parallel": "0"}) == {**settings, "parallel": 4}
+        roomy.load_model(name, settings=settings)
+        state = roomy.engine.require_model()
+        assert state.model.facts.extra["parallel"] == "4" and state.capabilities.parallel
+        four = state.memory_bytes
+    finally:
+        roomy.close()
+    config = make_config(tmp_path / "snug", default_model_path)
+    snug = build_service(dataclasses.replace(config, model_memory_budget=four - 2**20))
+    try:
+        assert snug.with_slots(name, None, settings) == {**settings, "parallel": 1}
+        snug.load_model(name, settings=settings)  # one slot fits the budget: loaded, not refused
+        state = snug.engine.require_model()
+        assert state.model.facts.extra["parallel"] == "1" and not state.capabilities.parallel
+        assert state.memory_bytes < four
+        assert "slots" not in snug.status_line()
+    finally:
+        snug.close()
 
 
 def test_four_concurrent_greedy_requests_give_the_text_each_gives_alone(

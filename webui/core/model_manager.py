@@ -117,7 +117,7 @@ class ModelManager:
         A model estimated not to fit in RAM (+VRAM) even alone is refused unless ``insist``. ``page``: it
         becomes the page's model (an API request's load does not take the page's model away).
         """
-        settings = self._with_slots(name, loader, settings)
+        settings = self.with_slots(name, loader, settings)
         memory, gpu = self._estimate(name, loader, settings, refuse=not insist)
         if not insist and self._budget is not None and memory > self._budget:
             raise EngineError(
@@ -134,9 +134,9 @@ class ModelManager:
 
     def check_fit(self, name: str, loader: str | None, settings: Mapping[str, Any] | None) -> None:
         """EngineError with the estimate and suggestions when the model would not fit."""
-        self._estimate(name, loader, self._with_slots(name, loader, settings), refuse=True)
+        self._estimate(name, loader, self.with_slots(name, loader, settings), refuse=True)
 
-    def _with_slots(
+    def with_slots(
         self, name: str, loader: str | None, settings: Mapping[str, Any] | None
     ) -> Mapping[str, Any] | None:
         """``settings`` with an automatic ``parallel`` made a number: AUTO_PARALLEL slots when their caches fit

@@ -236,6 +236,12 @@ class Service:
         """EngineError with the estimate and suggestions when the model would not fit."""
         self.model_manager.check_fit(name, loader, settings)
 
+    def with_slots(
+        self, name: str, loader: str | None, settings: Mapping[str, Any] | None
+    ) -> Mapping[str, Any] | None:
+        """``settings`` with an automatic ``parallel`` made the number a load would get now (see ModelManager)."""
+        return self.model_manager.with_slots(name, loader, settings)
+
     def resume_idle_model(self, name: str | None = None) -> LoadReport | None:
         """Load the model the idle watcher unloaded again, with the loader and settings it had: ``name``, or
         without one the page's model (when it is not loaded); None when there is nothing to resume.

@@ -115,7 +115,7 @@ class ModelTab:
         if entry is None:
             return ""
         try:
-            settings = self.settings_for(loader, values)
+            settings = self.service.with_slots(entry.name, loader or None, self.settings_for(loader, values))
         except EngineError:
             settings = None
         return fit_line(entry, loader or None, settings, self.service.machine, self.service.loaders)
@@ -137,11 +137,13 @@ class ModelTab:
     def initial_fit_text(self, name: str | None, loader: str | None) -> str:
         """The fit line when the page is drawn (the loader's default settings)."""
         entry = next((e for e in self.service.models() if e.name == name), None)
-        return (
-            fit_line(entry, loader, None, self.service.machine, self.service.loaders)
-            if entry is not None
-            else ""
-        )
+        if entry is None:
+            return ""
+        try:
+            settings = self.service.with_slots(entry.name, loader, None)
+        except EngineError:
+            settings = None
+        return fit_line(entry, loader, settings, self.service.machine, self.service.loaders)
 
     def load(self, name: str | None, loader: str | None, *values: Any, insist: bool = False) -> Iterator[str]:
         """Load the chosen model with the chosen loader and settings; errors leave the previous model loaded.
