@@ -8,8 +8,8 @@ holds in a slot (``FOLLOW_UP``). Each side sends the same requests, and the roun
 
 With ``llama_server`` (llama.cpp's C++ server) the same load also goes to ``llama-server -np N``, running at the
 same time and measured in the same interleaved rounds (with the most clients also one client in turn, for
-llama-server's own gain), and one client alone streams from Palabre (one slot) and from ``llama-server -np 1``,
-with one thread and with every core.
+llama-server's own gain), and one client alone streams from Palabre (its default, automatic slots: 4 where they
+fit) and from ``llama-server -np 1``, with one thread and with every core.
 """
 
 from __future__ import annotations
@@ -280,9 +280,10 @@ def _single_stream(
     rounds: int,
     label: str,
 ) -> tuple[Figure, dict[str, Any]]:
-    """One client streaming from Palabre (one slot) and from ``llama-server -np 1``, both with ``threads``."""
-    own = [s for s in settings if not s.startswith(("n_threads=", "n_threads_batch="))]
-    own += [f"n_threads={threads}", f"n_threads_batch={threads}", "parallel=1"]
+    """One client streaming from Palabre (its default, automatic slots) and from ``llama-server -np 1``, both
+    with ``threads``."""
+    own = [s for s in settings if not s.startswith(("n_threads=", "n_threads_batch=", "parallel="))]
+    own += [f"n_threads={threads}", f"n_threads_batch={threads}"]
     server = ServeProcess(user_data, serve_args(model, own), log)
     reference = LlamaServerProcess(
         llama_server, model, slots=1, n_ctx=n_ctx, threads=threads, batch_threads=threads, log=log
