@@ -106,6 +106,7 @@ def test_automatic_slots_fit_the_memory_budget(tmp_path: Path, default_model_pat
         roomy.load_model(name, settings=settings)
         state = roomy.engine.require_model()
         assert state.model.facts.extra["parallel"] == "4" and state.capabilities.parallel
+        assert state.settings.parallel == 0  # kept as asked: a reload chooses again
         four = state.memory_bytes
     finally:
         roomy.close()

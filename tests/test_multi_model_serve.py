@@ -102,6 +102,7 @@ def test_the_page_and_the_api_take_turns_on_two_loaded_models_without_a_reload(
     # Its fit estimate: the default model under another name, with its own 8192-token context (and the
     # automatic parallel setting's 4 slots, each with that context, on any machine that runs the tests).
     assert memory[SECOND] > 4 * 8192 * 23_040
+    assert {m["name"]: m["slots"] for m in model_info(server)["models"]} == {DEFAULT_MODEL_FILE: 4, SECOND: 4}
     assert f"{gb(memory[SECOND])} · idle" in page.locator(f"#loaded-{second}").inner_text()
     held = gb(sum(memory.values()))
     assert f"Memory budget: {held} of" in page.locator("#loaded-models-budget").inner_text()
@@ -132,7 +133,9 @@ def test_a_small_budget_makes_the_least_recently_used_model_make_room(
         assert local.generate(model=SECOND, prompt="Hi", options={"num_predict": 3}).response is not None
         info = model_info(server)
         assert (info["loads"], info["evictions"]) == (2, 1)
-        assert info["models"][0]["memory_bytes"] < 800 * 2**20  # one slot: four would not fit the budget
+        assert (
+            info["models"][0]["memory_bytes"] < 800 * 2**20 and info["models"][0]["slots"] == 1
+        )  # four would not fit
         assert [m.model for m in local.ps().models] == [SECOND]
         # A load bigger than the whole budget is refused before anything is unloaded.
         too_big = httpx.post(

@@ -163,6 +163,9 @@ class LoadedModelInfo(BaseModel):
     memory_bytes: int = Field(description="what it holds of the memory budget: its fit estimate (0: unknown)")
     gpu_bytes: int = Field(description="of that, on a GPU")
     context_length: int | None = None
+    slots: int = Field(
+        default=1, description="generations it runs at once (the llama.cpp loader's parallel slots)"
+    )
     template: str | None = None
 
 

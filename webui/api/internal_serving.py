@@ -39,6 +39,7 @@ from webui.api.internal_protocol import (
 )
 from webui.api.jobs import ApiJobs, Caller
 from webui.api.serving import Serving, find_entry, sees
+from webui.core.model_lane import slots_of
 from webui.core.presets import PresetError
 from webui.core.service import LoadedState, QueuedJob, QueueSnapshot, Service
 
@@ -98,6 +99,7 @@ def loaded_models(service: Service) -> dict[str, Any]:
                 memory_bytes=entry.memory_bytes,
                 gpu_bytes=entry.gpu_bytes,
                 context_length=state.model.facts.context_length if state is not None else None,
+                slots=slots_of(state),
                 template=detection.template.name if detection else None,
             )
         )

@@ -228,9 +228,13 @@ class Engine:
         memory_bytes: int = 0,
         gpu_bytes: int = 0,
         page: bool = True,
+        load_with: Mapping[str, Any] | None = None,
     ) -> LoadedState:
         """Load a model by name beside the others; on failure the models loaded before stay usable (unless
         they had to be unloaded to make room).
+
+        ``load_with``: settings the loader gets instead of those in ``settings`` (e.g. the slots an automatic
+        ``parallel`` came to), while the loaded state keeps ``settings`` as asked, so a reload asks again.
 
         ``memory_bytes`` is what it will hold of the memory budget: the least recently used models are
         unloaded first when it does not fit beside them. ``page``: it becomes the page's model (else only
@@ -256,6 +260,9 @@ class Engine:
         if entry is None and loader_cls.capabilities.needs_files:
             entry = self.resolve(name)
         validated = self.settings_for(loader_name, settings)
+        chosen = (
+            self.settings_for(loader_name, {**dict(settings or {}), **load_with}) if load_with else validated
+        )
         target = entry.path if entry is not None else Path(name)
         key = entry.name if entry is not None else name
 
@@ -280,7 +287,7 @@ class Engine:
                     self._unload_lane_now(lane)  # reloading the same file: free it first, not held twice
                     previous = None
                 try:
-                    model = loader_cls().load(target, validated)
+                    model = loader_cls().load(target, chosen)
                 except LoaderError as exc:
                     raise EngineError(str(exc)) from exc
                 except ValueError as exc:  # a setting the loader could not use (e.g. tensor_split "abc")

@@ -117,15 +117,21 @@ class ModelManager:
         A model estimated not to fit in RAM (+VRAM) even alone is refused unless ``insist``. ``page``: it
         becomes the page's model (an API request's load does not take the page's model away).
         """
-        settings = self.with_slots(name, loader, settings)
-        memory, gpu = self._estimate(name, loader, settings, refuse=not insist)
+        resolved = self.with_slots(name, loader, settings)
+        memory, gpu = self._estimate(name, loader, resolved, refuse=not insist)
         if not insist and self._budget is not None and memory > self._budget:
             raise EngineError(
                 f"{name} needs about {gb(memory)}, more than the memory budget for loaded models "
                 f"({gb(self._budget)}, --model-memory-budget). Load it anyway with --force / 'Load anyway'."
             )
         self.engine.memory_budget = self.memory_budget()  # measured now when it is the machine's
-        state = self.engine.load(name, loader, settings, memory_bytes=memory, gpu_bytes=gpu, page=page)
+        # The loader gets the slots that were estimated; the state keeps "automatic", so a reload asks again.
+        chosen = (
+            {"parallel": resolved["parallel"]} if resolved is not settings and resolved is not None else None
+        )
+        state = self.engine.load(
+            name, loader, settings, memory_bytes=memory, gpu_bytes=gpu, page=page, load_with=chosen
+        )
         detection = self._detect(state, template)
         tool_template = None if template else _tool_template(state)
         with self._lock:
