@@ -354,10 +354,12 @@ class SlotScheduler:
                     self.n_ctx - slot.n_pos - 1,
                     self.n_batch - n - (len(active) - len(sampled)),  # leave room for the others' tokens
                 )
-                if request.greedy and len(active) == 1 and self.exactness.exact_rows > 1:
-                    # Past the rows whose logits equal one-token decoding, nearly every greedy choice could be
-                    # a close call on a model like gemma-3 (decided alone, a step each): draft less instead.
-                    # (Beside other sequences every step is a batch of several rows anyway.)
+                if request.greedy and len(active) == 1:
+                    # A greedy reply must be the undrafted one, so its drafts stay within the rows whose logits
+                    # (and cache entries) equal one-token decoding's: none where even two rows differ (flash
+                    # attention off). Past them a near tie can be decided alone, but the cache keeps the batch's
+                    # rounding, which later steps read: on an AVX2-only CPU the reply then drifted from the
+                    # undrafted one. (Beside other sequences every step is a batch of several rows anyway.)
                     room = min(room, self.exactness.exact_rows - n)
                 request.drafts = request.drafter.draft(room)
                 for token in request.drafts:

@@ -67,7 +67,9 @@ def test_greedy_output_is_the_same_with_drafts_and_the_kept_drafts_are_counted(
 ) -> None:
     stream = drafting.stream_completion(COPY, GREEDY)
     text = stream.text()
-    assert "def add_item(self" in plain_text  # the model does copy: a test of drafting, not of a bad reply
+    # The model does copy (a test of drafting, not of a bad reply); how far this tiny model copies before it
+    # repeats itself follows the CPU's rounding (past add_item on one machine, past the docstring on another).
+    assert '"""Items in a warehouse, saved as JSON."""\n' in plain_text
     assert text == plain_text
     stats = drafting.engine.last_stats
     assert stats is not None and stats.drafted_tokens > 0
@@ -180,7 +182,8 @@ def test_greedy_drafting_stays_exact_where_batches_round_differently(
     tmp_path: Path, default_model_path: Path
 ) -> None:
     """With flash attention off, llama.cpp's batched rows differ from one-token decoding on this model: the load
-    measures it, near ties in a drafted batch are then decided alone, and the reply is the undrafted one."""
+    measures it, and a greedy reply is then not drafted (the batch's rounding would stay in the cache and could
+    move a later near tie), so it is the undrafted one; a sampled reply still drafts."""
     from loaders.llama_drafting import CLOSE_CALL
 
     plain = _service(tmp_path / "plain", default_model_path, flash_attn="off")
@@ -195,6 +198,10 @@ def test_greedy_drafting_stays_exact_where_batches_round_differently(
         exactness = service.engine.require_model().model._require_slots().exactness
         assert exactness.exact_rows == 1 and exactness.margin >= CLOSE_CALL
         assert service.stream_completion(COPY, GREEDY).text() == expected
+        stats = service.engine.last_stats
+        assert stats is not None and stats.drafted_tokens == 0
+        sampled = GenerationParams(temperature=0.3, seed=3, max_new_tokens=80)
+        assert service.stream_completion(COPY, sampled).text()
         stats = service.engine.last_stats
         assert stats is not None and stats.accepted_tokens > 0
     finally:
