@@ -58,12 +58,13 @@ def test_cancel_stops_mid_stream(smol_service: Service) -> None:
     seen = 0
     last = None
     for chunk in job:
-        seen += chunk.tokens
-        if seen == 5:
+        if seen < 5 <= seen + chunk.tokens:  # a chunk can carry several tokens (stream_interval)
             job.cancel()
+        seen += chunk.tokens
         last = chunk
     assert last is not None and last.finish_reason == "cancelled"
-    assert last.stats is not None and last.stats.new_tokens < 20
+    # Well short of the 300 asked: what was generated while the reader caught up (a busy machine lags it).
+    assert last.stats is not None and last.stats.new_tokens < 40
 
 
 def test_stop_strings_with_the_real_model(smol_service: Service) -> None:
