@@ -272,6 +272,9 @@ MANY_VALUES: dict[str, str] = {
 }
 
 
+# Templates that fill the budget with a million or two small items, each built in Python.
+SLOW_TO_FILL = {"range|list", "map|list"}
+
 needs_proc = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="reads the peak memory from Linux's /proc"
 )
@@ -305,9 +308,13 @@ def test_a_render_that_holds_more_than_the_budget_is_stopped(
         f"{render['elapsed']:.2f} s: {render['message']}"
     )
     assert render["template_error"], render["error"]
-    assert re.match(rf'Template "hostile" was stopped: .*{LIMIT_TEXT}', render["message"]), render["message"]
+    # Stopped by the memory budget, or where a slow CPU builds items for longer than the render's time limit
+    # (range|list and map|list took 5 s to reach 64 MiB on a 2 GHz AMD machine) by that, the peak still bounded.
+    by_memory = re.match(rf'Template "hostile" was stopped: .*{LIMIT_TEXT}', render["message"])
+    by_time = name in SLOW_TO_FILL and "stopped: it ran past the time limit" in render["message"]
+    assert by_memory or by_time, render["message"]
     assert not render["trimmed"]  # the template's doing: not trimmed away
-    assert "(the limit for one render)" in render["message"]
+    assert "(the limit for one render)" in render["message"] or by_time
     # The budget, and what a check before an allocation may let through once, and allocator overhead; the
     # child process frees a large block first, as a long-running server has (the allocator's worst case).
     assert render["peak"] < MAX_RENDER_BYTES / MIB + 32
