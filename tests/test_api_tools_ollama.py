@@ -18,6 +18,7 @@ import pytest
 
 from tests.support import agent_models
 from tests.support.servers import Server
+from tests.support.thinking import assert_markers_stay_out
 from tests.support.tool_servers import (
     TOOLS_THINK_TEMPLATE,
     WEATHER,
@@ -131,7 +132,7 @@ def test_think_puts_the_reasoning_apart(client: ollama.Client) -> None:
     reply = client.chat(model=M, messages=QUESTION, think=True, options=THINKING_OPTIONS)
     assert reply.message.thinking and reply.message.thinking.strip()
     assert reply.message.content and reply.message.content.strip()
-    assert "<think>" not in reply.message.content and "</think>" not in reply.message.content
+    assert_markers_stay_out(reply.message.thinking, reply.message.content)
 
     # Streamed: thinking first, in chunks of its own, then the answer.
     kinds = []

@@ -32,3 +32,13 @@ EFFORT_CHATML = """{%- for message in messages %}
 {{- '<|im_start|>assistant\\n<think>\\n' }}
 {%- endif %}
 {%- if reasoning_effort == 'low' or reasoning_effort == 'medium' or reasoning_effort == 'high' %}{%- endif %}"""
+
+
+def assert_markers_stay_out(reasoning: str, answer: str) -> None:
+    """What the server guarantees whatever a sampled small model writes: no ``<think>``/``</think>`` in the
+    reasoning (a repeated opening tag is dropped, the first closing one ends it), and in the answer a closing
+    tag only after an opening one the model wrote there as text. That pair stays the model's text, as in
+    llama.cpp's and Ollama's parsers; a lone closing tag (a small model repeating the forced one) is dropped."""
+    assert "<think>" not in reasoning and "</think>" not in reasoning, reasoning
+    close = answer.find("</think>")
+    assert close < 0 or "<think>" in answer[:close], answer
