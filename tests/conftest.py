@@ -13,6 +13,7 @@ import pytest
 from tests.support.config import make_config
 from webui.config import PROJECT_ROOT
 from webui.provision import DEFAULT_MODEL_FILE, provision_default_model
+from webui.ui.gradio_import import skip_stub_regeneration
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from webui.core.service import Service
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+skip_stub_regeneration()  # the page's in-process tests import gradio as `webui serve` does: 2 s sooner
 
 # Fixtures shared by some test modules, kept with their helpers in tests/support/.
 pytest_plugins = ["tests.support.ui"]

@@ -46,6 +46,9 @@ def _calm_gradio_queue(blocks: Any) -> None:
 def create_app(service: Service, config: AppConfig) -> Any:
     """The FastAPI application serving the page and the API."""
     _prepare_gradio_env(config)
+    from webui.ui.gradio_import import skip_stub_regeneration
+
+    skip_stub_regeneration()
     import gradio as gr
     from fastapi import FastAPI
 
