@@ -13,7 +13,7 @@ import httpx
 import ollama
 import openai
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from tests.support.page import send_and_watch, set_max_new_tokens
 from tests.support.servers import Server, open_page
@@ -103,7 +103,17 @@ def test_the_page_and_the_api_take_turns_on_two_loaded_models_without_a_reload(
     # automatic parallel setting's 4 slots, each with that context, on any machine that runs the tests).
     assert memory[SECOND] > 4 * 8192 * 23_040
     assert {m["name"]: m["slots"] for m in model_info(server)["models"]} == {DEFAULT_MODEL_FILE: 4, SECOND: 4}
-    assert f"{gb(memory[SECOND])} · idle" in page.locator(f"#loaded-{second}").inner_text()
+    # The list follows each model's activity without a click: an API reply can end just after it was drawn.
+    listed = page.locator(f"#loaded-{second}")
+    expect(listed).to_contain_text(f"{gb(memory[SECOND])} · idle", timeout=20_000)
+    long_reply = chat.chat.completions.create(
+        model=SECOND, messages=HI, max_tokens=400, stream=True, extra_body={"ban_eos_token": True}
+    )  # type: ignore[call-overload]
+    with long_reply:
+        next(iter(long_reply))
+        expect(listed).to_contain_text("· generating", timeout=20_000)
+        assert sum(1 for _ in long_reply) > 1
+    expect(listed).to_contain_text("· idle", timeout=20_000)
     held = gb(sum(memory.values()))
     assert f"Memory budget: {held} of" in page.locator("#loaded-models-budget").inner_text()
     page.locator(f"#unload-{second}").click()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -20,9 +21,10 @@ from tests.support.servers import Server, open_page
 from tests.support.waiting import eventually
 from webui.benchmarks.browser import BOT
 from webui.core.engine import IdleUnload
+from webui.core.engine_types import EngineStatus, LoadedModelStatus
 from webui.core.service import Service
 from webui.provision import DEFAULT_MODEL_FILE
-from webui.ui.live_status import LiveStatus, duration_text, idle_unload_line, page_status
+from webui.ui.live_status import LiveStatus, duration_text, fingerprint, idle_unload_line, page_status
 from webui.ui.state import CHAT, SessionJobs
 
 IDLE_MINUTES = "0.05"  # 3 seconds: longer than one tick, so the page's own load is seen before the unload
@@ -100,6 +102,20 @@ def test_the_timer_redraws_only_when_the_engine_changed_and_never_during_the_ses
     jobs.finish(CHAT, reply)
     # The same text found again after another change is still new news (the hidden box's value changes).
     assert live.tick(jobs, None)[2] != news
+
+
+def test_another_models_reply_starting_or_ending_is_news_for_the_model_tab() -> None:
+    """The Model tab lists every loaded model with what it does; the timer redraws it when any of them changes."""
+    page_model = LoadedModelStatus("a.gguf", "llama.cpp", "idle", 1, 0, True)
+    other = LoadedModelStatus("b.gguf", "llama.cpp", "generating", 1, 0, False)
+    busy = EngineStatus("a.gguf", "llama.cpp", "idle", None, 2, None, (page_model, other))
+    ended = replace(other, activity="idle")
+    done = replace(busy, models=(page_model, ended))
+    assert fingerprint(busy) != fingerprint(done)
+    # Its memory alone is no news: it changes only with a load, which is news already.
+    assert fingerprint(done) == fingerprint(
+        replace(done, models=(page_model, replace(ended, memory_bytes=2)))
+    )
 
 
 class ScriptedJob:

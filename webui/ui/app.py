@@ -81,7 +81,7 @@ def build_ui(service: Service, config: AppConfig, toolbox: Toolbox | None = None
             with gr.Tab("Character", id="character", elem_id="tab-character") as character_tab:
                 character.build(character_tab)
             with gr.Tab("Model", id="model", elem_id="tab-model"):
-                load_event, unload_event = model.build(mirrors=[chat.status])
+                load_event, unload_event = model.build(mirrors=[chat.status], news=live.news)
                 DownloadPanel(config.models_dir).build().then(model.refresh_models, outputs=[model.model])
             if service.knowledge is not None:
                 with gr.Tab("Knowledge", id="knowledge", elem_id="tab-knowledge"):

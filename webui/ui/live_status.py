@@ -69,7 +69,9 @@ def fingerprint(status: EngineStatus) -> Fingerprint:
     """The status as plain values for ``gr.State`` (equal fingerprints: the page shows the right thing)."""
     unload = status.idle_unload
     idle = (unload.model, unload.idle_s) if unload is not None else None
-    models = tuple(model.name for model in status.models)  # a model loaded or unloaded beside the page's
+    # A model loaded or unloaded beside the page's, or one that began or ended a reply: the Model tab lists
+    # each with what it does, and a list drawn while an API client's reply ran would say "generating" after it.
+    models = tuple((model.name, model.activity) for model in status.models)
     return (status.model, status.loader, status.activity, status.loading, status.loads, idle, models)
 
 

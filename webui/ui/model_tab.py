@@ -300,8 +300,11 @@ class ModelTab:
                 drawn[name] = setting_widget(loader, name, model)
         return fields, [drawn[name] for name in fields]
 
-    def build(self, mirrors: Sequence[gr.components.Component] = ()) -> Any:
-        """Draw the tab; ``mirrors`` (other tabs' status lines) get the status after a load or unload.
+    def build(
+        self, mirrors: Sequence[gr.components.Component] = (), news: gr.components.Component | None = None
+    ) -> Any:
+        """Draw the tab; ``mirrors`` (other tabs' status lines) get the status after a load or unload; a change
+        of ``news`` (the live status's, when the engine changed) redraws the loaded models.
 
         Returns the load and unload events so the page can refresh other tabs after them.
         """
@@ -340,7 +343,7 @@ class ModelTab:
                 elem_id="model-force",
             )
         self.status_md = gr.Markdown(self.status(), elem_id="model-status")
-        self._build_loaded_list(mirrors)
+        self._build_loaded_list(mirrors, news)
         EmbeddingPanel(self.service).build()
         if Path(self.models_dir).is_absolute():  # a real folder to download into (not the placeholder)
             catalog_event = CatalogPanel(Path(self.models_dir), self.service.machine).build()
@@ -389,13 +392,17 @@ class ModelTab:
         )
         return load_event, unload_event
 
-    def _build_loaded_list(self, mirrors: Sequence[gr.components.Component]) -> None:
-        """Every loaded model with its memory and its own Unload button, redrawn whenever the status changes
-        (a load or unload here, or one the live status saw elsewhere)."""
+    def _build_loaded_list(
+        self, mirrors: Sequence[gr.components.Component], news: gr.components.Component | None
+    ) -> None:
+        """Every loaded model with its memory, what it does and its own Unload button, redrawn whenever the
+        status changes (a load or unload here) or the live status has news (a load, an unload, a reply starting
+        or ending elsewhere: the status line's text alone stays the same when an API client's reply ends)."""
         gr.Markdown("#### Loaded models", elem_id="loaded-models-title")
+        news = news if news is not None else gr.Textbox(visible="hidden", container=False)
 
-        @gr.render(inputs=[self.status_md])
-        def draw(_status: str) -> None:
+        @gr.render(inputs=[self.status_md, news])
+        def draw(_status: str, _news: str) -> None:
             lines = self.loaded_lines()
             if not lines:
                 gr.Markdown("None.", elem_id="loaded-models-none")
